@@ -1,0 +1,26 @@
+# cachet_build_flags: a private interface target every cachet target links,
+# carrying warnings and sanitizer flags. Global flags are never edited.
+add_library(cachet_build_flags INTERFACE)
+target_compile_features(cachet_build_flags INTERFACE cxx_std_20)
+target_compile_options(cachet_build_flags INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+                                                    -Wold-style-cast -Wcast-align -Woverloaded-virtual
+                                                    $<$<CXX_COMPILER_ID:GNU>:-Wno-restrict>)  # GCC 12 false positives (PR 105651)
+if(CACHET_WERROR)
+  target_compile_options(cachet_build_flags INTERFACE -Werror)
+endif()
+
+if(CACHET_SANITIZE)
+  string(REPLACE "," ";" _cachet_sanitizers "${CACHET_SANITIZE}")
+  foreach(_san IN LISTS _cachet_sanitizers)
+    if(NOT _san MATCHES "^(address|undefined|thread)$")
+      message(FATAL_ERROR "CACHET_SANITIZE: unknown sanitizer '${_san}' (use address, undefined, thread)")
+    endif()
+  endforeach()
+  if("thread" IN_LIST _cachet_sanitizers AND "address" IN_LIST _cachet_sanitizers)
+    message(FATAL_ERROR "CACHET_SANITIZE: thread and address cannot be combined")
+  endif()
+  string(REPLACE ";" "," _cachet_san_flag "${_cachet_sanitizers}")
+  target_compile_options(cachet_build_flags INTERFACE -fsanitize=${_cachet_san_flag} -fno-omit-frame-pointer
+                                                      -fno-sanitize-recover=all)
+  target_link_options(cachet_build_flags INTERFACE -fsanitize=${_cachet_san_flag})
+endif()

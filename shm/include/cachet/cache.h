@@ -1,0 +1,133 @@
+// cachet::Cache: a key-value cache whose data lives in one memory segment.
+//
+// The segment is either private to this process (CreatePrivate) or a named
+// POSIX shared-memory object that other processes attach to (CreateNamed,
+// OpenNamed). The code is the same for both.
+//
+// Keys and values are byte strings. The cache holds at most
+// `capacity_bytes` of items and `max_entries` items; beyond either, the
+// eviction policy makes room. Every key may carry a TTL; an expired key reads
+// as a miss at once and its space is reclaimed actively (ReclaimExpired, and
+// a little on every write) as well as on access.
+//
+// Thread and process safety:
+//  * Every method is safe to call from many threads at once.
+//  * Reads (Get, GetInto, Contains, Ttl, Size, Stats) take no lock: they copy
+//    optimistically and validate, so a reader in any process may be killed at
+//    any instruction without harming writers or other readers.
+//  * Writes serialize on a process-shared robust mutex in the segment. A
+//    writer killed while holding it leaves the segment to be repaired by the
+//    next writer (see docs/design.md, "Recovery").
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cachet/clock.h"
+#include "cachet/result.h"
+
+namespace cachet {
+
+enum class EvictionPolicy : uint8_t {
+  kFifo = 1,    // evict in insertion order
+  kClock = 2,   // LRU approximated by CLOCK (one reference bit, second chance)
+  kS3Fifo = 3,  // small FIFO + main CLOCK-like FIFO + ghost queue (default)
+};
+
+const char* EvictionPolicyName(EvictionPolicy policy);
+Result<EvictionPolicy> ParseEvictionPolicy(std::string_view name);
+
+struct CacheOptions {
+  // Bytes of live items (24-byte item header + key + value, rounded up to 8).
+  uint64_t capacity_bytes = 64ull << 20;
+  // Most items held at once; 0 derives it as capacity_bytes / 64.
+  uint64_t max_entries = 0;
+  uint32_t max_key_size = 250;
+  uint32_t max_value_size = 1u << 20;
+  EvictionPolicy policy = EvictionPolicy::kS3Fifo;
+
+  Result<void> Validate() const;
+};
+
+enum class SetCondition : uint8_t { kAlways, kIfAbsent, kIfPresent };
+
+struct SetOptions {
+  // Time to live; zero means the key never expires. Negative, or more than
+  // Cache::kMaxTtl, is an error.
+  std::chrono::milliseconds ttl{0};
+  SetCondition condition = SetCondition::kAlways;
+};
+
+struct CacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t sets = 0;
+  uint64_t erases = 0;
+  uint64_t evictions = 0;
+  uint64_t expirations = 0;  // expired items reclaimed
+  uint64_t entries = 0;
+  uint64_t live_bytes = 0;   // bytes of live items, as counted by capacity_bytes
+  uint64_t capacity_bytes = 0;
+  uint64_t max_entries = 0;
+  uint64_t segment_bytes = 0;
+  uint64_t generation = 0;
+};
+
+class Cache {
+ public:
+  static constexpr std::chrono::milliseconds kNoExpiry = std::chrono::milliseconds::max();
+  // Longest TTL accepted: about 100 years. Set refuses more; Expire clamps.
+  static constexpr std::chrono::milliseconds kMaxTtl{100ll * 365 * 24 * 3600 * 1000};
+
+  // A cache in memory private to this process.
+  static Result<std::unique_ptr<Cache>> CreatePrivate(const CacheOptions& options,
+                                                      const Clock& clock = SystemClock::Instance());
+  // A new named segment ("/cachet-x"); fails with kAlreadyExists if one exists.
+  static Result<std::unique_ptr<Cache>> CreateNamed(const std::string& name, const CacheOptions& options,
+                                                    const Clock& clock = SystemClock::Instance());
+  // Attaches to an existing named segment after validating its header.
+  static Result<std::unique_ptr<Cache>> OpenNamed(const std::string& name,
+                                                  const Clock& clock = SystemClock::Instance());
+  // Removes the name; processes already attached keep their mapping.
+  static Result<void> RemoveNamed(const std::string& name);
+
+  ~Cache();
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+
+  std::optional<std::string> Get(std::string_view key);
+  // Like Get, but reuses `value`'s buffer. Returns false on a miss.
+  bool GetInto(std::string_view key, std::string* value);
+  bool Contains(std::string_view key);
+  // Remaining time to live; kNoExpiry if the key has none; nullopt if absent.
+  std::optional<std::chrono::milliseconds> Ttl(std::string_view key);
+
+  // Returns true if stored, false if the SetCondition was not met.
+  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {});
+  bool Erase(std::string_view key);
+  // Sets a new TTL on an existing key; ttl <= 0 expires it now. False if absent.
+  bool Expire(std::string_view key, std::chrono::milliseconds ttl);
+  // Removes the TTL of an existing key. False if absent.
+  bool Persist(std::string_view key);
+  void Clear();
+
+  // Reclaims expired items, scanning at most `max_buckets` index buckets from
+  // where the previous call stopped. Returns how many it reclaimed.
+  size_t ReclaimExpired(size_t max_buckets = 256);
+
+  size_t Size() const;
+  CacheStats Stats() const;
+  const CacheOptions& Options() const;
+
+  class Impl;
+
+ private:
+  explicit Cache(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cachet

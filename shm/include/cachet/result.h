@@ -1,0 +1,47 @@
+// Result<T> and Error: how cachet reports failures without exceptions.
+//
+// Expected outcomes (a miss, a denied request) are plain values such as
+// std::optional. Failures (bad arguments, oversized keys, a corrupt segment)
+// are Result<T> holding an Error with a stable code and a human message.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include <tl/expected.hpp>
+
+namespace cachet {
+
+// Stable numbers: never renumber or reuse a value (they travel on the wire).
+enum class ErrorCode : uint16_t {
+  kOk = 0,
+  kInvalidArgument = 1,  // a parameter is out of its documented range
+  kKeyTooLarge = 2,      // key longer than the configured max_key_size
+  kValueTooLarge = 3,    // value longer than the configured max_value_size
+  kNoSpace = 4,          // the item can never fit in this cache
+  kNotFound = 5,         // a named segment or key does not exist
+  kAlreadyExists = 6,    // a named segment exists and exclusive create was asked
+  kVersionMismatch = 7,  // segment made by another layout version
+  kCorrupt = 8,          // segment header or contents failed validation
+  kIo = 9,               // the operating system refused (shm_open, mmap, ...)
+};
+
+const char* ErrorCodeName(ErrorCode code);
+
+struct Error {
+  ErrorCode code = ErrorCode::kOk;
+  std::string message;
+
+  // "KEY_TOO_LARGE: key is 300 bytes, max_key_size is 250"
+  std::string ToString() const;
+};
+
+template <typename T>
+using Result = tl::expected<T, Error>;
+
+inline tl::unexpected<Error> MakeError(ErrorCode code, std::string message) {
+  return tl::unexpected<Error>(Error{code, std::move(message)});
+}
+
+}  // namespace cachet

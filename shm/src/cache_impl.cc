@@ -1,0 +1,525 @@
+// The read path, the write operations and the hash index of Cache::Impl.
+// Log management and eviction live in eviction.cc; recovery in recovery.cc.
+#include "cache_impl.h"
+
+#include <errno.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <thread>
+
+#include "atomics.h"
+#include "byte_copy.h"
+#include "hashing.h"
+
+namespace cachet {
+
+using namespace detail;
+
+namespace {
+
+// A reader that keeps seeing items reclaimed under it retries this often,
+// then reports a miss rather than spin behind a writer that may have died.
+constexpr int kMaxReadAttempts = 1000;
+// Index buckets that each write sweeps for expired items.
+constexpr size_t kSweepBucketsPerWrite = 2;
+
+uint32_t ThreadStripe() {
+  static thread_local const uint32_t stripe =
+      static_cast<uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()) % kCounterStripes);
+  return stripe;
+}
+
+void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+// Holds the segment's writer mutex. A previous holder that died leaves the
+// mutex "owner dead": we take it over and repair what it may have half done.
+class Cache::Impl::WriterLock {
+ public:
+  explicit WriterLock(Impl& impl) : mutex_(&impl.header_->writer_mutex) {
+    const int rc = pthread_mutex_lock(mutex_);
+    if (rc == EOWNERDEAD) {
+      pthread_mutex_consistent(mutex_);
+      impl.RepairLocked();
+    } else if (rc != 0) {
+      std::fprintf(stderr, "cachet: cannot lock the segment's writer mutex: %s\n", std::strerror(rc));
+      std::abort();
+    }
+  }
+  ~WriterLock() { pthread_mutex_unlock(mutex_); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  pthread_mutex_t* mutex_;
+};
+
+Cache::Impl::Impl(std::unique_ptr<Segment> segment, const Clock& clock)
+    : segment_(std::move(segment)), clock_(clock), base_(segment_->base()) {
+  header_ = reinterpret_cast<SegmentHeader*>(base_);
+}
+
+void Cache::Impl::BindGeometry() {
+  buckets_ = reinterpret_cast<Bucket*>(base_ + header_->buckets_offset);
+  ghost_ = header_->ghost_slots ? reinterpret_cast<uint64_t*>(base_ + header_->ghost_offset) : nullptr;
+  bucket_count_ = header_->bucket_count;
+  options_.capacity_bytes = header_->capacity_bytes;
+  options_.max_entries = header_->max_entries;
+  options_.max_key_size = header_->max_key_size;
+  options_.max_value_size = header_->max_value_size;
+  options_.policy = static_cast<EvictionPolicy>(header_->policy);
+}
+
+std::unique_ptr<Cache::Impl> Cache::Impl::Format(std::unique_ptr<Segment> segment, const CacheOptions& options,
+                                                 const Geometry& g, const Clock& clock) {
+  std::unique_ptr<Impl> impl(new Impl(std::move(segment), clock));
+  std::memset(impl->base_, 0, kHeaderBytes);  // the rest of a fresh mapping is already zero
+  SegmentHeader& h = *impl->header_;
+  h.layout_version = kLayoutVersion;
+  h.header_bytes = sizeof(SegmentHeader);
+  h.segment_bytes = g.segment_bytes;
+  h.generation = 1;
+  h.created_ms = clock.NowMs();
+  h.heartbeat_ms = h.created_ms;
+  h.capacity_bytes = options.capacity_bytes;
+  h.max_entries = g.max_entries;
+  h.max_key_size = options.max_key_size;
+  h.max_value_size = options.max_value_size;
+  h.policy = static_cast<uint8_t>(options.policy);
+  h.bucket_count = g.bucket_count;
+  h.buckets_offset = kHeaderBytes;
+  h.ghost_slots = g.ghost_slots;
+  h.ghost_offset = h.buckets_offset + g.bucket_count * sizeof(Bucket);
+  h.small_target_bytes = g.small_target_bytes;
+  h.small_target_items = g.small_target_items;
+  h.logs[kMainLog].base = h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63});
+  h.logs[kMainLog].size = g.main_log_bytes;
+  h.logs[kSmallLog].base = h.logs[kMainLog].base + g.main_log_bytes;
+  h.logs[kSmallLog].size = g.small_log_bytes;
+
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(&h.writer_mutex, &attr);
+  pthread_mutexattr_destroy(&attr);
+
+  // Published last: a process that sees the magic sees a whole header.
+  StoreRelease(h.magic, kMagic);
+  impl->BindGeometry();
+  return impl;
+}
+
+Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment> segment, const Clock& clock) {
+  const std::string name = segment->name();
+  const uint64_t mapped = segment->size();
+  auto corrupt = [&](const std::string& why) {
+    return MakeError(ErrorCode::kCorrupt, "segment '" + name + "' is not a usable cachet segment: " + why);
+  };
+  if (mapped < kHeaderBytes) return corrupt("it is " + std::to_string(mapped) + " bytes, smaller than a header");
+  std::unique_ptr<Impl> impl(new Impl(std::move(segment), clock));
+  const SegmentHeader& h = *impl->header_;
+  if (LoadAcquire(h.magic) != kMagic) return corrupt("bad magic number");
+  if (h.layout_version != kLayoutVersion) {
+    return MakeError(ErrorCode::kVersionMismatch, "segment '" + name + "' has layout version " +
+                                                      std::to_string(h.layout_version) + ", this library reads " +
+                                                      std::to_string(kLayoutVersion));
+  }
+  if (h.header_bytes != sizeof(SegmentHeader)) return corrupt("header size differs from this build's");
+  if (h.segment_bytes != mapped) {
+    return corrupt("header says " + std::to_string(h.segment_bytes) + " bytes, mapping has " + std::to_string(mapped));
+  }
+  if (h.generation == 0) return corrupt("generation is 0");
+  CacheOptions stored;
+  stored.capacity_bytes = h.capacity_bytes;
+  stored.max_entries = h.max_entries;
+  stored.max_key_size = h.max_key_size;
+  stored.max_value_size = h.max_value_size;
+  stored.policy = static_cast<EvictionPolicy>(h.policy);
+  if (auto ok = stored.Validate(); !ok) return corrupt("stored options invalid: " + ok.error().message);
+  const Geometry g = ComputeGeometry(stored);
+  if (g.segment_bytes != h.segment_bytes || g.bucket_count != h.bucket_count || g.ghost_slots != h.ghost_slots ||
+      g.main_log_bytes != h.logs[kMainLog].size || g.small_log_bytes != h.logs[kSmallLog].size ||
+      h.buckets_offset != kHeaderBytes || h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
+    return corrupt("geometry does not match its options");
+  }
+  impl->BindGeometry();
+  return impl;
+}
+
+// ---------------------------------------------------------------- readers
+
+const LogState* Cache::Impl::LogContaining(uint64_t offset) const {
+  for (const LogState& log : header_->logs) {
+    if (offset >= log.base && offset < log.base + log.size) return &log;
+  }
+  return nullptr;
+}
+
+Cache::Impl::ReadResult Cache::Impl::ReadItem(uint64_t slot, std::string_view key, std::string* value,
+                                              int64_t* expires_at) const {
+  const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
+  const LogState* log = LogContaining(offset);
+  if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return ReadResult::kMismatch;
+  const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
+  const uint64_t pos = LoadAcquire(item->pos);
+  if (pos % log->size != offset - log->base) return ReadResult::kTorn;
+
+  const uint64_t meta = LoadRelaxed(item->meta);
+  const uint32_t key_len = MetaKeyLen(meta);
+  const uint32_t value_len = MetaValueLen(meta);
+  const bool well_formed = MetaKind(meta) == ItemKind::kItem && key_len <= options_.max_key_size &&
+                           value_len <= options_.max_value_size &&
+                           offset + ItemBytes(key_len, value_len) <= log->base + log->size;
+  const auto* payload = reinterpret_cast<const uint64_t*>(item + 1);
+  const bool match = well_formed && key_len == key.size() && BytesEqual(payload, key);
+  if (match && value != nullptr) {
+    value->resize(value_len);
+    LoadBytes(payload, key_len, value_len, value->data());
+  }
+  const int64_t expires = LoadRelaxed(item->expires_at);
+
+  // Validate: nothing we copied was reclaimed (and so possibly rewritten).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (LoadRelaxed(log->head) > pos || LoadRelaxed(item->pos) != pos) return ReadResult::kTorn;
+  if (!match) return ReadResult::kMismatch;
+  *expires_at = expires;
+  return ReadResult::kMatch;
+}
+
+void Cache::Impl::CountHit(bool hit) {
+  StripedCounter* counters = hit ? header_->hits : header_->misses;
+  AddRelaxed(counters[ThreadStripe()].value, uint64_t{1});
+}
+
+bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expires_at) {
+  const uint64_t hash = HashKey(key);
+  const uint32_t tag = TagOf(hash);
+  for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
+    bool torn = false;
+    uint64_t b = HomeBucket(hash);
+    for (uint64_t step = 0; step < bucket_count_ && !torn; ++step, b = NextBucket(b)) {
+      Bucket& bucket = buckets_[b];
+      for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+        const uint64_t slot = LoadAcquire(bucket.slots[i]);
+        if (slot == 0 || static_cast<uint32_t>(slot >> 32) != tag) continue;
+        int64_t expires = 0;
+        const ReadResult r = ReadItem(slot, key, value, &expires);
+        if (r == ReadResult::kTorn) {
+          torn = true;
+          break;
+        }
+        if (r == ReadResult::kMismatch) continue;
+        const bool live = !ExpiredAt(expires, clock_.NowMs());
+        if (live) {
+          // Reference hint for the eviction policy; lost updates are harmless.
+          const uint8_t f = LoadRelaxed(bucket.freq[i]);
+          if (f < kMaxFreq) StoreRelaxed(bucket.freq[i], static_cast<uint8_t>(f + 1));
+          *expires_at = expires;
+        }
+        CountHit(live);
+        return live;
+      }
+      if (LoadRelaxed(bucket.overflow) == 0) break;
+    }
+    if (!torn) break;
+    CpuRelax();
+  }
+  CountHit(false);
+  return false;
+}
+
+// ---------------------------------------------------------------- index
+
+uint64_t Cache::Impl::HomeBucket(uint64_t hash) const {
+  return FastRange(static_cast<uint32_t>(hash), bucket_count_);
+}
+
+Cache::Impl::ItemView Cache::Impl::ViewLocked(uint64_t slot) const {
+  const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
+  const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
+  const uint32_t key_len = MetaKeyLen(item->meta);
+  ItemView view;
+  view.log = offset >= header_->logs[kSmallLog].base && header_->logs[kSmallLog].size ? kSmallLog : kMainLog;
+  view.offset = offset;
+  view.bytes = ItemBytes(key_len, MetaValueLen(item->meta));
+  view.key = std::string_view(reinterpret_cast<const char*>(item + 1), key_len);
+  view.expires_at = item->expires_at;
+  return view;
+}
+
+std::optional<Cache::Impl::SlotRef> Cache::Impl::FindLocked(std::string_view key, uint64_t hash) {
+  const uint32_t tag = TagOf(hash);
+  const uint64_t home = HomeBucket(hash);
+  uint64_t b = home;
+  for (uint64_t step = 0; step < bucket_count_; ++step, b = NextBucket(b)) {
+    Bucket& bucket = buckets_[b];
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      const uint64_t slot = bucket.slots[i];
+      if (slot != 0 && static_cast<uint32_t>(slot >> 32) == tag && ViewLocked(slot).key == key) {
+        return SlotRef{&bucket, i, home, b};
+      }
+    }
+    if (bucket.overflow == 0) break;
+  }
+  return std::nullopt;
+}
+
+std::optional<Cache::Impl::SlotRef> Cache::Impl::FindUnitLocked(uint64_t hash, uint32_t unit) {
+  const uint64_t want = SlotValue(hash, unit);
+  const uint64_t home = HomeBucket(hash);
+  uint64_t b = home;
+  for (uint64_t step = 0; step < bucket_count_; ++step, b = NextBucket(b)) {
+    Bucket& bucket = buckets_[b];
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      if (bucket.slots[i] == want) return SlotRef{&bucket, i, home, b};
+    }
+    if (bucket.overflow == 0) break;
+  }
+  return std::nullopt;
+}
+
+Cache::Impl::SlotRef Cache::Impl::InsertSlotLocked(uint64_t hash, uint64_t slot_value) {
+  const uint64_t home = HomeBucket(hash);
+  uint64_t b = home;
+  for (uint64_t step = 0; step < bucket_count_; ++step, b = NextBucket(b)) {
+    Bucket& bucket = buckets_[b];
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      if (bucket.slots[i] == 0) {
+        StoreRelaxed(bucket.freq[i], uint8_t{0});
+        StoreRelease(bucket.slots[i], slot_value);
+        return SlotRef{&bucket, i, home, b};
+      }
+    }
+    if (bucket.overflow < 255) StoreRelaxed(bucket.overflow, static_cast<uint8_t>(bucket.overflow + 1));
+  }
+  // The index holds more slots than max_entries, and MakeRoomLocked keeps the
+  // item count within it: a full index is a broken invariant.
+  std::fprintf(stderr, "cachet: index full with %llu items; invariant broken\n",
+               static_cast<unsigned long long>(TotalLiveItems()));
+  std::abort();
+}
+
+void Cache::Impl::ClearSlotLocked(const SlotRef& ref) {
+  StoreRelease(ref.bucket->slots[ref.index], uint64_t{0});
+  for (uint64_t b = ref.home; b != ref.bucket_pos; b = NextBucket(b)) {
+    Bucket& bucket = buckets_[b];
+    // 255 means "saturated": the true count is unknown, so it stays.
+    if (bucket.overflow != 255) StoreRelaxed(bucket.overflow, static_cast<uint8_t>(bucket.overflow - 1));
+  }
+}
+
+void Cache::Impl::RemoveItemLocked(const SlotRef& ref, const ItemView& item) {
+  ClearSlotLocked(ref);
+  LogState& log = header_->logs[item.log];
+  StoreRelaxed(log.live_bytes, log.live_bytes - item.bytes);
+  StoreRelaxed(log.live_items, log.live_items - 1);
+}
+
+// ---------------------------------------------------------------- writes
+
+Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, const SetOptions& options) {
+  if (key.empty() || key.size() > options_.max_key_size) {
+    return MakeError(key.empty() ? ErrorCode::kInvalidArgument : ErrorCode::kKeyTooLarge,
+                     "key is " + std::to_string(key.size()) + " bytes; keys must be 1 to " +
+                         std::to_string(options_.max_key_size) + " bytes (max_key_size)");
+  }
+  if (value.size() > options_.max_value_size) {
+    return MakeError(ErrorCode::kValueTooLarge, "value is " + std::to_string(value.size()) +
+                                                    " bytes; max_value_size is " +
+                                                    std::to_string(options_.max_value_size));
+  }
+  if (options.ttl.count() < 0 || options.ttl > Cache::kMaxTtl) {
+    return MakeError(ErrorCode::kInvalidArgument, "ttl is " + std::to_string(options.ttl.count()) +
+                                                      " ms; it must be 0 (no expiry) to " +
+                                                      std::to_string(Cache::kMaxTtl.count()) + " ms");
+  }
+  const uint64_t hash = HashKey(key);
+  const uint64_t bytes = ItemBytes(key.size(), value.size());
+
+  // Stage the item before taking the lock.
+  std::vector<uint64_t> staged(bytes / 8, 0);
+  const int64_t now = clock_.NowMs();
+  ItemHeader head{PackMeta(static_cast<uint32_t>(value.size()), static_cast<uint16_t>(key.size()), ItemKind::kItem), 0,
+                  options.ttl.count() == 0 ? 0 : now + options.ttl.count()};
+  std::memcpy(staged.data(), &head, sizeof head);
+  char* payload = reinterpret_cast<char*>(staged.data()) + sizeof head;
+  std::memcpy(payload, key.data(), key.size());
+  if (!value.empty()) std::memcpy(payload + key.size(), value.data(), value.size());
+
+  WriterLock lock(*this);
+  std::optional<SlotRef> ref = FindLocked(key, hash);
+  if (ref) {
+    const ItemView old = ViewLocked(ref->bucket->slots[ref->index]);
+    if (ExpiredAt(old.expires_at, now)) {
+      RemoveItemLocked(*ref, old);
+      AddRelaxed(header_->expirations, uint64_t{1});
+      ref.reset();
+    }
+  }
+  if ((options.condition == SetCondition::kIfAbsent && ref) ||
+      (options.condition == SetCondition::kIfPresent && !ref)) {
+    return false;
+  }
+
+  LogId target = kMainLog;
+  uint8_t freq = 0;
+  uint32_t skip_unit = 0;
+  if (ref) {
+    const uint64_t old_slot = ref->bucket->slots[ref->index];
+    const ItemView old = ViewLocked(old_slot);
+    target = old.log;
+    freq = LoadRelaxed(ref->bucket->freq[ref->index]);
+    // The old item stops counting now; its bytes are reclaimed when its log's
+    // head passes it (MakeRoomLocked knows to skip it).
+    LogState& log = header_->logs[old.log];
+    StoreRelaxed(log.live_bytes, log.live_bytes - old.bytes);
+    StoreRelaxed(log.live_items, log.live_items - 1);
+    skip_unit = SlotUnit(old_slot);
+  } else if (options_.policy == EvictionPolicy::kS3Fifo) {
+    // A key evicted from the small queue not long ago comes back to main;
+    // an item larger than the small queue's share goes to main directly.
+    const bool remembered = GhostTakeLocked(TagOf(hash) | 1);
+    target = remembered || bytes > header_->small_target_bytes ? kMainLog : kSmallLog;
+  }
+
+  MakeRoomLocked(target, bytes, skip_unit);
+  const uint32_t unit = AppendLocked(target, staged.data(), bytes);
+  if (ref) {
+    StoreRelease(ref->bucket->slots[ref->index], SlotValue(hash, unit));
+    StoreRelaxed(ref->bucket->freq[ref->index], static_cast<uint8_t>(std::min<int>(freq + 1, kMaxFreq)));
+  } else {
+    InsertSlotLocked(hash, SlotValue(hash, unit));
+  }
+  LogState& log = header_->logs[target];
+  StoreRelaxed(log.live_bytes, log.live_bytes + bytes);
+  StoreRelaxed(log.live_items, log.live_items + 1);
+  AddRelaxed(header_->sets, uint64_t{1});
+  // Amortized active expiry: every write sweeps a little of the index.
+  ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
+  return true;
+}
+
+bool Cache::Impl::Erase(std::string_view key) {
+  const uint64_t hash = HashKey(key);
+  WriterLock lock(*this);
+  std::optional<SlotRef> ref = FindLocked(key, hash);
+  if (!ref) return false;
+  const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
+  RemoveItemLocked(*ref, item);
+  if (ExpiredAt(item.expires_at, clock_.NowMs())) {
+    AddRelaxed(header_->expirations, uint64_t{1});
+    return false;
+  }
+  AddRelaxed(header_->erases, uint64_t{1});
+  return true;
+}
+
+bool Cache::Impl::SetExpiry(std::string_view key, int64_t expires_at) {
+  const uint64_t hash = HashKey(key);
+  const int64_t now = clock_.NowMs();
+  WriterLock lock(*this);
+  std::optional<SlotRef> ref = FindLocked(key, hash);
+  if (!ref) return false;
+  const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
+  if (ExpiredAt(item.expires_at, now)) {
+    RemoveItemLocked(*ref, item);
+    AddRelaxed(header_->expirations, uint64_t{1});
+    return false;
+  }
+  if (expires_at != 0 && expires_at <= now) {
+    RemoveItemLocked(*ref, item);
+    AddRelaxed(header_->erases, uint64_t{1});
+    return true;
+  }
+  auto* header = reinterpret_cast<ItemHeader*>(base_ + item.offset);
+  StoreRelaxed(header->expires_at, expires_at);  // one word: readers see old or new, both valid
+  return true;
+}
+
+void Cache::Impl::Clear() {
+  WriterLock lock(*this);
+  for (uint64_t b = 0; b < bucket_count_; ++b) {
+    Bucket& bucket = buckets_[b];
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      StoreRelease(bucket.slots[i], uint64_t{0});
+      StoreRelaxed(bucket.freq[i], uint8_t{0});
+    }
+    StoreRelaxed(bucket.overflow, uint8_t{0});
+  }
+  for (LogState& log : header_->logs) {
+    StoreRelaxed(log.head, log.tail);
+    StoreRelaxed(log.live_bytes, uint64_t{0});
+    StoreRelaxed(log.live_items, uint64_t{0});
+  }
+  if (ghost_ != nullptr) std::memset(ghost_, 0, header_->ghost_slots * sizeof(uint64_t));
+  header_->sweep_cursor = 0;
+}
+
+size_t Cache::Impl::ReclaimExpired(size_t max_buckets) {
+  WriterLock lock(*this);
+  return ReclaimExpiredLocked(max_buckets, clock_.NowMs());
+}
+
+size_t Cache::Impl::ReclaimExpiredLocked(size_t max_buckets, int64_t now) {
+  size_t reclaimed = 0;
+  uint64_t b = header_->sweep_cursor % bucket_count_;
+  for (size_t n = 0; n < max_buckets && n < bucket_count_; ++n, b = NextBucket(b)) {
+    Bucket& bucket = buckets_[b];
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      const uint64_t slot = bucket.slots[i];
+      if (slot == 0) continue;
+      const ItemView item = ViewLocked(slot);
+      if (!ExpiredAt(item.expires_at, now)) continue;
+      const uint64_t hash = HashKey(item.key);
+      RemoveItemLocked(SlotRef{&bucket, i, HomeBucket(hash), b}, item);
+      ++reclaimed;
+    }
+  }
+  header_->sweep_cursor = b;
+  AddRelaxed(header_->expirations, uint64_t{reclaimed});
+  return reclaimed;
+}
+
+// ---------------------------------------------------------------- stats
+
+uint64_t Cache::Impl::TotalLiveBytes() const {
+  return LoadRelaxed(header_->logs[kMainLog].live_bytes) + LoadRelaxed(header_->logs[kSmallLog].live_bytes);
+}
+
+uint64_t Cache::Impl::TotalLiveItems() const {
+  return LoadRelaxed(header_->logs[kMainLog].live_items) + LoadRelaxed(header_->logs[kSmallLog].live_items);
+}
+
+size_t Cache::Impl::Size() const { return TotalLiveItems(); }
+
+CacheStats Cache::Impl::Stats() const {
+  CacheStats s;
+  for (uint32_t i = 0; i < kCounterStripes; ++i) {
+    s.hits += LoadRelaxed(header_->hits[i].value);
+    s.misses += LoadRelaxed(header_->misses[i].value);
+  }
+  s.sets = LoadRelaxed(header_->sets);
+  s.erases = LoadRelaxed(header_->erases);
+  s.evictions = LoadRelaxed(header_->evictions);
+  s.expirations = LoadRelaxed(header_->expirations);
+  s.entries = TotalLiveItems();
+  s.live_bytes = TotalLiveBytes();
+  s.capacity_bytes = header_->capacity_bytes;
+  s.max_entries = header_->max_entries;
+  s.segment_bytes = header_->segment_bytes;
+  s.generation = header_->generation;
+  return s;
+}
+
+}  // namespace cachet

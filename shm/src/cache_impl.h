@@ -1,0 +1,112 @@
+// Cache::Impl: the store over one mapped segment (see layout.h for the map).
+//
+// Readers (Lookup) take no lock. Everything named *Locked requires the
+// writer mutex in the segment, held through WriterLock. The writer alone
+// writes items, slots, log heads and tails; readers write only the `freq`
+// hint bytes and the striped hit/miss counters.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cachet/cache.h"
+#include "layout.h"
+#include "segment.h"
+
+namespace cachet {
+
+class Cache::Impl {
+ public:
+  // Lays out a fresh segment for `options` (already validated).
+  static std::unique_ptr<Impl> Format(std::unique_ptr<detail::Segment> segment, const CacheOptions& options,
+                                      const detail::Geometry& geometry, const Clock& clock);
+  // Validates the header of an existing segment.
+  static Result<std::unique_ptr<Impl>> Attach(std::unique_ptr<detail::Segment> segment, const Clock& clock);
+
+  // Lock-free. On a hit fills `value` (if not null) and `expires_at`.
+  bool Lookup(std::string_view key, std::string* value, int64_t* expires_at);
+
+  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options);
+  bool Erase(std::string_view key);
+  bool SetExpiry(std::string_view key, int64_t expires_at);  // 0 = persist
+  void Clear();
+  size_t ReclaimExpired(size_t max_buckets);
+
+  size_t Size() const;
+  CacheStats Stats() const;
+  const CacheOptions& options() const { return options_; }
+  const Clock& clock() const { return clock_; }
+
+ private:
+  class WriterLock;
+  struct SlotRef {
+    detail::Bucket* bucket;
+    uint32_t index;
+    uint64_t home;        // home bucket of the key
+    uint64_t bucket_pos;  // bucket number of the slot
+  };
+  struct ItemView {
+    detail::LogId log;
+    uint64_t offset;  // bytes from the segment base
+    uint64_t bytes;
+    std::string_view key;
+    int64_t expires_at;
+  };
+  enum class ReadResult { kMatch, kMismatch, kTorn };
+
+  Impl(std::unique_ptr<detail::Segment> segment, const Clock& clock);
+  void BindGeometry();
+
+  // Readers.
+  ReadResult ReadItem(uint64_t slot, std::string_view key, std::string* value, int64_t* expires_at) const;
+  const detail::LogState* LogContaining(uint64_t offset) const;
+  void CountHit(bool hit);
+
+  // Index (writer).
+  uint64_t HomeBucket(uint64_t hash) const;
+  uint64_t NextBucket(uint64_t b) const { return b + 1 == bucket_count_ ? 0 : b + 1; }
+  std::optional<SlotRef> FindLocked(std::string_view key, uint64_t hash);
+  std::optional<SlotRef> FindUnitLocked(uint64_t hash, uint32_t unit);
+  SlotRef InsertSlotLocked(uint64_t hash, uint64_t slot_value);
+  void ClearSlotLocked(const SlotRef& ref);
+  ItemView ViewLocked(uint64_t slot) const;
+  void RemoveItemLocked(const SlotRef& ref, const ItemView& item);
+  size_t ReclaimExpiredLocked(size_t max_buckets, int64_t now);
+  bool ExpiredAt(int64_t expires_at, int64_t now) const { return expires_at != 0 && now >= expires_at; }
+
+  // Logs and eviction (writer).
+  uint64_t TailRoom(const detail::LogState& log) const;
+  uint64_t RoomNeeded(const detail::LogState& log, uint64_t bytes) const;
+  void AdvanceHeadLocked(detail::LogState& log, uint64_t bytes);
+  uint32_t AppendLocked(detail::LogId id, const uint64_t* words, uint64_t bytes);
+  void MakeRoomLocked(detail::LogId target, uint64_t bytes, uint32_t skip_unit);
+  detail::LogId ChooseVictimLocked() const;
+  void ProcessHeadLocked(detail::LogId id, bool over_capacity, uint32_t skip_unit);
+  void MoveItemLocked(const SlotRef& ref, const ItemView& item, detail::LogId to, uint8_t freq, uint32_t skip_unit);
+  uint64_t TotalLiveBytes() const;
+  uint64_t TotalLiveItems() const;
+
+  // Ghost queue of S3-FIFO (writer).
+  bool GhostTakeLocked(uint32_t fingerprint);
+  void GhostPutLocked(uint32_t fingerprint);
+
+  // Recovery after a writer died holding the lock (writer).
+  void RepairLocked();
+  bool ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* home, uint64_t* bytes, detail::LogId* log);
+
+  std::unique_ptr<detail::Segment> segment_;
+  const Clock& clock_;
+  char* base_ = nullptr;
+  detail::SegmentHeader* header_ = nullptr;
+  detail::Bucket* buckets_ = nullptr;
+  uint64_t* ghost_ = nullptr;
+  uint64_t bucket_count_ = 0;
+  CacheOptions options_;
+  std::vector<uint64_t> scratch_;  // item staging; guarded by the segment's writer mutex
+};
+
+}  // namespace cachet

@@ -1,0 +1,205 @@
+// Logs and eviction of Cache::Impl: appending items, making room, and the
+// FIFO, CLOCK and S3-FIFO policies. All of it runs under the writer mutex.
+//
+// Making room processes the head item of a log. A dead item (erased,
+// replaced, moved) is simply passed. A live one is either evicted or kept by
+// copying it to a log's tail; which, is the policy's decision when the cache
+// is over capacity, and always "keep" when only contiguous space is short.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "atomics.h"
+#include "byte_copy.h"
+#include "cache_impl.h"
+#include "hashing.h"
+
+namespace cachet {
+
+using namespace detail;
+
+namespace {
+// S3-FIFO moves an item from the small queue to main once it was read this
+// many times while in small.
+constexpr uint8_t kPromoteFreq = 1;
+}  // namespace
+
+uint64_t Cache::Impl::TailRoom(const LogState& log) const { return log.size - (log.tail - log.head); }
+
+uint64_t Cache::Impl::RoomNeeded(const LogState& log, uint64_t bytes) const {
+  const uint64_t to_end = log.size - log.tail % log.size;
+  return bytes <= to_end ? bytes : to_end + bytes;  // an item never wraps: pad to the end first
+}
+
+void Cache::Impl::AdvanceHeadLocked(LogState& log, uint64_t bytes) {
+  // Readers validate copies against head (ReadItem); AppendLocked fences
+  // before reusing the memory this frees.
+  StoreRelaxed(log.head, log.head + bytes);
+}
+
+uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t bytes) {
+  LogState& log = header_->logs[id];
+  // Pairs with the acquire fence in ReadItem: a reader that sees any word we
+  // store below also sees the head advances that freed this memory.
+  std::atomic_thread_fence(std::memory_order_release);
+  const uint64_t to_end = log.size - log.tail % log.size;
+  if (bytes > to_end) {
+    auto* pad = reinterpret_cast<uint64_t*>(base_ + log.base + log.tail % log.size);
+    StoreRelaxed(pad[0], PackMeta(static_cast<uint32_t>(to_end), 0, ItemKind::kPadding));
+    log.tail += to_end;
+  }
+  const uint64_t offset = log.base + log.tail % log.size;
+  auto* dst = reinterpret_cast<uint64_t*>(base_ + offset);
+  constexpr uint64_t kHeaderWords = sizeof(ItemHeader) / 8;
+  StoreRelaxed(dst[0], words[0]);  // meta
+  StoreRelaxed(dst[2], words[2]);  // expires_at
+  StoreWords(dst + kHeaderWords, words + kHeaderWords, bytes / 8 - kHeaderWords);
+  StoreRelease(dst[1], log.tail);  // pos, last: publishes the item
+  log.tail += bytes;
+  return static_cast<uint32_t>(offset / 8);
+}
+
+void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, uint32_t skip_unit) {
+  for (;;) {
+    const bool over =
+        TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
+    const LogState& log = header_->logs[target];
+    if (!over && RoomNeeded(log, bytes) <= TailRoom(log)) return;
+    ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip_unit);
+  }
+}
+
+LogId Cache::Impl::ChooseVictimLocked() const {
+  const LogState& small = header_->logs[kSmallLog];
+  const LogState& main = header_->logs[kMainLog];
+  if (options_.policy != EvictionPolicy::kS3Fifo || small.head == small.tail) return kMainLog;
+  if (main.head == main.tail) return kSmallLog;
+  const bool small_full =
+      small.live_bytes >= header_->small_target_bytes || small.live_items >= header_->small_target_items;
+  return small_full ? kSmallLog : kMainLog;
+}
+
+void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_unit) {
+  LogState& log = header_->logs[id];
+  const uint64_t offset = log.base + log.head % log.size;
+  const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
+  const uint64_t meta = item->meta;
+  if (MetaKind(meta) == ItemKind::kPadding) {
+    AdvanceHeadLocked(log, MetaValueLen(meta));
+    return;
+  }
+  const uint64_t bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
+  const auto unit = static_cast<uint32_t>(offset / 8);
+  const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
+  const uint64_t hash = HashKey(key);
+  const std::optional<SlotRef> ref = unit == skip_unit ? std::nullopt : FindUnitLocked(hash, unit);
+  if (!ref) {  // dead: erased, replaced or moved; or the item being replaced now
+    AdvanceHeadLocked(log, bytes);
+    return;
+  }
+  const ItemView view{id, offset, bytes, key, item->expires_at};
+  if (ExpiredAt(view.expires_at, clock_.NowMs())) {
+    RemoveItemLocked(*ref, view);
+    AddRelaxed(header_->expirations, uint64_t{1});
+    AdvanceHeadLocked(log, bytes);
+    return;
+  }
+  const uint8_t freq = LoadRelaxed(ref->bucket->freq[ref->index]);
+  if (!over_capacity) {
+    MoveItemLocked(*ref, view, kMainLog, freq, skip_unit);
+    return;
+  }
+  switch (options_.policy) {
+    case EvictionPolicy::kFifo:
+      break;
+    case EvictionPolicy::kClock:
+      if (freq > 0) return MoveItemLocked(*ref, view, kMainLog, 0, skip_unit);
+      break;
+    case EvictionPolicy::kS3Fifo:
+      if (id == kSmallLog) {
+        if (freq >= kPromoteFreq) return MoveItemLocked(*ref, view, kMainLog, 0, skip_unit);
+        GhostPutLocked(TagOf(hash) | 1);
+      } else if (freq > 0) {
+        return MoveItemLocked(*ref, view, kMainLog, static_cast<uint8_t>(freq - 1), skip_unit);
+      }
+      break;
+  }
+  RemoveItemLocked(*ref, view);
+  AddRelaxed(header_->evictions, uint64_t{1});
+  AdvanceHeadLocked(log, bytes);
+}
+
+void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId to, uint8_t freq,
+                                 uint32_t skip_unit) {
+  LogState& from = header_->logs[item.log];
+  LogState& dest = header_->logs[to];
+  const bool same_log = item.log == to;
+  // Room in another log is made first: that may move items through scratch_.
+  while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip_unit);
+
+  scratch_.resize(item.bytes / 8);
+  LoadWords(reinterpret_cast<const uint64_t*>(base_ + item.offset), scratch_.data(), scratch_.size());
+  if (same_log) {
+    // The copy at the head must go before the tail can take it back; readers
+    // of the old copy retry until the slot is republished below.
+    AdvanceHeadLocked(from, item.bytes);
+    if (RoomNeeded(dest, item.bytes) > TailRoom(dest)) {
+      // Only when dead space leaves no contiguous room: evict after all.
+      RemoveItemLocked(ref, item);
+      AddRelaxed(header_->evictions, uint64_t{1});
+      return;
+    }
+  }
+  const uint32_t unit = AppendLocked(to, scratch_.data(), item.bytes);
+  uint64_t& slot = ref.bucket->slots[ref.index];
+  StoreRelease(slot, (slot & ~uint64_t{0xffffffff}) | unit);
+  StoreRelaxed(ref.bucket->freq[ref.index], freq);
+  if (!same_log) {
+    AdvanceHeadLocked(from, item.bytes);
+    StoreRelaxed(from.live_bytes, from.live_bytes - item.bytes);
+    StoreRelaxed(from.live_items, from.live_items - 1);
+    StoreRelaxed(dest.live_bytes, dest.live_bytes + item.bytes);
+    StoreRelaxed(dest.live_items, dest.live_items + 1);
+  }
+}
+
+// The ghost queue remembers fingerprints of keys evicted from the small
+// queue, for about as many insertions as main holds items. Sets of
+// kGhostWays entries (fingerprint << 32 | insertion stamp); oldest replaced.
+bool Cache::Impl::GhostTakeLocked(uint32_t fingerprint) {
+  if (ghost_ == nullptr) return false;
+  uint64_t* set = ghost_ + FastRange(fingerprint, header_->ghost_slots / kGhostWays) * kGhostWays;
+  const auto now = static_cast<uint32_t>(header_->ghost_clock);
+  const uint64_t window = std::max<uint64_t>(header_->logs[kMainLog].live_items, 1);
+  for (uint32_t w = 0; w < kGhostWays; ++w) {
+    const uint64_t e = set[w];
+    if (e != 0 && static_cast<uint32_t>(e >> 32) == fingerprint &&
+        static_cast<uint32_t>(now - static_cast<uint32_t>(e)) <= window) {
+      set[w] = 0;
+      return true;
+    }
+  }
+  return false;
+}
+
+void Cache::Impl::GhostPutLocked(uint32_t fingerprint) {
+  if (ghost_ == nullptr) return;
+  uint64_t* set = ghost_ + FastRange(fingerprint, header_->ghost_slots / kGhostWays) * kGhostWays;
+  const auto now = static_cast<uint32_t>(++header_->ghost_clock);
+  uint32_t victim = 0;
+  uint32_t oldest_age = 0;
+  for (uint32_t w = 0; w < kGhostWays; ++w) {
+    if (set[w] == 0) {
+      victim = w;
+      break;
+    }
+    const uint32_t age = now - static_cast<uint32_t>(set[w]);
+    if (age >= oldest_age) {
+      oldest_age = age;
+      victim = w;
+    }
+  }
+  set[victim] = uint64_t{fingerprint} << 32 | now;
+}
+
+}  // namespace cachet

@@ -1,0 +1,138 @@
+// The layout of a cachet segment. Shared by every process that maps it, so
+// every type here is trivially copyable and standard-layout, links are byte
+// offsets from the segment base, and any change bumps kLayoutVersion.
+//
+//   [SegmentHeader][Bucket x bucket_count][ghost x ghost_slots][main log][small log]
+//
+// Index: buckets of 7 slots, one cache line each. A slot is 0 (empty) or
+// (tag << 32 | item offset in 8-byte units). Linear probing over buckets;
+// `overflow` counts the items whose probe passed this bucket, so a lookup
+// stops at the first bucket with overflow 0 and erase needs no tombstones.
+//
+// Logs: items are appended at `tail` and reclaimed from `head` (logical byte
+// positions that only grow; physical = base + pos % size). An item is live
+// iff a slot points to it. Items are never changed in place except for
+// `expires_at`; an update appends a new item and swaps the slot.
+#pragma once
+
+#include <pthread.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "cachet/cache.h"
+
+namespace cachet::detail {
+
+inline constexpr uint64_t kMagic = 0x3174656863614321ull;  // "!Cachet1"
+inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kSlotsPerBucket = 7;
+inline constexpr uint32_t kGhostWays = 4;
+inline constexpr uint32_t kCounterStripes = 16;
+inline constexpr uint8_t kMaxFreq = 3;
+inline constexpr uint64_t kMaxSegmentBytes = 32ull << 30;  // slot offsets are 32-bit, 8-byte units
+
+struct alignas(64) Bucket {
+  uint64_t slots[kSlotsPerBucket];  // atomic: writer stores release, readers load acquire
+  uint8_t freq[kSlotsPerBucket];    // atomic relaxed: readers bump on hit, writer resets; a hint only
+  uint8_t overflow;                 // atomic relaxed: writer only writes; saturates at 255
+};
+static_assert(sizeof(Bucket) == 64);
+
+enum class ItemKind : uint8_t { kItem = 1, kPadding = 2 };
+
+// Precedes key and value bytes in a log; 8-byte aligned.
+// `meta` comes first so that a padding item, which may be only 8 bytes long
+// at the physical end of a log, still carries its kind and length.
+struct ItemHeader {
+  uint64_t meta;        // atomic relaxed: value_len | key_len << 32 | kind << 48
+  uint64_t pos;         // atomic: logical position of this item; stored last, with release
+  int64_t expires_at;   // atomic relaxed: ms since epoch, 0 = never; the one in-place update
+};
+static_assert(sizeof(ItemHeader) == 24);
+
+inline uint64_t PackMeta(uint32_t value_len, uint16_t key_len, ItemKind kind) {
+  return uint64_t{value_len} | uint64_t{key_len} << 32 | uint64_t(kind) << 48;
+}
+inline uint32_t MetaValueLen(uint64_t m) { return static_cast<uint32_t>(m); }
+inline uint16_t MetaKeyLen(uint64_t m) { return static_cast<uint16_t>(m >> 32); }
+inline ItemKind MetaKind(uint64_t m) { return static_cast<ItemKind>(static_cast<uint8_t>(m >> 48)); }
+inline uint64_t ItemBytes(uint64_t key_len, uint64_t value_len) {
+  return (sizeof(ItemHeader) + key_len + value_len + 7) & ~uint64_t{7};
+}
+
+struct LogState {
+  uint64_t base;        // byte offset of the region; fixed at creation
+  uint64_t size;        // bytes; fixed at creation
+  uint64_t head;        // atomic: writer stores, then fences release; readers validate against it
+  uint64_t tail;        // writer only
+  uint64_t live_bytes;  // atomic relaxed: written by the writer, read by Stats
+  uint64_t live_items;  // atomic relaxed: as live_bytes
+};
+
+struct alignas(64) StripedCounter {
+  uint64_t value;  // atomic relaxed
+  uint8_t pad[56];
+};
+
+enum LogId : int { kMainLog = 0, kSmallLog = 1 };
+
+struct alignas(64) SegmentHeader {
+  // Identity, checked by every attach.
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t header_bytes;
+  uint64_t segment_bytes;
+  uint64_t generation;    // bumped each time a segment of this name is rebuilt
+  int64_t created_ms;
+  int64_t heartbeat_ms;   // atomic relaxed: for the daemon's liveness
+
+  // Options fixed at creation.
+  uint64_t capacity_bytes;
+  uint64_t max_entries;
+  uint32_t max_key_size;
+  uint32_t max_value_size;
+  uint8_t policy;
+  uint8_t reserved[7];
+
+  // Geometry.
+  uint64_t bucket_count;
+  uint64_t buckets_offset;
+  uint64_t ghost_slots;   // 0 unless S3-FIFO
+  uint64_t ghost_offset;
+  uint64_t small_target_bytes;
+  uint64_t small_target_items;
+  LogState logs[2];
+
+  // Writer state (guarded by writer_mutex).
+  uint64_t ghost_clock;
+  uint64_t sweep_cursor;
+  uint64_t repairs;       // atomic relaxed
+  pthread_mutex_t writer_mutex;  // process-shared, robust
+
+  // Counters (atomic relaxed).
+  uint64_t sets, erases, evictions, expirations;
+  StripedCounter hits[kCounterStripes];
+  StripedCounter misses[kCounterStripes];
+};
+static_assert(std::is_trivially_copyable_v<SegmentHeader> && std::is_standard_layout_v<SegmentHeader>);
+static_assert(std::is_trivially_copyable_v<Bucket> && std::is_standard_layout_v<Bucket>);
+static_assert(std::is_trivially_copyable_v<ItemHeader> && std::is_standard_layout_v<ItemHeader>);
+
+inline constexpr uint64_t kHeaderBytes = (sizeof(SegmentHeader) + 4095) & ~uint64_t{4095};
+
+// Where everything goes for a set of options.
+struct Geometry {
+  uint64_t max_entries = 0;
+  uint64_t bucket_count = 0;
+  uint64_t ghost_slots = 0;
+  uint64_t main_log_bytes = 0;
+  uint64_t small_log_bytes = 0;
+  uint64_t small_target_bytes = 0;
+  uint64_t small_target_items = 0;
+  uint64_t segment_bytes = 0;
+};
+Geometry ComputeGeometry(const CacheOptions& options);
+
+}  // namespace cachet::detail

@@ -1,0 +1,93 @@
+#include "segment.h"
+
+#include <sys/mman.h>
+
+#include <boost/interprocess/anonymous_shared_memory.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+namespace cachet::detail {
+
+namespace bip = boost::interprocess;
+
+namespace {
+
+Result<void> CheckName(const std::string& name) {
+  if (name.empty() || name.size() > 200 || name.find('/') != std::string::npos) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "segment name '" + name + "' must be 1-200 characters without '/'");
+  }
+  return {};
+}
+
+Error FromBoost(const bip::interprocess_exception& e, const std::string& what, const std::string& name) {
+  ErrorCode code = ErrorCode::kIo;
+  if (e.get_error_code() == bip::not_found_error) code = ErrorCode::kNotFound;
+  if (e.get_error_code() == bip::already_exists_error) code = ErrorCode::kAlreadyExists;
+  return Error{code, what + " shared memory '" + name + "': " + e.what()};
+}
+
+// Large caches are walked at random; huge pages cut TLB misses where the
+// kernel allows them for this kind of mapping. Only a hint.
+void AdviseHugePages(bip::mapped_region& region) {
+#ifdef MADV_HUGEPAGE
+  madvise(region.get_address(), region.get_size(), MADV_HUGEPAGE);
+#endif
+}
+
+}  // namespace
+
+Segment::Segment(std::unique_ptr<bip::mapped_region> region, std::string name)
+    : region_(std::move(region)),
+      name_(std::move(name)),
+      base_(static_cast<char*>(region_->get_address())),
+      size_(region_->get_size()) {}
+
+Segment::~Segment() = default;
+
+Result<std::unique_ptr<Segment>> Segment::CreatePrivate(size_t bytes) {
+  try {
+    auto region = std::make_unique<bip::mapped_region>(bip::anonymous_shared_memory(bytes));
+    AdviseHugePages(*region);
+    return std::unique_ptr<Segment>(new Segment(std::move(region), ""));
+  } catch (const bip::interprocess_exception& e) {
+    return tl::unexpected(FromBoost(e, "cannot map " + std::to_string(bytes) + " bytes of", "(private)"));
+  }
+}
+
+Result<std::unique_ptr<Segment>> Segment::CreateNamed(const std::string& name, size_t bytes) {
+  if (auto ok = CheckName(name); !ok) return tl::unexpected(ok.error());
+  bool created = false;
+  try {
+    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write);
+    created = true;
+    shm.truncate(static_cast<bip::offset_t>(bytes));
+    auto region = std::make_unique<bip::mapped_region>(shm, bip::read_write);
+    AdviseHugePages(*region);
+    return std::unique_ptr<Segment>(new Segment(std::move(region), name));
+  } catch (const bip::interprocess_exception& e) {
+    if (created) bip::shared_memory_object::remove(name.c_str());
+    return tl::unexpected(FromBoost(e, "cannot create", name));
+  }
+}
+
+Result<std::unique_ptr<Segment>> Segment::OpenNamed(const std::string& name) {
+  if (auto ok = CheckName(name); !ok) return tl::unexpected(ok.error());
+  try {
+    bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
+    auto region = std::make_unique<bip::mapped_region>(shm, bip::read_write);
+    return std::unique_ptr<Segment>(new Segment(std::move(region), name));
+  } catch (const bip::interprocess_exception& e) {
+    return tl::unexpected(FromBoost(e, "cannot open", name));
+  }
+}
+
+Result<void> Segment::RemoveNamed(const std::string& name) {
+  if (auto ok = CheckName(name); !ok) return ok;
+  if (!bip::shared_memory_object::remove(name.c_str())) {
+    return MakeError(ErrorCode::kNotFound, "no shared memory named '" + name + "' to remove");
+  }
+  return {};
+}
+
+}  // namespace cachet::detail

@@ -1,0 +1,255 @@
+// Operations, limits and statistics of cachet::Cache, each run against a
+// private and a named segment (one code serves both).
+#include "cachet/cache.h"
+
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+
+enum class Backing { kPrivate, kNamed };
+
+class CacheTest : public ::testing::TestWithParam<Backing> {
+ protected:
+  void SetUp() override { cache_ = Make(DefaultOptions()); }
+  void TearDown() override {
+    cache_.reset();
+    if (!name_.empty()) (void)Cache::RemoveNamed(name_);
+  }
+
+  static CacheOptions DefaultOptions() {
+    CacheOptions o;
+    o.capacity_bytes = 1 << 20;
+    o.max_key_size = 64;
+    o.max_value_size = 4096;
+    return o;
+  }
+
+  std::unique_ptr<Cache> Make(const CacheOptions& options) {
+    cache_.reset();
+    if (!name_.empty()) (void)Cache::RemoveNamed(name_);
+    Result<std::unique_ptr<Cache>> made = Cache::CreatePrivate(options, clock_);
+    if (GetParam() == Backing::kNamed) {
+      name_ = testing::UniqueSegmentName("ops");
+      made = Cache::CreateNamed(name_, options, clock_);
+    }
+    EXPECT_TRUE(made.has_value()) << made.error().ToString();
+    return std::move(*made);
+  }
+
+  FakeClock clock_;
+  std::string name_;
+  std::unique_ptr<Cache> cache_;
+};
+
+TEST_P(CacheTest, GetOfMissingKeyIsMiss) {
+  EXPECT_EQ(cache_->Get("absent"), std::nullopt);
+  EXPECT_FALSE(cache_->Contains("absent"));
+}
+
+TEST_P(CacheTest, SetThenGetReturnsValue) {
+  ASSERT_TRUE(cache_->Set("k", "v").value());
+  EXPECT_EQ(cache_->Get("k"), "v");
+  EXPECT_TRUE(cache_->Contains("k"));
+}
+
+TEST_P(CacheTest, ValuesAreByteStrings) {
+  const std::string key("a\0b", 3);
+  const std::string value("\0\xff\x01zz\0", 6);
+  ASSERT_TRUE(cache_->Set(key, value).has_value());
+  EXPECT_EQ(cache_->Get(key), value);
+  EXPECT_EQ(cache_->Get(std::string("a\0c", 3)), std::nullopt);
+}
+
+TEST_P(CacheTest, EmptyValueIsStoredAndDistinctFromMiss) {
+  ASSERT_TRUE(cache_->Set("empty", "").has_value());
+  EXPECT_EQ(cache_->Get("empty"), std::string());
+}
+
+TEST_P(CacheTest, OverwriteReplacesValueAndKeepsOneEntry) {
+  ASSERT_TRUE(cache_->Set("k", "first").has_value());
+  ASSERT_TRUE(cache_->Set("k", "a much longer second value").has_value());
+  ASSERT_TRUE(cache_->Set("k", "3").has_value());
+  EXPECT_EQ(cache_->Get("k"), "3");
+  EXPECT_EQ(cache_->Size(), 1u);
+}
+
+TEST_P(CacheTest, ValuesOfEverySizeUpToTheLimitRoundTrip) {
+  for (size_t n : {0, 1, 7, 8, 9, 15, 16, 17, 100, 1000, 4095, 4096}) {
+    const std::string key = "size" + std::to_string(n);
+    std::string value(n, '\0');
+    for (size_t i = 0; i < n; ++i) value[i] = static_cast<char>('a' + (i * 7 + n) % 26);
+    ASSERT_TRUE(cache_->Set(key, value).has_value()) << n;
+    EXPECT_EQ(cache_->Get(key), value) << n;
+  }
+}
+
+TEST_P(CacheTest, GetIntoReusesBuffer) {
+  ASSERT_TRUE(cache_->Set("k", "value").has_value());
+  std::string out = "previous content that is longer";
+  EXPECT_TRUE(cache_->GetInto("k", &out));
+  EXPECT_EQ(out, "value");
+  EXPECT_FALSE(cache_->GetInto("nope", &out));
+}
+
+TEST_P(CacheTest, EraseRemovesKey) {
+  ASSERT_TRUE(cache_->Set("k", "v").has_value());
+  EXPECT_TRUE(cache_->Erase("k"));
+  EXPECT_EQ(cache_->Get("k"), std::nullopt);
+  EXPECT_FALSE(cache_->Erase("k"));
+  EXPECT_EQ(cache_->Size(), 0u);
+}
+
+TEST_P(CacheTest, SetIfAbsentOnlyStoresNewKeys) {
+  SetOptions nx;
+  nx.condition = SetCondition::kIfAbsent;
+  EXPECT_TRUE(cache_->Set("k", "1", nx).value());
+  EXPECT_FALSE(cache_->Set("k", "2", nx).value());
+  EXPECT_EQ(cache_->Get("k"), "1");
+}
+
+TEST_P(CacheTest, SetIfPresentOnlyReplacesExistingKeys) {
+  SetOptions xx;
+  xx.condition = SetCondition::kIfPresent;
+  EXPECT_FALSE(cache_->Set("k", "1", xx).value());
+  EXPECT_EQ(cache_->Get("k"), std::nullopt);
+  ASSERT_TRUE(cache_->Set("k", "1").has_value());
+  EXPECT_TRUE(cache_->Set("k", "2", xx).value());
+  EXPECT_EQ(cache_->Get("k"), "2");
+}
+
+TEST_P(CacheTest, OversizedKeyIsRefusedAndChangesNothing) {
+  ASSERT_TRUE(cache_->Set(std::string(64, 'k'), "fits").has_value());
+  auto r = cache_->Set(std::string(65, 'k'), "v");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kKeyTooLarge);
+  EXPECT_NE(r.error().message.find("max_key_size"), std::string::npos) << r.error().message;
+  EXPECT_EQ(cache_->Size(), 1u);
+  EXPECT_EQ(cache_->Stats().sets, 1u);
+}
+
+TEST_P(CacheTest, EmptyKeyIsRefused) {
+  auto r = cache_->Set("", "v");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_P(CacheTest, OversizedValueIsRefusedNotTruncated) {
+  ASSERT_TRUE(cache_->Set("k", "old").has_value());
+  auto r = cache_->Set("k", std::string(4097, 'v'));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kValueTooLarge);
+  EXPECT_NE(r.error().message.find("4097"), std::string::npos) << r.error().message;
+  EXPECT_EQ(cache_->Get("k"), "old");
+}
+
+TEST_P(CacheTest, ClearRemovesEverything) {
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(cache_->Set("k" + std::to_string(i), "v").has_value());
+  cache_->Clear();
+  EXPECT_EQ(cache_->Size(), 0u);
+  EXPECT_EQ(cache_->Stats().live_bytes, 0u);
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(cache_->Contains("k" + std::to_string(i)));
+  ASSERT_TRUE(cache_->Set("after", "clear").has_value());
+  EXPECT_EQ(cache_->Get("after"), "clear");
+}
+
+TEST_P(CacheTest, SizeCountsLiveEntries) {
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(cache_->Set("k" + std::to_string(i), "v").has_value());
+  EXPECT_EQ(cache_->Size(), 50u);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(cache_->Erase("k" + std::to_string(i)));
+  EXPECT_EQ(cache_->Size(), 30u);
+}
+
+TEST_P(CacheTest, StatsCountOperations) {
+  ASSERT_TRUE(cache_->Set("a", "12345").has_value());
+  ASSERT_TRUE(cache_->Set("b", "x").has_value());
+  (void)cache_->Get("a");
+  (void)cache_->Get("a");
+  (void)cache_->Get("zzz");
+  ASSERT_TRUE(cache_->Erase("b"));
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.hits, 2u);
+  EXPECT_EQ(s.misses, 1u);
+  EXPECT_EQ(s.sets, 2u);
+  EXPECT_EQ(s.erases, 1u);
+  EXPECT_EQ(s.entries, 1u);
+  EXPECT_EQ(s.live_bytes, 32u);  // 24-byte header + "a" + "12345", rounded up to 8
+  EXPECT_EQ(s.capacity_bytes, 1u << 20);
+  EXPECT_GT(s.segment_bytes, s.capacity_bytes);
+  EXPECT_EQ(s.generation, 1u);
+}
+
+TEST_P(CacheTest, ManyKeysAllReadable) {
+  for (int i = 0; i < 5000; ++i) {
+    ASSERT_TRUE(cache_->Set("key:" + std::to_string(i), "value:" + std::to_string(i)).has_value());
+  }
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(cache_->Get("key:" + std::to_string(i)), "value:" + std::to_string(i));
+  EXPECT_EQ(cache_->Size(), 5000u);
+}
+
+TEST_P(CacheTest, ChurnWithErasesAndUpdatesKeepsEveryLiveKey) {
+  // Erases and updates leave dead space in the logs; passing over it must
+  // neither lose live keys nor evict while the cache is under capacity.
+  for (int round = 0; round < 40; ++round) {
+    for (int i = 0; i < 500; ++i) {
+      ASSERT_TRUE(cache_->Set("k" + std::to_string(i), std::string(100, char('a' + round % 26))).has_value());
+    }
+    for (int i = 0; i < 500; i += 3) ASSERT_TRUE(cache_->Erase("k" + std::to_string(i)));
+  }
+  for (int i = 0; i < 500; ++i) {
+    auto v = cache_->Get("k" + std::to_string(i));
+    if (i % 3 == 0) {
+      EXPECT_EQ(v, std::nullopt);
+    } else {
+      EXPECT_EQ(v, std::string(100, char('a' + 39 % 26))) << i;
+    }
+  }
+  EXPECT_EQ(cache_->Stats().evictions, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backings, CacheTest, ::testing::Values(Backing::kPrivate, Backing::kNamed),
+                         [](const auto& param_info) { return param_info.param == Backing::kPrivate ? "Private" : "Named"; });
+
+TEST(CacheOptionsTest, RejectsCapacitySmallerThanOneItem) {
+  CacheOptions o;
+  o.capacity_bytes = 1000;
+  o.max_value_size = 4096;
+  auto ok = o.Validate();
+  ASSERT_FALSE(ok.has_value());
+  EXPECT_EQ(ok.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(ok.error().message.find("capacity_bytes"), std::string::npos);
+  EXPECT_FALSE(Cache::CreatePrivate(o).has_value());
+}
+
+TEST(CacheOptionsTest, RejectsKeyLimitOutOfRange) {
+  CacheOptions o;
+  o.max_key_size = 0;
+  EXPECT_FALSE(o.Validate().has_value());
+  o.max_key_size = 70000;
+  EXPECT_FALSE(o.Validate().has_value());
+}
+
+TEST(CacheOptionsTest, RejectsSegmentsOverTheAddressableSize) {
+  CacheOptions o;
+  o.capacity_bytes = 64ull << 30;
+  auto ok = o.Validate();
+  ASSERT_FALSE(ok.has_value());
+  EXPECT_NE(ok.error().message.find("MiB"), std::string::npos);
+}
+
+TEST(CacheOptionsTest, ParsesPolicyNames) {
+  EXPECT_EQ(ParseEvictionPolicy("fifo").value(), EvictionPolicy::kFifo);
+  EXPECT_EQ(ParseEvictionPolicy("LRU").value(), EvictionPolicy::kClock);
+  EXPECT_EQ(ParseEvictionPolicy("clock").value(), EvictionPolicy::kClock);
+  EXPECT_EQ(ParseEvictionPolicy("s3-fifo").value(), EvictionPolicy::kS3Fifo);
+  auto bad = ParseEvictionPolicy("lfu");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("lfu"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cachet

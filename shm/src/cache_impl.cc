@@ -519,6 +519,7 @@ CacheStats Cache::Impl::Stats() const {
   s.max_entries = header_->max_entries;
   s.segment_bytes = header_->segment_bytes;
   s.generation = header_->generation;
+  s.repairs = LoadRelaxed(header_->repairs);
   return s;
 }
 

@@ -85,7 +85,7 @@ class Cache::Impl {
   uint32_t AppendLocked(detail::LogId id, const uint64_t* words, uint64_t bytes);
   void MakeRoomLocked(detail::LogId target, uint64_t bytes, uint32_t skip_unit);
   detail::LogId ChooseVictimLocked() const;
-  void ProcessHeadLocked(detail::LogId id, bool over_capacity, uint32_t skip_unit);
+  void ProcessHeadLocked(detail::LogId id, bool over_capacity, uint32_t skip_unit, bool may_keep);
   void MoveItemLocked(const SlotRef& ref, const ItemView& item, detail::LogId to, uint8_t freq, uint32_t skip_unit);
   uint64_t TotalLiveBytes() const;
   uint64_t TotalLiveItems() const;

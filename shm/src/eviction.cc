@@ -60,12 +60,15 @@ uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t byt
 }
 
 void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, uint32_t skip_unit) {
-  for (;;) {
+  // Readers in other processes may keep every item referenced faster than
+  // we clear the bits; after a full lap of second chances we evict anyway.
+  const uint64_t max_second_chances = TotalLiveItems() + 64;
+  for (uint64_t steps = 0;; ++steps) {
     const bool over =
         TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
     const LogState& log = header_->logs[target];
     if (!over && RoomNeeded(log, bytes) <= TailRoom(log)) return;
-    ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip_unit);
+    ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip_unit, steps < max_second_chances);
   }
 }
 
@@ -79,7 +82,7 @@ LogId Cache::Impl::ChooseVictimLocked() const {
   return small_full ? kSmallLog : kMainLog;
 }
 
-void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_unit) {
+void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_unit, bool may_keep) {
   LogState& log = header_->logs[id];
   const uint64_t offset = log.base + log.head % log.size;
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
@@ -109,7 +112,7 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
     MoveItemLocked(*ref, view, kMainLog, freq, skip_unit);
     return;
   }
-  switch (options_.policy) {
+  switch (may_keep ? options_.policy : EvictionPolicy::kFifo) {
     case EvictionPolicy::kFifo:
       break;
     case EvictionPolicy::kClock:
@@ -135,7 +138,7 @@ void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId
   LogState& dest = header_->logs[to];
   const bool same_log = item.log == to;
   // Room in another log is made first: that may move items through scratch_.
-  while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip_unit);
+  while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip_unit, true);
 
   scratch_.resize(item.bytes / 8);
   LoadWords(reinterpret_cast<const uint64_t*>(base_ + item.offset), scratch_.data(), scratch_.size());

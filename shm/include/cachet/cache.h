@@ -75,6 +75,7 @@ struct CacheStats {
   uint64_t max_entries = 0;
   uint64_t segment_bytes = 0;
   uint64_t generation = 0;
+  uint64_t repairs = 0;  // times a writer found the previous one dead mid-write and repaired
 };
 
 class Cache {

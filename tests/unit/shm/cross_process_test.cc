@@ -1,1 +1,156 @@
+// Several processes on one named segment: forked readers read what the
+// writer wrote; readers and writers killed with SIGKILL harm no one else.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+
+#include <chrono>
+#include <vector>
+
+#include "cachet/cache.h"
+#include "test_util.h"
+#include "value_codec.h"
+
+namespace cachet {
+namespace {
+
+using testing::CheckValue;
+using testing::MakeValue;
+
+constexpr int kKeys = 500;
+
+std::string Key(int i) { return "key" + std::to_string(i); }
+
+// Runs `body` in a child process; the child's exit status is body's result.
+template <typename Body>
+pid_t Spawn(Body body) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(body());
+  return pid;
+}
+
+int WaitExit(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+class CrossProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CacheOptions o;
+    o.capacity_bytes = 64 << 10;  // less than kKeys values: evictions all the time
+    o.max_value_size = 512;
+    auto made = Cache::CreateNamed(name_, o);
+    ASSERT_TRUE(made.has_value()) << made.error().ToString();
+    cache_ = std::move(*made);
+  }
+  void TearDown() override {
+    cache_.reset();
+    (void)Cache::RemoveNamed(name_);
+  }
+
+  // A child that attaches and reads every key in a loop until `deadline`,
+  // exiting 0 if each value it read was a valid one for its key.
+  pid_t SpawnReader(std::chrono::milliseconds run_for) {
+    return Spawn([this, run_for] {
+      auto cache = Cache::OpenNamed(name_);
+      if (!cache) return 10;
+      const auto end = std::chrono::steady_clock::now() + run_for;
+      std::string v;
+      while (std::chrono::steady_clock::now() < end) {
+        for (int i = 0; i < kKeys; ++i) {
+          if ((*cache)->GetInto(Key(i), &v) && !CheckValue(Key(i), v)) return 11;
+        }
+      }
+      return 0;
+    });
+  }
+
+  std::string name_ = testing::UniqueSegmentName("xproc");
+  std::unique_ptr<Cache> cache_;
+};
+
+TEST_F(CrossProcessTest, ForkedReaderReadsWhatWriterWrote) {
+  constexpr int kFew = 100;  // all fit: nothing is evicted
+  for (int i = 0; i < kFew; ++i) ASSERT_TRUE(cache_->Set(Key(i), MakeValue(Key(i), 7)).has_value());
+  const pid_t child = Spawn([this] {
+    auto cache = Cache::OpenNamed(name_);
+    if (!cache) return 10;
+    for (int i = 0; i < kFew; ++i) {
+      if ((*cache)->Get(Key(i)) != MakeValue(Key(i), 7)) return 11;
+    }
+    return (*cache)->Get("absent") ? 12 : 0;
+  });
+  EXPECT_EQ(WaitExit(child), 0);
+  // The child's reads were counted in the shared segment.
+  EXPECT_EQ(cache_->Stats().hits, static_cast<uint64_t>(kFew));
+}
+
+TEST_F(CrossProcessTest, ReaderSeesOnlyWrittenValuesWhileWriterRewrites) {
+  const pid_t reader = SpawnReader(std::chrono::milliseconds(1500));
+  uint64_t seq = 0;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (std::chrono::steady_clock::now() < end) {
+    for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(cache_->Set(Key(i), MakeValue(Key(i), ++seq)).has_value());
+  }
+  EXPECT_EQ(WaitExit(reader), 0);
+  EXPECT_GT(cache_->Stats().evictions, 0u);
+}
+
+TEST_F(CrossProcessTest, KilledReadersLeaveWriterAndOtherReadersUnaffected) {
+  const pid_t survivor = SpawnReader(std::chrono::milliseconds(2000));
+  uint64_t seq = 0;
+  for (int round = 0; round < 20; ++round) {
+    const pid_t victim = SpawnReader(std::chrono::milliseconds(60000));
+    for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(cache_->Set(Key(i), MakeValue(Key(i), ++seq)).has_value());
+    ASSERT_EQ(kill(victim, SIGKILL), 0);
+    EXPECT_EQ(WaitExit(victim), 128 + SIGKILL);
+  }
+  // The writer never waited on a reader; the survivor saw only valid values.
+  EXPECT_EQ(WaitExit(survivor), 0);
+  for (int i = 0; i < kKeys; ++i) {
+    auto v = cache_->Get(Key(i));
+    if (v) {
+      EXPECT_TRUE(CheckValue(Key(i), *v));
+    }
+  }
+}
+
+TEST_F(CrossProcessTest, WriterKilledMidWriteIsRepairedByTheNextWriter) {
+  uint64_t repairs_seen = 0;
+  for (int round = 0; round < 40 && repairs_seen == 0; ++round) {
+    const pid_t writer = Spawn([this, round] {
+      auto cache = Cache::OpenNamed(name_);
+      if (!cache) return 10;
+      for (uint64_t seq = 0;; ++seq) {
+        const std::string key = Key(static_cast<int>(seq % kKeys));
+        if (!(*cache)->Set(key, MakeValue(key, seq << 8 | static_cast<uint64_t>(round))).has_value()) return 11;
+        if (seq % 5 == 0) (void)(*cache)->Erase(Key(static_cast<int>((seq * 7) % kKeys)));
+      }
+    });
+    usleep(2000 + 500 * static_cast<useconds_t>(round % 7));  // let it get deep into its loop
+    ASSERT_EQ(kill(writer, SIGKILL), 0);
+    ASSERT_EQ(WaitExit(writer), 128 + SIGKILL);
+    // The next write takes over the lock; if the dead writer held it, it repairs.
+    ASSERT_TRUE(cache_->Set("after", "kill").has_value());
+    repairs_seen = cache_->Stats().repairs;
+    const CacheStats s = cache_->Stats();
+    ASSERT_LE(s.live_bytes, 64u << 10);
+    uint64_t found = 0;
+    for (int i = 0; i < kKeys; ++i) {
+      auto v = cache_->Get(Key(i));
+      if (!v) continue;
+      ++found;
+      ASSERT_TRUE(CheckValue(Key(i), *v)) << *v;
+    }
+    ASSERT_EQ(cache_->Get("after"), "kill");
+    ASSERT_EQ(found + 1, cache_->Size());
+  }
+  EXPECT_GE(repairs_seen, 1u) << "no kill landed inside a write in 40 tries";
+}
+
+}  // namespace
+}  // namespace cachet

@@ -106,6 +106,7 @@ std::unique_ptr<Cache::Impl> Cache::Impl::Format(std::unique_ptr<Segment> segmen
   h.logs[kMainLog].size = g.main_log_bytes;
   h.logs[kSmallLog].base = h.logs[kMainLog].base + g.main_log_bytes;
   h.logs[kSmallLog].size = g.small_log_bytes;
+  for (LogState& log : h.logs) log.lap_shift = LapShiftFor(log.size);
 
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
@@ -150,7 +151,8 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
   const Geometry g = ComputeGeometry(stored);
   if (g.segment_bytes != h.segment_bytes || g.bucket_count != h.bucket_count || g.ghost_slots != h.ghost_slots ||
       g.main_log_bytes != h.logs[kMainLog].size || g.small_log_bytes != h.logs[kSmallLog].size ||
-      h.buckets_offset != kHeaderBytes || h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
+      h.buckets_offset != kHeaderBytes || h.logs[kMainLog].lap_shift != LapShiftFor(g.main_log_bytes) ||
+      h.logs[kSmallLog].lap_shift != LapShiftFor(g.small_log_bytes) || h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
     return corrupt("geometry does not match its options");
   }
   impl->BindGeometry();
@@ -173,7 +175,7 @@ Cache::Impl::ReadResult Cache::Impl::ReadItem(uint64_t slot, std::string_view ke
   if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return ReadResult::kMismatch;
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t pos = LoadAcquire(item->pos);
-  if (pos % log->size != offset - log->base) return ReadResult::kTorn;
+  if (PhysOf(*log, pos) != offset - log->base) return ReadResult::kTorn;
 
   const uint64_t meta = LoadRelaxed(item->meta);
   const uint32_t key_len = MetaKeyLen(meta);
@@ -213,6 +215,12 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
       for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
         const uint64_t slot = LoadAcquire(bucket.slots[i]);
         if (slot == 0 || static_cast<uint32_t>(slot >> 32) != tag) continue;
+        // The item's lines are fetched together rather than one after another
+        // as the copy reaches them (a hint: the address may be stale).
+        const char* item = base_ + uint64_t{SlotUnit(slot)} * 8;
+        __builtin_prefetch(item);
+        __builtin_prefetch(item + 64);
+        __builtin_prefetch(item + 128);
         int64_t expires = 0;
         const ReadResult r = ReadItem(slot, key, value, &expires);
         if (r == ReadResult::kTorn) {
@@ -220,7 +228,7 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
           break;
         }
         if (r == ReadResult::kMismatch) continue;
-        const bool live = !ExpiredAt(expires, clock_.NowMs());
+        const bool live = expires == 0 || expires > clock_.NowMs();  // the clock only when needed
         if (live) {
           // Reference hint for the eviction policy; lost updates are harmless.
           const uint8_t f = LoadRelaxed(bucket.freq[i]);

@@ -24,17 +24,19 @@ namespace {
 constexpr uint8_t kPromoteFreq = 1;
 }  // namespace
 
-uint64_t Cache::Impl::TailRoom(const LogState& log) const { return log.size - (log.tail - log.head); }
+uint64_t Cache::Impl::TailRoom(const LogState& log) const {
+  return log.size - UsedBytes(log, log.head, log.tail);
+}
 
 uint64_t Cache::Impl::RoomNeeded(const LogState& log, uint64_t bytes) const {
-  const uint64_t to_end = log.size - log.tail % log.size;
+  const uint64_t to_end = log.size - PhysOf(log, log.tail);
   return bytes <= to_end ? bytes : to_end + bytes;  // an item never wraps: pad to the end first
 }
 
 void Cache::Impl::AdvanceHeadLocked(LogState& log, uint64_t bytes) {
   // Readers validate copies against head (ReadItem); AppendLocked fences
   // before reusing the memory this frees.
-  StoreRelaxed(log.head, log.head + bytes);
+  StoreRelaxed(log.head, Forward(log, log.head, bytes));
 }
 
 uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t bytes) {
@@ -42,20 +44,20 @@ uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t byt
   // Pairs with the acquire fence in ReadItem: a reader that sees any word we
   // store below also sees the head advances that freed this memory.
   std::atomic_thread_fence(std::memory_order_release);
-  const uint64_t to_end = log.size - log.tail % log.size;
+  const uint64_t to_end = log.size - PhysOf(log, log.tail);
   if (bytes > to_end) {
-    auto* pad = reinterpret_cast<uint64_t*>(base_ + log.base + log.tail % log.size);
+    auto* pad = reinterpret_cast<uint64_t*>(base_ + log.base + PhysOf(log, log.tail));
     StoreRelaxed(pad[0], PackMeta(static_cast<uint32_t>(to_end), 0, ItemKind::kPadding));
-    log.tail += to_end;
+    log.tail = Forward(log, log.tail, to_end);
   }
-  const uint64_t offset = log.base + log.tail % log.size;
+  const uint64_t offset = log.base + PhysOf(log, log.tail);
   auto* dst = reinterpret_cast<uint64_t*>(base_ + offset);
   constexpr uint64_t kHeaderWords = sizeof(ItemHeader) / 8;
   StoreRelaxed(dst[0], words[0]);  // meta
   StoreRelaxed(dst[2], words[2]);  // expires_at
   StoreWords(dst + kHeaderWords, words + kHeaderWords, bytes / 8 - kHeaderWords);
   StoreRelease(dst[1], log.tail);  // pos, last: publishes the item
-  log.tail += bytes;
+  log.tail = Forward(log, log.tail, bytes);
   return static_cast<uint32_t>(offset / 8);
 }
 
@@ -84,7 +86,7 @@ LogId Cache::Impl::ChooseVictimLocked() const {
 
 void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_unit, bool may_keep) {
   LogState& log = header_->logs[id];
-  const uint64_t offset = log.base + log.head % log.size;
+  const uint64_t offset = log.base + PhysOf(log, log.head);
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t meta = item->meta;
   if (MetaKind(meta) == ItemKind::kPadding) {

@@ -9,8 +9,10 @@
 // `overflow` counts the items whose probe passed this bucket, so a lookup
 // stops at the first bucket with overflow 0 and erase needs no tombstones.
 //
-// Logs: items are appended at `tail` and reclaimed from `head` (logical byte
-// positions that only grow; physical = base + pos % size). An item is live
+// Logs: items are appended at `tail` and reclaimed from `head`: logical byte
+// positions that only grow. A position is (lap << lap_shift | physical
+// offset), with 2^lap_shift >= size, so neither side ever divides; a lap
+// ends where an item would cross the physical end. An item is live
 // iff a slot points to it. Items are never changed in place except for
 // `expires_at`; an update appends a new item and swaps the slot.
 #pragma once
@@ -65,11 +67,30 @@ inline uint64_t ItemBytes(uint64_t key_len, uint64_t value_len) {
 struct LogState {
   uint64_t base;        // byte offset of the region; fixed at creation
   uint64_t size;        // bytes; fixed at creation
+  uint64_t lap_shift;   // fixed at creation: smallest k with 2^k >= size
   uint64_t head;        // atomic: writer stores, then fences release; readers validate against it
   uint64_t tail;        // writer only
   uint64_t live_bytes;  // atomic relaxed: written by the writer, read by Stats
   uint64_t live_items;  // atomic relaxed: as live_bytes
 };
+
+inline uint64_t PhysOf(const LogState& log, uint64_t pos) { return pos & ((uint64_t{1} << log.lap_shift) - 1); }
+inline uint64_t LapOf(const LogState& log, uint64_t pos) { return pos >> log.lap_shift; }
+// The position `bytes` after `pos`; a position at the physical end becomes
+// the start of the next lap.
+inline uint64_t Forward(const LogState& log, uint64_t pos, uint64_t bytes) {
+  const uint64_t p = pos + bytes;
+  return PhysOf(log, p) == log.size ? (LapOf(log, p) + 1) << log.lap_shift : p;
+}
+// Bytes of the region between head and tail (live, dead and padding).
+inline uint64_t UsedBytes(const LogState& log, uint64_t head, uint64_t tail) {
+  return (LapOf(log, tail) - LapOf(log, head)) * log.size + PhysOf(log, tail) - PhysOf(log, head);
+}
+inline uint64_t LapShiftFor(uint64_t size) {
+  uint64_t k = 0;
+  while ((uint64_t{1} << k) < size) ++k;
+  return k;
+}
 
 struct alignas(64) StripedCounter {
   uint64_t value;  // atomic relaxed

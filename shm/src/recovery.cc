@@ -28,7 +28,8 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* 
     return false;
   }
   // The item must lie wholly inside [head, tail) of its log.
-  if (item->pos % log->size != offset - log->base || item->pos < log->head || item->pos + size > log->tail) {
+  if (PhysOf(*log, item->pos) != offset - log->base || item->pos < log->head ||
+      Forward(*log, item->pos, size) > log->tail) {
     return false;
   }
   const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
@@ -45,7 +46,7 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* 
 
 void Cache::Impl::RepairLocked() {
   for (LogState& log : header_->logs) {
-    if (log.head > log.tail || log.tail - log.head > log.size) StoreRelaxed(log.head, log.tail);
+    if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size) StoreRelaxed(log.head, log.tail);
     StoreRelaxed(log.live_bytes, uint64_t{0});
     StoreRelaxed(log.live_items, uint64_t{0});
   }

@@ -2,7 +2,7 @@
 
 #include <sys/mman.h>
 
-#include <boost/interprocess/anonymous_shared_memory.hpp>
+#include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 
@@ -47,7 +47,11 @@ Segment::~Segment() = default;
 
 Result<std::unique_ptr<Segment>> Segment::CreatePrivate(size_t bytes) {
   try {
-    auto region = std::make_unique<bip::mapped_region>(bip::anonymous_shared_memory(bytes));
+    // A copy-on-write mapping of /dev/zero is private anonymous memory: zero
+    // filled, never written back, and (unlike shared memory on most
+    // kernels' defaults) eligible for transparent huge pages.
+    bip::file_mapping zero("/dev/zero", bip::read_only);
+    auto region = std::make_unique<bip::mapped_region>(zero, bip::copy_on_write, 0, bytes);
     AdviseHugePages(*region);
     return std::unique_ptr<Segment>(new Segment(std::move(region), ""));
   } catch (const bip::interprocess_exception& e) {

@@ -329,6 +329,7 @@ void Cache::Impl::ClearSlotLocked(const SlotRef& ref) {
 
 void Cache::Impl::RemoveItemLocked(const SlotRef& ref, const ItemView& item) {
   ClearSlotLocked(ref);
+  if (item.expires_at != 0) --header_->ttl_items;
   LogState& log = header_->logs[item.log];
   StoreRelaxed(log.live_bytes, log.live_bytes - item.bytes);
   StoreRelaxed(log.live_items, log.live_items - 1);
@@ -356,7 +357,8 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   const uint64_t bytes = ItemBytes(key.size(), value.size());
 
   // Stage the item before taking the lock.
-  std::vector<uint64_t> staged(bytes / 8, 0);
+  static thread_local std::vector<uint64_t> staged;
+  staged.assign(bytes / 8, 0);
   const int64_t now = clock_.NowMs();
   ItemHeader head{PackMeta(static_cast<uint32_t>(value.size()), static_cast<uint16_t>(key.size()), ItemKind::kItem), 0,
                   options.ttl.count() == 0 ? 0 : now + options.ttl.count()};
@@ -393,6 +395,7 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
     LogState& log = header_->logs[old.log];
     StoreRelaxed(log.live_bytes, log.live_bytes - old.bytes);
     StoreRelaxed(log.live_items, log.live_items - 1);
+    if (old.expires_at != 0) --header_->ttl_items;
     skip_unit = SlotUnit(old_slot);
   } else if (options_.policy == EvictionPolicy::kS3Fifo) {
     // A key evicted from the small queue not long ago comes back to main;
@@ -412,9 +415,11 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   LogState& log = header_->logs[target];
   StoreRelaxed(log.live_bytes, log.live_bytes + bytes);
   StoreRelaxed(log.live_items, log.live_items + 1);
+  if (head.expires_at != 0) ++header_->ttl_items;
   AddRelaxed(header_->sets, uint64_t{1});
-  // Amortized active expiry: every write sweeps a little of the index.
-  ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
+  // Amortized active expiry: every write sweeps a little of the index, when
+  // anything can expire at all.
+  if (header_->ttl_items != 0) ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
   return true;
 }
 
@@ -451,6 +456,7 @@ bool Cache::Impl::SetExpiry(std::string_view key, int64_t expires_at) {
     return true;
   }
   auto* header = reinterpret_cast<ItemHeader*>(base_ + item.offset);
+  header_->ttl_items += (expires_at != 0) - (item.expires_at != 0);
   StoreRelaxed(header->expires_at, expires_at);  // one word: readers see old or new, both valid
   return true;
 }
@@ -472,6 +478,7 @@ void Cache::Impl::Clear() {
   }
   if (ghost_ != nullptr) std::memset(ghost_, 0, header_->ghost_slots * sizeof(uint64_t));
   header_->sweep_cursor = 0;
+  header_->ttl_items = 0;
 }
 
 size_t Cache::Impl::ReclaimExpired(size_t max_buckets) {

@@ -129,6 +129,7 @@ struct alignas(64) SegmentHeader {
   // Writer state (guarded by writer_mutex).
   uint64_t ghost_clock;
   uint64_t sweep_cursor;
+  uint64_t ttl_items;     // live items with an expiry; 0 lets writes skip the sweep
   uint64_t repairs;       // atomic relaxed
   pthread_mutex_t writer_mutex;  // process-shared, robust
 

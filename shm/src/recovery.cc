@@ -52,6 +52,7 @@ void Cache::Impl::RepairLocked() {
   }
   for (uint64_t b = 0; b < bucket_count_; ++b) StoreRelaxed(buckets_[b].overflow, uint8_t{0});
   uint64_t live_slots = 0;
+  header_->ttl_items = 0;
   for (uint64_t b = 0; b < bucket_count_; ++b) {
     Bucket& bucket = buckets_[b];
     for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
@@ -65,6 +66,9 @@ void Cache::Impl::RepairLocked() {
         continue;
       }
       ++live_slots;
+      if (reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8)->expires_at != 0) {
+        ++header_->ttl_items;
+      }
       LogState& log = header_->logs[log_id];
       StoreRelaxed(log.live_bytes, log.live_bytes + bytes);
       StoreRelaxed(log.live_items, log.live_items + 1);

@@ -24,6 +24,8 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kVersionMismatch: return "VERSION_MISMATCH";
     case ErrorCode::kCorrupt: return "CORRUPT";
     case ErrorCode::kIo: return "IO";
+    case ErrorCode::kNotInteger: return "NOT_INTEGER";
+    case ErrorCode::kOverflow: return "OVERFLOW";
   }
   return "UNKNOWN";
 }
@@ -151,6 +153,14 @@ std::optional<std::chrono::milliseconds> Cache::Ttl(std::string_view key) {
 
 Result<bool> Cache::Set(std::string_view key, std::string_view value, const SetOptions& options) {
   return impl_->Set(key, value, options);
+}
+
+Result<int64_t> Cache::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
+  return impl_->Incr(key, delta, ttl_on_create);
+}
+
+Cache::ScanPage Cache::Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets) {
+  return impl_->Scan(cursor, pattern, max_buckets);
 }
 
 bool Cache::Erase(std::string_view key) { return impl_->Erase(key); }

@@ -4,7 +4,10 @@
 
 #include <errno.h>
 
+#include <fnmatch.h>
+
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -337,51 +340,56 @@ void Cache::Impl::RemoveItemLocked(const SlotRef& ref, const ItemView& item) {
 
 // ---------------------------------------------------------------- writes
 
-Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, const SetOptions& options) {
+Result<void> Cache::Impl::CheckSizes(std::string_view key, size_t value_size) const {
   if (key.empty() || key.size() > options_.max_key_size) {
     return MakeError(key.empty() ? ErrorCode::kInvalidArgument : ErrorCode::kKeyTooLarge,
                      "key is " + std::to_string(key.size()) + " bytes; keys must be 1 to " +
                          std::to_string(options_.max_key_size) + " bytes (max_key_size)");
   }
-  if (value.size() > options_.max_value_size) {
-    return MakeError(ErrorCode::kValueTooLarge, "value is " + std::to_string(value.size()) +
+  if (value_size > options_.max_value_size) {
+    return MakeError(ErrorCode::kValueTooLarge, "value is " + std::to_string(value_size) +
                                                     " bytes; max_value_size is " +
                                                     std::to_string(options_.max_value_size));
   }
-  if (options.ttl.count() < 0 || options.ttl > Cache::kMaxTtl) {
-    return MakeError(ErrorCode::kInvalidArgument, "ttl is " + std::to_string(options.ttl.count()) +
+  return {};
+}
+
+Result<int64_t> Cache::Impl::ExpiryFor(std::chrono::milliseconds ttl, int64_t now) {
+  if (ttl.count() < 0 || ttl > Cache::kMaxTtl) {
+    return MakeError(ErrorCode::kInvalidArgument, "ttl is " + std::to_string(ttl.count()) +
                                                       " ms; it must be 0 (no expiry) to " +
                                                       std::to_string(Cache::kMaxTtl.count()) + " ms");
   }
-  const uint64_t hash = HashKey(key);
-  const uint64_t bytes = ItemBytes(key.size(), value.size());
+  return ttl.count() == 0 ? 0 : now + ttl.count();
+}
 
-  // Stage the item before taking the lock.
+const uint64_t* Cache::Impl::StageItem(std::string_view key, std::string_view value, int64_t expires_at) {
   static thread_local std::vector<uint64_t> staged;
-  staged.assign(bytes / 8, 0);
-  const int64_t now = clock_.NowMs();
-  ItemHeader head{PackMeta(static_cast<uint32_t>(value.size()), static_cast<uint16_t>(key.size()), ItemKind::kItem), 0,
-                  options.ttl.count() == 0 ? 0 : now + options.ttl.count()};
+  staged.assign(ItemBytes(key.size(), value.size()) / 8, 0);
+  const ItemHeader head{
+      PackMeta(static_cast<uint32_t>(value.size()), static_cast<uint16_t>(key.size()), ItemKind::kItem), 0,
+      expires_at};
   std::memcpy(staged.data(), &head, sizeof head);
   char* payload = reinterpret_cast<char*>(staged.data()) + sizeof head;
   std::memcpy(payload, key.data(), key.size());
   if (!value.empty()) std::memcpy(payload + key.size(), value.data(), value.size());
+  return staged.data();
+}
 
-  WriterLock lock(*this);
+std::optional<Cache::Impl::SlotRef> Cache::Impl::FindLiveLocked(std::string_view key, uint64_t hash, int64_t now) {
   std::optional<SlotRef> ref = FindLocked(key, hash);
-  if (ref) {
-    const ItemView old = ViewLocked(ref->bucket->slots[ref->index]);
-    if (ExpiredAt(old.expires_at, now)) {
-      RemoveItemLocked(*ref, old);
-      AddRelaxed(header_->expirations, uint64_t{1});
-      ref.reset();
-    }
-  }
-  if ((options.condition == SetCondition::kIfAbsent && ref) ||
-      (options.condition == SetCondition::kIfPresent && !ref)) {
-    return false;
-  }
+  if (!ref) return std::nullopt;
+  const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
+  if (!ExpiredAt(item.expires_at, now)) return ref;
+  RemoveItemLocked(*ref, item);
+  AddRelaxed(header_->expirations, uint64_t{1});
+  return std::nullopt;
+}
 
+void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, const uint64_t* staged,
+                              int64_t now) {
+  const auto* head = reinterpret_cast<const ItemHeader*>(staged);
+  const uint64_t bytes = ItemBytes(MetaKeyLen(head->meta), MetaValueLen(head->meta));
   LogId target = kMainLog;
   uint8_t freq = 0;
   uint32_t skip_unit = 0;
@@ -405,7 +413,7 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   }
 
   MakeRoomLocked(target, bytes, skip_unit);
-  const uint32_t unit = AppendLocked(target, staged.data(), bytes);
+  const uint32_t unit = AppendLocked(target, staged, bytes);
   if (ref) {
     StoreRelease(ref->bucket->slots[ref->index], SlotValue(hash, unit));
     StoreRelaxed(ref->bucket->freq[ref->index], static_cast<uint8_t>(std::min<int>(freq + 1, kMaxFreq)));
@@ -415,12 +423,82 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   LogState& log = header_->logs[target];
   StoreRelaxed(log.live_bytes, log.live_bytes + bytes);
   StoreRelaxed(log.live_items, log.live_items + 1);
-  if (head.expires_at != 0) ++header_->ttl_items;
+  if (head->expires_at != 0) ++header_->ttl_items;
   AddRelaxed(header_->sets, uint64_t{1});
   // Amortized active expiry: every write sweeps a little of the index, when
   // anything can expire at all.
   if (header_->ttl_items != 0) ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
+}
+
+Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, const SetOptions& options) {
+  if (auto ok = CheckSizes(key, value.size()); !ok) return tl::unexpected(ok.error());
+  const int64_t now = clock_.NowMs();
+  const Result<int64_t> expires_at = ExpiryFor(options.ttl, now);
+  if (!expires_at) return tl::unexpected(expires_at.error());
+  const uint64_t hash = HashKey(key);
+  const uint64_t* staged = StageItem(key, value, *expires_at);  // outside the lock
+
+  WriterLock lock(*this);
+  const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
+  if ((options.condition == SetCondition::kIfAbsent && ref) ||
+      (options.condition == SetCondition::kIfPresent && !ref)) {
+    return false;
+  }
+  StoreLocked(ref, hash, staged, now);
   return true;
+}
+
+Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
+  if (auto ok = CheckSizes(key, 20); !ok) return tl::unexpected(ok.error());
+  const int64_t now = clock_.NowMs();
+  Result<int64_t> expires_at = ExpiryFor(ttl_on_create, now);
+  if (!expires_at) return tl::unexpected(expires_at.error());
+  const uint64_t hash = HashKey(key);
+
+  WriterLock lock(*this);
+  const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
+  int64_t value = delta;
+  if (ref) {
+    const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
+    const auto* header = reinterpret_cast<const ItemHeader*>(base_ + item.offset);
+    const std::string_view current(item.key.data() + item.key.size(), MetaValueLen(header->meta));
+    int64_t old = 0;
+    const auto [end, ec] = std::from_chars(current.data(), current.data() + current.size(), old);
+    if (ec != std::errc() || end != current.data() + current.size() || current.empty()) {
+      return MakeError(ErrorCode::kNotInteger, "value of '" + std::string(key) + "' is not a decimal 64-bit integer");
+    }
+    if (__builtin_add_overflow(old, delta, &value)) {
+      return MakeError(ErrorCode::kOverflow, "incrementing " + std::to_string(old) + " by " + std::to_string(delta) +
+                                                 " overflows a 64-bit integer");
+    }
+    *expires_at = item.expires_at;  // an increment keeps the key's TTL
+  }
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  const std::string_view text(digits, static_cast<size_t>(end - digits));
+  if (auto ok = CheckSizes(key, text.size()); !ok) return tl::unexpected(ok.error());
+  StoreLocked(ref, hash, StageItem(key, text, *expires_at), now);
+  return value;
+}
+
+Cache::ScanPage Cache::Impl::Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets) {
+  ScanPage page;
+  const std::string glob(pattern);
+  WriterLock lock(*this);
+  const int64_t now = clock_.NowMs();
+  uint64_t b = cursor;
+  for (size_t n = 0; b < bucket_count_ && n < std::max<size_t>(max_buckets, 1); ++n, ++b) {
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      const uint64_t slot = buckets_[b].slots[i];
+      if (slot == 0) continue;
+      const ItemView item = ViewLocked(slot);
+      if (ExpiredAt(item.expires_at, now)) continue;
+      const std::string key(item.key);
+      if (glob.empty() || fnmatch(glob.c_str(), key.c_str(), 0) == 0) page.keys.push_back(key);
+    }
+  }
+  page.cursor = b >= bucket_count_ ? 0 : b;
+  return page;
 }
 
 bool Cache::Impl::Erase(std::string_view key) {

@@ -31,6 +31,8 @@ class Cache::Impl {
   bool Lookup(std::string_view key, std::string* value, int64_t* expires_at);
 
   Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options);
+  Result<int64_t> Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create);
+  Cache::ScanPage Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets);
   bool Erase(std::string_view key);
   bool SetExpiry(std::string_view key, int64_t expires_at);  // 0 = persist
   void Clear();
@@ -65,6 +67,14 @@ class Cache::Impl {
   ReadResult ReadItem(uint64_t slot, std::string_view key, std::string* value, int64_t* expires_at) const;
   const detail::LogState* LogContaining(uint64_t offset) const;
   void CountHit(bool hit);
+
+  // Writes (writer).
+  Result<void> CheckSizes(std::string_view key, size_t value_size) const;
+  static Result<int64_t> ExpiryFor(std::chrono::milliseconds ttl, int64_t now);
+  // Lays the item out in a thread-local buffer, valid until the next call.
+  static const uint64_t* StageItem(std::string_view key, std::string_view value, int64_t expires_at);
+  std::optional<SlotRef> FindLiveLocked(std::string_view key, uint64_t hash, int64_t now);
+  void StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, const uint64_t* staged, int64_t now);
 
   // Index (writer).
   uint64_t HomeBucket(uint64_t hash) const;

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "cachet/clock.h"
 #include "cachet/result.h"
@@ -109,6 +110,21 @@ class Cache {
 
   // Returns true if stored, false if the SetCondition was not met.
   Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {});
+  // Adds `delta` to the decimal integer stored at `key` and returns the
+  // result; a missing key starts at 0 and gets `ttl_on_create` (0 = none);
+  // an existing key keeps its TTL. NOT_INTEGER / OVERFLOW leave it unchanged.
+  Result<int64_t> Incr(std::string_view key, int64_t delta,
+                       std::chrono::milliseconds ttl_on_create = std::chrono::milliseconds(0));
+
+  // One page of a full walk: start with cursor 0 and pass back the returned
+  // cursor until it is 0 again. Keys present for the whole walk are returned
+  // at least once. `pattern` is a shell glob (fnmatch); empty matches all.
+  struct ScanPage {
+    uint64_t cursor = 0;
+    std::vector<std::string> keys;
+  };
+  ScanPage Scan(uint64_t cursor, std::string_view pattern = {}, size_t max_buckets = 64);
+
   bool Erase(std::string_view key);
   // Sets a new TTL on an existing key; ttl <= 0 expires it now. False if absent.
   bool Expire(std::string_view key, std::chrono::milliseconds ttl);

@@ -25,6 +25,8 @@ enum class ErrorCode : uint16_t {
   kVersionMismatch = 7,  // segment made by another layout version
   kCorrupt = 8,          // segment header or contents failed validation
   kIo = 9,               // the operating system refused (shm_open, mmap, ...)
+  kNotInteger = 10,      // INCR of a value that is not a decimal 64-bit integer
+  kOverflow = 11,        // INCR would leave the 64-bit range
 };
 
 const char* ErrorCodeName(ErrorCode code);

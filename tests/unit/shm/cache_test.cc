@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "test_util.h"
 
 namespace cachet {
@@ -209,6 +211,49 @@ TEST_P(CacheTest, ChurnWithErasesAndUpdatesKeepsEveryLiveKey) {
     }
   }
   EXPECT_EQ(cache_->Stats().evictions, 0u);
+}
+
+TEST_P(CacheTest, IncrCreatesCountsAndKeepsTtl) {
+  EXPECT_EQ(cache_->Incr("n", 5, milliseconds(1000)).value(), 5);
+  EXPECT_EQ(cache_->Incr("n", -7).value(), -2);
+  EXPECT_EQ(cache_->Get("n"), "-2");
+  clock_.Advance(milliseconds(999));
+  EXPECT_EQ(cache_->Incr("n", 1).value(), -1);
+  clock_.Advance(milliseconds(1));
+  EXPECT_FALSE(cache_->Contains("n"));  // the TTL from creation still applied
+  EXPECT_EQ(cache_->Incr("n", 1).value(), 1);
+}
+
+TEST_P(CacheTest, IncrOfNonIntegerOrOverflowFailsAndChangesNothing) {
+  ASSERT_TRUE(cache_->Set("s", "12abc").has_value());
+  auto r = cache_->Incr("s", 1);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kNotInteger);
+  EXPECT_EQ(cache_->Get("s"), "12abc");
+  ASSERT_TRUE(cache_->Set("big", "9223372036854775807").has_value());
+  auto o = cache_->Incr("big", 1);
+  ASSERT_FALSE(o.has_value());
+  EXPECT_EQ(o.error().code, ErrorCode::kOverflow);
+  EXPECT_EQ(cache_->Get("big"), "9223372036854775807");
+}
+
+TEST_P(CacheTest, ScanWalksEveryKeyOnceWithPattern) {
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(cache_->Set("user:" + std::to_string(i), "v").has_value());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(cache_->Set("job:" + std::to_string(i), "v").has_value());
+  std::vector<std::string> seen;
+  uint64_t cursor = 0;
+  int pages = 0;
+  do {
+    Cache::ScanPage page = cache_->Scan(cursor, "job:*", 16);
+    seen.insert(seen.end(), page.keys.begin(), page.keys.end());
+    cursor = page.cursor;
+    ++pages;
+  } while (cursor != 0 && pages < 100000);
+  std::sort(seen.begin(), seen.end());
+  ASSERT_EQ(seen.size(), 50u);
+  EXPECT_EQ(std::adjacent_find(seen.begin(), seen.end()), seen.end());
+  EXPECT_GT(pages, 1);
+  for (const std::string& k : seen) EXPECT_EQ(k.rfind("job:", 0), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backings, CacheTest, ::testing::Values(Backing::kPrivate, Backing::kNamed),

@@ -26,6 +26,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kIo: return "IO";
     case ErrorCode::kNotInteger: return "NOT_INTEGER";
     case ErrorCode::kOverflow: return "OVERFLOW";
+    case ErrorCode::kInternal: return "INTERNAL";
   }
   return "UNKNOWN";
 }
@@ -57,6 +58,9 @@ Result<void> CacheOptions::Validate() const {
   if (max_value_size > (1u << 30)) return bad("max_value_size must be at most 1 GiB");
   if (policy != EvictionPolicy::kFifo && policy != EvictionPolicy::kClock && policy != EvictionPolicy::kS3Fifo) {
     return bad("policy must be fifo, clock or s3fifo");
+  }
+  if (capacity_bytes > kMaxSegmentBytes) {
+    return bad("capacity_bytes must be at most " + std::to_string(kMaxSegmentBytes >> 20) + " MiB");
   }
   const uint64_t max_item = ItemBytes(max_key_size, max_value_size);
   if (capacity_bytes < max_item) {
@@ -141,22 +145,36 @@ bool Cache::GetInto(std::string_view key, std::string* value) {
 
 bool Cache::Contains(std::string_view key) {
   int64_t expires_at = 0;
-  return impl_->Lookup(key, nullptr, &expires_at);
+  return impl_->Lookup(key, nullptr, &expires_at, /*touch=*/false);
 }
 
 std::optional<std::chrono::milliseconds> Cache::Ttl(std::string_view key) {
   int64_t expires_at = 0;
-  if (!impl_->Lookup(key, nullptr, &expires_at)) return std::nullopt;
+  if (!impl_->Lookup(key, nullptr, &expires_at, /*touch=*/false)) return std::nullopt;
   if (expires_at == 0) return kNoExpiry;
   return std::chrono::milliseconds(std::max<int64_t>(0, expires_at - impl_->clock().NowMs()));
 }
 
+namespace {
+// Writes allocate (staging, moves); a failure there is reported, not thrown.
+template <typename Fn>
+auto NoThrow(Fn fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return MakeError(ErrorCode::kNoSpace, "out of process memory while writing");
+  } catch (const std::exception& e) {
+    return MakeError(ErrorCode::kInternal, std::string("write failed: ") + e.what());
+  }
+}
+}  // namespace
+
 Result<bool> Cache::Set(std::string_view key, std::string_view value, const SetOptions& options) {
-  return impl_->Set(key, value, options);
+  return NoThrow([&] { return impl_->Set(key, value, options); });
 }
 
 Result<int64_t> Cache::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
-  return impl_->Incr(key, delta, ttl_on_create);
+  return NoThrow([&] { return impl_->Incr(key, delta, ttl_on_create); });
 }
 
 Cache::ScanPage Cache::Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets) {
@@ -165,13 +183,9 @@ Cache::ScanPage Cache::Scan(uint64_t cursor, std::string_view pattern, size_t ma
 
 bool Cache::Erase(std::string_view key) { return impl_->Erase(key); }
 
-bool Cache::Expire(std::string_view key, std::chrono::milliseconds ttl) {
-  // ttl <= 0 expires the key now: SetExpiry treats a past deadline as erase.
-  const int64_t now = impl_->clock().NowMs();
-  return impl_->SetExpiry(key, ttl.count() <= 0 ? now : now + std::min(ttl, kMaxTtl).count());
-}
+bool Cache::Expire(std::string_view key, std::chrono::milliseconds ttl) { return impl_->SetExpiry(key, ttl); }
 
-bool Cache::Persist(std::string_view key) { return impl_->SetExpiry(key, 0); }
+bool Cache::Persist(std::string_view key) { return impl_->SetExpiry(key, std::nullopt); }
 
 void Cache::Clear() { impl_->Clear(); }
 

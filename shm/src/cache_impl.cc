@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <thread>
 
@@ -47,9 +48,12 @@ void CpuRelax() {
 
 // Holds the segment's writer mutex. A previous holder that died leaves the
 // mutex "owner dead": we take it over and repair what it may have half done.
+// An exception escaping the critical section (allocation, a user clock) is
+// treated the same way: the segment is repaired before the lock is released.
 class Cache::Impl::WriterLock {
  public:
-  explicit WriterLock(Impl& impl) : mutex_(&impl.header_->writer_mutex) {
+  explicit WriterLock(Impl& impl)
+      : impl_(impl), mutex_(&impl.header_->writer_mutex), exceptions_(std::uncaught_exceptions()) {
     const int rc = pthread_mutex_lock(mutex_);
     if (rc == EOWNERDEAD) {
       pthread_mutex_consistent(mutex_);
@@ -59,12 +63,17 @@ class Cache::Impl::WriterLock {
       std::abort();
     }
   }
-  ~WriterLock() { pthread_mutex_unlock(mutex_); }
+  ~WriterLock() {
+    if (std::uncaught_exceptions() > exceptions_) impl_.RepairLocked();
+    pthread_mutex_unlock(mutex_);
+  }
   WriterLock(const WriterLock&) = delete;
   WriterLock& operator=(const WriterLock&) = delete;
 
  private:
+  Impl& impl_;
   pthread_mutex_t* mutex_;
+  int exceptions_;
 };
 
 Cache::Impl::Impl(std::unique_ptr<Segment> segment, const Clock& clock)
@@ -155,8 +164,14 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
   if (g.segment_bytes != h.segment_bytes || g.bucket_count != h.bucket_count || g.ghost_slots != h.ghost_slots ||
       g.main_log_bytes != h.logs[kMainLog].size || g.small_log_bytes != h.logs[kSmallLog].size ||
       h.buckets_offset != kHeaderBytes || h.logs[kMainLog].lap_shift != LapShiftFor(g.main_log_bytes) ||
-      h.logs[kSmallLog].lap_shift != LapShiftFor(g.small_log_bytes) || h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
+      h.logs[kSmallLog].lap_shift != LapShiftFor(g.small_log_bytes) ||
+      h.ghost_offset != h.buckets_offset + g.bucket_count * sizeof(Bucket) ||
+      h.logs[kMainLog].base != h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63}) ||
+      h.logs[kSmallLog].base != h.logs[kMainLog].base + h.logs[kMainLog].size || h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
     return corrupt("geometry does not match its options");
+  }
+  for (const LogState& log : h.logs) {
+    if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size) return corrupt("a log's head and tail disagree");
   }
   impl->BindGeometry();
   return impl;
@@ -178,7 +193,12 @@ Cache::Impl::ReadResult Cache::Impl::ReadItem(uint64_t slot, std::string_view ke
   if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return ReadResult::kMismatch;
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t pos = LoadAcquire(item->pos);
-  if (PhysOf(*log, pos) != offset - log->base) return ReadResult::kTorn;
+  // The header must be the item the slot was published for: its physical
+  // place and its lap (mod 2^16) both match. A header forged inside a value
+  // that reused this memory cannot have both and still pass the window check.
+  if (PhysOf(*log, pos) != offset - log->base || (LapOf(*log, pos) & 0xffff) != SlotLap(slot)) {
+    return ReadResult::kTorn;
+  }
 
   const uint64_t meta = LoadRelaxed(item->meta);
   const uint32_t key_len = MetaKeyLen(meta);
@@ -196,7 +216,10 @@ Cache::Impl::ReadResult Cache::Impl::ReadItem(uint64_t slot, std::string_view ke
 
   // Validate: nothing we copied was reclaimed (and so possibly rewritten).
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (LoadRelaxed(log->head) > pos || LoadRelaxed(item->pos) != pos) return ReadResult::kTorn;
+  const uint64_t head = LoadRelaxed(log->head);
+  if (head > pos || LapOf(*log, pos) > LapOf(*log, head) + 1 || LoadRelaxed(item->pos) != pos) {
+    return ReadResult::kTorn;
+  }
   if (!match) return ReadResult::kMismatch;
   *expires_at = expires;
   return ReadResult::kMatch;
@@ -207,9 +230,9 @@ void Cache::Impl::CountHit(bool hit) {
   AddRelaxed(counters[ThreadStripe()].value, uint64_t{1});
 }
 
-bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expires_at) {
+bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expires_at, bool touch) {
   const uint64_t hash = HashKey(key);
-  const uint32_t tag = TagOf(hash);
+  const uint16_t tag = TagOf(hash);
   for (int attempt = 0; attempt < kMaxReadAttempts; ++attempt) {
     bool torn = false;
     uint64_t b = HomeBucket(hash);
@@ -217,7 +240,7 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
       Bucket& bucket = buckets_[b];
       for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
         const uint64_t slot = LoadAcquire(bucket.slots[i]);
-        if (slot == 0 || static_cast<uint32_t>(slot >> 32) != tag) continue;
+        if (slot == 0 || SlotTag(slot) != tag) continue;
         // The item's lines are fetched together rather than one after another
         // as the copy reaches them (a hint: the address may be stale).
         const char* item = base_ + uint64_t{SlotUnit(slot)} * 8;
@@ -232,13 +255,15 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
         }
         if (r == ReadResult::kMismatch) continue;
         const bool live = expires == 0 || expires > clock_.NowMs();  // the clock only when needed
-        if (live) {
-          // Reference hint for the eviction policy; lost updates are harmless.
-          const uint8_t f = LoadRelaxed(bucket.freq[i]);
-          if (f < kMaxFreq) StoreRelaxed(bucket.freq[i], static_cast<uint8_t>(f + 1));
-          *expires_at = expires;
+        if (live) *expires_at = expires;
+        if (touch) {
+          if (live) {
+            // Reference hint for the eviction policy; lost updates are harmless.
+            const uint8_t f = LoadRelaxed(bucket.freq[i]);
+            if (f < kMaxFreq) StoreRelaxed(bucket.freq[i], static_cast<uint8_t>(f + 1));
+          }
+          CountHit(live);
         }
-        CountHit(live);
         return live;
       }
       if (LoadRelaxed(bucket.overflow) == 0) break;
@@ -246,7 +271,7 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
     if (!torn) break;
     CpuRelax();
   }
-  CountHit(false);
+  if (touch) CountHit(false);
   return false;
 }
 
@@ -270,14 +295,14 @@ Cache::Impl::ItemView Cache::Impl::ViewLocked(uint64_t slot) const {
 }
 
 std::optional<Cache::Impl::SlotRef> Cache::Impl::FindLocked(std::string_view key, uint64_t hash) {
-  const uint32_t tag = TagOf(hash);
+  const uint16_t tag = TagOf(hash);
   const uint64_t home = HomeBucket(hash);
   uint64_t b = home;
   for (uint64_t step = 0; step < bucket_count_; ++step, b = NextBucket(b)) {
     Bucket& bucket = buckets_[b];
     for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
       const uint64_t slot = bucket.slots[i];
-      if (slot != 0 && static_cast<uint32_t>(slot >> 32) == tag && ViewLocked(slot).key == key) {
+      if (slot != 0 && SlotTag(slot) == tag && ViewLocked(slot).key == key) {
         return SlotRef{&bucket, i, home, b};
       }
     }
@@ -286,8 +311,7 @@ std::optional<Cache::Impl::SlotRef> Cache::Impl::FindLocked(std::string_view key
   return std::nullopt;
 }
 
-std::optional<Cache::Impl::SlotRef> Cache::Impl::FindUnitLocked(uint64_t hash, uint32_t unit) {
-  const uint64_t want = SlotValue(hash, unit);
+std::optional<Cache::Impl::SlotRef> Cache::Impl::FindSlotLocked(uint64_t hash, uint64_t want) {
   const uint64_t home = HomeBucket(hash);
   uint64_t b = home;
   for (uint64_t step = 0; step < bucket_count_; ++step, b = NextBucket(b)) {
@@ -363,7 +387,7 @@ Result<int64_t> Cache::Impl::ExpiryFor(std::chrono::milliseconds ttl, int64_t no
   return ttl.count() == 0 ? 0 : now + ttl.count();
 }
 
-const uint64_t* Cache::Impl::StageItem(std::string_view key, std::string_view value, int64_t expires_at) {
+uint64_t* Cache::Impl::StageItem(std::string_view key, std::string_view value, int64_t expires_at) {
   static thread_local std::vector<uint64_t> staged;
   staged.assign(ItemBytes(key.size(), value.size()) / 8, 0);
   const ItemHeader head{
@@ -408,17 +432,17 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   } else if (options_.policy == EvictionPolicy::kS3Fifo) {
     // A key evicted from the small queue not long ago comes back to main;
     // an item larger than the small queue's share goes to main directly.
-    const bool remembered = GhostTakeLocked(TagOf(hash) | 1);
+    const bool remembered = GhostTakeLocked(FingerprintOf(hash));
     target = remembered || bytes > header_->small_target_bytes ? kMainLog : kSmallLog;
   }
 
   MakeRoomLocked(target, bytes, skip_unit);
-  const uint32_t unit = AppendLocked(target, staged, bytes);
+  const uint64_t slot = AppendLocked(target, staged, bytes, TagBits(hash));
   if (ref) {
-    StoreRelease(ref->bucket->slots[ref->index], SlotValue(hash, unit));
+    StoreRelease(ref->bucket->slots[ref->index], slot);
     StoreRelaxed(ref->bucket->freq[ref->index], static_cast<uint8_t>(std::min<int>(freq + 1, kMaxFreq)));
   } else {
-    InsertSlotLocked(hash, SlotValue(hash, unit));
+    InsertSlotLocked(hash, slot);
   }
   LogState& log = header_->logs[target];
   StoreRelaxed(log.live_bytes, log.live_bytes + bytes);
@@ -432,13 +456,13 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
 
 Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, const SetOptions& options) {
   if (auto ok = CheckSizes(key, value.size()); !ok) return tl::unexpected(ok.error());
-  const int64_t now = clock_.NowMs();
-  const Result<int64_t> expires_at = ExpiryFor(options.ttl, now);
-  if (!expires_at) return tl::unexpected(expires_at.error());
+  if (auto ok = ExpiryFor(options.ttl, 0); !ok) return tl::unexpected(ok.error());
   const uint64_t hash = HashKey(key);
-  const uint64_t* staged = StageItem(key, value, *expires_at);  // outside the lock
+  uint64_t* staged = StageItem(key, value, 0);  // outside the lock; the deadline is set under it
 
   WriterLock lock(*this);
+  const int64_t now = clock_.NowMs();
+  reinterpret_cast<ItemHeader*>(staged)->expires_at = *ExpiryFor(options.ttl, now);
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   if ((options.condition == SetCondition::kIfAbsent && ref) ||
       (options.condition == SetCondition::kIfPresent && !ref)) {
@@ -450,12 +474,12 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
 
 Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
   if (auto ok = CheckSizes(key, 20); !ok) return tl::unexpected(ok.error());
-  const int64_t now = clock_.NowMs();
-  Result<int64_t> expires_at = ExpiryFor(ttl_on_create, now);
-  if (!expires_at) return tl::unexpected(expires_at.error());
+  if (auto ok = ExpiryFor(ttl_on_create, 0); !ok) return tl::unexpected(ok.error());
   const uint64_t hash = HashKey(key);
 
   WriterLock lock(*this);
+  const int64_t now = clock_.NowMs();
+  Result<int64_t> expires_at = ExpiryFor(ttl_on_create, now);
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   int64_t value = delta;
   if (ref) {
@@ -516,23 +540,19 @@ bool Cache::Impl::Erase(std::string_view key) {
   return true;
 }
 
-bool Cache::Impl::SetExpiry(std::string_view key, int64_t expires_at) {
+bool Cache::Impl::SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl) {
   const uint64_t hash = HashKey(key);
-  const int64_t now = clock_.NowMs();
   WriterLock lock(*this);
-  std::optional<SlotRef> ref = FindLocked(key, hash);
+  const int64_t now = clock_.NowMs();
+  const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   if (!ref) return false;
   const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
-  if (ExpiredAt(item.expires_at, now)) {
-    RemoveItemLocked(*ref, item);
-    AddRelaxed(header_->expirations, uint64_t{1});
-    return false;
-  }
-  if (expires_at != 0 && expires_at <= now) {
+  if (ttl && ttl->count() <= 0) {  // a deadline now or in the past: the key goes now
     RemoveItemLocked(*ref, item);
     AddRelaxed(header_->erases, uint64_t{1});
     return true;
   }
+  const int64_t expires_at = ttl ? now + std::min(*ttl, Cache::kMaxTtl).count() : 0;
   auto* header = reinterpret_cast<ItemHeader*>(base_ + item.offset);
   header_->ttl_items += (expires_at != 0) - (item.expires_at != 0);
   StoreRelaxed(header->expires_at, expires_at);  // one word: readers see old or new, both valid

@@ -27,14 +27,16 @@ class Cache::Impl {
   // Validates the header of an existing segment.
   static Result<std::unique_ptr<Impl>> Attach(std::unique_ptr<detail::Segment> segment, const Clock& clock);
 
-  // Lock-free. On a hit fills `value` (if not null) and `expires_at`.
-  bool Lookup(std::string_view key, std::string* value, int64_t* expires_at);
+  // Lock-free. On a hit fills `value` (if not null) and `expires_at`. A
+  // `touch` lookup counts as a hit or miss and marks the key as used.
+  bool Lookup(std::string_view key, std::string* value, int64_t* expires_at, bool touch = true);
 
   Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options);
   Result<int64_t> Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create);
   Cache::ScanPage Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets);
   bool Erase(std::string_view key);
-  bool SetExpiry(std::string_view key, int64_t expires_at);  // 0 = persist
+  // ttl <= 0 erases the key; nullopt removes its TTL. False if absent.
+  bool SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl);
   void Clear();
   size_t ReclaimExpired(size_t max_buckets);
 
@@ -72,7 +74,7 @@ class Cache::Impl {
   Result<void> CheckSizes(std::string_view key, size_t value_size) const;
   static Result<int64_t> ExpiryFor(std::chrono::milliseconds ttl, int64_t now);
   // Lays the item out in a thread-local buffer, valid until the next call.
-  static const uint64_t* StageItem(std::string_view key, std::string_view value, int64_t expires_at);
+  static uint64_t* StageItem(std::string_view key, std::string_view value, int64_t expires_at);
   std::optional<SlotRef> FindLiveLocked(std::string_view key, uint64_t hash, int64_t now);
   void StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, const uint64_t* staged, int64_t now);
 
@@ -80,7 +82,7 @@ class Cache::Impl {
   uint64_t HomeBucket(uint64_t hash) const;
   uint64_t NextBucket(uint64_t b) const { return b + 1 == bucket_count_ ? 0 : b + 1; }
   std::optional<SlotRef> FindLocked(std::string_view key, uint64_t hash);
-  std::optional<SlotRef> FindUnitLocked(uint64_t hash, uint32_t unit);
+  std::optional<SlotRef> FindSlotLocked(uint64_t hash, uint64_t slot_value);
   SlotRef InsertSlotLocked(uint64_t hash, uint64_t slot_value);
   void ClearSlotLocked(const SlotRef& ref);
   ItemView ViewLocked(uint64_t slot) const;
@@ -92,7 +94,8 @@ class Cache::Impl {
   uint64_t TailRoom(const detail::LogState& log) const;
   uint64_t RoomNeeded(const detail::LogState& log, uint64_t bytes) const;
   void AdvanceHeadLocked(detail::LogState& log, uint64_t bytes);
-  uint32_t AppendLocked(detail::LogId id, const uint64_t* words, uint64_t bytes);
+  // Appends and returns the new item's slot value, with the tag of `tag_bits`.
+  uint64_t AppendLocked(detail::LogId id, const uint64_t* words, uint64_t bytes, uint64_t tag_bits);
   void MakeRoomLocked(detail::LogId target, uint64_t bytes, uint32_t skip_unit);
   detail::LogId ChooseVictimLocked() const;
   void ProcessHeadLocked(detail::LogId id, bool over_capacity, uint32_t skip_unit, bool may_keep);
@@ -106,7 +109,7 @@ class Cache::Impl {
 
   // Recovery after a writer died holding the lock (writer).
   void RepairLocked();
-  bool ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* home, uint64_t* bytes, detail::LogId* log);
+  bool ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, detail::LogId* log);
 
   std::unique_ptr<detail::Segment> segment_;
   const Clock& clock_;

@@ -39,7 +39,7 @@ void Cache::Impl::AdvanceHeadLocked(LogState& log, uint64_t bytes) {
   StoreRelaxed(log.head, Forward(log, log.head, bytes));
 }
 
-uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t bytes) {
+uint64_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t bytes, uint64_t tag_bits) {
   LogState& log = header_->logs[id];
   // Pairs with the acquire fence in ReadItem: a reader that sees any word we
   // store below also sees the head advances that freed this memory.
@@ -48,7 +48,7 @@ uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t byt
   if (bytes > to_end) {
     auto* pad = reinterpret_cast<uint64_t*>(base_ + log.base + PhysOf(log, log.tail));
     StoreRelaxed(pad[0], PackMeta(static_cast<uint32_t>(to_end), 0, ItemKind::kPadding));
-    log.tail = Forward(log, log.tail, to_end);
+    StoreRelease(log.tail, Forward(log, log.tail, to_end));  // release: repair trusts [head, tail)
   }
   const uint64_t offset = log.base + PhysOf(log, log.tail);
   auto* dst = reinterpret_cast<uint64_t*>(base_ + offset);
@@ -56,14 +56,16 @@ uint32_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t byt
   StoreRelaxed(dst[0], words[0]);  // meta
   StoreRelaxed(dst[2], words[2]);  // expires_at
   StoreWords(dst + kHeaderWords, words + kHeaderWords, bytes / 8 - kHeaderWords);
-  StoreRelease(dst[1], log.tail);  // pos, last: publishes the item
-  log.tail = Forward(log, log.tail, bytes);
-  return static_cast<uint32_t>(offset / 8);
+  const uint64_t pos = log.tail;
+  StoreRelease(dst[1], pos);  // pos, last: publishes the item
+  StoreRelease(log.tail, Forward(log, pos, bytes));
+  return MakeSlot(tag_bits, LapOf(log, pos), offset / 8);
 }
 
 void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, uint32_t skip_unit) {
   // Readers in other processes may keep every item referenced faster than
-  // we clear the bits; after a full lap of second chances we evict anyway.
+  // we clear the bits: after about one lap's worth of steps (items counted at
+  // entry), an over-capacity head is evicted whatever its counter says.
   const uint64_t max_second_chances = TotalLiveItems() + 64;
   for (uint64_t steps = 0;; ++steps) {
     const bool over =
@@ -97,7 +99,8 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
   const auto unit = static_cast<uint32_t>(offset / 8);
   const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
   const uint64_t hash = HashKey(key);
-  const std::optional<SlotRef> ref = unit == skip_unit ? std::nullopt : FindUnitLocked(hash, unit);
+  const std::optional<SlotRef> ref =
+      unit == skip_unit ? std::nullopt : FindSlotLocked(hash, MakeSlot(TagBits(hash), LapOf(log, log.head), unit));
   if (!ref) {  // dead: erased, replaced or moved; or the item being replaced now
     AdvanceHeadLocked(log, bytes);
     return;
@@ -123,7 +126,7 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
     case EvictionPolicy::kS3Fifo:
       if (id == kSmallLog) {
         if (freq >= kPromoteFreq) return MoveItemLocked(*ref, view, kMainLog, 0, skip_unit);
-        GhostPutLocked(TagOf(hash) | 1);
+        GhostPutLocked(FingerprintOf(hash));
       } else if (freq > 0) {
         return MoveItemLocked(*ref, view, kMainLog, static_cast<uint8_t>(freq - 1), skip_unit);
       }
@@ -155,9 +158,8 @@ void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId
       return;
     }
   }
-  const uint32_t unit = AppendLocked(to, scratch_.data(), item.bytes);
   uint64_t& slot = ref.bucket->slots[ref.index];
-  StoreRelease(slot, (slot & ~uint64_t{0xffffffff}) | unit);
+  StoreRelease(slot, AppendLocked(to, scratch_.data(), item.bytes, slot & 0xffff'0000'0000'0000ull));
   StoreRelaxed(ref.bucket->freq[ref.index], freq);
   if (!same_log) {
     AdvanceHeadLocked(from, item.bytes);

@@ -68,8 +68,8 @@ struct LogState {
   uint64_t base;        // byte offset of the region; fixed at creation
   uint64_t size;        // bytes; fixed at creation
   uint64_t lap_shift;   // fixed at creation: smallest k with 2^k >= size
-  uint64_t head;        // atomic: writer stores, then fences release; readers validate against it
-  uint64_t tail;        // writer only
+  uint64_t head;        // atomic: writer stores; AppendLocked fences release before reusing memory
+  uint64_t tail;        // writer only; stored with release so repair can trust [head, tail)
   uint64_t live_bytes;  // atomic relaxed: written by the writer, read by Stats
   uint64_t live_items;  // atomic relaxed: as live_bytes
 };
@@ -105,7 +105,7 @@ struct alignas(64) SegmentHeader {
   uint32_t layout_version;
   uint32_t header_bytes;
   uint64_t segment_bytes;
-  uint64_t generation;    // bumped each time a segment of this name is rebuilt
+  uint64_t generation;    // 1 when made; a daemon that rebuilds a bad segment makes old + 1
   int64_t created_ms;
   int64_t heartbeat_ms;   // atomic relaxed: for the daemon's liveness
 

@@ -3,10 +3,11 @@
 // readers rely on is re-derived from what survives on its own:
 //  * log heads and tails (single words, each always consistent),
 //  * index slots (single words), each re-checked against the item it names.
-// Slots naming anything but a whole, well-formed item of the same key inside
-// its log's live window are dropped; live counts and bucket overflow counts
-// are recomputed from the slots that remain.
+// Slots naming anything but a whole, well-formed item with the slot's tag
+// and lap inside its log's live window are dropped; live counts, TTL counts
+// and bucket overflow counts are recomputed from the slots that remain.
 #include <cstring>
+#include <vector>
 
 #include "atomics.h"
 #include "cache_impl.h"
@@ -16,7 +17,7 @@ namespace cachet {
 
 using namespace detail;
 
-bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* home, uint64_t* bytes, LogId* log_id) {
+bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, LogId* log_id) {
   const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
   const LogState* log = LogContaining(offset);
   if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return false;
@@ -34,11 +35,10 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* 
   }
   const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
   const uint64_t hash = HashKey(key);
-  if (TagOf(hash) != static_cast<uint32_t>(slot >> 32)) return false;
+  if (TagOf(hash) != SlotTag(slot) || (LapOf(*log, item->pos) & 0xffff) != SlotLap(slot)) return false;
+  // Any bucket is reachable from the home bucket: the overflow counts along
+  // the way are recomputed by the caller.
   *home = HomeBucket(hash);
-  // The slot must be reachable: at or after its home bucket, wrapping.
-  const uint64_t distance = (bucket_pos + bucket_count_ - *home) % bucket_count_;
-  if (distance >= bucket_count_) return false;
   *bytes = size;
   *log_id = log == &header_->logs[kSmallLog] ? kSmallLog : kMainLog;
   return true;
@@ -47,12 +47,14 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t bucket_pos, uint64_t* 
 void Cache::Impl::RepairLocked() {
   for (LogState& log : header_->logs) {
     if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size) StoreRelaxed(log.head, log.tail);
-    StoreRelaxed(log.live_bytes, uint64_t{0});
-    StoreRelaxed(log.live_items, uint64_t{0});
   }
-  for (uint64_t b = 0; b < bucket_count_; ++b) StoreRelaxed(buckets_[b].overflow, uint8_t{0});
-  uint64_t live_slots = 0;
-  header_->ttl_items = 0;
+  // New counts are built aside and published at the end, so lock-free
+  // readers keep probing with the old overflow counts meanwhile (a count
+  // that was too low can only have hidden keys; it is never lowered early).
+  std::vector<uint8_t> overflow(bucket_count_, 0);
+  uint64_t live_bytes[2] = {0, 0};
+  uint64_t live_items[2] = {0, 0};
+  uint64_t ttl_items = 0;
   for (uint64_t b = 0; b < bucket_count_; ++b) {
     Bucket& bucket = buckets_[b];
     for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
@@ -61,22 +63,26 @@ void Cache::Impl::RepairLocked() {
       uint64_t home = 0;
       uint64_t bytes = 0;
       LogId log_id = kMainLog;
-      if (!ItemValidLocked(slot, b, &home, &bytes, &log_id) || live_slots >= header_->max_entries) {
+      if (!ItemValidLocked(slot, &home, &bytes, &log_id) || live_items[0] + live_items[1] >= header_->max_entries) {
         StoreRelease(bucket.slots[i], uint64_t{0});
         continue;
       }
-      ++live_slots;
-      if (reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8)->expires_at != 0) {
-        ++header_->ttl_items;
-      }
-      LogState& log = header_->logs[log_id];
-      StoreRelaxed(log.live_bytes, log.live_bytes + bytes);
-      StoreRelaxed(log.live_items, log.live_items + 1);
+      live_bytes[log_id] += bytes;
+      live_items[log_id] += 1;
+      if (reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8)->expires_at != 0) ++ttl_items;
       for (uint64_t x = home; x != b; x = NextBucket(x)) {
-        if (buckets_[x].overflow < 255) StoreRelaxed(buckets_[x].overflow, static_cast<uint8_t>(buckets_[x].overflow + 1));
+        if (overflow[x] < 255) ++overflow[x];
       }
     }
   }
+  for (uint64_t b = 0; b < bucket_count_; ++b) {
+    if (buckets_[b].overflow != overflow[b]) StoreRelaxed(buckets_[b].overflow, overflow[b]);
+  }
+  for (int id : {kMainLog, kSmallLog}) {
+    StoreRelaxed(header_->logs[id].live_bytes, live_bytes[id]);
+    StoreRelaxed(header_->logs[id].live_items, live_items[id]);
+  }
+  header_->ttl_items = ttl_items;
   AddRelaxed(header_->repairs, uint64_t{1});
 }
 

@@ -101,8 +101,11 @@ class Cache {
   Cache(const Cache&) = delete;
   Cache& operator=(const Cache&) = delete;
 
+  // Get and GetInto count a hit or miss and mark the key as used for the
+  // eviction policy; Contains and Ttl do neither.
   std::optional<std::string> Get(std::string_view key);
-  // Like Get, but reuses `value`'s buffer. Returns false on a miss.
+  // Like Get, but reuses `value`'s buffer. Returns false on a miss, and then
+  // `*value` is unspecified.
   bool GetInto(std::string_view key, std::string* value);
   bool Contains(std::string_view key);
   // Remaining time to live; kNoExpiry if the key has none; nullopt if absent.

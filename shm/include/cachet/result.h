@@ -27,6 +27,7 @@ enum class ErrorCode : uint16_t {
   kIo = 9,               // the operating system refused (shm_open, mmap, ...)
   kNotInteger = 10,      // INCR of a value that is not a decimal 64-bit integer
   kOverflow = 11,        // INCR would leave the 64-bit range
+  kInternal = 12,        // a bug or an environment failure; the message says which
 };
 
 const char* ErrorCodeName(ErrorCode code);

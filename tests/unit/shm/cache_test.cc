@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "test_util.h"
 
@@ -284,6 +285,61 @@ TEST(CacheOptionsTest, RejectsSegmentsOverTheAddressableSize) {
   auto ok = o.Validate();
   ASSERT_FALSE(ok.has_value());
   EXPECT_NE(ok.error().message.find("MiB"), std::string::npos);
+}
+
+TEST(CacheOptionsTest, RejectsCapacityThatWouldOverflowTheGeometry) {
+  CacheOptions o;
+  o.capacity_bytes = 0xE38E38E38E38E3A0ull;
+  o.max_entries = 1000;
+  auto ok = o.Validate();
+  ASSERT_FALSE(ok.has_value());
+  EXPECT_NE(ok.error().message.find("capacity_bytes"), std::string::npos);
+}
+
+TEST_P(CacheTest, ContainsAndTtlDoNotCountAsReads) {
+  ASSERT_TRUE(cache_->Set("k", "v").has_value());
+  EXPECT_TRUE(cache_->Contains("k"));
+  EXPECT_FALSE(cache_->Contains("nope"));
+  EXPECT_TRUE(cache_->Ttl("k").has_value());
+  EXPECT_EQ(cache_->Stats().hits, 0u);
+  EXPECT_EQ(cache_->Stats().misses, 0u);
+}
+
+// A clock that throws on its n-th reading from now on, as a user clock might.
+class ThrowingClock : public Clock {
+ public:
+  int64_t NowMs() const override {
+    if (countdown_ > 0 && --countdown_ == 0) throw std::runtime_error("clock broke");
+    return 1'700'000'000'000;
+  }
+  void ThrowOnCall(int n) const { countdown_ = n; }
+
+ private:
+  mutable int countdown_ = 0;
+};
+
+TEST(CacheFailureTest, ExceptionInsideAWriteIsReportedAndLeavesCountsConsistent) {
+  ThrowingClock clock;
+  CacheOptions o;
+  o.capacity_bytes = 256;  // eight items of 24 + 2 + 1 bytes, rounded to 32
+  o.max_key_size = 16;
+  o.max_value_size = 64;
+  o.policy = EvictionPolicy::kFifo;
+  auto cache = std::move(*Cache::CreatePrivate(o, clock));
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(cache->Set("k" + std::to_string(i), "v").has_value());
+  // Replacing a key with a larger value in a full cache: the second clock
+  // reading happens while making room, after the old item stopped counting.
+  clock.ThrowOnCall(2);
+  auto r = cache->Set("k3", std::string(40, 'n'));
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kInternal);
+  EXPECT_NE(r.error().message.find("clock broke"), std::string::npos);
+  size_t present = 0;
+  for (int i = 0; i < 8; ++i) present += cache->Contains("k" + std::to_string(i));
+  EXPECT_EQ(cache->Size(), present);
+  EXPECT_EQ(cache->Stats().repairs, 1u);
+  ASSERT_TRUE(cache->Set("k3", "after").has_value());
+  EXPECT_EQ(cache->Get("k3"), "after");
 }
 
 TEST(CacheOptionsTest, ParsesPolicyNames) {

@@ -27,6 +27,15 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kNotInteger: return "NOT_INTEGER";
     case ErrorCode::kOverflow: return "OVERFLOW";
     case ErrorCode::kInternal: return "INTERNAL";
+    case ErrorCode::kBadRequest: return "BAD_REQUEST";
+    case ErrorCode::kUnsupportedVersion: return "UNSUPPORTED_VERSION";
+    case ErrorCode::kUnknownOp: return "UNKNOWN_OP";
+    case ErrorCode::kWrongArity: return "WRONG_ARITY";
+    case ErrorCode::kWrongType: return "WRONG_TYPE";
+    case ErrorCode::kFrameTooLarge: return "FRAME_TOO_LARGE";
+    case ErrorCode::kTimeout: return "TIMEOUT";
+    case ErrorCode::kUnavailable: return "UNAVAILABLE";
+    case ErrorCode::kProtocol: return "PROTOCOL";
   }
   return "UNKNOWN";
 }
@@ -110,16 +119,17 @@ Result<std::unique_ptr<Cache>> Cache::CreatePrivate(const CacheOptions& options,
   const Geometry g = ComputeGeometry(options);
   auto segment = Segment::CreatePrivate(g.segment_bytes);
   if (!segment) return tl::unexpected(segment.error());
-  return std::unique_ptr<Cache>(new Cache(Impl::Format(std::move(*segment), options, g, clock)));
+  return std::unique_ptr<Cache>(new Cache(Impl::Format(std::move(*segment), options, g, clock, 1)));
 }
 
 Result<std::unique_ptr<Cache>> Cache::CreateNamed(const std::string& name, const CacheOptions& options,
-                                                  const Clock& clock) {
+                                                  const Clock& clock, uint64_t generation) {
+  if (generation == 0) return MakeError(ErrorCode::kInvalidArgument, "generation must be at least 1");
   if (auto ok = options.Validate(); !ok) return tl::unexpected(ok.error());
   const Geometry g = ComputeGeometry(options);
   auto segment = Segment::CreateNamed(name, g.segment_bytes);
   if (!segment) return tl::unexpected(segment.error());
-  return std::unique_ptr<Cache>(new Cache(Impl::Format(std::move(*segment), options, g, clock)));
+  return std::unique_ptr<Cache>(new Cache(Impl::Format(std::move(*segment), options, g, clock, generation)));
 }
 
 Result<std::unique_ptr<Cache>> Cache::OpenNamed(const std::string& name, const Clock& clock) {
@@ -190,6 +200,10 @@ bool Cache::Persist(std::string_view key) { return impl_->SetExpiry(key, std::nu
 void Cache::Clear() { impl_->Clear(); }
 
 size_t Cache::ReclaimExpired(size_t max_buckets) { return impl_->ReclaimExpired(max_buckets); }
+
+size_t Cache::Repair() { return impl_->Repair(); }
+
+void Cache::Heartbeat() { impl_->Heartbeat(); }
 
 size_t Cache::Size() const { return impl_->Size(); }
 

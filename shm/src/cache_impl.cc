@@ -93,14 +93,14 @@ void Cache::Impl::BindGeometry() {
 }
 
 std::unique_ptr<Cache::Impl> Cache::Impl::Format(std::unique_ptr<Segment> segment, const CacheOptions& options,
-                                                 const Geometry& g, const Clock& clock) {
+                                                 const Geometry& g, const Clock& clock, uint64_t generation) {
   std::unique_ptr<Impl> impl(new Impl(std::move(segment), clock));
   std::memset(impl->base_, 0, kHeaderBytes);  // the rest of a fresh mapping is already zero
   SegmentHeader& h = *impl->header_;
   h.layout_version = kLayoutVersion;
   h.header_bytes = sizeof(SegmentHeader);
   h.segment_bytes = g.segment_bytes;
-  h.generation = 1;
+  h.generation = generation;
   h.created_ms = clock.NowMs();
   h.heartbeat_ms = h.created_ms;
   h.capacity_bytes = options.capacity_bytes;
@@ -616,6 +616,13 @@ uint64_t Cache::Impl::TotalLiveItems() const {
 
 size_t Cache::Impl::Size() const { return TotalLiveItems(); }
 
+size_t Cache::Impl::Repair() {
+  WriterLock lock(*this);
+  return RepairLocked();
+}
+
+void Cache::Impl::Heartbeat() { StoreRelaxed(header_->heartbeat_ms, clock_.NowMs()); }
+
 CacheStats Cache::Impl::Stats() const {
   CacheStats s;
   for (uint32_t i = 0; i < kCounterStripes; ++i) {
@@ -633,6 +640,7 @@ CacheStats Cache::Impl::Stats() const {
   s.segment_bytes = header_->segment_bytes;
   s.generation = header_->generation;
   s.repairs = LoadRelaxed(header_->repairs);
+  s.heartbeat_ms = LoadRelaxed(header_->heartbeat_ms);
   return s;
 }
 

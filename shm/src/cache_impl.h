@@ -23,7 +23,7 @@ class Cache::Impl {
  public:
   // Lays out a fresh segment for `options` (already validated).
   static std::unique_ptr<Impl> Format(std::unique_ptr<detail::Segment> segment, const CacheOptions& options,
-                                      const detail::Geometry& geometry, const Clock& clock);
+                                      const detail::Geometry& geometry, const Clock& clock, uint64_t generation);
   // Validates the header of an existing segment.
   static Result<std::unique_ptr<Impl>> Attach(std::unique_ptr<detail::Segment> segment, const Clock& clock);
 
@@ -40,6 +40,8 @@ class Cache::Impl {
   void Clear();
   size_t ReclaimExpired(size_t max_buckets);
 
+  size_t Repair();
+  void Heartbeat();
   size_t Size() const;
   CacheStats Stats() const;
   const CacheOptions& options() const { return options_; }
@@ -108,7 +110,8 @@ class Cache::Impl {
   void GhostPutLocked(uint32_t fingerprint);
 
   // Recovery after a writer died holding the lock (writer).
-  void RepairLocked();
+  // Returns how many slots it dropped.
+  size_t RepairLocked();
   bool ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, detail::LogId* log);
 
   std::unique_ptr<detail::Segment> segment_;

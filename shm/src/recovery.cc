@@ -44,7 +44,8 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes
   return true;
 }
 
-void Cache::Impl::RepairLocked() {
+size_t Cache::Impl::RepairLocked() {
+  size_t dropped = 0;
   for (LogState& log : header_->logs) {
     if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size) StoreRelaxed(log.head, log.tail);
   }
@@ -65,6 +66,7 @@ void Cache::Impl::RepairLocked() {
       LogId log_id = kMainLog;
       if (!ItemValidLocked(slot, &home, &bytes, &log_id) || live_items[0] + live_items[1] >= header_->max_entries) {
         StoreRelease(bucket.slots[i], uint64_t{0});
+        ++dropped;
         continue;
       }
       live_bytes[log_id] += bytes;
@@ -84,6 +86,7 @@ void Cache::Impl::RepairLocked() {
   }
   header_->ttl_items = ttl_items;
   AddRelaxed(header_->repairs, uint64_t{1});
+  return dropped;
 }
 
 }  // namespace cachet

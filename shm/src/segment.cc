@@ -1,6 +1,10 @@
 #include "segment.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -66,6 +70,15 @@ Result<std::unique_ptr<Segment>> Segment::CreateNamed(const std::string& name, s
     bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write);
     created = true;
     shm.truncate(static_cast<bip::offset_t>(bytes));
+    // Reserve every page now: a tmpfs too small for the segment must fail
+    // here with a clear error, not with SIGBUS on some later write.
+    const int rc = posix_fallocate(shm.get_mapping_handle().handle, 0, static_cast<off_t>(bytes));
+    if (rc != 0) {
+      bip::shared_memory_object::remove(name.c_str());
+      return MakeError(rc == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
+                       "cannot reserve " + std::to_string(bytes >> 20) + " MiB for shared memory '" + name +
+                           "': " + std::strerror(rc) + " (see df /dev/shm)");
+    }
     auto region = std::make_unique<bip::mapped_region>(shm, bip::read_write);
     AdviseHugePages(*region);
     return std::unique_ptr<Segment>(new Segment(std::move(region), name));

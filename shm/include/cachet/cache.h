@@ -77,6 +77,7 @@ struct CacheStats {
   uint64_t segment_bytes = 0;
   uint64_t generation = 0;
   uint64_t repairs = 0;  // times a writer found the previous one dead mid-write and repaired
+  int64_t heartbeat_ms = 0;
 };
 
 class Cache {
@@ -89,8 +90,10 @@ class Cache {
   static Result<std::unique_ptr<Cache>> CreatePrivate(const CacheOptions& options,
                                                       const Clock& clock = SystemClock::Instance());
   // A new named segment ("/cachet-x"); fails with kAlreadyExists if one exists.
+  // `generation` tells readers a rebuilt segment from the one it replaced.
   static Result<std::unique_ptr<Cache>> CreateNamed(const std::string& name, const CacheOptions& options,
-                                                    const Clock& clock = SystemClock::Instance());
+                                                    const Clock& clock = SystemClock::Instance(),
+                                                    uint64_t generation = 1);
   // Attaches to an existing named segment after validating its header.
   static Result<std::unique_ptr<Cache>> OpenNamed(const std::string& name,
                                                   const Clock& clock = SystemClock::Instance());
@@ -138,6 +141,13 @@ class Cache {
   // Reclaims expired items, scanning at most `max_buckets` index buckets from
   // where the previous call stopped. Returns how many it reclaimed.
   size_t ReclaimExpired(size_t max_buckets = 256);
+
+  // Checks every index slot against the item it names and drops the ones
+  // that fail (see docs/design.md, "Writers"); returns how many it dropped.
+  // For a process that re-attaches to a segment whose writer may have died.
+  size_t Repair();
+  // Records that the owning daemon is alive (header heartbeat, clock time).
+  void Heartbeat();
 
   size_t Size() const;
   CacheStats Stats() const;

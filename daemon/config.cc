@@ -1,0 +1,212 @@
+#include "config.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <sstream>
+
+namespace cachet::daemon {
+
+namespace po = boost::program_options;
+
+namespace {
+
+// Raw strings as read, so that sizes and names get our own checks and messages.
+struct Raw {
+  std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
+      log_file, remove_on_exit;
+};
+
+po::options_description Describe(Raw& r, const DaemonConfig& d) {
+  po::options_description o("cachetd options (each can also be set in the --config file as name = value)");
+  o.add_options()
+      ("segment", po::value(&r.segment)->default_value(d.segment), "shared-memory segment name (/dev/shm/NAME)")
+      ("ipc", po::value(&r.ipc)->default_value(d.ipc), "ipc:// endpoint for same-host clients; empty to disable")
+      ("tcp", po::value(&r.tcp)->default_value(d.tcp), "tcp:// endpoint for remote clients; empty to disable")
+      ("capacity", po::value(&r.capacity)->default_value("64MiB"), "bytes of items the cache holds (k, M, G suffixes)")
+      ("max-entries", po::value(&r.max_entries)->default_value("0"), "most items held; 0 = capacity / 64")
+      ("max-key-size", po::value(&r.max_key)->default_value("250"), "longest key accepted, bytes")
+      ("max-value-size", po::value(&r.max_value)->default_value("1MiB"), "largest value accepted")
+      ("policy", po::value(&r.policy)->default_value("s3fifo"), "eviction policy: s3fifo, clock (lru) or fifo")
+      ("max-frame", po::value(&r.max_frame)->default_value("0"), "largest request frame; 0 = derived from the limits")
+      ("log-level", po::value(&r.log_level)->default_value(d.log_level), "trace, debug, info, warn, error, off")
+      ("log-file", po::value(&r.log_file)->default_value(""), "log to this file instead of stderr")
+      ("remove-segment-on-exit", po::value(&r.remove_on_exit)->default_value("false"),
+       "remove the segment on SIGTERM instead of keeping it for a warm restart");
+  return o;
+}
+
+Result<uint64_t> ParseCount(const std::string& name, const std::string& text) {
+  uint64_t v = 0;
+  size_t used = 0;
+  try {
+    v = std::stoull(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || text[0] == '-') {
+    return MakeError(ErrorCode::kInvalidArgument, name + " must be a whole number, got '" + text + "'");
+  }
+  return v;
+}
+
+Result<bool> ParseBool(const std::string& name, const std::string& text) {
+  std::string t = text;
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (t == "true" || t == "yes" || t == "on" || t == "1") return true;
+  if (t == "false" || t == "no" || t == "off" || t == "0") return false;
+  return MakeError(ErrorCode::kInvalidArgument, name + " must be true or false, got '" + text + "'");
+}
+
+Result<DaemonConfig> Convert(const Raw& r) {
+  DaemonConfig c;
+  c.config_file = r.config;
+  c.segment = r.segment;
+  c.ipc = r.ipc;
+  c.tcp = r.tcp;
+  c.log_level = r.log_level;
+  c.log_file = r.log_file;
+  auto size = [](const std::string& name, const std::string& text) -> Result<uint64_t> {
+    auto v = ParseSize(text);
+    if (!v) return MakeError(ErrorCode::kInvalidArgument, name + ": " + v.error().message);
+    return v;
+  };
+  auto capacity = size("capacity", r.capacity);
+  if (!capacity) return tl::unexpected(capacity.error());
+  c.capacity_bytes = *capacity;
+  auto entries = ParseCount("max-entries", r.max_entries);
+  if (!entries) return tl::unexpected(entries.error());
+  c.max_entries = *entries;
+  auto key = ParseCount("max-key-size", r.max_key);
+  if (!key) return tl::unexpected(key.error());
+  if (*key > 65535) return MakeError(ErrorCode::kInvalidArgument, "max-key-size must be at most 65535");
+  c.max_key_size = static_cast<uint32_t>(*key);
+  auto value = size("max-value-size", r.max_value);
+  if (!value) return tl::unexpected(value.error());
+  if (*value > (1u << 30)) return MakeError(ErrorCode::kInvalidArgument, "max-value-size must be at most 1GiB");
+  c.max_value_size = static_cast<uint32_t>(*value);
+  auto policy = ParseEvictionPolicy(r.policy);
+  if (!policy) return MakeError(ErrorCode::kInvalidArgument, "policy: " + policy.error().message);
+  c.policy = *policy;
+  auto frame = size("max-frame", r.max_frame);
+  if (!frame) return tl::unexpected(frame.error());
+  c.max_frame_bytes = *frame;
+  auto remove = ParseBool("remove-segment-on-exit", r.remove_on_exit);
+  if (!remove) return tl::unexpected(remove.error());
+  c.remove_segment_on_exit = *remove;
+  if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
+  return c;
+}
+
+}  // namespace
+
+Result<uint64_t> ParseSize(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 19) return MakeError(ErrorCode::kInvalidArgument, "'" + text + "' is not a size");
+  const uint64_t n = std::stoull(text.substr(0, digits));
+  std::string unit = text.substr(digits);
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+  int shift = -1;
+  if (unit.empty() || unit == "b") shift = 0;
+  if (unit == "k" || unit == "kb" || unit == "kib") shift = 10;
+  if (unit == "m" || unit == "mb" || unit == "mib") shift = 20;
+  if (unit == "g" || unit == "gb" || unit == "gib") shift = 30;
+  if (shift < 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "'" + text + "' has an unknown unit; use k, M or G (powers of 1024)");
+  }
+  if (shift > 0 && n > (UINT64_MAX >> shift)) return MakeError(ErrorCode::kInvalidArgument, "'" + text + "' is too large");
+  return n << shift;
+}
+
+CacheOptions DaemonConfig::CacheOptionsFor() const {
+  CacheOptions o;
+  o.capacity_bytes = capacity_bytes;
+  o.max_entries = max_entries;
+  o.max_key_size = max_key_size;
+  o.max_value_size = max_value_size;
+  o.policy = policy;
+  return o;
+}
+
+uint64_t DaemonConfig::EffectiveMaxFrame() const {
+  if (max_frame_bytes != 0) return max_frame_bytes;
+  return 64 * (uint64_t{max_key_size} + max_value_size + 16) + 4096;
+}
+
+Result<void> DaemonConfig::Validate() const {
+  auto bad = [](const std::string& m) { return MakeError(ErrorCode::kInvalidArgument, m); };
+  if (ipc.empty() && tcp.empty()) return bad("at least one of ipc and tcp must be set");
+  if (!ipc.empty() && ipc.rfind("ipc://", 0) != 0) return bad("ipc must start with ipc://, got '" + ipc + "'");
+  if (!tcp.empty() && tcp.rfind("tcp://", 0) != 0) return bad("tcp must start with tcp://, got '" + tcp + "'");
+  if (segment.empty() || segment.find('/') != std::string::npos) return bad("segment must be a name without '/'");
+  static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};
+  if (std::find_if(std::begin(kLevels), std::end(kLevels), [&](const char* l) { return log_level == l; }) ==
+      std::end(kLevels)) {
+    return bad("log-level must be trace, debug, info, warn, error or off, got '" + log_level + "'");
+  }
+  if (max_frame_bytes != 0 && max_frame_bytes < 1024) return bad("max-frame must be at least 1KiB");
+  if (auto ok = CacheOptionsFor().Validate(); !ok) return bad(ok.error().message);
+  return {};
+}
+
+Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
+  Raw raw;
+  const DaemonConfig defaults;
+  po::options_description settings = Describe(raw, defaults);
+  po::options_description general("general");
+  general.add_options()("config,c", po::value(&raw.config), "read settings from this INI file")(
+      "help,h", "show this help")("version", "print the version");
+  po::options_description all;
+  all.add(general).add(settings);
+
+  Parsed parsed;
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(all).run(), vm);
+    if (vm.count("help")) {
+      std::ostringstream help;
+      help << "usage: cachetd [options]\n\n" << all;
+      parsed.action = Action::kHelp;
+      parsed.help_text = help.str();
+      return parsed;
+    }
+    if (vm.count("version")) {
+      parsed.action = Action::kVersion;
+      return parsed;
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream file(path);
+      if (!file) return MakeError(ErrorCode::kIo, "cannot read config file '" + path + "'");
+      // Values from the command line were stored first and win.
+      po::store(po::parse_config_file(file, settings, /*allow_unregistered=*/false), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::string where = raw.config.empty() ? "" : " (command line or " + raw.config + ")";
+    return MakeError(ErrorCode::kInvalidArgument, std::string(e.what()) + where);
+  }
+  auto config = Convert(raw);
+  if (!config) return tl::unexpected(config.error());
+  parsed.config = *config;
+  return parsed;
+}
+
+std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonConfig& b) {
+  std::vector<std::string> changed;
+  if (a.segment != b.segment) changed.push_back("segment");
+  if (a.ipc != b.ipc) changed.push_back("ipc");
+  if (a.tcp != b.tcp) changed.push_back("tcp");
+  if (a.capacity_bytes != b.capacity_bytes) changed.push_back("capacity");
+  if (a.max_entries != b.max_entries) changed.push_back("max-entries");
+  if (a.max_key_size != b.max_key_size) changed.push_back("max-key-size");
+  if (a.max_value_size != b.max_value_size) changed.push_back("max-value-size");
+  if (a.policy != b.policy) changed.push_back("policy");
+  if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("max-frame");
+  return changed;
+}
+
+}  // namespace cachet::daemon

@@ -1,0 +1,53 @@
+// cachetd's configuration: defaults that work out of the box, an INI-style
+// file (--config), and a command-line flag for every setting; a flag wins
+// over the file. Parsing never throws: errors come back as one line.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cachet/cache.h"
+#include "cachet/result.h"
+
+namespace cachet::daemon {
+
+struct DaemonConfig {
+  std::string config_file;                     // empty: defaults and flags only
+  std::string segment = "cachet";              // shared-memory name (/dev/shm/cachet)
+  std::string ipc = "ipc:///tmp/cachetd.sock";  // empty: no ipc endpoint
+  std::string tcp = "tcp://127.0.0.1:7379";     // empty: no tcp endpoint
+  uint64_t capacity_bytes = 64ull << 20;
+  uint64_t max_entries = 0;  // 0: capacity / 64
+  uint32_t max_key_size = 250;
+  uint32_t max_value_size = 1u << 20;
+  EvictionPolicy policy = EvictionPolicy::kS3Fifo;
+  uint64_t max_frame_bytes = 0;  // 0: enough for an MSET of 64 max-size items
+  std::string log_level = "info";
+  std::string log_file;  // empty: stderr
+  bool remove_segment_on_exit = false;
+
+  CacheOptions CacheOptionsFor() const;
+  uint64_t EffectiveMaxFrame() const;
+  Result<void> Validate() const;
+};
+
+// What the command line asked for besides running.
+enum class Action { kRun, kHelp, kVersion };
+
+struct Parsed {
+  Action action = Action::kRun;
+  DaemonConfig config;
+  std::string help_text;
+};
+
+// Parses `args` (without the program name) and the file named by --config.
+Result<Parsed> ParseConfig(const std::vector<std::string>& args);
+
+// "256MiB", "64k", "1G", "4096" -> bytes.
+Result<uint64_t> ParseSize(const std::string& text);
+
+// Settings that differ between two configs and need a restart to apply.
+std::vector<std::string> RestartOnlyChanges(const DaemonConfig& running, const DaemonConfig& loaded);
+
+}  // namespace cachet::daemon

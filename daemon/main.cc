@@ -1,0 +1,137 @@
+// cachetd: the cachet daemon. Owns the shared-memory cache and serves it
+// over ZeroMQ (docs/protocol.md); operations are in docs/operations.md.
+#include <signal.h>
+#include <unistd.h>
+
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "config.h"
+#include "server.h"
+
+namespace {
+
+using cachet::Cache;
+using cachet::Result;
+using cachet::daemon::DaemonConfig;
+
+constexpr const char* kVersion = "0.1.0";
+
+cachet::daemon::Signals g_signals;
+
+extern "C" void OnStop(int) { g_signals.stop = 1; }
+extern "C" void OnReload(int) { g_signals.reload = 1; }
+
+void InstallSignalHandlers() {
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = OnStop;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sa.sa_handler = OnReload;
+  sigaction(SIGHUP, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+Result<std::shared_ptr<spdlog::logger>> MakeLogger(const DaemonConfig& config) {
+  try {
+    std::shared_ptr<spdlog::logger> log;
+    if (config.log_file.empty()) {
+      log = spdlog::stderr_color_mt("cachetd");
+    } else {
+      log = spdlog::basic_logger_mt("cachetd", config.log_file);
+    }
+    log->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ cachetd[%P] %v");
+    log->set_level(spdlog::level::from_str(config.log_level));
+    log->flush_on(spdlog::level::info);
+    return log;
+  } catch (const spdlog::spdlog_ex& e) {
+    return cachet::MakeError(cachet::ErrorCode::kIo, "cannot open log '" + config.log_file + "': " + e.what());
+  }
+}
+
+bool SameShape(const cachet::CacheOptions& have, const cachet::CacheOptions& want) {
+  const uint64_t want_entries = want.max_entries ? want.max_entries : std::max<uint64_t>(1, want.capacity_bytes / 64);
+  return have.capacity_bytes == want.capacity_bytes && have.max_entries == want_entries &&
+         have.max_key_size == want.max_key_size && have.max_value_size == want.max_value_size &&
+         have.policy == want.policy;
+}
+
+// Warm restart: re-attach to the segment left by the previous run if it is
+// valid and made with these options; otherwise rebuild it empty.
+Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::logger& log) {
+  const cachet::CacheOptions want = config.CacheOptionsFor();
+  uint64_t generation = 1;
+  auto existing = Cache::OpenNamed(config.segment);
+  if (existing) {
+    if (SameShape((*existing)->Options(), want)) {
+      const size_t dropped = (*existing)->Repair();
+      const cachet::CacheStats s = (*existing)->Stats();
+      log.info("warm restart: re-attached to segment /{} (generation {}, {} entries); validation dropped {}",
+               config.segment, s.generation, s.entries, dropped);
+      return std::move(*existing);
+    }
+    generation = (*existing)->Stats().generation + 1;
+    log.warn("segment /{} was made with other options than the configuration's; rebuilding it empty (generation {})",
+             config.segment, generation);
+    existing->reset();
+    (void)Cache::RemoveNamed(config.segment);
+  } else if (existing.error().code != cachet::ErrorCode::kNotFound) {
+    // Its header cannot be trusted, so neither can its generation: use the
+    // time, which is larger than any count of rebuilds.
+    generation = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    log.warn("segment /{} cannot be used ({}); rebuilding it empty (generation {})", config.segment,
+             existing.error().ToString(), generation);
+    (void)Cache::RemoveNamed(config.segment);
+  }
+  auto created = Cache::CreateNamed(config.segment, want, cachet::SystemClock::Instance(), generation);
+  if (!created) return cachet::MakeError(created.error().code, "cannot create segment: " + created.error().message);
+  log.info("created segment /{} ({} MiB mapped, generation {})", config.segment,
+           (*created)->Stats().segment_bytes >> 20, generation);
+  return created;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = cachet::daemon::ParseConfig(args);
+  if (!parsed) {
+    std::fprintf(stderr, "cachetd: %s\n", parsed.error().message.c_str());
+    return 2;
+  }
+  if (parsed->action == cachet::daemon::Action::kHelp) {
+    std::fputs(parsed->help_text.c_str(), stdout);
+    return 0;
+  }
+  if (parsed->action == cachet::daemon::Action::kVersion) {
+    std::printf("cachetd %s\n", kVersion);
+    return 0;
+  }
+  const DaemonConfig& config = parsed->config;
+  auto log = MakeLogger(config);
+  if (!log) {
+    std::fprintf(stderr, "cachetd: %s\n", log.error().message.c_str());
+    return 2;
+  }
+  InstallSignalHandlers();
+  auto cache = OpenSegment(config, **log);
+  if (!cache) {
+    (*log)->error("{}", cache.error().ToString());
+    return 1;
+  }
+  const cachet::CacheStats s = (*cache)->Stats();
+  cachet::daemon::Server server(config, args, std::move(*cache), *log, g_signals);
+  if (auto bound = server.Bind(); !bound) {
+    (*log)->error("{}", bound.error().message);
+    return 1;
+  }
+  (*log)->info("cachetd {} ready: pid {}, segment /{}, capacity {} MiB, {} eviction, {} entries", kVersion, getpid(),
+               config.segment, s.capacity_bytes >> 20, cachet::EvictionPolicyName(config.policy), s.entries);
+  return server.Run();
+}

@@ -1,0 +1,472 @@
+#include "server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <zmq_addon.hpp>
+
+#include "../libclient/src/protocol.h"
+
+namespace cachet::daemon {
+
+using wire::Op;
+
+namespace {
+
+constexpr std::chrono::milliseconds kTick{100};
+constexpr size_t kReclaimBucketsPerTick = 512;
+constexpr int kMaxMessagesPerWake = 1024;
+constexpr const char* kMonitorEndpoint = "inproc://cachetd-monitor";
+
+Error Arity(Op op, uint32_t min, uint32_t max, uint32_t got) {
+  std::string want = min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max);
+  if (max == UINT32_MAX) want = "at least " + std::to_string(min);
+  return Error{ErrorCode::kWrongArity, std::string(wire::OpName(op)) + " takes " + want + " arguments, got " +
+                                           std::to_string(got)};
+}
+
+}  // namespace
+
+Server::Server(DaemonConfig config, std::vector<std::string> args, std::unique_ptr<Cache> cache,
+               std::shared_ptr<spdlog::logger> logger, Signals& signals)
+    : config_(std::move(config)),
+      args_(std::move(args)),
+      cache_(std::move(cache)),
+      log_(std::move(logger)),
+      signals_(signals),
+      router_(context_, zmq::socket_type::router),
+      monitor_(context_, zmq::socket_type::pair) {}
+
+Server::~Server() = default;
+
+Result<void> Server::Bind() {
+  // A frame far over the limit is refused by ZeroMQ itself (the peer is
+  // disconnected), so no client can make the daemon buffer gigabytes; one a
+  // little over gets a FRAME_TOO_LARGE reply from us.
+  router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.EffectiveMaxFrame() * 4));
+  router_.set(zmq::sockopt::linger, 1000);
+  router_.set(zmq::sockopt::sndhwm, 100000);
+  router_.set(zmq::sockopt::rcvhwm, 100000);
+  if (zmq_socket_monitor(static_cast<void*>(router_), kMonitorEndpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) !=
+      0) {
+    return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
+  }
+  monitor_.connect(kMonitorEndpoint);
+  for (const std::string& endpoint : {config_.ipc, config_.tcp}) {
+    if (endpoint.empty()) continue;
+    try {
+      router_.bind(endpoint);
+    } catch (const zmq::error_t& e) {
+      return MakeError(ErrorCode::kIo, "cannot bind " + endpoint + ": " + e.what());
+    }
+    log_->info("listening on {}", router_.get(zmq::sockopt::last_endpoint));
+  }
+  return {};
+}
+
+int Server::Run() {
+  started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
+  while (!signals_.stop) {
+    if (signals_.reload) {
+      signals_.reload = 0;
+      (void)Reload();
+    }
+    zmq::pollitem_t items[] = {{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
+                               {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, kTick);
+    } catch (const zmq::error_t& e) {
+      if (e.num() == EINTR) continue;  // a signal: the flags are checked above
+      log_->error("poll failed: {}; stopping", e.what());
+      return 1;
+    }
+    if (items[1].revents & ZMQ_POLLIN) DrainMonitor();
+    if (items[0].revents & ZMQ_POLLIN) {
+      for (int i = 0; i < kMaxMessagesPerWake; ++i) {
+        if (!router_.get(zmq::sockopt::events) || !(router_.get(zmq::sockopt::events) & ZMQ_POLLIN)) break;
+        HandleMessage();
+      }
+    }
+    if (std::chrono::steady_clock::now() - last_tick_ >= kTick) Tick();
+  }
+  // Requests already received get their replies before the socket closes.
+  int drained = 0;
+  while (drained < 100000 && (router_.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+    HandleMessage();
+    ++drained;
+  }
+  log_->info("stopping: answered {} requests in flight, closing sockets", drained);
+  router_.close();
+  monitor_.close();
+  if (config_.remove_segment_on_exit) {
+    cache_.reset();
+    if (auto ok = Cache::RemoveNamed(config_.segment); ok) {
+      log_->info("removed segment /{}", config_.segment);
+    } else {
+      log_->error("could not remove segment /{}: {}", config_.segment, ok.error().ToString());
+    }
+  } else {
+    log_->info("segment /{} kept for a warm restart ({} entries)", config_.segment, cache_->Size());
+  }
+  return 0;
+}
+
+void Server::Tick() {
+  const auto now = std::chrono::steady_clock::now();
+  last_tick_ = now;
+  cache_->Heartbeat();
+  cache_->ReclaimExpired(kReclaimBucketsPerTick);
+  const double seconds = std::chrono::duration<double>(now - last_rate_).count();
+  if (seconds >= 1.0) {
+    ops_per_second_ = static_cast<double>(requests_ - requests_at_last_second_) / seconds;
+    requests_at_last_second_ = requests_;
+    last_rate_ = now;
+  }
+}
+
+void Server::DrainMonitor() {
+  for (;;) {
+    std::vector<zmq::message_t> event;
+    if (!zmq::recv_multipart(monitor_, std::back_inserter(event), zmq::recv_flags::dontwait)) return;
+    if (event.empty() || event[0].size() < 2) continue;
+    uint16_t id = 0;
+    std::memcpy(&id, event[0].data(), sizeof id);
+    if (id == ZMQ_EVENT_ACCEPTED) ++connected_clients_;
+    if (id == ZMQ_EVENT_DISCONNECTED && connected_clients_ > 0) --connected_clients_;
+  }
+}
+
+void Server::HandleMessage() {
+  std::vector<zmq::message_t> frames;
+  try {
+    if (!zmq::recv_multipart(router_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+  } catch (const zmq::error_t& e) {
+    log_->warn("receive failed: {}", e.what());
+    return;
+  }
+  // [identity, payload] from DEALER; [identity, empty, payload] from REQ.
+  const bool req_envelope = frames.size() == 3 && frames[1].size() == 0;
+  if (frames.size() != 2 && !req_envelope) {
+    ++dropped_frames_;
+    log_->debug("dropped a message of {} frames: not [identity, (empty,) request]", frames.size());
+    return;
+  }
+  ++requests_;
+  const zmq::message_t& payload = frames.back();
+  static thread_local wire::Writer out;
+  out.Clear();
+  if (payload.size() > config_.EffectiveMaxFrame()) {
+    ++errors_;
+    out.ErrorReply(0, Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
+                                                           " bytes; max_frame is " +
+                                                           std::to_string(config_.EffectiveMaxFrame())});
+  } else {
+    Handle(static_cast<const char*>(payload.data()), payload.size(), out);
+  }
+  try {
+    router_.send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (req_envelope) router_.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (!router_.send(zmq::const_buffer(out.data(), out.size()), zmq::send_flags::dontwait)) ++dropped_frames_;
+  } catch (const zmq::error_t& e) {
+    ++dropped_frames_;
+    log_->debug("reply not sent: {}", e.what());
+  }
+}
+
+void Server::Handle(const char* data, size_t size, wire::Writer& out) {
+  uint64_t id = 0;
+  auto request = wire::DecodeRequest(data, size, &id);
+  if (!request) {
+    ++errors_;
+    out.ErrorReply(id, request.error());
+    return;
+  }
+  Dispatch(*request, out);
+}
+
+void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
+  const msgpack::object* a = r.args;
+  auto fail = [&](const Error& e) {
+    ++errors_;
+    out.ErrorReply(r.id, e);
+  };
+  auto arity = [&](uint32_t min, uint32_t max) {
+    if (r.arg_count >= min && r.arg_count <= max) return true;
+    fail(Arity(r.op, min, max, r.arg_count));
+    return false;
+  };
+  auto ok = [&] { out.BeginReply(r.id, ErrorCode::kOk); };
+  static thread_local std::string value;
+
+  switch (r.op) {
+    case Op::kPing:
+      if (!arity(0, 0)) return;
+      ok();
+      out.Str("PONG");
+      return;
+    case Op::kInfo: {
+      if (!arity(0, 0)) return;
+      ok();
+      out.Map(6);
+      out.Str("segment");
+      out.Str(config_.segment);
+      const std::pair<const char*, uint64_t> numbers[] = {{"generation", cache_->Stats().generation},
+                                                          {"protocol", wire::kProtocolVersion},
+                                                          {"max_key_size", config_.max_key_size},
+                                                          {"max_value_size", config_.max_value_size},
+                                                          {"max_frame_bytes", config_.EffectiveMaxFrame()}};
+      for (const auto& [name, v] : numbers) {
+        out.Str(name);
+        out.Uint(v);
+      }
+      return;
+    }
+    case Op::kGet: {
+      if (!arity(1, 1)) return;
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      if (cache_->GetInto(*key, &value)) {
+        ok();
+        out.Bytes(value);
+      } else {
+        out.BeginReply(r.id, ErrorCode::kNotFound);
+        out.Nil();
+      }
+      return;
+    }
+    case Op::kSet: {
+      if (!arity(2, 4)) return;
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      auto val = wire::BytesArg(a[1], "value");
+      if (!val) return fail(val.error());
+      SetOptions options;
+      if (r.arg_count > 2) {
+        auto ttl = wire::IntArg(a[2], "ttl_ms");
+        if (!ttl) return fail(ttl.error());
+        options.ttl = std::chrono::milliseconds(*ttl);
+      }
+      if (r.arg_count > 3) {
+        auto cond = wire::UintArg(a[3], "condition");
+        if (!cond) return fail(cond.error());
+        if (*cond > 2) return fail(Error{ErrorCode::kInvalidArgument, "condition must be 0 (always), 1 (NX) or 2 (XX)"});
+        options.condition = *cond == 1 ? SetCondition::kIfAbsent : *cond == 2 ? SetCondition::kIfPresent
+                                                                               : SetCondition::kAlways;
+      }
+      auto stored = cache_->Set(*key, *val, options);
+      if (!stored) return fail(stored.error());
+      ok();
+      out.Bool(*stored);
+      return;
+    }
+    case Op::kDel:
+    case Op::kExists: {
+      if (!arity(1, 1)) return;
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      const bool result = r.op == Op::kDel ? cache_->Erase(*key) : cache_->Contains(*key);
+      ok();
+      out.Bool(result);
+      return;
+    }
+    case Op::kExpire: {
+      if (!arity(2, 2)) return;
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      auto ttl = wire::IntArg(a[1], "ttl_ms");
+      if (!ttl) return fail(ttl.error());
+      ok();
+      out.Bool(cache_->Expire(*key, std::chrono::milliseconds(*ttl)));
+      return;
+    }
+    case Op::kTtl: {
+      if (!arity(1, 1)) return;
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      const auto ttl = cache_->Ttl(*key);
+      if (!ttl) {
+        out.BeginReply(r.id, ErrorCode::kNotFound);
+        out.Nil();
+        return;
+      }
+      ok();
+      out.Int(*ttl == Cache::kNoExpiry ? -1 : ttl->count());
+      return;
+    }
+    case Op::kIncr:
+    case Op::kDecr: {
+      if (!arity(1, r.op == Op::kIncr ? 3 : 2)) return;
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      int64_t delta = 1;
+      if (r.arg_count > 1) {
+        auto d = wire::IntArg(a[1], "delta");
+        if (!d) return fail(d.error());
+        delta = *d;
+      }
+      if (r.op == Op::kDecr) {
+        if (delta == INT64_MIN) return fail(Error{ErrorCode::kOverflow, "DECR delta cannot be -2^63"});
+        delta = -delta;
+      }
+      std::chrono::milliseconds ttl{0};
+      if (r.arg_count > 2) {
+        auto t = wire::IntArg(a[2], "ttl_ms");
+        if (!t) return fail(t.error());
+        ttl = std::chrono::milliseconds(*t);
+      }
+      auto result = cache_->Incr(*key, delta, ttl);
+      if (!result) return fail(result.error());
+      ok();
+      out.Int(*result);
+      return;
+    }
+    case Op::kMGet: {
+      if (!arity(1, UINT32_MAX)) return;
+      for (uint32_t i = 0; i < r.arg_count; ++i) {
+        if (auto key = wire::BytesArg(a[i], "key"); !key) return fail(key.error());
+      }
+      ok();
+      out.Array(r.arg_count);
+      for (uint32_t i = 0; i < r.arg_count; ++i) {
+        if (cache_->GetInto(*wire::BytesArg(a[i], "key"), &value)) {
+          out.Bytes(value);
+        } else {
+          out.Nil();
+        }
+      }
+      return;
+    }
+    case Op::kMSet: {
+      if (!arity(2, UINT32_MAX)) return;
+      if (r.arg_count % 2 != 0) return fail(Error{ErrorCode::kWrongArity, "MSET takes key, value pairs"});
+      // Every pair is checked before any is stored: a bad pair changes nothing.
+      for (uint32_t i = 0; i < r.arg_count; i += 2) {
+        auto key = wire::BytesArg(a[i], "key");
+        if (!key) return fail(key.error());
+        auto val = wire::BytesArg(a[i + 1], "value");
+        if (!val) return fail(val.error());
+        if (key->empty() || key->size() > config_.max_key_size) {
+          return fail(Error{ErrorCode::kKeyTooLarge, "MSET key " + std::to_string(i / 2) + " is " +
+                                                         std::to_string(key->size()) + " bytes; keys must be 1 to " +
+                                                         std::to_string(config_.max_key_size)});
+        }
+        if (val->size() > config_.max_value_size) {
+          return fail(Error{ErrorCode::kValueTooLarge, "MSET value " + std::to_string(i / 2) + " is " +
+                                                           std::to_string(val->size()) + " bytes; max is " +
+                                                           std::to_string(config_.max_value_size)});
+        }
+      }
+      for (uint32_t i = 0; i < r.arg_count; i += 2) {
+        auto stored = cache_->Set(*wire::BytesArg(a[i], "key"), *wire::BytesArg(a[i + 1], "value"));
+        if (!stored) return fail(stored.error());
+      }
+      ok();
+      out.Nil();
+      return;
+    }
+    case Op::kScan: {
+      if (!arity(0, 3)) return;
+      uint64_t cursor = 0;
+      std::string_view pattern;
+      uint64_t count = 64;
+      if (r.arg_count > 0) {
+        auto c = wire::UintArg(a[0], "cursor");
+        if (!c) return fail(c.error());
+        cursor = *c;
+      }
+      if (r.arg_count > 1) {
+        auto p = wire::BytesArg(a[1], "pattern");
+        if (!p) return fail(p.error());
+        pattern = *p;
+      }
+      if (r.arg_count > 2) {
+        auto n = wire::UintArg(a[2], "count");
+        if (!n) return fail(n.error());
+        count = std::clamp<uint64_t>(*n, 1, 100000);
+      }
+      const Cache::ScanPage page = cache_->Scan(cursor, pattern, count);
+      ok();
+      out.Array(2);
+      out.Uint(page.cursor);
+      out.Array(static_cast<uint32_t>(page.keys.size()));
+      for (const std::string& k : page.keys) out.Bytes(k);
+      return;
+    }
+    case Op::kFlush:
+      if (!arity(0, 0)) return;
+      cache_->Clear();
+      log_->info("FLUSH: all entries removed");
+      ok();
+      out.Nil();
+      return;
+    case Op::kStats:
+      if (!arity(0, 0)) return;
+      ok();
+      WriteStats(out);
+      return;
+    case Op::kReload: {
+      if (!arity(0, 0)) return;
+      auto reloaded = Reload();
+      if (!reloaded) return fail(reloaded.error());
+      ok();
+      out.Nil();
+      return;
+    }
+  }
+  fail(Error{ErrorCode::kUnknownOp, "op not handled"});
+}
+
+void Server::WriteStats(wire::Writer& out) {
+  const CacheStats s = cache_->Stats();
+  const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
+  const std::pair<const char*, int64_t> rows[] = {
+      {"hits", static_cast<int64_t>(s.hits)},
+      {"misses", static_cast<int64_t>(s.misses)},
+      {"sets", static_cast<int64_t>(s.sets)},
+      {"deletes", static_cast<int64_t>(s.erases)},
+      {"evictions", static_cast<int64_t>(s.evictions)},
+      {"expirations", static_cast<int64_t>(s.expirations)},
+      {"entries", static_cast<int64_t>(s.entries)},
+      {"bytes", static_cast<int64_t>(s.live_bytes)},
+      {"capacity_bytes", static_cast<int64_t>(s.capacity_bytes)},
+      {"max_entries", static_cast<int64_t>(s.max_entries)},
+      {"memory_bytes", static_cast<int64_t>(s.segment_bytes)},
+      {"connected_clients", connected_clients_},
+      {"requests", static_cast<int64_t>(requests_)},
+      {"errors", static_cast<int64_t>(errors_)},
+      {"dropped_frames", static_cast<int64_t>(dropped_frames_)},
+      {"ops_per_second", static_cast<int64_t>(ops_per_second_)},
+      {"uptime_seconds", static_cast<int64_t>(uptime.count())},
+      {"generation", static_cast<int64_t>(s.generation)},
+      {"reloads", static_cast<int64_t>(reloads_)},
+      {"repairs", static_cast<int64_t>(s.repairs)},
+  };
+  out.Map(static_cast<uint32_t>(std::size(rows)));
+  for (const auto& [name, v] : rows) {
+    out.Str(name);
+    out.Int(v);
+  }
+}
+
+Result<void> Server::Reload() {
+  auto parsed = ParseConfig(args_);
+  if (!parsed) {
+    log_->error("reload failed: {}; keeping the running configuration", parsed.error().message);
+    return tl::unexpected(parsed.error());
+  }
+  const DaemonConfig& next = parsed->config;
+  for (const std::string& name : RestartOnlyChanges(config_, next)) {
+    log_->warn("reload: '{}' changed in the configuration; it applies after a restart", name);
+  }
+  if (next.log_level != config_.log_level) {
+    log_->set_level(spdlog::level::from_str(next.log_level));
+    log_->info("reload: log level is now {}", next.log_level);
+  }
+  if (next.log_file != config_.log_file) log_->warn("reload: 'log-file' changed; it applies after a restart");
+  config_.log_level = next.log_level;
+  config_.remove_segment_on_exit = next.remove_segment_on_exit;
+  ++reloads_;
+  log_->info("configuration reloaded{}", config_.config_file.empty() ? "" : " from " + config_.config_file);
+  return {};
+}
+
+}  // namespace cachet::daemon

@@ -1,0 +1,76 @@
+// Server: cachetd's request loop. One thread owns the ZeroMQ ROUTER socket
+// (bound to the ipc and tcp endpoints) and is the cache's only writer.
+// Signal handlers only set flags; the loop acts on them between requests.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <zmq.hpp>
+
+#include "cachet/cache.h"
+#include "config.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachet::wire {
+struct Request;
+class Writer;
+}  // namespace cachet::wire
+
+namespace cachet::daemon {
+
+// Set from signal handlers (async-signal-safe), read by the loop.
+struct Signals {
+  volatile std::sig_atomic_t stop = 0;
+  volatile std::sig_atomic_t reload = 0;
+};
+
+class Server {
+ public:
+  Server(DaemonConfig config, std::vector<std::string> args, std::unique_ptr<Cache> cache,
+         std::shared_ptr<spdlog::logger> logger, Signals& signals);
+  ~Server();
+
+  // Binds every configured endpoint; fails with the endpoint and the reason.
+  Result<void> Bind();
+  // Serves until SIGTERM/SIGINT; returns the process exit code.
+  int Run();
+
+ private:
+  void HandleMessage();
+  void Handle(const char* data, size_t size, wire::Writer& out);
+  void Dispatch(const wire::Request& request, wire::Writer& out);
+  void WriteStats(wire::Writer& out);
+  Result<void> Reload();
+  void Tick();
+  void DrainMonitor();
+
+  DaemonConfig config_;
+  const std::vector<std::string> args_;  // the command line, re-read on reload
+  std::unique_ptr<Cache> cache_;
+  std::shared_ptr<spdlog::logger> log_;
+  Signals& signals_;
+  zmq::context_t context_{1};
+  zmq::socket_t router_;
+  zmq::socket_t monitor_;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point last_tick_;
+
+  // Counters for STATS.
+  uint64_t requests_ = 0;
+  uint64_t errors_ = 0;
+  uint64_t dropped_frames_ = 0;
+  uint64_t reloads_ = 0;
+  int64_t connected_clients_ = 0;
+  uint64_t requests_at_last_second_ = 0;
+  double ops_per_second_ = 0;
+  std::chrono::steady_clock::time_point last_rate_;
+};
+
+}  // namespace cachet::daemon

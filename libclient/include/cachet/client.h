@@ -1,0 +1,90 @@
+// cachet::Client: talks to a cachetd daemon.
+//
+// Connect with the daemon's endpoint:
+//   "ipc:///run/cachet/cachetd.sock"  same host: GET, MGET, EXISTS and TTL read
+//                                     the daemon's shared-memory segment
+//                                     directly (no syscall, no lock); every
+//                                     other op goes over the ipc socket.
+//   "tcp://10.0.0.5:7379"             another host: everything over TCP.
+// The API is the same for both.
+//
+// Failures are values: a miss is an empty optional, a timeout or an
+// unreachable daemon is an Error with code TIMEOUT or UNAVAILABLE. No call
+// throws, none waits longer than `timeout * (retries + 1)` plus backoff, and
+// a daemon that dies or restarts never crashes the client: the socket is
+// rebuilt after a failure, and the shared-memory segment is re-attached when
+// the daemon rebuilt it (new generation).
+//
+// Thread safety: a Client may be shared by threads. Shared-memory reads run
+// in parallel without a lock; socket round trips are serialized by a mutex
+// inside the Client (use one Client per thread for parallel writes).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cachet/cache.h"
+#include "cachet/result.h"
+
+namespace cachet {
+
+struct ClientOptions {
+  // Longest wait for one reply.
+  std::chrono::milliseconds timeout{1000};
+  // Extra attempts for idempotent ops (GET, SET without condition, DEL, ...);
+  // INCR/DECR and conditional SETs are never retried (they could apply twice).
+  int retries = 2;
+  // Wait before the first retry; doubled for each further one.
+  std::chrono::milliseconds backoff{20};
+  // For ipc:// endpoints: read through the shared-memory segment.
+  bool shared_memory_reads = true;
+};
+
+// STATS as name/value pairs, in the daemon's order.
+using StatsList = std::vector<std::pair<std::string, int64_t>>;
+
+class Client {
+ public:
+  static Result<std::unique_ptr<Client>> Connect(const std::string& endpoint, const ClientOptions& options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  Result<void> Ping();
+  Result<std::optional<std::string>> Get(std::string_view key);
+  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {});
+  Result<bool> Del(std::string_view key);
+  Result<bool> Exists(std::string_view key);
+  // ttl <= 0 deletes the key. False if the key is absent.
+  Result<bool> Expire(std::string_view key, std::chrono::milliseconds ttl);
+  // Remaining TTL, Cache::kNoExpiry if none; empty optional if the key is absent.
+  Result<std::optional<std::chrono::milliseconds>> Ttl(std::string_view key);
+  Result<int64_t> Incr(std::string_view key, int64_t delta = 1,
+                       std::chrono::milliseconds ttl_on_create = std::chrono::milliseconds(0));
+  Result<int64_t> Decr(std::string_view key, int64_t delta = 1);
+  Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys);
+  Result<void> MSet(const std::vector<std::pair<std::string, std::string>>& items);
+  Result<Cache::ScanPage> Scan(uint64_t cursor, std::string_view pattern = {}, uint32_t count = 64);
+  Result<StatsList> Stats();
+  Result<void> Flush();
+  // Asks the daemon to re-read its configuration file (as SIGHUP does).
+  Result<void> Reload();
+
+  // True while reads go through shared memory.
+  bool ReadsSharedMemory() const;
+  const std::string& endpoint() const;
+
+  class Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cachet

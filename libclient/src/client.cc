@@ -1,0 +1,425 @@
+#include "cachet/client.h"
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+
+#include "protocol.h"
+
+namespace cachet {
+
+using wire::Op;
+
+namespace {
+
+// Shared-memory reads re-check the daemon's segment (INFO) at most this often.
+constexpr std::chrono::milliseconds kSegmentCheckInterval{1000};
+constexpr uint32_t kReadsBetweenClockChecks = 1024;
+
+int64_t SteadyMs() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+Error Unexpected(const char* what) { return Error{ErrorCode::kProtocol, std::string("unexpected reply payload for ") + what}; }
+
+// Maps a non-OK reply to an Error carrying the daemon's message.
+Error ReplyError(const wire::Reply& reply) {
+  std::string message = "daemon replied ";
+  message += ErrorCodeName(reply.status);
+  if (reply.payload->type == msgpack::type::STR) {
+    message.assign(reply.payload->via.str.ptr, reply.payload->via.str.size);
+  }
+  return Error{reply.status, message};
+}
+
+bool IsBytes(const msgpack::object& o) { return o.type == msgpack::type::BIN || o.type == msgpack::type::STR; }
+std::string ToString(const msgpack::object& o) {
+  return o.type == msgpack::type::BIN ? std::string(o.via.bin.ptr, o.via.bin.size)
+                                      : std::string(o.via.str.ptr, o.via.str.size);
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  Impl(std::string endpoint, const ClientOptions& options) : endpoint_(std::move(endpoint)), options_(options) {}
+
+  ~Impl() {
+    std::lock_guard<std::mutex> lock(mu_);
+    socket_.reset();
+    context_.close();
+  }
+
+  Result<void> Start() {
+    if (endpoint_.rfind("ipc://", 0) != 0 && endpoint_.rfind("tcp://", 0) != 0) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "endpoint '" + endpoint_ + "' must start with ipc:// (same host) or tcp://");
+    }
+    if (options_.timeout.count() <= 0 || options_.retries < 0 || options_.backoff.count() < 0) {
+      return MakeError(ErrorCode::kInvalidArgument, "timeout must be positive; retries and backoff not negative");
+    }
+    if (endpoint_.rfind("ipc://", 0) == 0 && options_.shared_memory_reads) {
+      std::lock_guard<std::mutex> lock(mu_);
+      // Without the daemon there is no segment yet: reads go over the socket
+      // until a later check attaches.
+      last_check_ms_.store(SteadyMs(), std::memory_order_relaxed);
+      (void)RefreshSegmentLocked();
+    }
+    return {};
+  }
+
+  // One request/reply round trip with retries. `fill` appends the args.
+  template <typename Fill>
+  Result<wire::Reply> Call(Op op, uint32_t nargs, bool idempotent, Fill fill) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return CallLocked(op, nargs, idempotent, fill);
+  }
+
+  template <typename Fill>
+  Result<wire::Reply> CallLocked(Op op, uint32_t nargs, bool idempotent, Fill fill) {
+    const int attempts = idempotent ? options_.retries + 1 : 1;
+    Error last{ErrorCode::kUnavailable, "no attempt made"};
+    for (int attempt = 0; attempt < attempts; ++attempt) {
+      if (attempt > 0) std::this_thread::sleep_for(options_.backoff * (1 << std::min(attempt - 1, 10)));
+      const uint64_t id = next_id_++;
+      writer_.Clear();
+      writer_.BeginRequest(id, op, nargs);
+      fill(writer_);
+      auto reply = RoundTripLocked(id);
+      if (reply) return reply;
+      last = reply.error();
+      if (last.code == ErrorCode::kProtocol) break;  // a confused peer: retrying will not help
+    }
+    return tl::unexpected(last);
+  }
+
+  // Lock-free read through the segment, or nullptr when not attached.
+  Cache* SharedMemory() {
+    Cache* shm = shm_.load(std::memory_order_acquire);
+    // Attached: look at the clock now and then; not attached (no daemon at
+    // start): try to attach at most once per check interval.
+    if (shm == nullptr || reads_.fetch_add(1, std::memory_order_relaxed) % kReadsBetweenClockChecks == 0) {
+      MaybeRecheckSegment();
+      shm = shm_.load(std::memory_order_acquire);
+    }
+    return shm;
+  }
+
+  // Called after a socket failure on an ipc endpoint: the daemon may be back
+  // with a new segment, or there may be one to attach for the first time.
+  void MaybeRecheckSegment() {
+    if (endpoint_.rfind("ipc://", 0) != 0 || !options_.shared_memory_reads) return;
+    const int64_t now = SteadyMs();
+    if (now - last_check_ms_.load(std::memory_order_relaxed) < kSegmentCheckInterval.count()) return;
+    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock()) return;  // another thread is talking to the daemon; check later
+    last_check_ms_.store(now, std::memory_order_relaxed);
+    (void)RefreshSegmentLocked();
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+  bool attached() const { return shm_.load(std::memory_order_acquire) != nullptr; }
+
+ private:
+  Result<void> OpenSocketLocked() {
+    try {
+      socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+      socket_->set(zmq::sockopt::linger, 0);
+      socket_->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
+      socket_->connect(endpoint_);
+      return {};
+    } catch (const zmq::error_t& e) {
+      socket_.reset();
+      return MakeError(ErrorCode::kInvalidArgument, "cannot connect to '" + endpoint_ + "': " + e.what());
+    }
+  }
+
+  Result<wire::Reply> RoundTripLocked(uint64_t id) {
+    if (!socket_) {
+      if (auto ok = OpenSocketLocked(); !ok) return tl::unexpected(ok.error());
+    }
+    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    auto remaining = [&] {
+      return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      deadline - std::chrono::steady_clock::now())
+                                      .count());
+    };
+    try {
+      // Wait for a connection the request can go out on.
+      zmq::pollitem_t out{static_cast<void*>(*socket_), 0, ZMQ_POLLOUT, 0};
+      if (zmq::poll(&out, 1, std::chrono::milliseconds(remaining())) == 0) {
+        socket_.reset();
+        return MakeError(ErrorCode::kUnavailable, "cannot reach cachetd at " + endpoint_ + " within " +
+                                                      std::to_string(options_.timeout.count()) + " ms");
+      }
+      socket_->send(zmq::const_buffer(writer_.data(), writer_.size()), zmq::send_flags::dontwait);
+      for (;;) {
+        zmq::pollitem_t in{static_cast<void*>(*socket_), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&in, 1, std::chrono::milliseconds(remaining())) == 0) {
+          socket_.reset();  // a late reply must not be taken for the next request's
+          return MakeError(ErrorCode::kTimeout, "no reply from cachetd at " + endpoint_ + " within " +
+                                                    std::to_string(options_.timeout.count()) + " ms");
+        }
+        zmq::message_t frame;
+        if (!socket_->recv(frame, zmq::recv_flags::dontwait)) continue;
+        auto reply = wire::DecodeReply(static_cast<const char*>(frame.data()), frame.size());
+        if (!reply) return tl::unexpected(reply.error());
+        if (reply->id != id) continue;  // a reply to an earlier request that timed out
+        return reply;
+      }
+    } catch (const zmq::error_t& e) {
+      socket_.reset();
+      return MakeError(ErrorCode::kUnavailable, "socket error talking to " + endpoint_ + ": " + e.what());
+    }
+  }
+
+  // Asks the daemon which segment it serves and attaches to it if new.
+  Result<void> RefreshSegmentLocked() {
+    auto reply = CallLocked(Op::kInfo, 0, true, [](wire::Writer&) {});
+    if (!reply) return tl::unexpected(reply.error());
+    if (reply->status != ErrorCode::kOk || reply->payload->type != msgpack::type::MAP) {
+      return tl::unexpected(Unexpected("INFO"));
+    }
+    std::string segment;
+    uint64_t generation = 0;
+    const msgpack::object_map& map = reply->payload->via.map;
+    for (uint32_t i = 0; i < map.size; ++i) {
+      const std::string name = ToString(map.ptr[i].key);
+      if (name == "segment" && IsBytes(map.ptr[i].val)) segment = ToString(map.ptr[i].val);
+      if (name == "generation" && map.ptr[i].val.type == msgpack::type::POSITIVE_INTEGER) {
+        generation = map.ptr[i].val.via.u64;
+      }
+    }
+    if (segment.empty()) return tl::unexpected(Unexpected("INFO"));
+    if (shm_.load(std::memory_order_relaxed) != nullptr && segment == segment_ && generation == generation_) return {};
+    auto opened = Cache::OpenNamed(segment);
+    if (!opened) return tl::unexpected(opened.error());
+    if ((*opened)->Stats().generation != generation) {
+      return MakeError(ErrorCode::kUnavailable, "segment changed while attaching; will retry");
+    }
+    // Old mappings stay alive: a reader in another thread may still use one.
+    mappings_.push_back(std::move(*opened));
+    segment_ = segment;
+    generation_ = generation;
+    shm_.store(mappings_.back().get(), std::memory_order_release);
+    return {};
+  }
+
+  const std::string endpoint_;
+  const ClientOptions options_;
+  zmq::context_t context_{1};
+  std::mutex mu_;  // guards everything below except the atomics
+  std::unique_ptr<zmq::socket_t> socket_;
+  uint64_t next_id_ = 1;
+  wire::Writer writer_;
+  std::vector<std::unique_ptr<Cache>> mappings_;
+  std::string segment_;
+  uint64_t generation_ = 0;
+  std::atomic<Cache*> shm_{nullptr};
+  std::atomic<uint32_t> reads_{0};
+  std::atomic<int64_t> last_check_ms_{0};
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+Result<std::unique_ptr<Client>> Client::Connect(const std::string& endpoint, const ClientOptions& options) {
+  auto impl = std::make_unique<Impl>(endpoint, options);
+  if (auto ok = impl->Start(); !ok) return tl::unexpected(ok.error());
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+bool Client::ReadsSharedMemory() const { return impl_->attached(); }
+const std::string& Client::endpoint() const { return impl_->endpoint(); }
+
+namespace {
+
+// Checks a reply's status: OK → the payload, else the daemon's error.
+Result<const msgpack::object*> Ok(const Result<wire::Reply>& reply) {
+  if (!reply) return tl::unexpected(reply.error());
+  if (reply->status != ErrorCode::kOk) return tl::unexpected(ReplyError(*reply));
+  return reply->payload;
+}
+
+Result<bool> BoolPayload(const Result<wire::Reply>& reply, const char* op) {
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  if ((*p)->type != msgpack::type::BOOLEAN) return tl::unexpected(Unexpected(op));
+  return (*p)->via.boolean;
+}
+
+Result<int64_t> IntPayload(const Result<wire::Reply>& reply, const char* op) {
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  auto v = wire::IntArg(**p, op);
+  if (!v) return tl::unexpected(Unexpected(op));
+  return *v;
+}
+
+Result<void> VoidPayload(const Result<wire::Reply>& reply) {
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  return {};
+}
+
+}  // namespace
+
+Result<void> Client::Ping() {
+  return VoidPayload(impl_->Call(Op::kPing, 0, true, [](wire::Writer&) {}));
+}
+
+Result<std::optional<std::string>> Client::Get(std::string_view key) {
+  if (Cache* shm = impl_->SharedMemory()) {
+    std::string value;
+    if (shm->GetInto(key, &value)) return std::optional<std::string>(std::move(value));
+    return std::optional<std::string>();
+  }
+  auto reply = impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
+  if (reply && reply->status == ErrorCode::kNotFound) return std::optional<std::string>();
+  auto p = Ok(reply);
+  if (!p) {
+    impl_->MaybeRecheckSegment();
+    return tl::unexpected(p.error());
+  }
+  if (!IsBytes(**p)) return tl::unexpected(Unexpected("GET"));
+  return std::optional<std::string>(ToString(**p));
+}
+
+Result<bool> Client::Set(std::string_view key, std::string_view value, const SetOptions& options) {
+  const auto cond = static_cast<uint64_t>(options.condition == SetCondition::kIfAbsent   ? wire::SetCond::kIfAbsent
+                                          : options.condition == SetCondition::kIfPresent ? wire::SetCond::kIfPresent
+                                                                                         : wire::SetCond::kAlways);
+  const bool idempotent = options.condition == SetCondition::kAlways;
+  return BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
+                                 [&](wire::Writer& w) {
+                                   w.Bytes(key);
+                                   w.Bytes(value);
+                                   w.Int(options.ttl.count());
+                                   w.Uint(cond);
+                                 }),
+                     "SET");
+}
+
+Result<bool> Client::Del(std::string_view key) {
+  return BoolPayload(impl_->Call(Op::kDel, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
+}
+
+Result<bool> Client::Exists(std::string_view key) {
+  if (Cache* shm = impl_->SharedMemory()) return shm->Contains(key);
+  return BoolPayload(impl_->Call(Op::kExists, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "EXISTS");
+}
+
+Result<bool> Client::Expire(std::string_view key, std::chrono::milliseconds ttl) {
+  return BoolPayload(impl_->Call(Op::kExpire, 2, true,
+                                 [&](wire::Writer& w) {
+                                   w.Bytes(key);
+                                   w.Int(ttl.count());
+                                 }),
+                     "EXPIRE");
+}
+
+Result<std::optional<std::chrono::milliseconds>> Client::Ttl(std::string_view key) {
+  using Ms = std::chrono::milliseconds;
+  if (Cache* shm = impl_->SharedMemory()) return shm->Ttl(key);
+  auto reply = impl_->Call(Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
+  if (reply && reply->status == ErrorCode::kNotFound) return std::optional<Ms>();
+  auto ms = IntPayload(reply, "TTL");
+  if (!ms) return tl::unexpected(ms.error());
+  return std::optional<Ms>(*ms < 0 ? Cache::kNoExpiry : Ms(*ms));
+}
+
+Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
+  return IntPayload(impl_->Call(Op::kIncr, 3, false,
+                                [&](wire::Writer& w) {
+                                  w.Bytes(key);
+                                  w.Int(delta);
+                                  w.Int(ttl_on_create.count());
+                                }),
+                    "INCR");
+}
+
+Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
+  return IntPayload(impl_->Call(Op::kDecr, 2, false,
+                                [&](wire::Writer& w) {
+                                  w.Bytes(key);
+                                  w.Int(delta);
+                                }),
+                    "DECR");
+}
+
+Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<std::string>& keys) {
+  std::vector<std::optional<std::string>> out(keys.size());
+  if (Cache* shm = impl_->SharedMemory()) {
+    for (size_t i = 0; i < keys.size(); ++i) out[i] = shm->Get(keys[i]);
+    return out;
+  }
+  // The payload points into the reply: keep the reply alive while reading it.
+  const auto reply = impl_->Call(Op::kMGet, static_cast<uint32_t>(keys.size()), true, [&](wire::Writer& w) {
+    for (const std::string& k : keys) w.Bytes(k);
+  });
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  if ((*p)->type != msgpack::type::ARRAY || (*p)->via.array.size != keys.size()) {
+    return tl::unexpected(Unexpected("MGET"));
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const msgpack::object& v = (*p)->via.array.ptr[i];
+    if (IsBytes(v)) out[i] = ToString(v);
+  }
+  return out;
+}
+
+Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>& items) {
+  return VoidPayload(impl_->Call(Op::kMSet, static_cast<uint32_t>(items.size() * 2), true, [&](wire::Writer& w) {
+    for (const auto& [k, v] : items) {
+      w.Bytes(k);
+      w.Bytes(v);
+    }
+  }));
+}
+
+Result<Cache::ScanPage> Client::Scan(uint64_t cursor, std::string_view pattern, uint32_t count) {
+  const auto reply = impl_->Call(Op::kScan, 3, true, [&](wire::Writer& w) {
+    w.Uint(cursor);
+    w.Bytes(pattern);
+    w.Uint(count);
+  });
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  const msgpack::object& o = **p;
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 2 ||
+      o.via.array.ptr[0].type != msgpack::type::POSITIVE_INTEGER || o.via.array.ptr[1].type != msgpack::type::ARRAY) {
+    return tl::unexpected(Unexpected("SCAN"));
+  }
+  Cache::ScanPage page;
+  page.cursor = o.via.array.ptr[0].via.u64;
+  const msgpack::object_array& keys = o.via.array.ptr[1].via.array;
+  for (uint32_t i = 0; i < keys.size; ++i) {
+    if (!IsBytes(keys.ptr[i])) return tl::unexpected(Unexpected("SCAN"));
+    page.keys.push_back(ToString(keys.ptr[i]));
+  }
+  return page;
+}
+
+Result<StatsList> Client::Stats() {
+  const auto reply = impl_->Call(Op::kStats, 0, true, [](wire::Writer&) {});
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  if ((*p)->type != msgpack::type::MAP) return tl::unexpected(Unexpected("STATS"));
+  StatsList out;
+  const msgpack::object_map& map = (*p)->via.map;
+  for (uint32_t i = 0; i < map.size; ++i) {
+    auto v = wire::IntArg(map.ptr[i].val, "stat");
+    if (!IsBytes(map.ptr[i].key) || !v) return tl::unexpected(Unexpected("STATS"));
+    out.emplace_back(ToString(map.ptr[i].key), *v);
+  }
+  return out;
+}
+
+Result<void> Client::Flush() { return VoidPayload(impl_->Call(Op::kFlush, 0, true, [](wire::Writer&) {})); }
+
+Result<void> Client::Reload() { return VoidPayload(impl_->Call(Op::kReload, 0, false, [](wire::Writer&) {})); }
+
+}  // namespace cachet

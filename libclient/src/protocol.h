@@ -1,0 +1,94 @@
+// The wire protocol between cachet clients and cachetd (docs/protocol.md).
+//
+// A request is one ZeroMQ frame holding one msgpack array:
+//   [version, request id, op name, args...]
+// A reply is one frame holding [request id, status, payload], where status
+// is a cachet::ErrorCode number (0 = OK, 5 = NOT_FOUND for a miss) and the
+// payload is the op's result, or an error message string.
+//
+// This header is shared by the client library and the daemon; decoding
+// never throws and checks every type and count.
+#pragma once
+
+#include <msgpack.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "cachet/result.h"
+
+namespace cachet::wire {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+enum class Op : uint8_t {
+  kPing, kInfo, kGet, kSet, kDel, kExists, kExpire, kTtl, kIncr, kDecr,
+  kMGet, kMSet, kScan, kFlush, kStats, kReload,
+};
+const char* OpName(Op op);
+std::optional<Op> ParseOp(std::string_view name);
+
+// SET's condition argument.
+enum class SetCond : uint8_t { kAlways = 0, kIfAbsent = 1, kIfPresent = 2 };
+
+// Bounds on what the decoder will build from untrusted bytes.
+inline constexpr size_t kMaxArrayItems = 1 << 20;
+inline constexpr size_t kMaxMapItems = 1 << 12;
+
+// A decoded request. `args` point into `handle`, which owns the memory.
+struct Request {
+  uint64_t id = 0;
+  Op op = Op::kPing;
+  const msgpack::object* args = nullptr;
+  uint32_t arg_count = 0;
+  msgpack::object_handle handle;
+};
+
+// On failure, `*id` holds the request id if it could be read (else 0), so
+// the error can still be addressed to the request.
+Result<Request> DecodeRequest(const char* data, size_t size, uint64_t* id);
+
+struct Reply {
+  uint64_t id = 0;
+  ErrorCode status = ErrorCode::kOk;
+  const msgpack::object* payload = nullptr;
+  msgpack::object_handle handle;
+};
+Result<Reply> DecodeReply(const char* data, size_t size);
+
+// Typed argument access: a clear WRONG_TYPE error naming the argument.
+Result<std::string_view> BytesArg(const msgpack::object& o, const char* what);  // str or bin
+Result<int64_t> IntArg(const msgpack::object& o, const char* what);
+Result<uint64_t> UintArg(const msgpack::object& o, const char* what);
+
+// Builds one message in a buffer the caller sends.
+class Writer {
+ public:
+  Writer() : packer_(&buffer_) {}
+  void Clear() { buffer_.clear(); }
+  // A request header; `args` is the number of argument values that follow.
+  void BeginRequest(uint64_t id, Op op, uint32_t args);
+  // A reply header; exactly one payload value must follow.
+  void BeginReply(uint64_t id, ErrorCode status);
+  void ErrorReply(uint64_t id, const Error& error);
+
+  void Bytes(std::string_view b) { packer_.pack_bin(static_cast<uint32_t>(b.size())).pack_bin_body(b.data(), static_cast<uint32_t>(b.size())); }
+  void Str(std::string_view s) { packer_.pack_str(static_cast<uint32_t>(s.size())).pack_str_body(s.data(), static_cast<uint32_t>(s.size())); }
+  void Int(int64_t v) { packer_.pack_int64(v); }
+  void Uint(uint64_t v) { packer_.pack_uint64(v); }
+  void Bool(bool v) { v ? packer_.pack_true() : packer_.pack_false(); }
+  void Nil() { packer_.pack_nil(); }
+  void Array(uint32_t n) { packer_.pack_array(n); }
+  void Map(uint32_t n) { packer_.pack_map(n); }
+
+  const char* data() const { return buffer_.data(); }
+  size_t size() const { return buffer_.size(); }
+
+ private:
+  msgpack::sbuffer buffer_;
+  msgpack::packer<msgpack::sbuffer> packer_;
+};
+
+}  // namespace cachet::wire

@@ -1,0 +1,131 @@
+// DaemonProcess: a real cachetd started by a test on its own unique segment,
+// ipc path and ephemeral loopback tcp port, read back from its log. Stopped
+// (and its segment, socket and log removed) when the object goes away.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cachet/cache.h"
+#include "test_util.h"
+
+namespace cachet::testing {
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class DaemonProcess {
+ public:
+  explicit DaemonProcess(std::vector<std::string> extra_args = {}) : extra_(std::move(extra_args)) {
+    const std::string id = UniqueSegmentName("d");
+    segment_ = id;
+    ipc_ = "ipc:///tmp/" + id + ".sock";
+    log_path_ = "/tmp/" + id + ".log";
+  }
+  ~DaemonProcess() {
+    Stop();
+    (void)Cache::RemoveNamed(segment_);
+    unlink(("/tmp/" + segment_ + ".sock").c_str());
+    unlink(log_path_.c_str());
+  }
+
+  // Starts cachetd and waits until it logs "ready". `tcp` may name a fixed
+  // endpoint to reuse one from an earlier run (restart tests).
+  ::testing::AssertionResult Start(const std::string& tcp = "tcp://127.0.0.1:*") {
+    const size_t log_before = ReadFile(log_path_).size();
+    std::vector<std::string> args = {CACHETD_PATH,   "--segment",  segment_, "--ipc",          ipc_,   "--tcp",
+                                     tcp,            "--log-file", log_path_, "--capacity", "8MiB", "--max-value-size",
+                                     "64KiB"};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string log = ReadFile(log_path_).substr(std::min(log_before, ReadFile(log_path_).size()));
+      std::smatch m;
+      static const std::regex kTcp("listening on (tcp://[0-9.]+:[0-9]+)");
+      if (log.find(" ready: ") != std::string::npos && std::regex_search(log, m, kTcp)) {
+        tcp_ = m[1];
+        return ::testing::AssertionSuccess();
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return ::testing::AssertionFailure() << "cachetd exited during start; log:\n" << ReadFile(log_path_);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a log file with a deadline
+    }
+    return ::testing::AssertionFailure() << "cachetd not ready in 10 s; log:\n" << ReadFile(log_path_);
+  }
+
+  // SIGTERM and wait; returns the exit status (or -1 if not running).
+  int Stop() { return Signal(SIGTERM, true); }
+  int Kill() { return Signal(SIGKILL, true); }
+  void Hup() const { kill(pid_, SIGHUP); }
+
+  // Waits (with a deadline) until the log contains `text` after `from` bytes.
+  bool WaitForLog(const std::string& text, size_t from = 0, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string log = ReadFile(log_path_);
+      if (log.size() > from && log.find(text, from) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+
+  const std::string& ipc() const { return ipc_; }
+  const std::string& tcp() const { return tcp_; }
+  const std::string& segment() const { return segment_; }
+  const std::string& log_path() const { return log_path_; }
+  pid_t pid() const { return pid_; }
+  std::string log() const { return ReadFile(log_path_); }
+
+ private:
+  int Signal(int sig, bool wait) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, sig);
+    int status = 0;
+    if (wait) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (waitpid(pid_, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          kill(pid_, SIGKILL);
+          waitpid(pid_, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    }
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  std::vector<std::string> extra_;
+  std::string segment_, ipc_, tcp_, log_path_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace cachet::testing

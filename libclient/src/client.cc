@@ -16,6 +16,7 @@ namespace {
 // Shared-memory reads re-check the daemon's segment (INFO) at most this often.
 constexpr std::chrono::milliseconds kSegmentCheckInterval{1000};
 constexpr uint32_t kReadsBetweenClockChecks = 1024;
+constexpr std::chrono::milliseconds kSegmentCheckTimeout{100};
 
 int64_t SteadyMs() {
   using namespace std::chrono;
@@ -79,7 +80,11 @@ class Client::Impl {
 
   template <typename Fill>
   Result<wire::Reply> CallLocked(Op op, uint32_t nargs, bool idempotent, Fill fill) {
-    const int attempts = idempotent ? options_.retries + 1 : 1;
+    return CallLocked(op, nargs, idempotent ? options_.retries + 1 : 1, options_.timeout, fill);
+  }
+
+  template <typename Fill>
+  Result<wire::Reply> CallLocked(Op op, uint32_t nargs, int attempts, std::chrono::milliseconds timeout, Fill fill) {
     Error last{ErrorCode::kUnavailable, "no attempt made"};
     for (int attempt = 0; attempt < attempts; ++attempt) {
       if (attempt > 0) std::this_thread::sleep_for(options_.backoff * (1 << std::min(attempt - 1, 10)));
@@ -87,7 +92,7 @@ class Client::Impl {
       writer_.Clear();
       writer_.BeginRequest(id, op, nargs);
       fill(writer_);
-      auto reply = RoundTripLocked(id);
+      auto reply = RoundTripLocked(id, timeout);
       if (reply) return reply;
       last = reply.error();
       if (last.code == ErrorCode::kProtocol) break;  // a confused peer: retrying will not help
@@ -136,11 +141,11 @@ class Client::Impl {
     }
   }
 
-  Result<wire::Reply> RoundTripLocked(uint64_t id) {
+  Result<wire::Reply> RoundTripLocked(uint64_t id, std::chrono::milliseconds timeout) {
     if (!socket_) {
       if (auto ok = OpenSocketLocked(); !ok) return tl::unexpected(ok.error());
     }
-    const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto remaining = [&] {
       return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
                                       deadline - std::chrono::steady_clock::now())
@@ -152,7 +157,7 @@ class Client::Impl {
       if (zmq::poll(&out, 1, std::chrono::milliseconds(remaining())) == 0) {
         socket_.reset();
         return MakeError(ErrorCode::kUnavailable, "cannot reach cachetd at " + endpoint_ + " within " +
-                                                      std::to_string(options_.timeout.count()) + " ms");
+                                                      std::to_string(timeout.count()) + " ms");
       }
       socket_->send(zmq::const_buffer(writer_.data(), writer_.size()), zmq::send_flags::dontwait);
       for (;;) {
@@ -160,7 +165,7 @@ class Client::Impl {
         if (zmq::poll(&in, 1, std::chrono::milliseconds(remaining())) == 0) {
           socket_.reset();  // a late reply must not be taken for the next request's
           return MakeError(ErrorCode::kTimeout, "no reply from cachetd at " + endpoint_ + " within " +
-                                                    std::to_string(options_.timeout.count()) + " ms");
+                                                    std::to_string(timeout.count()) + " ms");
         }
         zmq::message_t frame;
         if (!socket_->recv(frame, zmq::recv_flags::dontwait)) continue;
@@ -177,7 +182,9 @@ class Client::Impl {
 
   // Asks the daemon which segment it serves and attaches to it if new.
   Result<void> RefreshSegmentLocked() {
-    auto reply = CallLocked(Op::kInfo, 0, true, [](wire::Writer&) {});
+    // One short attempt: a same-host daemon answers in microseconds, and a
+    // reader must not stall on a daemon that is down.
+    auto reply = CallLocked(Op::kInfo, 0, 1, std::min(options_.timeout, kSegmentCheckTimeout), [](wire::Writer&) {});
     if (!reply) return tl::unexpected(reply.error());
     if (reply->status != ErrorCode::kOk || reply->payload->type != msgpack::type::MAP) {
       return tl::unexpected(Unexpected("INFO"));

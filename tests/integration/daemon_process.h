@@ -86,6 +86,9 @@ class DaemonProcess {
     return ::testing::AssertionFailure() << "cachetd not ready in 10 s; log:\n" << ReadFile(log_path_);
   }
 
+  // Arguments for the next Start (a restart with another configuration).
+  void SetExtraArgs(std::vector<std::string> args) { extra_ = std::move(args); }
+
   // SIGTERM and wait; returns the exit status (or -1 if not running).
   int Stop() { return Signal(SIGTERM, true); }
   int Kill() { return Signal(SIGKILL, true); }

@@ -8,6 +8,10 @@ packages=(
   libboost-dev                          # Boost.Interprocess (segments)
   libexpected-dev                       # tl::expected (Result<T>)
   libxxhash-dev                         # key hashing
+  libzmq3-dev cppzmq-dev                # ZeroMQ transport
+  libmsgpack-cxx-dev                    # wire encoding
+  libspdlog-dev                         # daemon logs
+  libboost-program-options-dev          # daemon configuration
   libgtest-dev libbenchmark-dev         # tests and benchmarks
 )
 

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs this build into a private prefix, builds examples/client_example.cc
+# against it as a user's project would (find_package and pkg-config), and runs
+# both builds against a cachetd started here on its own endpoints.
+set -euo pipefail
+build_dir=$1 source_dir=$2 cachetd=$3
+
+work=$(mktemp -d /tmp/cachet-install-test.XXXXXX)
+name="cachet-install-$$"
+cleanup() {
+  [ -n "${daemon_pid:-}" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+  rm -rf "$work" "/dev/shm/$name" "/tmp/$name.sock"
+}
+trap cleanup EXIT
+
+cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
+test -f "$work/prefix/lib/cmake/cachet/cachetConfig.cmake"
+test -f "$work/prefix/include/cachet/client.h"
+
+cmake -S "$source_dir/examples/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
+cmake --build "$work/consumer" > "$work/build.log"
+
+PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" c++ -o "$work/client_example_pc" "$source_dir/examples/client_example.cc" \
+  $(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs cachet) -Wl,-rpath,"$work/prefix/lib"
+
+"$cachetd" --segment "$name" --ipc "ipc:///tmp/$name.sock" --tcp "" --capacity 8MiB --max-value-size 64KiB \
+  --log-file "$work/cachetd.log" &
+daemon_pid=$!
+for _ in $(seq 1 200); do grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break; sleep 0.05; done
+
+out=$("$work/consumer/client_example" "ipc:///tmp/$name.sock")
+echo "find_package build: $out"
+[ "$out" = "value=hello from cachet visits=1 shared_memory_reads=yes" ]
+out=$("$work/client_example_pc" "ipc:///tmp/$name.sock")
+echo "pkg-config build: $out"
+[ "$out" = "value=hello from cachet visits=2 shared_memory_reads=yes" ]
+echo "installed package: ok"

@@ -13,6 +13,7 @@ packages=(
   libspdlog-dev                         # daemon logs
   libboost-program-options-dev          # daemon configuration
   libgtest-dev libbenchmark-dev         # tests and benchmarks
+  libhiredis-dev redis-server redis-tools bc  # side-by-side benchmark against Redis
 )
 
 missing=()

@@ -1,5 +1,7 @@
 #include "cachet/client.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <mutex>
 #include <thread>
@@ -17,6 +19,23 @@ namespace {
 constexpr std::chrono::milliseconds kSegmentCheckInterval{1000};
 constexpr uint32_t kReadsBetweenClockChecks = 1024;
 constexpr std::chrono::milliseconds kSegmentCheckTimeout{100};
+
+// One ZeroMQ context (one I/O thread) for every Client of the process: a
+// service with many clients must not get a thread per client. Deliberately
+// never destroyed: zmq_ctx_term at exit would wait for sockets of Clients
+// that static destructors have not closed yet. A forked child gets its own
+// (a context's I/O thread does not survive fork).
+zmq::context_t& SharedContext() {
+  static std::mutex mu;
+  static zmq::context_t* context = nullptr;
+  static pid_t owner = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (context == nullptr || owner != getpid()) {
+    context = new zmq::context_t(1);
+    owner = getpid();
+  }
+  return *context;
+}
 
 int64_t SteadyMs() {
   using namespace std::chrono;
@@ -50,7 +69,6 @@ class Client::Impl {
   ~Impl() {
     std::lock_guard<std::mutex> lock(mu_);
     socket_.reset();
-    context_.close();
   }
 
   Result<void> Start() {
@@ -130,7 +148,7 @@ class Client::Impl {
  private:
   Result<void> OpenSocketLocked() {
     try {
-      socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::dealer);
+      socket_ = std::make_unique<zmq::socket_t>(SharedContext(), zmq::socket_type::dealer);
       socket_->set(zmq::sockopt::linger, 0);
       socket_->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
       socket_->connect(endpoint_);
@@ -216,7 +234,6 @@ class Client::Impl {
 
   const std::string endpoint_;
   const ClientOptions options_;
-  zmq::context_t context_{1};
   std::mutex mu_;  // guards everything below except the atomics
   std::unique_ptr<zmq::socket_t> socket_;
   uint64_t next_id_ = 1;
@@ -278,20 +295,30 @@ Result<void> Client::Ping() {
 }
 
 Result<std::optional<std::string>> Client::Get(std::string_view key) {
-  if (Cache* shm = impl_->SharedMemory()) {
-    std::string value;
-    if (shm->GetInto(key, &value)) return std::optional<std::string>(std::move(value));
-    return std::optional<std::string>();
-  }
+  std::string value;
+  auto found = GetInto(key, &value);
+  if (!found) return tl::unexpected(found.error());
+  if (!*found) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(value));
+}
+
+Result<bool> Client::GetInto(std::string_view key, std::string* value) {
+  if (Cache* shm = impl_->SharedMemory()) return shm->GetInto(key, value);
   auto reply = impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
-  if (reply && reply->status == ErrorCode::kNotFound) return std::optional<std::string>();
+  if (reply && reply->status == ErrorCode::kNotFound) return false;
   auto p = Ok(reply);
   if (!p) {
     impl_->MaybeRecheckSegment();
     return tl::unexpected(p.error());
   }
   if (!IsBytes(**p)) return tl::unexpected(Unexpected("GET"));
-  return std::optional<std::string>(ToString(**p));
+  const msgpack::object& o = **p;
+  if (o.type == msgpack::type::BIN) {
+    value->assign(o.via.bin.ptr, o.via.bin.size);
+  } else {
+    value->assign(o.via.str.ptr, o.via.str.size);
+  }
+  return true;
 }
 
 Result<bool> Client::Set(std::string_view key, std::string_view value, const SetOptions& options) {

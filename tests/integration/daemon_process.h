@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -70,10 +69,10 @@ class DaemonProcess {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
       const std::string log = ReadFile(log_path_).substr(std::min(log_before, ReadFile(log_path_).size()));
-      std::smatch m;
-      static const std::regex kTcp("listening on (tcp://[0-9.]+:[0-9]+)");
-      if (log.find(" ready: ") != std::string::npos && std::regex_search(log, m, kTcp)) {
-        tcp_ = m[1];
+      const size_t at = log.find("listening on tcp://");
+      if (log.find(" ready: ") != std::string::npos && at != std::string::npos) {
+        const size_t begin = at + std::string("listening on ").size();
+        tcp_ = log.substr(begin, log.find_first_of(" \n", begin) - begin);
         return ::testing::AssertionSuccess();
       }
       int status = 0;

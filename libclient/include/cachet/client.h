@@ -58,6 +58,9 @@ class Client {
 
   Result<void> Ping();
   Result<std::optional<std::string>> Get(std::string_view key);
+  // Like Get, reusing `value`'s buffer (no allocation on the shared-memory
+  // path once it is large enough). True on a hit; on a miss `*value` is unspecified.
+  Result<bool> GetInto(std::string_view key, std::string* value);
   Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {});
   Result<bool> Del(std::string_view key);
   Result<bool> Exists(std::string_view key);

@@ -87,6 +87,7 @@ echo "|---|---|---|---|---|---|"
 # timed 16 at a time (the sample is their mean), redis's one at a time.
 run "GET same host, 1 client (cachet: shared memory; redis: unix socket)" "$ipc" "unix:$work/redis.sock" get 1 1 16
 run "SET same host, 1 client (cachet: ipc; redis: unix socket)" "$ipc" "unix:$work/redis.sock" set 1 1
+run "PING same host, 1 client: the bare round trip, for where SET's time goes" "$ipc" "unix:$work/redis.sock" ping 1 1
 run "GET tcp loopback, 50 clients" "$tcp" "127.0.0.1:$redis_port" get 50 1
 run "SET tcp loopback, 50 clients" "$tcp" "127.0.0.1:$redis_port" set 50 1
 run "GET tcp, 50 clients, 16 per round trip (cachet MGET; redis pipeline)" "$tcp" "127.0.0.1:$redis_port" get 50 16

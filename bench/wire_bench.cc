@@ -5,7 +5,7 @@
 //   wire_bench --target cachet --endpoint ipc:///tmp/x.sock --mode get --clients 1 --seconds 5
 //   wire_bench --target redis --endpoint unix:/tmp/redis.sock --mode set --clients 50 --pipeline 16
 //
-// Modes: fill (store every key once), get, set. Keys are 16 bytes
+// Modes: fill (store every key once), get, set, ping (the bare round trip). Keys are 16 bytes
 // ("key:" + 12 digits) drawn uniformly from --keys; values are 100 bytes.
 // --pipeline P sends P requests per round trip (cachet: MGET/MSET of P keys;
 // redis: P pipelined commands). Latency is per round trip.
@@ -54,6 +54,7 @@ class Conn {
   virtual ~Conn() = default;
   virtual bool Get(const std::vector<std::string>& keys) = 0;
   virtual bool Set(const std::vector<std::string>& keys) = 0;
+  virtual bool Ping() = 0;
 };
 
 class CachetConn : public Conn {
@@ -65,6 +66,10 @@ class CachetConn : public Conn {
       return Check(r.has_value() && *r, r ? "miss" : r.error().ToString());
     }
     auto r = c_->MGet(keys);
+    return Check(r.has_value(), r ? "" : r.error().ToString());
+  }
+  bool Ping() override {
+    auto r = c_->Ping();
     return Check(r.has_value(), r ? "" : r.error().ToString());
   }
   bool Set(const std::vector<std::string>& keys) override {
@@ -94,6 +99,12 @@ class RedisConn : public Conn {
   ~RedisConn() override { redisFree(c_); }
   bool Get(const std::vector<std::string>& keys) override { return Run("GET", keys); }
   bool Set(const std::vector<std::string>& keys) override { return Run("SET", keys); }
+  bool Ping() override {
+    auto* reply = static_cast<redisReply*>(redisCommand(c_, "PING"));
+    const bool ok = reply != nullptr && reply->type == REDIS_REPLY_STATUS;
+    if (reply) freeReplyObject(reply);
+    return ok;
+  }
 
  private:
   bool Run(const char* cmd, const std::vector<std::string>& keys) {
@@ -176,7 +187,8 @@ void Worker(const Args& a, int index, std::atomic<bool>& go, ThreadResult& out) 
     }
     const auto t0 = std::chrono::steady_clock::now();
     for (const auto& trip : round) {
-      if (!(get ? conn->Get(trip) : conn->Set(trip))) {
+      const bool ok = a.mode == "ping" ? conn->Ping() : get ? conn->Get(trip) : conn->Set(trip);
+      if (!ok) {
         out.ok = false;
         return;
       }

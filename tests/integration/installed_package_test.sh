@@ -4,6 +4,7 @@
 # both builds against a cachetd started here on its own endpoints.
 set -euo pipefail
 build_dir=$1 source_dir=$2 cachetd=$3
+extra_flags=${4:-}   # a sanitizer build's flags: the user's program must match the library
 
 work=$(mktemp -d /tmp/cachet-install-test.XXXXXX)
 name="cachet-install-$$"
@@ -17,10 +18,12 @@ cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
 test -f "$work/prefix/lib/cmake/cachet/cachetConfig.cmake"
 test -f "$work/prefix/include/cachet/client.h"
 
-cmake -S "$source_dir/examples/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
+cmake -S "$source_dir/examples/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$work/prefix" \
+  -DCMAKE_CXX_FLAGS="$extra_flags" > "$work/configure.log"
 cmake --build "$work/consumer" > "$work/build.log"
 
-PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" c++ -o "$work/client_example_pc" "$source_dir/examples/client_example.cc" \
+# shellcheck disable=SC2086
+PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" c++ $extra_flags -o "$work/client_example_pc" "$source_dir/examples/client_example.cc" \
   $(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs cachet) -Wl,-rpath,"$work/prefix/lib"
 
 "$cachetd" --segment "$name" --ipc "ipc:///tmp/$name.sock" --tcp "" --capacity 8MiB --max-value-size 64KiB \

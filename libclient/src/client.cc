@@ -123,7 +123,9 @@ class Client::Impl {
     Cache* shm = shm_.load(std::memory_order_acquire);
     // Attached: look at the clock now and then; not attached (no daemon at
     // start): try to attach at most once per check interval.
-    if (shm == nullptr || reads_.fetch_add(1, std::memory_order_relaxed) % kReadsBetweenClockChecks == 0) {
+    // A per-thread count: readers on many threads share no counter line.
+    static thread_local uint32_t reads = 0;
+    if (shm == nullptr || ++reads % kReadsBetweenClockChecks == 0) {
       MaybeRecheckSegment();
       shm = shm_.load(std::memory_order_acquire);
     }
@@ -242,7 +244,6 @@ class Client::Impl {
   std::string segment_;
   uint64_t generation_ = 0;
   std::atomic<Cache*> shm_{nullptr};
-  std::atomic<uint32_t> reads_{0};
   std::atomic<int64_t> last_check_ms_{0};
 };
 

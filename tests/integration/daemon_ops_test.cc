@@ -23,18 +23,7 @@ class DaemonOpsTest : public ::testing::TestWithParam<Transport> {
     ASSERT_TRUE(c.has_value()) << c.error().ToString();
     client_ = std::move(*c);
   }
-  int64_t Stat(const std::string& name) {
-    auto stats = client_->Stats();
-    if (!stats) {
-      ADD_FAILURE() << "STATS failed: " << stats.error().ToString();
-      return -1;
-    }
-    for (const auto& [k, v] : *stats) {
-      if (k == name) return v;
-    }
-    ADD_FAILURE() << "no stat " << name;
-    return -1;
-  }
+  int64_t Stat(const std::string& name) { return testing::StatOf(*client_, name); }
 
   testing::DaemonProcess daemon_;
   std::unique_ptr<Client> client_;

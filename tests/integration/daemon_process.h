@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cachet/cache.h"
+#include "cachet/client.h"
 #include "test_util.h"
 
 namespace cachet::testing {
@@ -28,6 +29,20 @@ inline std::string ReadFile(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// One STATS counter from the daemon, or -1 (with a test failure) if absent.
+inline int64_t StatOf(Client& client, const std::string& name) {
+  auto stats = client.Stats();
+  if (!stats) {
+    ADD_FAILURE() << "STATS failed: " << stats.error().ToString();
+    return -1;
+  }
+  for (const auto& [k, v] : *stats) {
+    if (k == name) return v;
+  }
+  ADD_FAILURE() << "no stat " << name;
+  return -1;
 }
 
 class DaemonProcess {

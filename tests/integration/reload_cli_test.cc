@@ -41,15 +41,6 @@ Output Cachectl(const testing::DaemonProcess& d, std::vector<std::string> args) 
   return RunProgram(CACHECTL_PATH, args);
 }
 
-int64_t Stat(Client& c, const std::string& name) {
-  auto stats = c.Stats();
-  if (!stats) return -1;
-  for (const auto& [k, v] : *stats) {
-    if (k == name) return v;
-  }
-  return -1;
-}
-
 class ReloadTest : public ::testing::Test {
  protected:
   void WriteConfig(const std::string& text) {
@@ -71,7 +62,7 @@ TEST_F(ReloadTest, SighupWithGoodFileAppliesIt) {
   EXPECT_NE(daemon.log().find("log level is now debug", mark), std::string::npos);
   EXPECT_NE(daemon.log().find("'policy' changed in the configuration; it applies after a restart", mark),
             std::string::npos);
-  EXPECT_EQ(Stat(*client, "reloads"), 1);
+  EXPECT_EQ(testing::StatOf(*client, "reloads"), 1);
 }
 
 TEST_F(ReloadTest, SighupWithBrokenFileKeepsRunningConfiguration) {
@@ -87,7 +78,7 @@ TEST_F(ReloadTest, SighupWithBrokenFileKeepsRunningConfiguration) {
   EXPECT_NE(daemon.log().find("lfu", mark), std::string::npos);
   EXPECT_NE(daemon.log().find("keeping the running configuration", mark), std::string::npos);
   EXPECT_EQ(client->Get("k").value(), "v");
-  EXPECT_EQ(Stat(*client, "reloads"), 0);
+  EXPECT_EQ(testing::StatOf(*client, "reloads"), 0);
   // The RELOAD op reports the same error to the caller.
   auto r = client->Reload();
   ASSERT_FALSE(r.has_value());

@@ -73,8 +73,14 @@ double ExactLruMissRatio(const Trace& t, size_t capacity) {
   uint32_t head = kNone, tail = kNone;  // head = most recent
   size_t size = 0, misses = 0;
   auto unlink = [&](uint32_t k) {
-    if (prev[k] != kNone) next[prev[k]] = next[k]; else head = next[k];
-    if (next[k] != kNone) prev[next[k]] = prev[k]; else tail = prev[k];
+    if (prev[k] != kNone)
+      next[prev[k]] = next[k];
+    else
+      head = next[k];
+    if (next[k] != kNone)
+      prev[next[k]] = prev[k];
+    else
+      tail = prev[k];
   };
   auto push_front = [&](uint32_t k) {
     prev[k] = kNone;

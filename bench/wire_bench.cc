@@ -37,7 +37,8 @@ struct Args {
 // Writes "key:" and 12 digits into `out` (16 bytes) without allocating.
 void KeyInto(uint64_t i, std::string& out) {
   out.assign("key:000000000000");
-  for (int pos = 15; pos >= 4 && i != 0; --pos, i /= 10) out[static_cast<size_t>(pos)] = static_cast<char>('0' + i % 10);
+  for (int pos = 15; pos >= 4 && i != 0; --pos, i /= 10)
+    out[static_cast<size_t>(pos)] = static_cast<char>('0' + i % 10);
 }
 
 std::string Key(uint64_t i) {
@@ -221,24 +222,32 @@ int main(int argc, char** argv) {
   Args a;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
-    if (f == "--target") a.target = v;
-    else if (f == "--endpoint") a.endpoint = v;
-    else if (f == "--mode") a.mode = v;
-    else if (f == "--clients") a.clients = std::atoi(v.c_str());
-    else if (f == "--pipeline") a.pipeline = std::atoi(v.c_str());
-    else if (f == "--seconds") a.seconds = std::atof(v.c_str());
-    else if (f == "--keys") a.keys = std::strtoull(v.c_str(), nullptr, 10);
-    else if (f == "--timing-batch") a.timing_batch = std::atoi(v.c_str());
+    if (f == "--target")
+      a.target = v;
+    else if (f == "--endpoint")
+      a.endpoint = v;
+    else if (f == "--mode")
+      a.mode = v;
+    else if (f == "--clients")
+      a.clients = std::atoi(v.c_str());
+    else if (f == "--pipeline")
+      a.pipeline = std::atoi(v.c_str());
+    else if (f == "--seconds")
+      a.seconds = std::atof(v.c_str());
+    else if (f == "--keys")
+      a.keys = std::strtoull(v.c_str(), nullptr, 10);
+    else if (f == "--timing-batch")
+      a.timing_batch = std::atoi(v.c_str());
     else {
       std::fprintf(stderr, "wire_bench: unknown option %s\n", f.c_str());
       return 2;
     }
   }
   if ((a.target != "cachet" && a.target != "redis") || a.endpoint.empty() || a.clients < 1 || a.pipeline < 1 ||
-      a.timing_batch < 1 ||
-      a.seconds <= 0 || a.seconds > 600 || a.keys == 0) {
-    std::fprintf(stderr, "usage: wire_bench --target cachet|redis --endpoint E [--mode fill|get|set] [--clients N]"
-                         " [--pipeline P] [--seconds S<=600] [--keys N]\n");
+      a.timing_batch < 1 || a.seconds <= 0 || a.seconds > 600 || a.keys == 0) {
+    std::fprintf(stderr,
+                 "usage: wire_bench --target cachet|redis --endpoint E [--mode fill|get|set] [--clients N]"
+                 " [--pipeline P] [--seconds S<=600] [--keys N]\n");
     return 2;
   }
   if (a.mode == "fill") return Fill(a);
@@ -261,9 +270,11 @@ int main(int argc, char** argv) {
     all.insert(all.end(), r.latency_ns.begin(), r.latency_ns.end());
   }
   std::sort(all.begin(), all.end());
-  auto pct = [&](double p) { return all.empty() ? 0u : all[std::min(all.size() - 1, static_cast<size_t>(p * all.size()))]; };
-  std::printf("target=%s mode=%s clients=%d pipeline=%d ops=%llu ops_per_s=%.0f p50_ns=%u p99_ns=%u\n", a.target.c_str(),
-              a.mode.c_str(), a.clients, a.pipeline, static_cast<unsigned long long>(ops), ops / elapsed, pct(0.5),
-              pct(0.99));
+  auto pct = [&](double p) {
+    return all.empty() ? 0u : all[std::min(all.size() - 1, static_cast<size_t>(p * all.size()))];
+  };
+  std::printf("target=%s mode=%s clients=%d pipeline=%d ops=%llu ops_per_s=%.0f p50_ns=%u p99_ns=%u\n",
+              a.target.c_str(), a.mode.c_str(), a.clients, a.pipeline, static_cast<unsigned long long>(ops),
+              ops / elapsed, pct(0.5), pct(0.99));
   return 0;
 }

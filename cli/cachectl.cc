@@ -52,8 +52,9 @@ void PrintUsage(FILE* out) {
                "  --json         machine-readable output\n"
                "  --timeout MS   per-request timeout (default 1000)\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-7s %-36s %s\n", c.name, c.args, c.summary);
-  std::fprintf(out, "\n'cachectl COMMAND --help' shows one command. Exit codes: 0 ok, 1 not found, 2 usage or\n"
-                    "refused input, 3 daemon unreachable, 4 other daemon error.\n");
+  std::fprintf(out,
+               "\n'cachectl COMMAND --help' shows one command. Exit codes: 0 ok, 1 not found, 2 usage or\n"
+               "refused input, 3 daemon unreachable, 4 other daemon error.\n");
 }
 
 const Command* FindCommand(const std::string& name) {
@@ -121,9 +122,9 @@ struct Invocation {
   bool json = false;
   int64_t timeout_ms = 1000;
   std::string command;
-  std::vector<std::string> args;                 // positional
-  std::map<std::string, std::string> options;    // --ttl, --by
-  std::vector<std::string> flags;                // --nx, --xx
+  std::vector<std::string> args;               // positional
+  std::map<std::string, std::string> options;  // --ttl, --by
+  std::vector<std::string> flags;              // --nx, --xx
   bool help = false;
 };
 
@@ -329,8 +330,8 @@ int main(int argc, char** argv) {
   }
   // Options belong to particular commands.
   for (const auto& [name, v] : in.options) {
-    const bool allowed = (name == "--ttl" && (in.command == "set" || in.command == "incr")) ||
-                         (name == "--by" && in.command == "incr");
+    const bool allowed =
+        (name == "--ttl" && (in.command == "set" || in.command == "incr")) || (name == "--by" && in.command == "incr");
     if (!allowed) return UsageError(name + " does not apply to " + in.command);
   }
   if (!in.flags.empty() && in.command != "set") return UsageError(in.flags[0] + " applies only to set");

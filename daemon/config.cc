@@ -21,20 +21,20 @@ struct Raw {
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
   po::options_description o("cachetd options (each can also be set in the --config file as name = value)");
-  o.add_options()
-      ("segment", po::value(&r.segment)->default_value(d.segment), "shared-memory segment name (/dev/shm/NAME)")
-      ("ipc", po::value(&r.ipc)->default_value(d.ipc), "ipc:// endpoint for same-host clients; empty to disable")
-      ("tcp", po::value(&r.tcp)->default_value(d.tcp), "tcp:// endpoint for remote clients; empty to disable")
-      ("capacity", po::value(&r.capacity)->default_value("64MiB"), "bytes of items the cache holds (k, M, G suffixes)")
-      ("max-entries", po::value(&r.max_entries)->default_value("0"), "most items held; 0 = capacity / 64")
-      ("max-key-size", po::value(&r.max_key)->default_value("250"), "longest key accepted, bytes")
-      ("max-value-size", po::value(&r.max_value)->default_value("1MiB"), "largest value accepted")
-      ("policy", po::value(&r.policy)->default_value("s3fifo"), "eviction policy: s3fifo, clock (lru) or fifo")
-      ("max-frame", po::value(&r.max_frame)->default_value("0"), "largest request frame; 0 = derived from the limits")
-      ("log-level", po::value(&r.log_level)->default_value(d.log_level), "trace, debug, info, warn, error, off")
-      ("log-file", po::value(&r.log_file)->default_value(""), "log to this file instead of stderr")
-      ("remove-segment-on-exit", po::value(&r.remove_on_exit)->default_value("false"),
-       "remove the segment on SIGTERM instead of keeping it for a warm restart");
+  o.add_options()("segment", po::value(&r.segment)->default_value(d.segment),
+                  "shared-memory segment name (/dev/shm/NAME)")(
+      "ipc", po::value(&r.ipc)->default_value(d.ipc), "ipc:// endpoint for same-host clients; empty to disable")(
+      "tcp", po::value(&r.tcp)->default_value(d.tcp), "tcp:// endpoint for remote clients; empty to disable")(
+      "capacity", po::value(&r.capacity)->default_value("64MiB"), "bytes of items the cache holds (k, M, G suffixes)")(
+      "max-entries", po::value(&r.max_entries)->default_value("0"), "most items held; 0 = capacity / 64")(
+      "max-key-size", po::value(&r.max_key)->default_value("250"), "longest key accepted, bytes")(
+      "max-value-size", po::value(&r.max_value)->default_value("1MiB"), "largest value accepted")(
+      "policy", po::value(&r.policy)->default_value("s3fifo"), "eviction policy: s3fifo, clock (lru) or fifo")(
+      "max-frame", po::value(&r.max_frame)->default_value("0"), "largest request frame; 0 = derived from the limits")(
+      "log-level", po::value(&r.log_level)->default_value(d.log_level), "trace, debug, info, warn, error, off")(
+      "log-file", po::value(&r.log_file)->default_value(""), "log to this file instead of stderr")(
+      "remove-segment-on-exit", po::value(&r.remove_on_exit)->default_value("false"),
+      "remove the segment on SIGTERM instead of keeping it for a warm restart");
   return o;
 }
 
@@ -117,7 +117,8 @@ Result<uint64_t> ParseSize(const std::string& text) {
   if (shift < 0) {
     return MakeError(ErrorCode::kInvalidArgument, "'" + text + "' has an unknown unit; use k, M or G (powers of 1024)");
   }
-  if (shift > 0 && n > (UINT64_MAX >> shift)) return MakeError(ErrorCode::kInvalidArgument, "'" + text + "' is too large");
+  if (shift > 0 && n > (UINT64_MAX >> shift))
+    return MakeError(ErrorCode::kInvalidArgument, "'" + text + "' is too large");
   return n << shift;
 }
 

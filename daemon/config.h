@@ -13,8 +13,8 @@
 namespace cachet::daemon {
 
 struct DaemonConfig {
-  std::string config_file;                     // empty: defaults and flags only
-  std::string segment = "cachet";              // shared-memory name (/dev/shm/cachet)
+  std::string config_file;                      // empty: defaults and flags only
+  std::string segment = "cachet";               // shared-memory name (/dev/shm/cachet)
   std::string ipc = "ipc:///tmp/cachetd.sock";  // empty: no ipc endpoint
   std::string tcp = "tcp://127.0.0.1:7379";     // empty: no tcp endpoint
   uint64_t capacity_bytes = 64ull << 20;

@@ -20,8 +20,8 @@ constexpr const char* kMonitorEndpoint = "inproc://cachetd-monitor";
 Error Arity(Op op, uint32_t min, uint32_t max, uint32_t got) {
   std::string want = min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max);
   if (max == UINT32_MAX) want = "at least " + std::to_string(min);
-  return Error{ErrorCode::kWrongArity, std::string(wire::OpName(op)) + " takes " + want + " arguments, got " +
-                                           std::to_string(got)};
+  return Error{ErrorCode::kWrongArity,
+               std::string(wire::OpName(op)) + " takes " + want + " arguments, got " + std::to_string(got)};
 }
 
 }  // namespace
@@ -156,9 +156,9 @@ void Server::HandleMessage() {
   out.Clear();
   if (payload.size() > config_.EffectiveMaxFrame()) {
     ++errors_;
-    out.ErrorReply(0, Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
-                                                           " bytes; max_frame is " +
-                                                           std::to_string(config_.EffectiveMaxFrame())});
+    out.ErrorReply(
+        0, Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
+                                                " bytes; max_frame is " + std::to_string(config_.EffectiveMaxFrame())});
   } else {
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
   }
@@ -248,9 +248,11 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (r.arg_count > 3) {
         auto cond = wire::UintArg(a[3], "condition");
         if (!cond) return fail(cond.error());
-        if (*cond > 2) return fail(Error{ErrorCode::kInvalidArgument, "condition must be 0 (always), 1 (NX) or 2 (XX)"});
-        options.condition = *cond == 1 ? SetCondition::kIfAbsent : *cond == 2 ? SetCondition::kIfPresent
-                                                                               : SetCondition::kAlways;
+        if (*cond > 2)
+          return fail(Error{ErrorCode::kInvalidArgument, "condition must be 0 (always), 1 (NX) or 2 (XX)"});
+        options.condition = *cond == 1   ? SetCondition::kIfAbsent
+                            : *cond == 2 ? SetCondition::kIfPresent
+                                         : SetCondition::kAlways;
       }
       auto stored = cache_->Set(*key, *val, options);
       if (!stored) return fail(stored.error());

@@ -108,12 +108,13 @@ int main(int argc, char** argv) {
   waitpid(child, &status, 0);
 
   const cachet::CacheStats s = cache->Stats();
-  std::printf("segment stats: %llu entries, %llu of %llu bytes used, %llu sets, %llu evictions, "
-              "%llu hits, %llu misses (both processes)\n",
-              static_cast<unsigned long long>(s.entries), static_cast<unsigned long long>(s.live_bytes),
-              static_cast<unsigned long long>(s.capacity_bytes), static_cast<unsigned long long>(s.sets),
-              static_cast<unsigned long long>(s.evictions), static_cast<unsigned long long>(s.hits),
-              static_cast<unsigned long long>(s.misses));
+  std::printf(
+      "segment stats: %llu entries, %llu of %llu bytes used, %llu sets, %llu evictions, "
+      "%llu hits, %llu misses (both processes)\n",
+      static_cast<unsigned long long>(s.entries), static_cast<unsigned long long>(s.live_bytes),
+      static_cast<unsigned long long>(s.capacity_bytes), static_cast<unsigned long long>(s.sets),
+      static_cast<unsigned long long>(s.evictions), static_cast<unsigned long long>(s.hits),
+      static_cast<unsigned long long>(s.misses));
   (void)cachet::Cache::RemoveNamed(name);
   const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   std::printf("%s\n", ok ? "demo ok" : "demo FAILED: the reader saw a wrong value or could not attach");

@@ -42,7 +42,9 @@ int64_t SteadyMs() {
   return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
-Error Unexpected(const char* what) { return Error{ErrorCode::kProtocol, std::string("unexpected reply payload for ") + what}; }
+Error Unexpected(const char* what) {
+  return Error{ErrorCode::kProtocol, std::string("unexpected reply payload for ") + what};
+}
 
 // Maps a non-OK reply to an Error carrying the daemon's message.
 Error ReplyError(const wire::Reply& reply) {
@@ -167,17 +169,17 @@ class Client::Impl {
     }
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto remaining = [&] {
-      return std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      deadline - std::chrono::steady_clock::now())
-                                      .count());
+      return std::max<int64_t>(
+          0,
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
     };
     try {
       // Wait for a connection the request can go out on.
       zmq::pollitem_t out{static_cast<void*>(*socket_), 0, ZMQ_POLLOUT, 0};
       if (zmq::poll(&out, 1, std::chrono::milliseconds(remaining())) == 0) {
         socket_.reset();
-        return MakeError(ErrorCode::kUnavailable, "cannot reach cachetd at " + endpoint_ + " within " +
-                                                      std::to_string(timeout.count()) + " ms");
+        return MakeError(ErrorCode::kUnavailable,
+                         "cannot reach cachetd at " + endpoint_ + " within " + std::to_string(timeout.count()) + " ms");
       }
       socket_->send(zmq::const_buffer(writer_.data(), writer_.size()), zmq::send_flags::dontwait);
       for (;;) {
@@ -323,9 +325,9 @@ Result<bool> Client::GetInto(std::string_view key, std::string* value) {
 }
 
 Result<bool> Client::Set(std::string_view key, std::string_view value, const SetOptions& options) {
-  const auto cond = static_cast<uint64_t>(options.condition == SetCondition::kIfAbsent   ? wire::SetCond::kIfAbsent
+  const auto cond = static_cast<uint64_t>(options.condition == SetCondition::kIfAbsent    ? wire::SetCond::kIfAbsent
                                           : options.condition == SetCondition::kIfPresent ? wire::SetCond::kIfPresent
-                                                                                         : wire::SetCond::kAlways);
+                                                                                          : wire::SetCond::kAlways);
   const bool idempotent = options.condition == SetCondition::kAlways;
   return BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
                                  [&](wire::Writer& w) {
@@ -453,8 +455,12 @@ Result<StatsList> Client::Stats() {
   return out;
 }
 
-Result<void> Client::Flush() { return VoidPayload(impl_->Call(Op::kFlush, 0, true, [](wire::Writer&) {})); }
+Result<void> Client::Flush() {
+  return VoidPayload(impl_->Call(Op::kFlush, 0, true, [](wire::Writer&) {}));
+}
 
-Result<void> Client::Reload() { return VoidPayload(impl_->Call(Op::kReload, 0, false, [](wire::Writer&) {})); }
+Result<void> Client::Reload() {
+  return VoidPayload(impl_->Call(Op::kReload, 0, false, [](wire::Writer&) {}));
+}
 
 }  // namespace cachet

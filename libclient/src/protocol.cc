@@ -7,9 +7,8 @@ namespace cachet::wire {
 
 namespace {
 
-constexpr std::array<const char*, 16> kOpNames = {"PING", "INFO",  "GET",  "SET",  "DEL",  "EXISTS",
-                                                  "EXPIRE", "TTL", "INCR", "DECR", "MGET", "MSET",
-                                                  "SCAN", "FLUSH", "STATS", "RELOAD"};
+constexpr std::array<const char*, 16> kOpNames = {"PING", "INFO", "GET",  "SET",  "DEL",  "EXISTS", "EXPIRE", "TTL",
+                                                  "INCR", "DECR", "MGET", "MSET", "SCAN", "FLUSH",  "STATS",  "RELOAD"};
 
 msgpack::unpack_limit Limits() {
   // array, map, str, bin, ext, depth: a request is at most two levels deep.
@@ -22,8 +21,8 @@ Result<msgpack::object_handle> Unpack(const char* data, size_t size) {
     std::size_t offset = 0;
     msgpack::unpack(handle, data, size, offset, nullptr, nullptr, Limits());
     if (offset != size) {
-      return MakeError(ErrorCode::kBadRequest, "frame has " + std::to_string(size - offset) +
-                                                   " bytes after the msgpack value");
+      return MakeError(ErrorCode::kBadRequest,
+                       "frame has " + std::to_string(size - offset) + " bytes after the msgpack value");
     }
     return handle;
   } catch (const std::exception& e) {

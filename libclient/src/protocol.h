@@ -24,8 +24,22 @@ namespace cachet::wire {
 inline constexpr uint32_t kProtocolVersion = 1;
 
 enum class Op : uint8_t {
-  kPing, kInfo, kGet, kSet, kDel, kExists, kExpire, kTtl, kIncr, kDecr,
-  kMGet, kMSet, kScan, kFlush, kStats, kReload,
+  kPing,
+  kInfo,
+  kGet,
+  kSet,
+  kDel,
+  kExists,
+  kExpire,
+  kTtl,
+  kIncr,
+  kDecr,
+  kMGet,
+  kMSet,
+  kScan,
+  kFlush,
+  kStats,
+  kReload,
 };
 const char* OpName(Op op);
 std::optional<Op> ParseOp(std::string_view name);
@@ -74,8 +88,12 @@ class Writer {
   void BeginReply(uint64_t id, ErrorCode status);
   void ErrorReply(uint64_t id, const Error& error);
 
-  void Bytes(std::string_view b) { packer_.pack_bin(static_cast<uint32_t>(b.size())).pack_bin_body(b.data(), static_cast<uint32_t>(b.size())); }
-  void Str(std::string_view s) { packer_.pack_str(static_cast<uint32_t>(s.size())).pack_str_body(s.data(), static_cast<uint32_t>(s.size())); }
+  void Bytes(std::string_view b) {
+    packer_.pack_bin(static_cast<uint32_t>(b.size())).pack_bin_body(b.data(), static_cast<uint32_t>(b.size()));
+  }
+  void Str(std::string_view s) {
+    packer_.pack_str(static_cast<uint32_t>(s.size())).pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+  }
   void Int(int64_t v) { packer_.pack_int64(v); }
   void Uint(uint64_t v) { packer_.pack_uint64(v); }
   void Bool(bool v) { v ? packer_.pack_true() : packer_.pack_false(); }

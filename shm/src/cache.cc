@@ -73,8 +73,9 @@ Result<void> CacheOptions::Validate() const {
   }
   const uint64_t max_item = ItemBytes(max_key_size, max_value_size);
   if (capacity_bytes < max_item) {
-    return bad("capacity_bytes (" + std::to_string(capacity_bytes) + ") must hold at least one item of max_key_size + " +
-               "max_value_size (" + std::to_string(max_item) + " bytes with its header)");
+    return bad("capacity_bytes (" + std::to_string(capacity_bytes) +
+               ") must hold at least one item of max_key_size + " + "max_value_size (" + std::to_string(max_item) +
+               " bytes with its header)");
   }
   if (max_entries > (1ull << 31)) return bad("max_entries must be at most 2^31");
   const Geometry g = ComputeGeometry(*this);

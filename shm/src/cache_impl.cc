@@ -7,8 +7,8 @@
 #include <fnmatch.h>
 
 #include <algorithm>
-#include <charconv>
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -167,11 +167,13 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
       h.logs[kSmallLog].lap_shift != LapShiftFor(g.small_log_bytes) ||
       h.ghost_offset != h.buckets_offset + g.bucket_count * sizeof(Bucket) ||
       h.logs[kMainLog].base != h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63}) ||
-      h.logs[kSmallLog].base != h.logs[kMainLog].base + h.logs[kMainLog].size || h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
+      h.logs[kSmallLog].base != h.logs[kMainLog].base + h.logs[kMainLog].size ||
+      h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
     return corrupt("geometry does not match its options");
   }
   for (const LogState& log : h.logs) {
-    if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size) return corrupt("a log's head and tail disagree");
+    if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size)
+      return corrupt("a log's head and tail disagree");
   }
   impl->BindGeometry();
   return impl;
@@ -277,9 +279,7 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
 
 // ---------------------------------------------------------------- index
 
-uint64_t Cache::Impl::HomeBucket(uint64_t hash) const {
-  return FastRange(static_cast<uint32_t>(hash), bucket_count_);
-}
+uint64_t Cache::Impl::HomeBucket(uint64_t hash) const { return FastRange(static_cast<uint32_t>(hash), bucket_count_); }
 
 Cache::Impl::ItemView Cache::Impl::ViewLocked(uint64_t slot) const {
   const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
@@ -391,8 +391,7 @@ uint64_t* Cache::Impl::StageItem(std::string_view key, std::string_view value, i
   static thread_local std::vector<uint64_t> staged;
   staged.assign(ItemBytes(key.size(), value.size()) / 8, 0);
   const ItemHeader head{
-      PackMeta(static_cast<uint32_t>(value.size()), static_cast<uint16_t>(key.size()), ItemKind::kItem), 0,
-      expires_at};
+      PackMeta(static_cast<uint32_t>(value.size()), static_cast<uint16_t>(key.size()), ItemKind::kItem), 0, expires_at};
   std::memcpy(staged.data(), &head, sizeof head);
   char* payload = reinterpret_cast<char*>(staged.data()) + sizeof head;
   std::memcpy(payload, key.data(), key.size());
@@ -410,8 +409,7 @@ std::optional<Cache::Impl::SlotRef> Cache::Impl::FindLiveLocked(std::string_view
   return std::nullopt;
 }
 
-void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, const uint64_t* staged,
-                              int64_t now) {
+void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, const uint64_t* staged, int64_t now) {
   const auto* head = reinterpret_cast<const ItemHeader*>(staged);
   const uint64_t bytes = ItemBytes(MetaKeyLen(head->meta), MetaValueLen(head->meta));
   LogId target = kMainLog;

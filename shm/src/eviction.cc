@@ -24,9 +24,7 @@ namespace {
 constexpr uint8_t kPromoteFreq = 1;
 }  // namespace
 
-uint64_t Cache::Impl::TailRoom(const LogState& log) const {
-  return log.size - UsedBytes(log, log.head, log.tail);
-}
+uint64_t Cache::Impl::TailRoom(const LogState& log) const { return log.size - UsedBytes(log, log.head, log.tail); }
 
 uint64_t Cache::Impl::RoomNeeded(const LogState& log, uint64_t bytes) const {
   const uint64_t to_end = log.size - PhysOf(log, log.tail);
@@ -68,8 +66,7 @@ void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, uint32_t skip_uni
   // entry), an over-capacity head is evicted whatever its counter says.
   const uint64_t max_second_chances = TotalLiveItems() + 64;
   for (uint64_t steps = 0;; ++steps) {
-    const bool over =
-        TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
+    const bool over = TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
     const LogState& log = header_->logs[target];
     if (!over && RoomNeeded(log, bytes) <= TailRoom(log)) return;
     ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip_unit, steps < max_second_chances);
@@ -118,8 +115,7 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
     return;
   }
   switch (may_keep ? options_.policy : EvictionPolicy::kFifo) {
-    case EvictionPolicy::kFifo:
-      break;
+    case EvictionPolicy::kFifo: break;
     case EvictionPolicy::kClock:
       if (freq > 0) return MoveItemLocked(*ref, view, kMainLog, 0, skip_unit);
       break;
@@ -137,8 +133,7 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
   AdvanceHeadLocked(log, bytes);
 }
 
-void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId to, uint8_t freq,
-                                 uint32_t skip_unit) {
+void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId to, uint8_t freq, uint32_t skip_unit) {
   LogState& from = header_->logs[item.log];
   LogState& dest = header_->logs[to];
   const bool same_log = item.log == to;

@@ -48,9 +48,9 @@ enum class ItemKind : uint8_t { kItem = 1, kPadding = 2 };
 // `meta` comes first so that a padding item, which may be only 8 bytes long
 // at the physical end of a log, still carries its kind and length.
 struct ItemHeader {
-  uint64_t meta;        // atomic relaxed: value_len | key_len << 32 | kind << 48
-  uint64_t pos;         // atomic: logical position of this item; stored last, with release
-  int64_t expires_at;   // atomic relaxed: ms since epoch, 0 = never; the one in-place update
+  uint64_t meta;       // atomic relaxed: value_len | key_len << 32 | kind << 48
+  uint64_t pos;        // atomic: logical position of this item; stored last, with release
+  int64_t expires_at;  // atomic relaxed: ms since epoch, 0 = never; the one in-place update
 };
 static_assert(sizeof(ItemHeader) == 24);
 
@@ -105,9 +105,9 @@ struct alignas(64) SegmentHeader {
   uint32_t layout_version;
   uint32_t header_bytes;
   uint64_t segment_bytes;
-  uint64_t generation;    // 1 when made; a daemon that rebuilds a bad segment makes old + 1
+  uint64_t generation;  // 1 when made; a daemon that rebuilds a bad segment makes old + 1
   int64_t created_ms;
-  int64_t heartbeat_ms;   // atomic relaxed: for the daemon's liveness
+  int64_t heartbeat_ms;  // atomic relaxed: for the daemon's liveness
 
   // Options fixed at creation.
   uint64_t capacity_bytes;
@@ -120,7 +120,7 @@ struct alignas(64) SegmentHeader {
   // Geometry.
   uint64_t bucket_count;
   uint64_t buckets_offset;
-  uint64_t ghost_slots;   // 0 unless S3-FIFO
+  uint64_t ghost_slots;  // 0 unless S3-FIFO
   uint64_t ghost_offset;
   uint64_t small_target_bytes;
   uint64_t small_target_items;
@@ -129,8 +129,8 @@ struct alignas(64) SegmentHeader {
   // Writer state (guarded by writer_mutex).
   uint64_t ghost_clock;
   uint64_t sweep_cursor;
-  uint64_t ttl_items;     // live items with an expiry; 0 lets writes skip the sweep
-  uint64_t repairs;       // atomic relaxed
+  uint64_t ttl_items;            // live items with an expiry; 0 lets writes skip the sweep
+  uint64_t repairs;              // atomic relaxed
   pthread_mutex_t writer_mutex;  // process-shared, robust
 
   // Counters (atomic relaxed).

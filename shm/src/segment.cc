@@ -18,8 +18,7 @@ namespace {
 
 Result<void> CheckName(const std::string& name) {
   if (name.empty() || name.size() > 200 || name.find('/') != std::string::npos) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "segment name '" + name + "' must be 1-200 characters without '/'");
+    return MakeError(ErrorCode::kInvalidArgument, "segment name '" + name + "' must be 1-200 characters without '/'");
   }
   return {};
 }

@@ -70,8 +70,9 @@ class BadInputTest : public ::testing::Test {
     EXPECT_TRUE((*client)->Ping().has_value());
   }
 
-  std::string Request(uint64_t id, const std::string& op, const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& args,
-                      uint32_t nargs, uint64_t version = 1) {
+  std::string Request(uint64_t id, const std::string& op,
+                      const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& args, uint32_t nargs,
+                      uint64_t version = 1) {
     return Pack([&](auto& pk) {
       pk.pack_array(3 + nargs);
       pk.pack(version);
@@ -89,12 +90,16 @@ class BadInputTest : public ::testing::Test {
 TEST_F(BadInputTest, GarbageBytesAreABadRequest) { ExpectError("\xc1\xc1 not msgpack", ErrorCode::kBadRequest, 0); }
 
 TEST_F(BadInputTest, TruncatedMsgpackIsABadRequest) {
-  std::string whole = Request(7, "GET", [](auto& pk) { pk.pack(std::string("key")); }, 1);
+  std::string whole = Request(
+      7, "GET", [](auto& pk) { pk.pack(std::string("key")); }, 1);
   ExpectError(whole.substr(0, whole.size() - 2), ErrorCode::kBadRequest, 0);
 }
 
 TEST_F(BadInputTest, TrailingBytesAreABadRequest) {
-  ExpectError(Request(7, "PING", [](auto&) {}, 0) + "x", ErrorCode::kBadRequest, 0, "after the msgpack value");
+  ExpectError(Request(
+                  7, "PING", [](auto&) {}, 0) +
+                  "x",
+              ErrorCode::kBadRequest, 0, "after the msgpack value");
 }
 
 TEST_F(BadInputTest, NonArrayIsABadRequest) {
@@ -102,42 +107,87 @@ TEST_F(BadInputTest, NonArrayIsABadRequest) {
 }
 
 TEST_F(BadInputTest, UnsupportedVersionIsRefusedWithTheRequestId) {
-  ExpectError(Request(42, "PING", [](auto&) {}, 0, /*version=*/99), ErrorCode::kUnsupportedVersion, 42, "99");
+  ExpectError(Request(
+                  42, "PING", [](auto&) {}, 0, /*version=*/99),
+              ErrorCode::kUnsupportedVersion, 42, "99");
 }
 
 TEST_F(BadInputTest, UnknownOpIsRefused) {
-  ExpectError(Request(5, "FROB", [](auto&) {}, 0), ErrorCode::kUnknownOp, 5, "FROB");
+  ExpectError(Request(
+                  5, "FROB", [](auto&) {}, 0),
+              ErrorCode::kUnknownOp, 5, "FROB");
 }
 
 TEST_F(BadInputTest, WrongArityIsRefused) {
-  ExpectError(Request(6, "GET", [](auto&) {}, 0), ErrorCode::kWrongArity, 6, "GET takes 1");
-  ExpectError(Request(6, "SET", [](auto& pk) { pk.pack(std::string("k")); }, 1), ErrorCode::kWrongArity, 6);
-  ExpectError(Request(6, "MSET", [](auto& pk) { pk.pack(std::string("k")); pk.pack(std::string("v")); pk.pack(std::string("k2")); }, 3),
+  ExpectError(Request(
+                  6, "GET", [](auto&) {}, 0),
+              ErrorCode::kWrongArity, 6, "GET takes 1");
+  ExpectError(Request(
+                  6, "SET", [](auto& pk) { pk.pack(std::string("k")); }, 1),
+              ErrorCode::kWrongArity, 6);
+  ExpectError(Request(
+                  6, "MSET",
+                  [](auto& pk) {
+                    pk.pack(std::string("k"));
+                    pk.pack(std::string("v"));
+                    pk.pack(std::string("k2"));
+                  },
+                  3),
               ErrorCode::kWrongArity, 6, "pairs");
 }
 
 TEST_F(BadInputTest, WrongTypesAreRefused) {
-  ExpectError(Request(8, "GET", [](auto& pk) { pk.pack(12); }, 1), ErrorCode::kWrongType, 8, "key");
-  ExpectError(Request(8, "SET", [](auto& pk) { pk.pack(std::string("k")); pk.pack(std::string("v")); pk.pack(std::string("ten")); }, 3),
+  ExpectError(Request(
+                  8, "GET", [](auto& pk) { pk.pack(12); }, 1),
+              ErrorCode::kWrongType, 8, "key");
+  ExpectError(Request(
+                  8, "SET",
+                  [](auto& pk) {
+                    pk.pack(std::string("k"));
+                    pk.pack(std::string("v"));
+                    pk.pack(std::string("ten"));
+                  },
+                  3),
               ErrorCode::kWrongType, 8, "ttl_ms");
-  ExpectError(Request(8, "INCR", [](auto& pk) { pk.pack(std::string("k")); pk.pack(1.5); }, 2), ErrorCode::kWrongType, 8,
-              "delta");
-  ExpectError(Request(8, "SCAN", [](auto& pk) { pk.pack(-1); }, 1), ErrorCode::kWrongType, 8, "cursor");
+  ExpectError(Request(
+                  8, "INCR",
+                  [](auto& pk) {
+                    pk.pack(std::string("k"));
+                    pk.pack(1.5);
+                  },
+                  2),
+              ErrorCode::kWrongType, 8, "delta");
+  ExpectError(Request(
+                  8, "SCAN", [](auto& pk) { pk.pack(-1); }, 1),
+              ErrorCode::kWrongType, 8, "cursor");
 }
 
 TEST_F(BadInputTest, OversizedKeyAndValueAreRefusedAndStoreNothing) {
-  ExpectError(Request(9, "SET", [](auto& pk) { pk.pack(std::string(33, 'k')); pk.pack(std::string("v")); }, 2),
+  ExpectError(Request(
+                  9, "SET",
+                  [](auto& pk) {
+                    pk.pack(std::string(33, 'k'));
+                    pk.pack(std::string("v"));
+                  },
+                  2),
               ErrorCode::kKeyTooLarge, 9, "max_key_size");
-  ExpectError(Request(9, "SET", [](auto& pk) { pk.pack(std::string("k")); pk.pack(std::string(2000, 'v')); }, 2),
+  ExpectError(Request(
+                  9, "SET",
+                  [](auto& pk) {
+                    pk.pack(std::string("k"));
+                    pk.pack(std::string(2000, 'v'));
+                  },
+                  2),
               ErrorCode::kValueTooLarge, 9);
-  ExpectError(Request(9, "MSET",
-                      [](auto& pk) {
-                        pk.pack(std::string("ok"));
-                        pk.pack(std::string("v"));
-                        pk.pack(std::string(40, 'k'));
-                        pk.pack(std::string("v"));
-                      },
-                      4),
+  ExpectError(Request(
+                  9, "MSET",
+                  [](auto& pk) {
+                    pk.pack(std::string("ok"));
+                    pk.pack(std::string("v"));
+                    pk.pack(std::string(40, 'k'));
+                    pk.pack(std::string("v"));
+                  },
+                  4),
               ErrorCode::kKeyTooLarge, 9);
   auto client = Client::Connect(daemon_.tcp());
   EXPECT_EQ((*client)->Get("ok").value(), std::nullopt);  // MSET stored nothing
@@ -145,7 +195,13 @@ TEST_F(BadInputTest, OversizedKeyAndValueAreRefusedAndStoreNothing) {
 }
 
 TEST_F(BadInputTest, OversizedFrameIsRefused) {
-  ExpectError(Request(10, "SET", [](auto& pk) { pk.pack(std::string("k")); pk.pack(std::string(100 * 1024, 'v')); }, 2),
+  ExpectError(Request(
+                  10, "SET",
+                  [](auto& pk) {
+                    pk.pack(std::string("k"));
+                    pk.pack(std::string(100 * 1024, 'v'));
+                  },
+                  2),
               ErrorCode::kFrameTooLarge, 0, "max_frame");
 }
 
@@ -163,7 +219,8 @@ TEST_F(BadInputTest, ReqSocketEnvelopeIsAnswered) {
   zmq::socket_t req(context_, zmq::socket_type::req);
   req.set(zmq::sockopt::linger, 0);
   req.connect(daemon_.tcp());
-  req.send(zmq::buffer(Request(11, "PING", [](auto&) {}, 0)));
+  req.send(zmq::buffer(Request(
+      11, "PING", [](auto&) {}, 0)));
   zmq::pollitem_t item{static_cast<void*>(req), 0, ZMQ_POLLIN, 0};
   ASSERT_EQ(zmq::poll(&item, 1, std::chrono::milliseconds(3000)), 1);
   zmq::message_t frame;

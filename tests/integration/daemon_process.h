@@ -64,9 +64,11 @@ class DaemonProcess {
   // endpoint to reuse one from an earlier run (restart tests).
   ::testing::AssertionResult Start(const std::string& tcp = "tcp://127.0.0.1:*") {
     const size_t log_before = ReadFile(log_path_).size();
-    std::vector<std::string> args = {CACHETD_PATH, "--segment", segment_, "--ipc", ipc_, "--tcp", tcp, "--log-file", log_path_};
+    std::vector<std::string> args = {CACHETD_PATH, "--segment", segment_,     "--ipc",  ipc_,
+                                     "--tcp",      tcp,         "--log-file", log_path_};
     // Small defaults for tests, unless the test sets its own.
-    for (const auto& [flag, value] : {std::pair<const char*, const char*>{"--capacity", "8MiB"}, {"--max-value-size", "64KiB"}}) {
+    for (const auto& [flag, value] :
+         {std::pair<const char*, const char*>{"--capacity", "8MiB"}, {"--max-value-size", "64KiB"}}) {
       if (std::find(extra_.begin(), extra_.end(), flag) == extra_.end()) {
         args.push_back(flag);
         args.push_back(value);

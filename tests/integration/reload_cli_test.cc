@@ -43,9 +43,7 @@ Output Cachectl(const testing::DaemonProcess& d, std::vector<std::string> args) 
 
 class ReloadTest : public ::testing::Test {
  protected:
-  void WriteConfig(const std::string& text) {
-    std::ofstream(path_) << text;
-  }
+  void WriteConfig(const std::string& text) { std::ofstream(path_) << text; }
   void TearDown() override { std::remove(path_.c_str()); }
   std::string path_ = "/tmp/" + testing::UniqueSegmentName("conf") + ".conf";
 };
@@ -86,9 +84,11 @@ TEST_F(ReloadTest, SighupWithBrokenFileKeepsRunningConfiguration) {
 }
 
 TEST(DaemonStartTest, BadOptionsExitWithCodeTwoAndOneLine) {
-  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"--no-such-option"}, {"--capacity", "lots"}, {"--policy", "random"}, {"--config", "/nonexistent/x.conf"},
-           {"--ipc", "http://x"}}) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{{"--no-such-option"},
+                                                                                    {"--capacity", "lots"},
+                                                                                    {"--policy", "random"},
+                                                                                    {"--config", "/nonexistent/x.conf"},
+                                                                                    {"--ipc", "http://x"}}) {
     std::string command = std::string(CACHETD_PATH);
     for (const std::string& a : args) command += " '" + a + "'";
     FILE* p = popen((command + " 2>&1").c_str(), "r");
@@ -151,7 +151,8 @@ TEST_F(CachectlTest, IncrExpireKeysFlush) {
 
 TEST_F(CachectlTest, JsonOutput) {
   EXPECT_EQ(Cachectl(daemon_, {"set", "k", "say \"hi\"\n"}).code, 0);
-  EXPECT_EQ(Cachectl(daemon_, {"--json", "get", "k"}).out, "{\"key\":\"k\",\"found\":true,\"value\":\"say \\\"hi\\\"\\n\"}\n");
+  EXPECT_EQ(Cachectl(daemon_, {"--json", "get", "k"}).out,
+            "{\"key\":\"k\",\"found\":true,\"value\":\"say \\\"hi\\\"\\n\"}\n");
   EXPECT_EQ(Cachectl(daemon_, {"--json", "get", "nope"}).out, "{\"key\":\"nope\",\"found\":false}\n");
   const Output stats = Cachectl(daemon_, {"--json", "stats"});
   EXPECT_EQ(stats.code, 0);
@@ -170,7 +171,8 @@ TEST_F(CachectlTest, ExitCodesForUsageRefusalAndUnreachable) {
   EXPECT_EQ(Cachectl(daemon_, {"get", "--help"}).code, 0);
   EXPECT_NE(Cachectl(daemon_, {"set", "--help"}).out.find("--ttl"), std::string::npos);
   EXPECT_EQ(RunProgram(CACHECTL_PATH, {"--help"}).code, 0);
-  const Output down = RunProgram(CACHECTL_PATH, {"--endpoint", "ipc:///tmp/no-daemon-here.sock", "--timeout", "100", "ping"});
+  const Output down =
+      RunProgram(CACHECTL_PATH, {"--endpoint", "ipc:///tmp/no-daemon-here.sock", "--timeout", "100", "ping"});
   EXPECT_EQ(down.code, 3);
 }
 

@@ -71,7 +71,7 @@ struct CacheStats {
   uint64_t evictions = 0;
   uint64_t expirations = 0;  // expired items reclaimed
   uint64_t entries = 0;
-  uint64_t live_bytes = 0;   // bytes of live items, as counted by capacity_bytes
+  uint64_t live_bytes = 0;  // bytes of live items, as counted by capacity_bytes
   uint64_t capacity_bytes = 0;
   uint64_t max_entries = 0;
   uint64_t segment_bytes = 0;

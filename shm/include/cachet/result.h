@@ -32,12 +32,12 @@ enum class ErrorCode : uint16_t {
   kBadRequest = 13,          // not a msgpack array of [version, id, op, args...]
   kUnsupportedVersion = 14,  // protocol version this daemon does not speak
   kUnknownOp = 15,
-  kWrongArity = 16,          // wrong number of arguments for the op
-  kWrongType = 17,           // an argument of the wrong msgpack type
-  kFrameTooLarge = 18,       // request frame over the daemon's max_frame_bytes
-  kTimeout = 19,             // client: no reply within the timeout (after retries)
-  kUnavailable = 20,         // client: the daemon cannot be reached
-  kProtocol = 21,            // client: the reply was not a valid protocol reply
+  kWrongArity = 16,     // wrong number of arguments for the op
+  kWrongType = 17,      // an argument of the wrong msgpack type
+  kFrameTooLarge = 18,  // request frame over the daemon's max_frame_bytes
+  kTimeout = 19,        // client: no reply within the timeout (after retries)
+  kUnavailable = 20,    // client: the daemon cannot be reached
+  kProtocol = 21,       // client: the reply was not a valid protocol reply
 };
 
 const char* ErrorCodeName(ErrorCode code);

@@ -258,7 +258,9 @@ TEST_P(CacheTest, ScanWalksEveryKeyOnceWithPattern) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backings, CacheTest, ::testing::Values(Backing::kPrivate, Backing::kNamed),
-                         [](const auto& param_info) { return param_info.param == Backing::kPrivate ? "Private" : "Named"; });
+                         [](const auto& param_info) {
+                           return param_info.param == Backing::kPrivate ? "Private" : "Named";
+                         });
 
 TEST(CacheOptionsTest, RejectsCapacitySmallerThanOneItem) {
   CacheOptions o;

@@ -132,7 +132,7 @@ TEST(S3FifoTest, NewItemsAreEvictedFromSmallQueueFirstInFifoOrder) {
 TEST(S3FifoTest, GhostHitReadmitsToMainQueue) {
   auto cache = MakeCache(EvictionPolicy::kS3Fifo, 10);
   for (int i = 0; i < 11; ++i) ASSERT_TRUE(cache->Set(Key(i), "v").has_value());
-  ASSERT_FALSE(cache->Contains(Key(0)));  // evicted from small, remembered by the ghost
+  ASSERT_FALSE(cache->Contains(Key(0)));                 // evicted from small, remembered by the ghost
   ASSERT_TRUE(cache->Set(Key(0), "again").has_value());  // back, into main
   // New keys go to small and are evicted from there first: key0 stays.
   for (int i = 11; i < 20; ++i) ASSERT_TRUE(cache->Set(Key(i), "v").has_value());

@@ -52,8 +52,8 @@ Decision SlidingWindow(const Rule& rule, LimiterState& s, int64_t now, uint64_t 
   }
   const auto limit = static_cast<double>(rule.limit);
   // The previous window still overlaps the sliding window by (w - elapsed).
-  const double estimate = static_cast<double>(prev) * static_cast<double>(w - elapsed) / static_cast<double>(w) +
-                          static_cast<double>(curr);
+  const double estimate =
+      static_cast<double>(prev) * static_cast<double>(w - elapsed) / static_cast<double>(w) + static_cast<double>(curr);
   const double after = estimate + static_cast<double>(cost);
   if (after <= limit) {
     d.remaining = static_cast<uint64_t>(std::floor(limit - after));
@@ -77,7 +77,9 @@ Decision SlidingWindow(const Rule& rule, LimiterState& s, int64_t now, uint64_t 
   } else {
     const double next_room = limit - static_cast<double>(cost);
     const double into_next =
-        curr == 0 ? 0 : std::max(0.0, static_cast<double>(w) - next_room * static_cast<double>(w) / static_cast<double>(curr));
+        curr == 0
+            ? 0
+            : std::max(0.0, static_cast<double>(w) - next_room * static_cast<double>(w) / static_cast<double>(curr));
     wait = static_cast<double>(w - elapsed) + into_next;
   }
   d.retry_after = milliseconds(std::max<int64_t>(1, static_cast<int64_t>(std::ceil(wait))));

@@ -34,7 +34,8 @@ Decision Apply(Counter& c, int64_t now, uint64_t cost, bool commit) {
 }
 
 bool CounterIdle(const Counter& c, int64_t now) {
-  return c.rule.algorithm == Algorithm::kSlidingLog ? (!c.log || Idle(c.rule, *c.log, now)) : Idle(c.rule, c.state, now);
+  return c.rule.algorithm == Algorithm::kSlidingLog ? (!c.log || Idle(c.rule, *c.log, now))
+                                                    : Idle(c.rule, c.state, now);
 }
 
 Result<void> ValidateRules(const std::vector<Rule>& rules, const std::string& owner) {

@@ -32,12 +32,12 @@ const char* AlgorithmName(Algorithm algorithm);
 Result<Algorithm> ParseAlgorithm(std::string_view name);
 
 struct Rule {
-  std::string name;               // unique within a tier, e.g. "per_minute"
-  uint64_t limit = 0;             // cost units admitted per window
+  std::string name;    // unique within a tier, e.g. "per_minute"
+  uint64_t limit = 0;  // cost units admitted per window
   std::chrono::milliseconds window{0};
   Algorithm algorithm = Algorithm::kSlidingWindow;
-  uint64_t burst = 0;             // token bucket only: bucket size; 0 means `limit`
-  bool shadow = false;            // count and report, never deny (dry run)
+  uint64_t burst = 0;   // token bucket only: bucket size; 0 means `limit`
+  bool shadow = false;  // count and report, never deny (dry run)
 
   Result<void> Validate() const;
   bool SameCounting(const Rule& other) const;  // same algorithm, limit, window, burst

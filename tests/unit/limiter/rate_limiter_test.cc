@@ -1,0 +1,208 @@
+// RateLimiter: tiers with several rules, per-key overrides, shadow rules,
+// live policy changes, idle reclaim, and threads on one key. FakeClock: no
+// test sleeps for a window.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "cachet/rate_limiter.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+Rule MakeRule(const std::string& name, uint64_t limit, milliseconds window, Algorithm a = Algorithm::kSlidingWindow) {
+  Rule r;
+  r.name = name;
+  r.limit = limit;
+  r.window = window;
+  r.algorithm = a;
+  return r;
+}
+
+RateLimitPolicy TwoTiers() {
+  RateLimitPolicy p;
+  p.tiers.push_back({"regular", {MakeRule("per_minute", 100, minutes(1), Algorithm::kFixedWindow)}});
+  p.tiers.push_back({"premium", {MakeRule("per_minute", 1000, minutes(1), Algorithm::kFixedWindow)}});
+  return p;
+}
+
+class RateLimiterTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<RateLimiter> Make(RateLimitPolicy p) {
+    auto made = RateLimiter::Create(std::move(p), clock_);
+    EXPECT_TRUE(made.has_value()) << made.error().ToString();
+    return std::move(*made);
+  }
+  int Admit(RateLimiter& l, const std::string& key, const std::string& tier, int tries) {
+    int n = 0;
+    for (int i = 0; i < tries; ++i) n += l.Check(key, tier).value().allowed;
+    return n;
+  }
+  FakeClock clock_{1'700'000'040'000};  // on a minute boundary
+};
+
+TEST_F(RateLimiterTest, EachTierHasItsOwnLimit) {
+  auto l = Make(TwoTiers());
+  EXPECT_EQ(Admit(*l, "alice", "regular", 150), 100);
+  EXPECT_EQ(Admit(*l, "bob", "premium", 1500), 1000);
+  const Decision d = l->Check("alice", "regular").value();
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.limit, 100u);
+  EXPECT_EQ(d.rule, "per_minute");
+  EXPECT_EQ(d.retry_after, minutes(1));
+}
+
+TEST_F(RateLimiterTest, KeysAreIndependent) {
+  auto l = Make(TwoTiers());
+  EXPECT_EQ(Admit(*l, "10.0.0.1", "regular", 120), 100);
+  EXPECT_EQ(Admit(*l, "10.0.0.2", "regular", 120), 100);
+  EXPECT_EQ(Admit(*l, "2001:db8::1", "regular", 120), 100);
+}
+
+TEST_F(RateLimiterTest, EveryRuleOfATierMustPass) {
+  RateLimitPolicy p;
+  p.tiers.push_back({"api",
+                     {MakeRule("per_second", 3, seconds(1), Algorithm::kFixedWindow),
+                      MakeRule("per_minute", 5, minutes(1), Algorithm::kFixedWindow)}});
+  auto l = Make(p);
+  EXPECT_EQ(Admit(*l, "k", "api", 10), 3);
+  Decision d = l->Check("k", "api").value();
+  EXPECT_EQ(d.rule, "per_second");
+  clock_.Advance(seconds(1));
+  EXPECT_EQ(Admit(*l, "k", "api", 10), 2);
+  d = l->Check("k", "api").value();
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.rule, "per_minute");
+  EXPECT_EQ(d.retry_after, seconds(59));
+}
+
+TEST_F(RateLimiterTest, DeniedRequestsConsumeNothingInAnyRule) {
+  RateLimitPolicy p;
+  p.tiers.push_back({"api",
+                     {MakeRule("per_second", 2, seconds(1), Algorithm::kFixedWindow),
+                      MakeRule("per_minute", 4, minutes(1), Algorithm::kFixedWindow)}});
+  auto l = Make(p);
+  EXPECT_EQ(Admit(*l, "k", "api", 50), 2);  // 48 denied by per_second
+  clock_.Advance(seconds(1));
+  EXPECT_EQ(Admit(*l, "k", "api", 50), 2);  // per_minute saw only the 2 admitted
+}
+
+TEST_F(RateLimiterTest, AllowedDecisionReportsTheTightestRule) {
+  RateLimitPolicy p;
+  p.tiers.push_back({"api",
+                     {MakeRule("per_second", 10, seconds(1), Algorithm::kFixedWindow),
+                      MakeRule("per_hour", 12, std::chrono::hours(1), Algorithm::kFixedWindow)}});
+  auto l = Make(p);
+  const Decision d = l->Check("k", "api", 5).value();
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.rule, "per_second");
+  EXPECT_EQ(d.remaining, 5u);
+  clock_.Advance(seconds(1));  // per_second starts over; per_hour has 7 left
+  const Decision e = l->Check("k", "api", 4).value();
+  EXPECT_EQ(e.rule, "per_hour");
+  EXPECT_EQ(e.remaining, 3u);
+}
+
+TEST_F(RateLimiterTest, OverrideReplacesTheTierForOneKey) {
+  RateLimitPolicy p = TwoTiers();
+  p.overrides["vip-key"] = {MakeRule("per_minute", 5000, minutes(1), Algorithm::kFixedWindow)};
+  auto l = Make(p);
+  EXPECT_EQ(Admit(*l, "vip-key", "regular", 6000), 5000);
+  EXPECT_EQ(Admit(*l, "other", "regular", 200), 100);
+}
+
+TEST_F(RateLimiterTest, ShadowRuleReportsButNeverDenies) {
+  RateLimitPolicy p;
+  Rule shadow = MakeRule("new_limit", 2, minutes(1), Algorithm::kFixedWindow);
+  shadow.shadow = true;
+  p.tiers.push_back({"api", {MakeRule("per_minute", 100, minutes(1), Algorithm::kFixedWindow), shadow}});
+  auto l = Make(p);
+  EXPECT_FALSE(l->Check("k", "api").value().shadow_denied);
+  EXPECT_FALSE(l->Check("k", "api").value().shadow_denied);
+  const Decision d = l->Check("k", "api").value();
+  EXPECT_TRUE(d.allowed);
+  EXPECT_TRUE(d.shadow_denied);
+  EXPECT_EQ(d.rule, "per_minute");
+  EXPECT_EQ(l->Stats().shadow_denied, 1u);
+  EXPECT_EQ(l->Stats().denied, 0u);
+}
+
+TEST_F(RateLimiterTest, UnknownTierAndZeroCostAreErrors) {
+  auto l = Make(TwoTiers());
+  auto r = l->Check("k", "gold");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("gold"), std::string::npos);
+  EXPECT_FALSE(l->Check("k", "regular", 0).has_value());
+}
+
+TEST_F(RateLimiterTest, BadPolicyIsRefusedAndTheOldOneStays) {
+  auto l = Make(TwoTiers());
+  RateLimitPolicy bad = TwoTiers();
+  bad.tiers[0].rules[0].limit = 0;
+  auto r = l->SetPolicy(bad);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message.find("tier 'regular'"), std::string::npos) << r.error().message;
+  RateLimitPolicy dup = TwoTiers();
+  dup.tiers.push_back(dup.tiers[0]);
+  EXPECT_NE(l->SetPolicy(dup).error().message.find("twice"), std::string::npos);
+  EXPECT_EQ(Admit(*l, "k", "regular", 150), 100);
+  EXPECT_FALSE(RateLimiter::Create(bad, clock_).has_value());
+}
+
+TEST_F(RateLimiterTest, NewPolicyKeepsCountersThatStillApply) {
+  auto l = Make(TwoTiers());
+  EXPECT_EQ(Admit(*l, "a", "regular", 60), 60);
+  EXPECT_EQ(Admit(*l, "b", "premium", 60), 60);
+  RateLimitPolicy next = TwoTiers();
+  next.tiers[1].rules[0].limit = 80;  // premium changes; regular does not
+  ASSERT_TRUE(l->SetPolicy(next).has_value());
+  EXPECT_EQ(Admit(*l, "a", "regular", 100), 40);  // its 60 still count
+  EXPECT_EQ(Admit(*l, "b", "premium", 100), 80);  // a changed rule starts afresh
+}
+
+TEST_F(RateLimiterTest, IdleKeysAreReclaimedOnceTheirWindowsPass) {
+  auto l = Make(TwoTiers());
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(l->Check("k" + std::to_string(i), "regular").has_value());
+  EXPECT_EQ(l->Stats().keys, 1000u);
+  EXPECT_EQ(l->ReclaimIdle(100000), 0u);
+  clock_.Advance(minutes(1));
+  EXPECT_EQ(l->ReclaimIdle(100000), 1000u);
+  EXPECT_EQ(l->Stats().keys, 0u);
+}
+
+TEST_F(RateLimiterTest, EveryAlgorithmWorksThroughTheLimiter) {
+  for (Algorithm a :
+       {Algorithm::kFixedWindow, Algorithm::kSlidingLog, Algorithm::kSlidingWindow, Algorithm::kTokenBucket}) {
+    RateLimitPolicy p;
+    p.tiers.push_back({"t", {MakeRule("r", 20, minutes(1), a)}});
+    auto l = Make(p);
+    EXPECT_EQ(Admit(*l, "k", "t", 50), 20) << AlgorithmName(a);
+  }
+}
+
+TEST(RateLimiterThreadsTest, ThreadsOnOneKeyNeverAdmitMoreThanTheLimit) {
+  FakeClock clock;
+  RateLimitPolicy p;
+  p.tiers.push_back({"t", {MakeRule("r", 1000, minutes(1), Algorithm::kSlidingLog)}});
+  auto l = std::move(*RateLimiter::Create(p, clock));
+  std::atomic<int> admitted{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 600; ++i) admitted += l->Check("shared", "t").value().allowed;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(admitted.load(), 1000);
+  EXPECT_EQ(l->Stats().allowed, 1000u);
+  EXPECT_EQ(l->Stats().denied, 1400u);
+}
+
+}  // namespace
+}  // namespace cachet

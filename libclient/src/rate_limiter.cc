@@ -11,12 +11,34 @@ namespace cachet {
 namespace {
 
 constexpr size_t kStripes = 64;
+constexpr size_t kMaxRulesPerSet = 16;
 
-// One rule's counter for one key. `rule` is the rule it counted with: when
-// the policy changes the rule's counting, the counter starts afresh.
-struct Counter {
-  std::string id;  // "tier/rule" or "override/rule"
+// Hash and equality that look strings up by string_view, without a copy.
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <typename V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+// A rule with a numeric id that names "tier/rule" (or "override/rule") the
+// same way in every policy this limiter has had, so counters follow by id.
+struct CompiledRule {
   Rule rule;
+  uint32_t id;
+};
+using RuleSet = std::vector<CompiledRule>;
+
+struct CompiledPolicy {
+  std::vector<std::pair<std::string, RuleSet>> tiers;  // few: a linear search beats hashing
+  StringMap<RuleSet> overrides;
+};
+
+// One rule's counter for one key. `rule` points into the policy it last
+// counted with; when a new policy counts differently, the counter restarts.
+struct Counter {
+  uint32_t id;
+  const Rule* rule;
   LimiterState state;
   std::unique_ptr<SlidingLog> log;  // sliding_log only
 };
@@ -26,20 +48,24 @@ struct KeyCounters {
 };
 
 Decision Apply(Counter& c, int64_t now, uint64_t cost, bool commit) {
-  if (c.rule.algorithm == Algorithm::kSlidingLog) {
+  if (c.rule->algorithm == Algorithm::kSlidingLog) {
     if (!c.log) c.log = std::make_unique<SlidingLog>();
-    return Evaluate(c.rule, *c.log, now, cost, commit);
+    return Evaluate(*c.rule, *c.log, now, cost, commit);
   }
-  return Evaluate(c.rule, c.state, now, cost, commit);
+  return Evaluate(*c.rule, c.state, now, cost, commit);
 }
 
 bool CounterIdle(const Counter& c, int64_t now) {
-  return c.rule.algorithm == Algorithm::kSlidingLog ? (!c.log || Idle(c.rule, *c.log, now))
-                                                    : Idle(c.rule, c.state, now);
+  return c.rule->algorithm == Algorithm::kSlidingLog ? (!c.log || Idle(*c.rule, *c.log, now))
+                                                     : Idle(*c.rule, c.state, now);
 }
 
 Result<void> ValidateRules(const std::vector<Rule>& rules, const std::string& owner) {
   if (rules.empty()) return MakeError(ErrorCode::kInvalidArgument, owner + " has no rules");
+  if (rules.size() > kMaxRulesPerSet) {
+    return MakeError(ErrorCode::kInvalidArgument, owner + " has " + std::to_string(rules.size()) + " rules; at most " +
+                                                      std::to_string(kMaxRulesPerSet));
+  }
   std::set<std::string> names;
   for (const Rule& r : rules) {
     if (auto ok = r.Validate(); !ok) return MakeError(ErrorCode::kInvalidArgument, owner + ": " + ok.error().message);
@@ -76,42 +102,42 @@ const Tier* RateLimitPolicy::FindTier(std::string_view name) const {
 
 class RateLimiter::Impl {
  public:
-  Impl(RateLimitPolicy policy, const Clock& clock)
-      : clock_(clock), policy_(std::make_shared<const RateLimitPolicy>(std::move(policy))) {}
+  Impl(const RateLimitPolicy& policy, const Clock& clock) : clock_(clock) { Install(policy); }
 
   Result<Decision> Check(std::string_view key, std::string_view tier_name, uint64_t cost) {
     if (cost == 0) return MakeError(ErrorCode::kInvalidArgument, "cost must be at least 1");
-    const std::shared_ptr<const RateLimitPolicy> policy = Policy();
-    const std::vector<Rule>* rules = nullptr;
-    std::string prefix;
-    if (auto o = policy->overrides.find(std::string(key)); o != policy->overrides.end()) {
-      rules = &o->second;
-      prefix = "override/";
-    } else if (const Tier* tier = policy->FindTier(tier_name)) {
-      rules = &tier->rules;
-      prefix = tier->name + "/";
-    } else {
-      return MakeError(ErrorCode::kInvalidArgument, "unknown tier '" + std::string(tier_name) + "'");
+    const CompiledPolicy* policy = current_.load(std::memory_order_acquire);
+    const RuleSet* rules = nullptr;
+    if (!policy->overrides.empty()) {
+      if (auto o = policy->overrides.find(key); o != policy->overrides.end()) rules = &o->second;
     }
+    for (size_t i = 0; rules == nullptr && i < policy->tiers.size(); ++i) {
+      if (policy->tiers[i].first == tier_name) rules = &policy->tiers[i].second;
+    }
+    if (rules == nullptr)
+      return MakeError(ErrorCode::kInvalidArgument, "unknown tier '" + std::string(tier_name) + "'");
 
     const int64_t now = clock_.NowMs();
     Stripe& stripe = StripeFor(key);
     std::lock_guard<std::mutex> lock(stripe.mu);
-    KeyCounters& kc = stripe.keys[std::string(key)];
-    // Find or make every counter first: making one may move the others.
-    for (const Rule& rule : *rules) (void)CounterFor(kc, prefix + rule.name, rule);
-    std::vector<Counter*> counters;
-    counters.reserve(rules->size());
-    for (const Rule& rule : *rules) counters.push_back(&CounterFor(kc, prefix + rule.name, rule));
+    auto it = stripe.keys.find(key);
+    if (it == stripe.keys.end()) it = stripe.keys.emplace(std::string(key), KeyCounters{}).first;
+    KeyCounters& kc = it->second;
+    // Make every counter first: adding one may move the others.
+    for (const CompiledRule& r : *rules) (void)CounterFor(kc, r);
+    Counter* counters[kMaxRulesPerSet];
+    const size_t n = rules->size();
+    for (size_t i = 0; i < n; ++i) counters[i] = &CounterFor(kc, (*rules)[i]);
 
     // All rules are checked before any counts, so a denied request consumes nothing.
     bool allowed = true;
     bool shadow_denied = false;
     Decision tightest;
     bool have = false;
-    for (Counter* c : counters) {
+    for (size_t i = 0; i < n; ++i) {
+      Counter* c = counters[i];
       const Decision d = Apply(*c, now, cost, /*commit=*/false);
-      if (c->rule.shadow) {
+      if (c->rule->shadow) {
         shadow_denied |= !d.allowed;
         continue;
       }
@@ -124,10 +150,11 @@ class RateLimiter::Impl {
       have = true;
     }
     if (allowed) {
-      for (Counter* c : counters) (void)Apply(*c, now, cost, /*commit=*/true);  // a denying shadow rule stays as is
+      for (size_t i = 0; i < n; ++i)
+        (void)Apply(*counters[i], now, cost, /*commit=*/true);  // a denying shadow rule stays
     }
     if (!have) {  // only shadow rules: report the first, never deny
-      tightest = Apply(*counters.front(), now, cost, false);
+      tightest = Apply(*counters[0], now, cost, false);
       tightest.allowed = true;
       tightest.retry_after = std::chrono::milliseconds(0);
     }
@@ -137,10 +164,9 @@ class RateLimiter::Impl {
     return tightest;
   }
 
-  Result<void> SetPolicy(RateLimitPolicy policy) {
+  Result<void> SetPolicy(const RateLimitPolicy& policy) {
     if (auto ok = policy.Validate(); !ok) return ok;
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    policy_ = std::make_shared<const RateLimitPolicy>(std::move(policy));
+    Install(policy);
     return {};
   }
 
@@ -181,34 +207,56 @@ class RateLimiter::Impl {
  private:
   struct alignas(64) Stripe {
     mutable std::mutex mu;
-    std::unordered_map<std::string, KeyCounters> keys;  // guarded by mu
+    StringMap<KeyCounters> keys;  // guarded by mu
   };
 
-  std::shared_ptr<const RateLimitPolicy> Policy() const {
-    std::lock_guard<std::mutex> lock(policy_mu_);
-    return policy_;
+  // Compiles and publishes a validated policy. Earlier policies stay alive
+  // until the limiter goes: a check in flight, or a counter, may point into
+  // one (policies change rarely; each is small).
+  void Install(const RateLimitPolicy& policy) {
+    std::lock_guard<std::mutex> lock(install_mu_);
+    auto compiled = std::make_unique<CompiledPolicy>();
+    auto compile = [&](const std::string& owner, const std::vector<Rule>& rules) {
+      RuleSet set;
+      for (const Rule& r : rules) set.push_back({r, Intern(owner + "/" + r.name)});
+      return set;
+    };
+    for (const Tier& t : policy.tiers) compiled->tiers.emplace_back(t.name, compile(t.name, t.rules));
+    for (const auto& [key, rules] : policy.overrides) compiled->overrides.emplace(key, compile("override", rules));
+    current_.store(compiled.get(), std::memory_order_release);
+    policies_.push_back(std::move(compiled));
   }
 
-  Stripe& StripeFor(std::string_view key) { return stripes_[std::hash<std::string_view>{}(key) % kStripes]; }
+  // REQUIRES: install_mu_ held.
+  uint32_t Intern(const std::string& name) {
+    auto [it, inserted] = ids_.emplace(name, static_cast<uint32_t>(ids_.size()));
+    return it->second;
+  }
+
+  Stripe& StripeFor(std::string_view key) { return stripes_[StringHash{}(key) % kStripes]; }
 
   // REQUIRES: the key's stripe is locked.
-  static Counter& CounterFor(KeyCounters& kc, const std::string& id, const Rule& rule) {
+  static Counter& CounterFor(KeyCounters& kc, const CompiledRule& r) {
     for (Counter& c : kc.counters) {
-      if (c.id != id) continue;
-      if (!c.rule.SameCounting(rule)) {  // the policy changed how this rule counts
-        c.state = LimiterState{};
-        c.log.reset();
+      if (c.id != r.id) continue;
+      if (c.rule != &r.rule) {  // a newer policy: keep the count only if it counts the same way
+        if (!c.rule->SameCounting(r.rule)) {
+          c.state = LimiterState{};
+          c.log.reset();
+        }
+        c.rule = &r.rule;
       }
-      c.rule = rule;
       return c;
     }
-    kc.counters.push_back(Counter{id, rule, LimiterState{}, nullptr});
+    kc.counters.push_back(Counter{r.id, &r.rule, LimiterState{}, nullptr});
     return kc.counters.back();
   }
 
   const Clock& clock_;
-  mutable std::mutex policy_mu_;
-  std::shared_ptr<const RateLimitPolicy> policy_;  // guarded by policy_mu_; the policy itself is immutable
+  std::mutex install_mu_;
+  std::vector<std::unique_ptr<CompiledPolicy>> policies_;  // guarded by install_mu_
+  std::unordered_map<std::string, uint32_t> ids_;          // guarded by install_mu_
+  std::atomic<const CompiledPolicy*> current_{nullptr};
   Stripe stripes_[kStripes];
   std::atomic<uint64_t> allowed_{0}, denied_{0}, shadow_denied_{0};
   std::atomic<size_t> reclaim_cursor_{0};
@@ -219,14 +267,14 @@ RateLimiter::~RateLimiter() = default;
 
 Result<std::unique_ptr<RateLimiter>> RateLimiter::Create(RateLimitPolicy policy, const Clock& clock) {
   if (auto ok = policy.Validate(); !ok) return tl::unexpected(ok.error());
-  return std::unique_ptr<RateLimiter>(new RateLimiter(std::make_unique<Impl>(std::move(policy), clock)));
+  return std::unique_ptr<RateLimiter>(new RateLimiter(std::make_unique<Impl>(policy, clock)));
 }
 
 Result<Decision> RateLimiter::Check(std::string_view key, std::string_view tier, uint64_t cost) {
   return impl_->Check(key, tier, cost);
 }
 
-Result<void> RateLimiter::SetPolicy(RateLimitPolicy policy) { return impl_->SetPolicy(std::move(policy)); }
+Result<void> RateLimiter::SetPolicy(RateLimitPolicy policy) { return impl_->SetPolicy(policy); }
 
 size_t RateLimiter::ReclaimIdle(size_t max_keys) { return impl_->ReclaimIdle(max_keys); }
 

@@ -17,6 +17,7 @@ milliseconds CeilMs(int64_t us) { return milliseconds(us <= 0 ? 0 : (us + 999) /
 Decision Base(const Rule& rule) {
   Decision d;
   d.limit = rule.limit;
+  d.window = rule.window;
   d.rule = rule.name;
   return d;
 }

@@ -47,6 +47,7 @@ struct Rule {
 struct Decision {
   bool allowed = true;
   uint64_t limit = 0;
+  std::chrono::milliseconds window{0};  // the deciding rule's window
   uint64_t remaining = 0;
   std::chrono::milliseconds reset{0};        // until the window (or bucket) is fully available again
   std::chrono::milliseconds retry_after{0};  // denied: wait at least this long; 0 when allowed

@@ -16,7 +16,7 @@ namespace {
 // Raw strings as read, so that sizes and names get our own checks and messages.
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
-      log_file, remove_on_exit;
+      log_file, remove_on_exit, rate_limit_policy, pub;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -34,7 +34,11 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "log-level", po::value(&r.log_level)->default_value(d.log_level), "trace, debug, info, warn, error, off")(
       "log-file", po::value(&r.log_file)->default_value(""), "log to this file instead of stderr")(
       "remove-segment-on-exit", po::value(&r.remove_on_exit)->default_value("false"),
-      "remove the segment on SIGTERM instead of keeping it for a warm restart");
+      "remove the segment on SIGTERM instead of keeping it for a warm restart")(
+      "rate-limit-policy", po::value(&r.rate_limit_policy)->default_value(""),
+      "rate-limit policy file (tiers and rules) published to limiters; reloaded on SIGHUP")(
+      "pub", po::value(&r.pub)->default_value(""),
+      "PUB endpoint limiters subscribe to for the policy, e.g. tcp://127.0.0.1:7380");
   return o;
 }
 
@@ -96,6 +100,8 @@ Result<DaemonConfig> Convert(const Raw& r) {
   auto remove = ParseBool("remove-segment-on-exit", r.remove_on_exit);
   if (!remove) return tl::unexpected(remove.error());
   c.remove_segment_on_exit = *remove;
+  c.rate_limit_policy = r.rate_limit_policy;
+  c.pub = r.pub;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -149,6 +155,12 @@ Result<void> DaemonConfig::Validate() const {
     return bad("log-level must be trace, debug, info, warn, error or off, got '" + log_level + "'");
   }
   if (max_frame_bytes != 0 && max_frame_bytes < 1024) return bad("max-frame must be at least 1KiB");
+  if (!pub.empty() && pub.rfind("tcp://", 0) != 0 && pub.rfind("ipc://", 0) != 0) {
+    return bad("pub must start with tcp:// or ipc://, got '" + pub + "'");
+  }
+  if (!pub.empty() && rate_limit_policy.empty()) {
+    return bad("pub is set but rate-limit-policy is not: there is nothing to publish");
+  }
   if (auto ok = CacheOptionsFor().Validate(); !ok) return bad(ok.error().message);
   return {};
 }
@@ -207,6 +219,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.max_value_size != b.max_value_size) changed.push_back("max-value-size");
   if (a.policy != b.policy) changed.push_back("policy");
   if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("max-frame");
+  if (a.pub != b.pub) changed.push_back("pub");
   return changed;
 }
 

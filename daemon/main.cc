@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "cachet/policy_file.h"
 #include "config.h"
 #include "server.h"
 
@@ -114,6 +115,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   const DaemonConfig& config = parsed->config;
+  if (!config.rate_limit_policy.empty()) {
+    if (auto policy = cachet::LoadPolicyFile(config.rate_limit_policy); !policy) {
+      std::fprintf(stderr, "cachetd: %s\n", policy.error().message.c_str());
+      return 2;
+    }
+  }
   auto log = MakeLogger(config);
   if (!log) {
     std::fprintf(stderr, "cachetd: %s\n", log.error().message.c_str());

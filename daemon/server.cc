@@ -4,6 +4,11 @@
 
 #include <zmq_addon.hpp>
 
+#include <fstream>
+#include <sstream>
+
+#include "cachet/policy_file.h"
+
 #include "../libclient/src/protocol.h"
 
 namespace cachet::daemon {
@@ -34,7 +39,8 @@ Server::Server(DaemonConfig config, std::vector<std::string> args, std::unique_p
       log_(std::move(logger)),
       signals_(signals),
       router_(context_, zmq::socket_type::router),
-      monitor_(context_, zmq::socket_type::pair) {}
+      monitor_(context_, zmq::socket_type::pair),
+      pub_(context_, zmq::socket_type::pub) {}
 
 Server::~Server() = default;
 
@@ -60,7 +66,50 @@ Result<void> Server::Bind() {
     }
     log_->info("listening on {}", router_.get(zmq::sockopt::last_endpoint));
   }
+  if (!config_.rate_limit_policy.empty()) {
+    if (auto ok = LoadPolicy(config_.rate_limit_policy); !ok) return ok;
+  }
+  if (!config_.pub.empty()) {
+    try {
+      pub_.set(zmq::sockopt::linger, 0);
+      pub_.bind(config_.pub);
+    } catch (const zmq::error_t& e) {
+      return MakeError(ErrorCode::kIo, "cannot bind " + config_.pub + ": " + e.what());
+    }
+    log_->info("publishing the rate-limit policy on {}", pub_.get(zmq::sockopt::last_endpoint));
+  }
   return {};
+}
+
+Result<void> Server::LoadPolicy(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return MakeError(ErrorCode::kIo, "cannot read rate-limit policy '" + path + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = ParsePolicy(text.str(), path);
+  if (!parsed) return tl::unexpected(parsed.error());
+  if (text.str() != policy_text_) {
+    policy_text_ = text.str();
+    ++policy_version_;
+    log_->info("rate-limit policy version {}: {} tiers, {} overrides, {} API keys from {}", policy_version_,
+               parsed->policy.tiers.size(), parsed->policy.overrides.size(), parsed->key_tiers.size(), path);
+  }
+  return {};
+}
+
+// [topic, version, policy text]. Sent again every second, so a limiter that
+// subscribes late, or missed a message, catches up within a second.
+void Server::PublishPolicy() {
+  if (config_.pub.empty() || policy_text_.empty()) return;
+  last_publish_ = std::chrono::steady_clock::now();
+  try {
+    const std::string version = std::to_string(policy_version_);
+    pub_.send(zmq::str_buffer("cachet.policy"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    pub_.send(zmq::buffer(version), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    pub_.send(zmq::buffer(policy_text_), zmq::send_flags::dontwait);
+  } catch (const zmq::error_t& e) {
+    log_->warn("publishing the rate-limit policy failed: {}", e.what());
+  }
 }
 
 int Server::Run() {
@@ -114,6 +163,7 @@ void Server::Tick() {
   const auto now = std::chrono::steady_clock::now();
   last_tick_ = now;
   cache_->Heartbeat();
+  if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
   cache_->ReclaimExpired(kReclaimBucketsPerTick);
   const double seconds = std::chrono::duration<double>(now - last_rate_).count();
   if (seconds >= 1.0) {
@@ -464,8 +514,17 @@ Result<void> Server::Reload() {
     log_->info("reload: log level is now {}", next.log_level);
   }
   if (next.log_file != config_.log_file) log_->warn("reload: 'log-file' changed; it applies after a restart");
+  if (!next.rate_limit_policy.empty()) {
+    const uint64_t before = policy_version_;
+    if (auto ok = LoadPolicy(next.rate_limit_policy); !ok) {
+      log_->error("reload failed: {}; keeping the running configuration and policy", ok.error().message);
+      return ok;
+    }
+    if (policy_version_ != before) PublishPolicy();  // now, not at the next tick
+  }
   config_.log_level = next.log_level;
   config_.remove_segment_on_exit = next.remove_segment_on_exit;
+  config_.rate_limit_policy = next.rate_limit_policy;
   ++reloads_;
   log_->info("configuration reloaded{}", config_.config_file.empty() ? "" : " from " + config_.config_file);
   return {};

@@ -48,6 +48,9 @@ class Server {
   void Dispatch(const wire::Request& request, wire::Writer& out);
   void WriteStats(wire::Writer& out);
   Result<void> Reload();
+  // Reads and validates the rate-limit policy file; adopts it if it changed.
+  Result<void> LoadPolicy(const std::string& path);
+  void PublishPolicy();
   void Tick();
   void DrainMonitor();
 
@@ -59,6 +62,10 @@ class Server {
   zmq::context_t context_{1};
   zmq::socket_t router_;
   zmq::socket_t monitor_;
+  zmq::socket_t pub_;            // publishes the rate-limit policy when configured
+  std::string policy_text_;      // the policy being published
+  uint64_t policy_version_ = 0;  // bumped each time the policy text changes
+  std::chrono::steady_clock::time_point last_publish_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_tick_;
 

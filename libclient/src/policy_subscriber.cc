@@ -1,0 +1,110 @@
+#include "cachet/policy_subscriber.h"
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+namespace cachet {
+
+class PolicySubscriber::Impl {
+ public:
+  Impl(RateLimiter& limiter, std::function<void(const PolicyFile&)> on_policy)
+      : limiter_(limiter), on_policy_(std::move(on_policy)) {}
+
+  ~Impl() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Result<void> Start(const std::string& endpoint) {
+    try {
+      socket_.set(zmq::sockopt::linger, 0);
+      socket_.set(zmq::sockopt::subscribe, "cachet.policy");
+      socket_.connect(endpoint);
+    } catch (const zmq::error_t& e) {
+      return MakeError(ErrorCode::kInvalidArgument, "cannot subscribe to '" + endpoint + "': " + e.what());
+    }
+    thread_ = std::thread([this] { Run(); });
+    return {};
+  }
+
+  uint64_t version() const { return version_.load(); }
+  uint64_t rejected() const { return rejected_.load(); }
+  std::string last_error() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_error_;
+  }
+
+ private:
+  void Run() {
+    while (!stop_.load()) {
+      zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
+      try {
+        if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
+        std::vector<zmq::message_t> frames;
+        if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait)) continue;
+        if (frames.size() == 3) Apply(frames[1].to_string(), frames[2].to_string());
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) Fail(std::string("subscriber socket: ") + e.what());
+      }
+    }
+  }
+
+  void Apply(const std::string& version_text, const std::string& text) {
+    uint64_t version = 0;
+    try {
+      version = std::stoull(version_text);
+    } catch (const std::exception&) {
+      return Fail("published version '" + version_text + "' is not a number");
+    }
+    if (version == version_.load() || version == last_rejected_) return;  // seen
+    auto parsed = ParsePolicy(text, "published policy v" + version_text);
+    if (!parsed) {
+      last_rejected_ = version;
+      rejected_.fetch_add(1);
+      return Fail(parsed.error().message);
+    }
+    if (auto ok = limiter_.SetPolicy(parsed->policy); !ok) {
+      last_rejected_ = version;
+      rejected_.fetch_add(1);
+      return Fail(ok.error().message);
+    }
+    if (on_policy_) on_policy_(*parsed);
+    version_.store(version);
+  }
+
+  void Fail(const std::string& message) {
+    std::lock_guard<std::mutex> lock(mu_);
+    last_error_ = message;
+  }
+
+  RateLimiter& limiter_;
+  std::function<void(const PolicyFile&)> on_policy_;
+  zmq::context_t context_{1};
+  zmq::socket_t socket_{context_, zmq::socket_type::sub};  // used by the thread only, after Start
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> version_{0};
+  std::atomic<uint64_t> rejected_{0};
+  uint64_t last_rejected_ = 0;  // thread only
+  mutable std::mutex mu_;
+  std::string last_error_;  // guarded by mu_
+};
+
+PolicySubscriber::PolicySubscriber(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PolicySubscriber::~PolicySubscriber() = default;
+
+Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::string& endpoint, RateLimiter& limiter,
+                                                                  std::function<void(const PolicyFile&)> on_policy) {
+  auto impl = std::make_unique<Impl>(limiter, std::move(on_policy));
+  if (auto ok = impl->Start(endpoint); !ok) return tl::unexpected(ok.error());
+  return std::unique_ptr<PolicySubscriber>(new PolicySubscriber(std::move(impl)));
+}
+
+uint64_t PolicySubscriber::version() const { return impl_->version(); }
+uint64_t PolicySubscriber::rejected() const { return impl_->rejected(); }
+std::string PolicySubscriber::last_error() const { return impl_->last_error(); }
+
+}  // namespace cachet

@@ -14,6 +14,8 @@ packages=(
   libboost-program-options-dev          # daemon configuration
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   libhiredis-dev redis-server redis-tools bc  # side-by-side benchmark against Redis
+  libcpp-httplib-dev                    # the HTTP example in front of the rate limiter
+  nginx-light                           # auth_request test (tests start their own nginx)
 )
 
 missing=()

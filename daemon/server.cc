@@ -88,6 +88,13 @@ Result<void> Server::LoadPolicy(const std::string& path) {
   text << in.rdbuf();
   auto parsed = ParsePolicy(text.str(), path);
   if (!parsed) return tl::unexpected(parsed.error());
+  if (limiter_) {
+    if (auto ok = limiter_->SetPolicy(parsed->policy); !ok) return ok;
+  } else {
+    auto made = RateLimiter::Create(parsed->policy);
+    if (!made) return tl::unexpected(made.error());
+    limiter_ = std::move(*made);
+  }
   if (text.str() != policy_text_) {
     policy_text_ = text.str();
     ++policy_version_;
@@ -455,6 +462,26 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       ok();
       WriteStats(out);
       return;
+    case Op::kRateLimit: {
+      if (!arity(2, 3)) return;
+      if (!limiter_)
+        return fail(Error{ErrorCode::kInvalidArgument, "this cachetd has no rate-limit-policy configured"});
+      auto key = wire::BytesArg(a[0], "key");
+      if (!key) return fail(key.error());
+      auto tier = wire::BytesArg(a[1], "tier");
+      if (!tier) return fail(tier.error());
+      uint64_t cost = 1;
+      if (r.arg_count > 2) {
+        auto c = wire::UintArg(a[2], "cost");
+        if (!c) return fail(c.error());
+        cost = *c;
+      }
+      auto d = limiter_->Check(*key, *tier, cost);
+      if (!d) return fail(d.error());
+      ok();
+      wire::WriteDecision(out, *d);
+      return;
+    }
     case Op::kReload: {
       if (!arity(0, 0)) return;
       auto reloaded = Reload();

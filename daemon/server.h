@@ -12,6 +12,7 @@
 #include <zmq.hpp>
 
 #include "cachet/cache.h"
+#include "cachet/rate_limiter.h"
 #include "config.h"
 
 namespace spdlog {
@@ -57,6 +58,7 @@ class Server {
   DaemonConfig config_;
   const std::vector<std::string> args_;  // the command line, re-read on reload
   std::unique_ptr<Cache> cache_;
+  std::unique_ptr<RateLimiter> limiter_;  // decides RATELIMIT requests; set with the policy
   std::shared_ptr<spdlog::logger> log_;
   Signals& signals_;
   zmq::context_t context_{1};

@@ -459,6 +459,17 @@ Result<void> Client::Flush() {
   return VoidPayload(impl_->Call(Op::kFlush, 0, true, [](wire::Writer&) {}));
 }
 
+Result<Decision> Client::RateLimit(std::string_view key, std::string_view tier, uint64_t cost) {
+  const auto reply = impl_->Call(Op::kRateLimit, 3, false, [&](wire::Writer& w) {
+    w.Bytes(key);
+    w.Str(tier);
+    w.Uint(cost);
+  });
+  auto p = Ok(reply);
+  if (!p) return tl::unexpected(p.error());
+  return wire::ReadDecision(**p);
+}
+
 Result<void> Client::Reload() {
   return VoidPayload(impl_->Call(Op::kReload, 0, false, [](wire::Writer&) {}));
 }

@@ -7,8 +7,9 @@ namespace cachet::wire {
 
 namespace {
 
-constexpr std::array<const char*, 16> kOpNames = {"PING", "INFO", "GET",  "SET",  "DEL",  "EXISTS", "EXPIRE", "TTL",
-                                                  "INCR", "DECR", "MGET", "MSET", "SCAN", "FLUSH",  "STATS",  "RELOAD"};
+constexpr std::array<const char*, 17> kOpNames = {"PING",   "INFO",  "GET",   "SET",    "DEL",      "EXISTS",
+                                                  "EXPIRE", "TTL",   "INCR",  "DECR",   "MGET",     "MSET",
+                                                  "SCAN",   "FLUSH", "STATS", "RELOAD", "RATELIMIT"};
 
 msgpack::unpack_limit Limits() {
   // array, map, str, bin, ext, depth: a request is at most two levels deep.
@@ -133,6 +134,44 @@ Result<Reply> DecodeReply(const char* data, size_t size) {
   r.payload = &root.via.array.ptr[2];
   r.handle = std::move(*handle);
   return r;
+}
+
+void WriteDecision(Writer& out, const cachet::Decision& d) {
+  out.Array(8);
+  out.Bool(d.allowed);
+  out.Uint(d.limit);
+  out.Uint(d.remaining);
+  out.Int(d.reset.count());
+  out.Int(d.retry_after.count());
+  out.Int(d.window.count());
+  out.Str(d.rule);
+  out.Bool(d.shadow_denied);
+}
+
+Result<cachet::Decision> ReadDecision(const msgpack::object& o) {
+  const auto bad = [] { return MakeError(ErrorCode::kProtocol, "RATELIMIT reply is not a decision"); };
+  if (o.type != msgpack::type::ARRAY || o.via.array.size != 8) return bad();
+  const msgpack::object* f = o.via.array.ptr;
+  auto limit = UintArg(f[1], "limit");
+  auto remaining = UintArg(f[2], "remaining");
+  auto reset = IntArg(f[3], "reset");
+  auto retry = IntArg(f[4], "retry_after");
+  auto window = IntArg(f[5], "window");
+  auto rule = BytesArg(f[6], "rule");
+  if (f[0].type != msgpack::type::BOOLEAN || f[7].type != msgpack::type::BOOLEAN || !limit || !remaining || !reset ||
+      !retry || !window || !rule) {
+    return bad();
+  }
+  cachet::Decision d;
+  d.allowed = f[0].via.boolean;
+  d.limit = *limit;
+  d.remaining = *remaining;
+  d.reset = std::chrono::milliseconds(*reset);
+  d.retry_after = std::chrono::milliseconds(*retry);
+  d.window = std::chrono::milliseconds(*window);
+  d.rule = std::string(*rule);
+  d.shadow_denied = f[7].via.boolean;
+  return d;
 }
 
 void Writer::BeginRequest(uint64_t id, Op op, uint32_t args) {

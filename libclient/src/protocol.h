@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "cachet/rate_limit.h"
 #include "cachet/result.h"
 
 namespace cachet::wire {
@@ -40,6 +41,7 @@ enum class Op : uint8_t {
   kFlush,
   kStats,
   kReload,
+  kRateLimit,
 };
 const char* OpName(Op op);
 std::optional<Op> ParseOp(std::string_view name);
@@ -76,6 +78,13 @@ Result<Reply> DecodeReply(const char* data, size_t size);
 Result<std::string_view> BytesArg(const msgpack::object& o, const char* what);  // str or bin
 Result<int64_t> IntArg(const msgpack::object& o, const char* what);
 Result<uint64_t> UintArg(const msgpack::object& o, const char* what);
+
+class Writer;
+
+// RATELIMIT's payload: [allowed, limit, remaining, reset_ms, retry_after_ms,
+// window_ms, rule, shadow_denied].
+void WriteDecision(Writer& out, const cachet::Decision& d);
+Result<cachet::Decision> ReadDecision(const msgpack::object& o);
 
 // Builds one message in a buffer the caller sends.
 class Writer {

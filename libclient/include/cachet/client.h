@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "cachet/cache.h"
+#include "cachet/rate_limit.h"
 #include "cachet/result.h"
 
 namespace cachet {
@@ -78,6 +79,9 @@ class Client {
   Result<void> Flush();
   // Asks the daemon to re-read its configuration file (as SIGHUP does).
   Result<void> Reload();
+  // One rate-limit decision made by the daemon against its policy, shared
+  // by every client of that daemon. Never retried (it consumes).
+  Result<Decision> RateLimit(std::string_view key, std::string_view tier, uint64_t cost = 1);
 
   // True while reads go through shared memory.
   bool ReadsSharedMemory() const;

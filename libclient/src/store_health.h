@@ -37,15 +37,13 @@ class StoreHealth {
     Decision d;
     d.rule = "store_unavailable";
     switch (options_.on_failure) {
-      case FailureMode::kLocalFallback:
-        return fallback_->Check(key, tier, cost);
+      case FailureMode::kLocalFallback: return fallback_->Check(key, tier, cost);
       case FailureMode::kFailClosed:
         d.allowed = false;
         d.retry_after = options_.retry_interval;
         d.reset = options_.retry_interval;
         return d;
-      case FailureMode::kFailOpen:
-        break;
+      case FailureMode::kFailOpen: break;
     }
     return d;
   }

@@ -3,10 +3,12 @@
 //   build/bench/limiter_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "cachet/rate_limiter.h"
+#include "cachet/redis_rate_limiter.h"
 
 namespace {
 
@@ -40,6 +42,42 @@ void BM_Check(benchmark::State& state) {
   state.counters["keys"] = static_cast<double>(limiter->Stats().keys);
 }
 
+// The same decision made by Redis: one EVALSHA of cachet's Lua script over a
+// unix socket. bench/compare_limiter.sh starts redis-server and sets
+// CACHET_BENCH_REDIS=unix:/path.
+void BM_RedisCheck(benchmark::State& state) {
+  const char* address = std::getenv("CACHET_BENCH_REDIS");
+  if (address == nullptr) {
+    state.SkipWithError("CACHET_BENCH_REDIS is not set (run bench/compare_limiter.sh)");
+    return;
+  }
+  cachet::RateLimitPolicy policy;
+  cachet::Rule rule;
+  rule.name = "per_minute";
+  rule.limit = 1'000'000'000;
+  rule.window = std::chrono::minutes(1);
+  rule.algorithm = cachet::Algorithm::kFixedWindow;
+  policy.tiers.push_back({"regular", {rule}});
+  auto limiter = cachet::RedisRateLimiter::Connect(address, policy);
+  if (!limiter) {
+    state.SkipWithError(limiter.error().ToString().c_str());
+    return;
+  }
+  static const std::vector<std::string> keys = MakeKeys(1'000'000);
+  const size_t nkeys = static_cast<size_t>(state.range(0));
+  size_t i = 0;
+  for (auto _ : state) {
+    auto d = (*limiter)->Check(keys[i % nkeys], "regular");
+    if (!d || !d->allowed) {
+      state.SkipWithError("redis decision failed");
+      return;
+    }
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RedisCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
+
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"algorithm", "keys"});
   for (int a : {1, 3, 4}) {  // fixed_window, sliding_window, token_bucket
@@ -48,7 +86,7 @@ void Args(benchmark::internal::Benchmark* b) {
   b->Args({2, 1});  // sliding_log, one hot key (its memory grows per request)
 }
 
-BENCHMARK(BM_Check)->Apply(Args);
+BENCHMARK(BM_Check)->Apply(Args)->UseRealTime();
 
 }  // namespace
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Rate-limit decisions per second: in process (cachet::RateLimiter) against
+# a Redis Lua limiter (cachet::RedisRateLimiter: one EVALSHA per decision over
+# a unix socket), fixed window, measured by build/bench/limiter_bench in one
+# run. Starts and stops its own redis-server.
+#   bench/compare_limiter.sh          (BUILD_DIR=build REPEAT=5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+repeat=${REPEAT:-5}
+command -v redis-server >/dev/null || { echo "compare_limiter: apt-get install redis-server" >&2; exit 2; }
+work=$(mktemp -d /tmp/cachet-limiter-bench.XXXXXX)
+redis-server --port 0 --unixsocket "$work/redis.sock" --unixsocketperm 700 --save "" --appendonly no \
+  --logfile "$work/redis.log" --daemonize no &
+redis_pid=$!
+trap 'kill $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TERM
+for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
+
+CACHET_BENCH_REDIS="unix:$work/redis.sock" "$build/bench/limiter_bench" \
+  --benchmark_filter='BM_Check/algorithm:1|BM_RedisCheck' --benchmark_repetitions="$repeat" \
+  --benchmark_report_aggregates_only=true --benchmark_format=console 2>/dev/null | tee "$work/out.txt" | grep median
+
+median_rate() { grep "$1" "$work/out.txt" | grep median | sed -n 's/.*items_per_second=\([0-9.]*\)\([kMG]*\)\/s.*/\1 \2/p' |
+  awk '{m=1; if ($2=="k") m=1e3; if ($2=="M") m=1e6; if ($2=="G") m=1e9; print $1*m}'; }
+local_hot=$(median_rate 'BM_Check/algorithm:1/keys:1/')
+redis_hot=$(median_rate 'BM_RedisCheck/keys:1/')
+echo
+echo "in-process / redis decisions per second, one hot key: $(echo "$local_hot / $redis_hot" | bc -l | xargs printf '%.0fx')"

@@ -17,12 +17,14 @@ trap 'kill $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TE
 for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
 
 CACHET_BENCH_REDIS="unix:$work/redis.sock" "$build/bench/limiter_bench" \
-  --benchmark_filter='BM_Check/algorithm:1|BM_RedisCheck' --benchmark_repetitions="$repeat" \
+  --benchmark_filter='BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck' --benchmark_repetitions="$repeat" \
   --benchmark_report_aggregates_only=true --benchmark_format=console 2>/dev/null | tee "$work/out.txt" | grep median
 
 median_rate() { grep "$1" "$work/out.txt" | grep median | sed -n 's/.*items_per_second=\([0-9.]*\)\([kMG]*\)\/s.*/\1 \2/p' |
   awk '{m=1; if ($2=="k") m=1e3; if ($2=="M") m=1e6; if ($2=="G") m=1e9; print $1*m}'; }
 local_hot=$(median_rate 'BM_Check/algorithm:1/keys:1/')
 redis_hot=$(median_rate 'BM_RedisCheck/keys:1/')
+shm_hot=$(median_rate 'BM_ShmCheck/algorithm:1/keys:1/')
 echo
 echo "in-process / redis decisions per second, one hot key: $(echo "$local_hot / $redis_hot" | bc -l | xargs printf '%.0fx')"
+echo "shared memory / redis decisions per second, one hot key: $(echo "$shm_hot / $redis_hot" | bc -l | xargs printf '%.0fx')"

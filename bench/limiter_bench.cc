@@ -3,12 +3,15 @@
 //   build/bench/limiter_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "cachet/rate_limiter.h"
 #include "cachet/redis_rate_limiter.h"
+#include "cachet/shm_rate_limiter.h"
 
 namespace {
 
@@ -41,6 +44,39 @@ void BM_Check(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
   state.counters["keys"] = static_cast<double>(limiter->Stats().keys);
 }
+
+// The host-wide store: the same decision on counters in shared memory.
+void BM_ShmCheck(benchmark::State& state) {
+  cachet::RateLimitPolicy policy;
+  cachet::Rule rule;
+  rule.name = "per_minute";
+  rule.limit = 1'000'000'000;
+  rule.window = std::chrono::minutes(1);
+  rule.algorithm = static_cast<cachet::Algorithm>(state.range(0));
+  policy.tiers.push_back({"regular", {rule}});
+  const std::string name = "cachet-bench-limits-" + std::to_string(getpid());
+  auto limiter = cachet::ShmRateLimiter::Open(name, policy, 1 << 21);
+  if (!limiter) {
+    state.SkipWithError(limiter.error().ToString().c_str());
+    return;
+  }
+  static const std::vector<std::string> keys = MakeKeys(1'000'000);
+  const size_t nkeys = static_cast<size_t>(state.range(1));
+  for (size_t k = 0; k < nkeys; ++k) (void)(*limiter)->Check(keys[k], "regular");
+  size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize((*limiter)->Check(keys[i % nkeys], "regular"));
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+  (void)cachet::ShmRateLimiter::Remove(name);
+}
+BENCHMARK(BM_ShmCheck)
+    ->ArgNames({"algorithm", "keys"})
+    ->Args({1, 1})
+    ->Args({1, 1'000'000})
+    ->Args({4, 1})
+    ->UseRealTime();
 
 // The same decision made by Redis: one EVALSHA of cachet's Lua script over a
 // unix socket. bench/compare_limiter.sh starts redis-server and sets

@@ -3,6 +3,8 @@
 //   build/bench/limiter_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
+#include <malloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -77,6 +79,36 @@ BENCHMARK(BM_ShmCheck)
     ->Args({1, 1'000'000})
     ->Args({4, 1})
     ->UseRealTime();
+
+// Bytes per key with 1,000,000 keys, one fixed-window rule: heap growth in
+// process (glibc's mallinfo2), and the shared-memory table's slots.
+void BM_MemoryPerKey(benchmark::State& state) {
+  constexpr size_t kKeys = 1'000'000;
+  static const std::vector<std::string> keys = MakeKeys(kKeys);
+  cachet::RateLimitPolicy policy;
+  cachet::Rule rule;
+  rule.name = "per_minute";
+  rule.limit = 1000;
+  rule.window = std::chrono::minutes(1);
+  rule.algorithm = cachet::Algorithm::kFixedWindow;
+  policy.tiers.push_back({"regular", {rule}});
+  for (auto _ : state) {
+    const size_t before = mallinfo2().uordblks;
+    auto local = std::move(*cachet::RateLimiter::Create(policy));
+    for (const std::string& k : keys) (void)local->Check(k, "regular");
+    state.counters["in_process_B"] = static_cast<double>(mallinfo2().uordblks - before) / kKeys;
+    const std::string name = "cachet-bench-mem-" + std::to_string(getpid());
+    const uint64_t capacity = kKeys * 5 / 4;  // 80% full
+    auto shm = std::move(*cachet::ShmRateLimiter::Open(name, policy, capacity));
+    for (const std::string& k : keys) (void)shm->Check(k, "regular");
+    struct stat st {};
+    if (stat(("/dev/shm/" + name).c_str(), &st) == 0) {
+      state.counters["shm_B"] = static_cast<double>(st.st_size) / kKeys;  // the whole table, 80% full
+    }
+    (void)cachet::ShmRateLimiter::Remove(name);
+  }
+}
+BENCHMARK(BM_MemoryPerKey)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 // The same decision made by Redis: one EVALSHA of cachet's Lua script over a
 // unix socket. bench/compare_limiter.sh starts redis-server and sets

@@ -36,6 +36,7 @@ class ServiceProcess {
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
+      testing::DieWithParent();
       execv(argv[0], argv.data());
       _exit(127);
     }

@@ -37,6 +37,7 @@ pid_t Launch(const std::vector<std::string>& args, const std::string& out) {
     std::vector<char*> argv;
     for (std::string& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
+    testing::DieWithParent();
     execv(argv[0], argv.data());
     _exit(127);
   }

@@ -29,6 +29,7 @@ class RedisServer {
     (void)system(("mkdir -p " + dir_).c_str());
     pid_ = fork();
     if (pid_ == 0) {
+      testing::DieWithParent();
       execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", socket_.c_str(), "--unixsocketperm", "700",
              "--save", "", "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", (dir_ + "/redis.log").c_str(),
              static_cast<char*>(nullptr));

@@ -46,8 +46,33 @@ uint64_t Mix(uint64_t x) {  // splitmix64 finalizer: spreads ids over the table
 U128 Pack(const CounterTable::Value& v) { return static_cast<U128>(v.hi) << 64 | v.lo; }
 CounterTable::Value Unpack(U128 x) { return {static_cast<uint64_t>(x), static_cast<uint64_t>(x >> 64)}; }
 
+// The 16-byte compare-and-swap, written as the instruction itself. Compiler
+// builtins would do in a plain build, but sanitizers replace them with
+// runtime calls that lock per process, which would silently stop the table
+// being atomic between processes. On success returns true; on failure
+// `expected` receives the current value.
+bool Cas16(U128* p, U128& expected, U128 desired) {
+#if defined(__x86_64__)
+  uint64_t lo = static_cast<uint64_t>(expected);
+  uint64_t hi = static_cast<uint64_t>(expected >> 64);
+  bool ok;
+  __asm__ __volatile__("lock cmpxchg16b %1"
+                       : "=@ccz"(ok), "+m"(*p), "+a"(lo), "+d"(hi)
+                       : "b"(static_cast<uint64_t>(desired)), "c"(static_cast<uint64_t>(desired >> 64))
+                       : "memory");
+  expected = static_cast<U128>(hi) << 64 | lo;
+  return ok;
+#else
+  return __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+#endif
+}
+
 // An atomic 16-byte read: a compare-and-swap that writes back what it finds.
-U128 Load16(U128* p) { return __sync_val_compare_and_swap(p, 0, 0); }
+U128 Load16(U128* p) {
+  U128 current = 0;
+  (void)Cas16(p, current, 0);
+  return current;
+}
 
 }  // namespace
 
@@ -111,10 +136,8 @@ class CounterTable::Impl {
     for (;;) {
       const std::optional<Value> next = fn(Unpack(current));
       if (!next) return {};
-      const U128 desired = Pack(*next);
-      const U128 seen = __sync_val_compare_and_swap(&s->value, current, desired);
-      if (seen == current) return {};
-      current = seen;  // someone else won: recompute from what they wrote
+      if (Cas16(&s->value, current, Pack(*next))) return {};
+      // Someone else won: `current` now holds what they wrote; recompute.
     }
   }
 

@@ -79,7 +79,8 @@ TEST_F(ShmLimiterTest, HandlesOfOneNameShareTheCount) {
 }
 
 TEST_F(ShmLimiterTest, ThreadsOnOneKeyNeverAdmitMoreThanTheLimit) {
-  auto l = Open(OneRule(1000, Algorithm::kSlidingWindow));
+  const FakeClock clock;
+  auto l = Open(OneRule(1000, Algorithm::kSlidingWindow), clock);
   std::atomic<int> admitted{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -93,14 +94,17 @@ TEST_F(ShmLimiterTest, ThreadsOnOneKeyNeverAdmitMoreThanTheLimit) {
 
 TEST_F(ShmLimiterTest, ProcessesOnOneKeyNeverAdmitMoreThanTheLimit) {
   const RateLimitPolicy p = OneRule(1000);
-  { auto create = Open(p); }
+  // One frozen time for every process (each child inherits this object): no
+  // window boundary can fall inside the test.
+  const FakeClock clock;
+  { auto create = Open(p, clock); }
   int pipes[2];
   ASSERT_EQ(pipe(pipes), 0);
   std::vector<pid_t> children;
   for (int c = 0; c < 3; ++c) {
     const pid_t pid = fork();
     if (pid == 0) {
-      auto l = ShmRateLimiter::Open(name_, p, 4096);
+      auto l = ShmRateLimiter::Open(name_, p, 4096, clock);
       int64_t admitted = 0;
       for (int i = 0; l && i < 600; ++i) admitted += (*l)->Check("shared", "t").value().allowed;
       if (write(pipes[1], &admitted, sizeof admitted) != sizeof admitted) _exit(1);

@@ -93,6 +93,29 @@ Result<void> RateLimitPolicy::Validate() const {
   return {};
 }
 
+Result<void> RateLimitPolicy::Validate(const std::function<Result<void>(const Rule&)>& check) const {
+  if (auto ok = Validate(); !ok) return ok;
+  for (const Tier& t : tiers) {
+    for (const Rule& r : t.rules) {
+      if (auto ok = check(r); !ok) return ok;
+    }
+  }
+  for (const auto& [key, rules] : overrides) {
+    for (const Rule& r : rules) {
+      if (auto ok = check(r); !ok) return ok;
+    }
+  }
+  return {};
+}
+
+Result<RateLimitPolicy::Resolved> RateLimitPolicy::Resolve(std::string_view key, std::string_view tier) const {
+  if (!overrides.empty()) {
+    if (auto o = overrides.find(std::string(key)); o != overrides.end()) return Resolved{&o->second, "override"};
+  }
+  if (const Tier* t = FindTier(tier)) return Resolved{&t->rules, t->name};
+  return MakeError(ErrorCode::kInvalidArgument, "unknown tier '" + std::string(tier) + "'");
+}
+
 const Tier* RateLimitPolicy::FindTier(std::string_view name) const {
   for (const Tier& t : tiers) {
     if (t.name == name) return &t;

@@ -166,23 +166,13 @@ struct ReplyDeleter {
 using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 
 Result<void> CheckPolicy(const RateLimitPolicy& policy) {
-  if (auto ok = policy.Validate(); !ok) return ok;
-  auto check = [](const std::vector<Rule>& rules) -> Result<void> {
-    for (const Rule& r : rules) {
-      if (r.algorithm == Algorithm::kSlidingLog) {
-        return MakeError(ErrorCode::kInvalidArgument,
-                         "rule '" + r.name + "': the Redis store does not keep sliding logs; use sliding_window");
-      }
+  return policy.Validate([](const Rule& r) -> Result<void> {
+    if (r.algorithm == Algorithm::kSlidingLog) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "rule '" + r.name + "': the Redis store does not keep sliding logs; use sliding_window");
     }
     return {};
-  };
-  for (const Tier& t : policy.tiers) {
-    if (auto ok = check(t.rules); !ok) return ok;
-  }
-  for (const auto& [key, rules] : policy.overrides) {
-    if (auto ok = check(rules); !ok) return ok;
-  }
-  return {};
+  });
 }
 
 }  // namespace
@@ -208,17 +198,10 @@ class RedisRateLimiter::Impl {
       std::lock_guard<std::mutex> lock(policy_mu_);
       policy = policy_;
     }
-    const std::vector<Rule>* rules = nullptr;
-    std::string owner;
-    if (auto o = policy->overrides.find(std::string(key)); o != policy->overrides.end()) {
-      rules = &o->second;
-      owner = "override";
-    } else if (const Tier* t = policy->FindTier(tier_name)) {
-      rules = &t->rules;
-      owner = t->name;
-    } else {
-      return MakeError(ErrorCode::kInvalidArgument, "unknown tier '" + std::string(tier_name) + "'");
-    }
+    auto resolved = policy->Resolve(key, tier_name);
+    if (!resolved) return tl::unexpected(resolved.error());
+    const std::vector<Rule>* rules = resolved->rules;
+    const std::string owner(resolved->owner);
     if (!health_.ShouldTry()) return health_.Fallback(key, tier_name, cost);
 
     std::vector<std::string> args = {"EVALSHA", sha_, std::to_string(rules->size())};

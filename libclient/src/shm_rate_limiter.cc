@@ -56,28 +56,17 @@ void Uncount(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost) {
 }
 
 Result<void> CheckPolicy(const RateLimitPolicy& policy) {
-  if (auto ok = policy.Validate(); !ok) return ok;
-  auto check = [](const std::vector<Rule>& rules) -> Result<void> {
-    for (const Rule& r : rules) {
-      if (r.algorithm == Algorithm::kSlidingLog) {
-        return MakeError(ErrorCode::kInvalidArgument, "rule '" + r.name +
-                                                          "': the shared-memory store does not keep sliding logs; "
-                                                          "use sliding_window");
-      }
-      if (r.algorithm == Algorithm::kSlidingWindow && r.limit > 0xffffffffull) {
-        return MakeError(ErrorCode::kInvalidArgument,
-                         "rule '" + r.name + "': sliding_window limits above 2^32-1 do not fit shared memory");
-      }
+  return policy.Validate([](const Rule& r) -> Result<void> {
+    if (r.algorithm == Algorithm::kSlidingLog) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "rule '" + r.name + "': the shared-memory store does not keep sliding logs; use sliding_window");
+    }
+    if (r.algorithm == Algorithm::kSlidingWindow && r.limit > 0xffffffffull) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "rule '" + r.name + "': sliding_window limits above 2^32-1 do not fit shared memory");
     }
     return {};
-  };
-  for (const Tier& t : policy.tiers) {
-    if (auto ok = check(t.rules); !ok) return ok;
-  }
-  for (const auto& [key, rules] : policy.overrides) {
-    if (auto ok = check(rules); !ok) return ok;
-  }
-  return {};
+  });
 }
 
 }  // namespace
@@ -94,17 +83,10 @@ class ShmRateLimiter::Impl {
       std::lock_guard<std::mutex> lock(policy_mu_);
       policy = policy_;
     }
-    const std::vector<Rule>* rules = nullptr;
-    std::string_view owner;
-    if (auto o = policy->overrides.find(std::string(key)); o != policy->overrides.end()) {
-      rules = &o->second;
-      owner = "override";
-    } else if (const Tier* t = policy->FindTier(tier_name)) {
-      rules = &t->rules;
-      owner = t->name;
-    } else {
-      return MakeError(ErrorCode::kInvalidArgument, "unknown tier '" + std::string(tier_name) + "'");
-    }
+    auto resolved = policy->Resolve(key, tier_name);
+    if (!resolved) return tl::unexpected(resolved.error());
+    const std::vector<Rule>* rules = resolved->rules;
+    const std::string_view owner = resolved->owner;
     const int64_t now = clock_.NowMs();
     const size_t n = rules->size();
     std::vector<uint64_t> ids(n);

@@ -19,6 +19,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,7 +43,18 @@ struct RateLimitPolicy {
   std::unordered_map<std::string, std::vector<Rule>> overrides;
 
   Result<void> Validate() const;
+  // Validate, plus `check` on every rule (a store's own restrictions).
+  Result<void> Validate(const std::function<Result<void>(const Rule&)>& check) const;
   const Tier* FindTier(std::string_view name) const;
+
+  // The rules that apply to `key` in `tier`: the key's override if it has
+  // one, else the tier's. `owner` names them for counter ids ("override" or
+  // the tier). INVALID_ARGUMENT for an unknown tier.
+  struct Resolved {
+    const std::vector<Rule>* rules;
+    std::string_view owner;
+  };
+  Result<Resolved> Resolve(std::string_view key, std::string_view tier) const;
 };
 
 struct RateLimiterStats {

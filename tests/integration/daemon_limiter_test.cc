@@ -17,7 +17,8 @@ using std::chrono::minutes;
 class DaemonLimiterTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::ofstream(path_) << "[tier.regular]\nper_minute = 5/1m fixed_window\n";
+    // Sliding window: a minute boundary inside the test does not reset it.
+    std::ofstream(path_) << "[tier.regular]\nper_minute = 5/1m sliding_window\n";
     ASSERT_TRUE(daemon_.Start());
   }
   void TearDown() override { std::remove(path_.c_str()); }

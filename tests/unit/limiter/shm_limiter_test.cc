@@ -71,8 +71,9 @@ TEST_F(ShmLimiterTest, DecidesExactlyAsTheInProcessAlgorithms) {
 }
 
 TEST_F(ShmLimiterTest, HandlesOfOneNameShareTheCount) {
-  auto a = Open(OneRule(10));
-  auto b = Open(OneRule(10));
+  const FakeClock clock;  // frozen: no window boundary inside the test
+  auto a = Open(OneRule(10), clock);
+  auto b = Open(OneRule(10), clock);
   int admitted = 0;
   for (int i = 0; i < 30; ++i) admitted += (i % 2 ? a : b)->Check("k", "t").value().allowed;
   EXPECT_EQ(admitted, 10);
@@ -125,12 +126,13 @@ TEST_F(ShmLimiterTest, ProcessesOnOneKeyNeverAdmitMoreThanTheLimit) {
 }
 
 TEST_F(ShmLimiterTest, ProcessesKilledMidDecisionCorruptNothing) {
-  const RateLimitPolicy p = OneRule(1'000'000);
-  { auto create = Open(p); }
+  const RateLimitPolicy p = OneRule(1'000'000'000);  // never reached by the children
+  const FakeClock clock;                             // frozen and inherited by the children: one window throughout
+  { auto create = Open(p, clock); }
   for (int round = 0; round < 5; ++round) {
     const pid_t pid = fork();
     if (pid == 0) {
-      auto l = ShmRateLimiter::Open(name_, p, 4096);
+      auto l = ShmRateLimiter::Open(name_, p, 4096, clock);
       for (;;) (void)(*l)->Check("shared", "t");
     }
     std::this_thread::sleep_for(milliseconds(20 + 10 * round));  // let it get deep into its loop
@@ -139,10 +141,10 @@ TEST_F(ShmLimiterTest, ProcessesKilledMidDecisionCorruptNothing) {
   }
   // Whatever the children counted, the counter is whole: each admission
   // takes exactly one from what remains.
-  auto l = Open(p);
+  auto l = Open(p, clock);
   const Decision first = l->Check("shared", "t").value();
   ASSERT_TRUE(first.allowed);
-  EXPECT_LT(first.remaining, 1'000'000u - 1);
+  EXPECT_LT(first.remaining, 1'000'000'000u - 1);
   const Decision second = l->Check("shared", "t").value();
   EXPECT_EQ(second.remaining, first.remaining - 1);
 }

@@ -1,5 +1,7 @@
 #include "cachet/rate_limiter.h"
 
+#include "decision_combiner.h"
+
 #include <algorithm>
 #include <atomic>
 #include <functional>
@@ -153,30 +155,17 @@ class RateLimiter::Impl {
     for (size_t i = 0; i < n; ++i) counters[i] = &CounterFor(kc, (*rules)[i]);
 
     // All rules are checked before any counts, so a denied request consumes nothing.
-    bool allowed = true;
-    bool shadow_denied = false;
-    Decision tightest;
-    bool have = false;
-    for (size_t i = 0; i < n; ++i) {
-      Counter* c = counters[i];
-      const Decision d = Apply(*c, now, cost, /*commit=*/false);
-      if (c->rule->shadow) {
-        shadow_denied |= !d.allowed;
-        continue;
-      }
-      if (!d.allowed) {
-        if (allowed || d.retry_after > tightest.retry_after) tightest = d;
-        allowed = false;
-      } else if (allowed && (!have || d.remaining < tightest.remaining)) {
-        tightest = d;
-      }
-      have = true;
-    }
+    detail::DecisionCombiner combined;
+    for (size_t i = 0; i < n; ++i)
+      combined.Add(Apply(*counters[i], now, cost, /*commit=*/false), counters[i]->rule->shadow);
+    const bool allowed = combined.allowed();
+    const bool shadow_denied = combined.shadow_denied();
+    Decision& tightest = combined.tightest();
     if (allowed) {
       for (size_t i = 0; i < n; ++i)
         (void)Apply(*counters[i], now, cost, /*commit=*/true);  // a denying shadow rule stays
     }
-    if (!have) {  // only shadow rules: report the first, never deny
+    if (!combined.any_enforced()) {  // only shadow rules: report the first, never deny
       tightest = Apply(*counters[0], now, cost, false);
       tightest.allowed = true;
       tightest.retry_after = std::chrono::milliseconds(0);

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "cachet/counter_table.h"
+#include "decision_combiner.h"
 
 namespace cachet {
 
@@ -93,24 +94,15 @@ class ShmRateLimiter::Impl {
     for (size_t i = 0; i < n; ++i) ids[i] = CounterId(owner, (*rules)[i].name, key);
 
     // Peek at every rule; a denied request touches nothing.
-    Decision tightest;
-    bool allowed = true, shadow_denied = false, have = false;
+    detail::DecisionCombiner combined;
     for (size_t i = 0; i < n; ++i) {
       const Rule& rule = (*rules)[i];
       LimiterState s = Unpack(rule, table_->Load(ids[i]));
-      const Decision d = Evaluate(rule, s, now, cost, false);
-      if (rule.shadow) {
-        shadow_denied |= !d.allowed;
-        continue;
-      }
-      if (!d.allowed) {
-        if (allowed || d.retry_after > tightest.retry_after) tightest = d;
-        allowed = false;
-      } else if (allowed && (!have || d.remaining < tightest.remaining)) {
-        tightest = d;
-      }
-      have = true;
+      combined.Add(Evaluate(rule, s, now, cost, false), rule.shadow);
     }
+    bool allowed = combined.allowed();
+    const bool shadow_denied = combined.shadow_denied();
+    Decision tightest = combined.tightest();
     if (allowed) {
       // Commit rule by rule; a rule that a concurrent request filled in the
       // meantime denies, and the rules already counted give the cost back.
@@ -141,7 +133,7 @@ class ShmRateLimiter::Impl {
         break;
       }
     }
-    if (!have) {
+    if (!combined.any_enforced()) {
       tightest.allowed = true;
       tightest.rule = (*rules)[0].name;
     }

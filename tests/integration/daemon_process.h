@@ -75,15 +75,7 @@ class DaemonProcess {
       }
     }
     args.insert(args.end(), extra_.begin(), extra_.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      testing::DieWithParent();
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    pid_ = testing::Launch(args);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
       const std::string log = ReadFile(log_path_).substr(std::min(log_before, ReadFile(log_path_).size()));

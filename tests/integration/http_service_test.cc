@@ -28,18 +28,7 @@ class ServiceProcess {
   ::testing::AssertionResult Start(const std::vector<std::string>& extra) {
     std::vector<std::string> args = {HTTP_SERVICE_PATH, "--port", "0"};
     args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      const int fd = open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      dup2(fd, 1);
-      dup2(fd, 2);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      testing::DieWithParent();
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
+    pid_ = testing::Launch(args, out_);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
       const std::string out = testing::ReadFile(out_);

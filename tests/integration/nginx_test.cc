@@ -27,23 +27,6 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-pid_t Launch(const std::vector<std::string>& args, const std::string& out) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv;
-    for (std::string& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    testing::DieWithParent();
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 void Stop(pid_t pid) {
   if (pid <= 0) return;
   kill(pid, SIGTERM);
@@ -58,15 +41,15 @@ class NginxTest : public ::testing::Test {
     std::ofstream(dir_ + "/limits.ini") << "[tier.anonymous]\nper_minute = 100/1m fixed_window\n"
                                            "[tier.premium]\nper_minute = 1000/1m\n[keys]\nkey-premium = premium\n";
     // The example service: limits, and /auth for nginx.
-    service_ =
-        Launch({HTTP_SERVICE_PATH, "--port", "0", "--policy", dir_ + "/limits.ini", "--trusted-proxy", "127.0.0.1"},
-               dir_ + "/service.out");
+    service_ = testing::Launch(
+        {HTTP_SERVICE_PATH, "--port", "0", "--policy", dir_ + "/limits.ini", "--trusted-proxy", "127.0.0.1"},
+        dir_ + "/service.out");
     ASSERT_TRUE(WaitFor(dir_ + "/service.out", "listening on http://127.0.0.1:"));
     const std::string out = testing::ReadFile(dir_ + "/service.out");
     const int service_port = std::stoi(out.substr(out.find("127.0.0.1:") + 10));
     port_ = FreePort();
     std::ofstream(dir_ + "/nginx.conf") << Config(service_port);
-    nginx_ = Launch({"/usr/sbin/nginx", "-p", dir_, "-c", dir_ + "/nginx.conf"}, dir_ + "/nginx.out");
+    nginx_ = testing::Launch({"/usr/sbin/nginx", "-p", dir_, "-c", dir_ + "/nginx.conf"}, dir_ + "/nginx.out");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
       httplib::Client c("127.0.0.1", port_);

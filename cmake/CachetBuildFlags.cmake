@@ -4,6 +4,7 @@ add_library(cachet_build_flags INTERFACE)
 target_compile_features(cachet_build_flags INTERFACE cxx_std_20)
 target_compile_options(cachet_build_flags INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
                                                     -Wold-style-cast -Wcast-align -Woverloaded-virtual
+                                                    -fno-semantic-interposition
                                                     $<$<CXX_COMPILER_ID:GNU>:-Wno-restrict>)  # GCC 12 false positives (PR 105651)
 if(CACHET_WERROR)
   target_compile_options(cachet_build_flags INTERFACE -Werror)

@@ -1,5 +1,12 @@
 #include "cachet/counter_table.h"
 
+#include <pthread.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 #include "atomics.h"
@@ -11,29 +18,51 @@ using namespace detail;
 
 namespace {
 
-// A GCC/Clang extension type (hence __extension__, for -Wpedantic).
-__extension__ typedef unsigned __int128 U128;
+constexpr uint64_t kTableMagic = 0x3274726574636321ull;  // "!cctrt2"
+constexpr uint32_t kTableVersion = 2;
+constexpr uint64_t kProbe = 32;  // slots an id may be placed in, from its home
+constexpr uint64_t kLocks = 64;  // placement locks, striped by id
 
-constexpr uint64_t kTableMagic = 0x3174726574636321ull;  // "!cctrt1"
-constexpr uint32_t kTableVersion = 1;
+// The low word of a counter: the caller's kLoBits bits, the slot's state
+// and a generation. The generation changes whenever the slot is freed, so a
+// compare-and-swap prepared against one owner can never land on the next.
+// A slot never used has a low word of 0 (generations skip 0), and ends
+// every probe: nothing is placed past a slot that was free at the time.
+enum SlotState : uint64_t { kFree = 0, kPlacing = 1, kLive = 2 };
+constexpr int kStateShift = 16;
+constexpr uint64_t GenOf(uint64_t lo) { return lo & 0xffff; }
+constexpr uint64_t StateOf(uint64_t lo) { return (lo >> kStateShift) & 3; }
+constexpr uint64_t UserOf(uint64_t lo) { return lo >> (64 - CounterTable::kLoBits); }
+constexpr uint64_t MakeLo(uint64_t user, uint64_t state, uint64_t gen) {
+  return user << (64 - CounterTable::kLoBits) | state << kStateShift | gen;
+}
+constexpr uint64_t NextGen(uint64_t gen) { return (gen + 1) & 0xffff ? (gen + 1) & 0xffff : 1; }
 
-struct alignas(64) TableHeader {
+struct alignas(16) Word {
+  uint64_t lo;  // atomic; see MakeLo
+  uint64_t hi;  // atomic
+};
+
+// 32 bytes. `id` and `meta` are written by the placer before the slot goes
+// live and stay until it is freed; `value` changes only by 16-byte CAS.
+struct alignas(32) Slot {
+  uint64_t id;
+  uint64_t meta;
+  Word value;
+};
+static_assert(sizeof(Slot) == 32 && std::is_trivially_copyable_v<Slot>);
+
+struct TableHeader {
   uint64_t magic;  // published last, with release
   uint32_t version;
   uint32_t reserved;
   uint64_t capacity;
-  uint64_t used;  // atomic relaxed: ids claimed
+  uint64_t used;                              // atomic relaxed
+  uint64_t reclaim_cursor;                    // atomic relaxed
+  alignas(64) pthread_mutex_t locks[kLocks];  // process-shared, robust
 };
-
-// 32 bytes: the id, then the 16-byte counter (16-byte aligned for CAS).
-struct alignas(32) Slot {
-  uint64_t id;  // atomic: 0 = free; claimed once by CAS, never released
-  uint64_t reserved;
-  U128 value;  // atomic: 16-byte loads and CAS only
-};
-static_assert(sizeof(Slot) == 32 && std::is_trivially_copyable_v<Slot>);
-
 constexpr uint64_t kHeaderBytes = 4096;
+static_assert(sizeof(TableHeader) <= kHeaderBytes);
 
 uint64_t Mix(uint64_t x) {  // splitmix64 finalizer: spreads ids over the table
   x ^= x >> 30;
@@ -43,36 +72,35 @@ uint64_t Mix(uint64_t x) {  // splitmix64 finalizer: spreads ids over the table
   return x ^ (x >> 31);
 }
 
-U128 Pack(const CounterTable::Value& v) { return static_cast<U128>(v.hi) << 64 | v.lo; }
-CounterTable::Value Unpack(U128 x) { return {static_cast<uint64_t>(x), static_cast<uint64_t>(x >> 64)}; }
-
 // The 16-byte compare-and-swap, written as the instruction itself. Compiler
 // builtins would do in a plain build, but sanitizers replace them with
 // runtime calls that lock per process, which would silently stop the table
-// being atomic between processes. On success returns true; on failure
-// `expected` receives the current value.
-bool Cas16(U128* p, U128& expected, U128 desired) {
+// being atomic between processes. On failure `expected` receives the
+// current value, read atomically.
+bool Cas16(Word* p, Word& expected, Word desired) {
 #if defined(__x86_64__)
-  uint64_t lo = static_cast<uint64_t>(expected);
-  uint64_t hi = static_cast<uint64_t>(expected >> 64);
   bool ok;
   __asm__ __volatile__("lock cmpxchg16b %1"
-                       : "=@ccz"(ok), "+m"(*p), "+a"(lo), "+d"(hi)
-                       : "b"(static_cast<uint64_t>(desired)), "c"(static_cast<uint64_t>(desired >> 64))
+                       : "=@ccz"(ok), "+m"(*p), "+a"(expected.lo), "+d"(expected.hi)
+                       : "b"(desired.lo), "c"(desired.hi)
                        : "memory");
-  expected = static_cast<U128>(hi) << 64 | lo;
   return ok;
 #else
-  return __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  __extension__ typedef unsigned __int128 U128;
+  U128 e = static_cast<U128>(expected.hi) << 64 | expected.lo;
+  const U128 d = static_cast<U128>(desired.hi) << 64 | desired.lo;
+  const bool ok =
+      __atomic_compare_exchange_n(reinterpret_cast<U128*>(p), &e, d, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  expected = {static_cast<uint64_t>(e), static_cast<uint64_t>(e >> 64)};
+  return ok;
 #endif
 }
 
-// An atomic 16-byte read: a compare-and-swap that writes back what it finds.
-U128 Load16(U128* p) {
-  U128 current = 0;
-  (void)Cas16(p, current, 0);
-  return current;
-}
+// The low word first (acquire), then the high one: the pair may be torn,
+// but a CAS that expects it succeeds only if it is the current value.
+Word LoadWord(const Word& w) { return {LoadAcquire(w.lo), LoadRelaxed(w.hi)}; }
+
+CounterTable::Value ToValue(const Word& w) { return {UserOf(w.lo), w.hi}; }
 
 }  // namespace
 
@@ -81,100 +109,210 @@ class CounterTable::Impl {
   explicit Impl(std::unique_ptr<Segment> segment)
       : segment_(std::move(segment)),
         header_(reinterpret_cast<TableHeader*>(segment_->base())),
-        slots_(reinterpret_cast<Slot*>(segment_->base() + kHeaderBytes)) {}
+        slots_(reinterpret_cast<Slot*>(segment_->base() + kHeaderBytes)),
+        capacity_(header_->capacity) {}
 
   static uint64_t BytesFor(uint64_t capacity) { return kHeaderBytes + capacity * sizeof(Slot); }
 
-  void Format(uint64_t capacity) {
-    header_->version = kTableVersion;
-    header_->capacity = capacity;
-    StoreRelease(header_->magic, kTableMagic);
+  static void Format(TableHeader* h, uint64_t capacity) {
+    h->version = kTableVersion;
+    h->capacity = capacity;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    for (pthread_mutex_t& m : h->locks) pthread_mutex_init(&m, &attr);
+    pthread_mutexattr_destroy(&attr);
+    StoreRelease(h->magic, kTableMagic);
   }
 
-  Result<void> Validate(const std::string& name) const {
-    if (segment_->size() < kHeaderBytes || LoadAcquire(header_->magic) != kTableMagic) {
+  static Result<void> Validate(const Segment& segment, const std::string& name) {
+    const auto* h = reinterpret_cast<const TableHeader*>(segment.base());
+    if (segment.size() < kHeaderBytes || LoadAcquire(h->magic) != kTableMagic) {
+      if (segment.size() >= kHeaderBytes && h->version != kTableVersion && h->version != 0) {
+        return MakeError(ErrorCode::kVersionMismatch, "counter table '" + name + "' has layout version " +
+                                                          std::to_string(h->version) + ", this library reads " +
+                                                          std::to_string(kTableVersion) + "; remove it to rebuild");
+      }
       return MakeError(ErrorCode::kCorrupt, "'" + name + "' is not a cachet counter table (or is still being made)");
     }
-    if (header_->version != kTableVersion) {
-      return MakeError(ErrorCode::kVersionMismatch, "counter table '" + name + "' has layout version " +
-                                                        std::to_string(header_->version) + ", this library reads " +
-                                                        std::to_string(kTableVersion));
-    }
-    if (BytesFor(header_->capacity) != segment_->size()) {
+    if (BytesFor(h->capacity) != segment.size()) {
       return MakeError(ErrorCode::kCorrupt, "counter table '" + name + "' size does not match its capacity");
     }
     return {};
   }
 
-  // The slot of `id`, claiming a free one if needed; nullptr when full.
-  Slot* Find(uint64_t id, bool claim) {
-    const uint64_t capacity = header_->capacity;
-    uint64_t i = Mix(id) % capacity;
-    for (uint64_t n = 0; n < capacity; ++n, i = i + 1 == capacity ? 0 : i + 1) {
+  Result<bool> Update(uint64_t id, uint64_t meta, UpdateFn fn, IdleFn idle) {
+    if (id == 0) return MakeError(ErrorCode::kInvalidArgument, "counter id 0 is reserved");
+    for (;;) {
+      Word current;
+      Slot* s = FindLive(id, current);
+      if (s == nullptr) {
+        auto placed = Place(id, meta, idle);
+        if (!placed) return tl::unexpected(placed.error());
+        s = *placed;
+        current = LoadWord(s->value);
+      }
+      // The slot stays id's while its generation does; a freed slot sends
+      // us back to find (or place) the id again.
+      const uint64_t gen = GenOf(current.lo);
+      while (StateOf(current.lo) == kLive && GenOf(current.lo) == gen) {
+        const std::optional<Value> next = fn(ToValue(current));
+        if (!next) return false;
+        if (Cas16(&s->value, current, Word{MakeLo(next->lo & kMaxLo, kLive, gen), next->hi})) return true;
+      }
+    }
+  }
+
+  Value Load(uint64_t id) const {
+    Word current;
+    return id != 0 && FindLive(id, current) != nullptr ? ToValue(current) : Value{};
+  }
+
+  uint64_t Reclaim(uint64_t max_slots, IdleFn idle) {
+    uint64_t dropped = 0;
+    const uint64_t n = std::min(max_slots, capacity_);
+    uint64_t i = __atomic_fetch_add(&header_->reclaim_cursor, n, __ATOMIC_RELAXED) % capacity_;
+    for (uint64_t k = 0; k < n; ++k, i = Next(i)) dropped += TryFree(slots_[i], idle) ? 1 : 0;
+    return dropped;
+  }
+
+  uint64_t capacity() const { return capacity_; }
+  uint64_t used() const { return LoadRelaxed(header_->used); }
+
+ private:
+  uint64_t Home(uint64_t id) const {
+    __extension__ typedef unsigned __int128 U128;
+    return static_cast<uint64_t>((static_cast<U128>(Mix(id)) * capacity_) >> 64);
+  }
+  uint64_t Next(uint64_t i) const { return i + 1 == capacity_ ? 0 : i + 1; }
+
+  // The live slot of `id` and its value, or nullptr. Lock-free.
+  Slot* FindLive(uint64_t id, Word& value) const {
+    uint64_t i = Home(id);
+    for (uint64_t n = 0; n < kProbe; ++n, i = Next(i)) {
       Slot& s = slots_[i];
-      uint64_t current = LoadAcquire(s.id);
-      if (current == id) return &s;
-      if (current == 0) {
-        if (!claim) return nullptr;  // ids are never released: a free slot ends the probe
-        if (__atomic_compare_exchange_n(&s.id, &current, id, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-          AddRelaxed(header_->used, uint64_t{1});
-          return &s;
-        }
-        if (current == id) return &s;  // another process claimed it for the same id
+      const Word w = LoadWord(s.value);
+      if (w.lo == 0) return nullptr;  // never used: id was never placed past it
+      // The id was stored before the slot went live (release), and read
+      // after its value (acquire): a live value with this generation is id's.
+      if (StateOf(w.lo) == kLive && LoadAcquire(s.id) == id) {
+        value = w;
+        return &s;
       }
     }
     return nullptr;
   }
 
-  Result<void> Update(uint64_t id, const UpdateFn& fn) {
-    if (id == 0) return MakeError(ErrorCode::kInvalidArgument, "counter id 0 is reserved");
-    Slot* s = Find(id, true);
-    if (s == nullptr) {
-      return MakeError(ErrorCode::kNoSpace, "counter table is full (" + std::to_string(header_->capacity) + " ids)");
+  // Frees `s` if it is live and idle. A concurrent update wins the CAS and
+  // keeps the slot.
+  bool TryFree(Slot& s, IdleFn idle) {
+    Word w = LoadWord(s.value);
+    if (StateOf(w.lo) != kLive || !idle(LoadRelaxed(s.meta), ToValue(w))) return false;
+    if (!Cas16(&s.value, w, Word{MakeLo(0, kFree, NextGen(GenOf(w.lo))), 0})) return false;
+    __atomic_fetch_sub(&header_->used, uint64_t{1}, __ATOMIC_RELAXED);
+    return true;
+  }
+
+  // Places `id` under its stripe's lock: the first free slot of its window,
+  // after dropping idle ones if none is free. Out of line: Update's fast
+  // path stays small.
+  __attribute__((noinline, cold)) Result<Slot*> Place(uint64_t id, uint64_t meta, IdleFn idle) {
+    const uint64_t stripe = Mix(id) % kLocks;
+    StripeLock lock(*this, stripe);
+    Word ignored;
+    if (Slot* s = FindLive(id, ignored)) return s;  // placed while we waited
+    for (int pass = 0; pass < 2; ++pass) {
+      uint64_t i = Home(id);
+      for (uint64_t n = 0; n < kProbe; ++n, i = Next(i)) {
+        Slot& s = slots_[i];
+        if (pass == 1) (void)TryFree(s, idle);
+        Word w = LoadWord(s.value);
+        uint64_t gen = 0;
+        bool claimed = false;
+        // A failed CAS refreshes `w`: the slot may have gone to a placer of
+        // another id (another stripe), or have been torn when read.
+        while (!claimed && StateOf(w.lo) == kFree) {
+          gen = GenOf(w.lo) == 0 ? 1 : GenOf(w.lo);
+          claimed = Cas16(&s.value, w, Word{MakeLo(stripe, kPlacing, gen), 0});
+        }
+        if (!claimed) continue;
+        const Word placing{MakeLo(stripe, kPlacing, gen), 0};
+        StoreRelaxed(s.meta, meta);
+        StoreRelease(s.id, id);
+        Word expected = placing;
+        (void)Cas16(&s.value, expected, Word{MakeLo(0, kLive, gen), 0});  // only we move it out of placing
+        __atomic_fetch_add(&header_->used, uint64_t{1}, __ATOMIC_RELAXED);
+        return &s;
+      }
     }
-    U128 current = Load16(&s->value);
-    for (;;) {
-      const std::optional<Value> next = fn(Unpack(current));
-      if (!next) return {};
-      if (Cas16(&s->value, current, Pack(*next))) return {};
-      // Someone else won: `current` now holds what they wrote; recompute.
+    return MakeError(ErrorCode::kNoSpace, "counter table is full around this id (" + std::to_string(capacity_) +
+                                              " slots, " + std::to_string(used()) +
+                                              " in use); give it a larger capacity");
+  }
+
+  // A placer that died between claiming a slot and making it live left it
+  // "placing" under its stripe: free those. REQUIRES: the stripe's lock.
+  void RepairStripe(uint64_t stripe) {
+    for (uint64_t i = 0; i < capacity_; ++i) {
+      Word w = LoadWord(slots_[i].value);
+      if (StateOf(w.lo) == kPlacing && UserOf(w.lo) == stripe) {
+        (void)Cas16(&slots_[i].value, w, Word{MakeLo(0, kFree, NextGen(GenOf(w.lo))), 0});
+      }
     }
   }
 
-  Value Load(uint64_t id) {
-    Slot* s = id == 0 ? nullptr : Find(id, false);
-    return s == nullptr ? Value{} : Unpack(Load16(&s->value));
-  }
+  class StripeLock {
+   public:
+    StripeLock(Impl& impl, uint64_t stripe) : mutex_(&impl.header_->locks[stripe]) {
+      const int rc = pthread_mutex_lock(mutex_);
+      if (rc == EOWNERDEAD) {
+        impl.RepairStripe(stripe);
+        pthread_mutex_consistent(mutex_);
+      } else if (rc != 0) {
+        std::fprintf(stderr, "cachet: cannot lock a counter table stripe: %s\n", std::strerror(rc));
+        std::abort();
+      }
+    }
+    ~StripeLock() { pthread_mutex_unlock(mutex_); }
+    StripeLock(const StripeLock&) = delete;
+    StripeLock& operator=(const StripeLock&) = delete;
 
-  uint64_t capacity() const { return header_->capacity; }
-  uint64_t used() const { return LoadRelaxed(header_->used); }
+   private:
+    pthread_mutex_t* mutex_;
+  };
 
- private:
   std::unique_ptr<Segment> segment_;
   TableHeader* header_;
   Slot* slots_;
+  uint64_t capacity_;
 };
 
 CounterTable::CounterTable(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CounterTable::~CounterTable() = default;
 
-Result<std::unique_ptr<CounterTable>> CounterTable::Open(const std::string& name, uint64_t capacity) {
+namespace {
+Result<void> CheckCapacity(uint64_t capacity) {
   if (capacity == 0 || capacity > (1ull << 28)) {
     return MakeError(ErrorCode::kInvalidArgument, "counter table capacity must be 1 to 2^28 ids");
   }
+  return {};
+}
+}  // namespace
+
+Result<std::unique_ptr<CounterTable>> CounterTable::Open(const std::string& name, uint64_t capacity) {
+  if (auto ok = CheckCapacity(capacity); !ok) return tl::unexpected(ok.error());
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto existing = Segment::OpenNamed(name);
     if (existing) {
-      auto impl = std::make_unique<Impl>(std::move(*existing));
-      if (auto ok = impl->Validate(name); !ok) return tl::unexpected(ok.error());
-      return std::unique_ptr<CounterTable>(new CounterTable(std::move(impl)));
+      if (auto ok = Impl::Validate(**existing, name); !ok) return tl::unexpected(ok.error());
+      return std::unique_ptr<CounterTable>(new CounterTable(std::make_unique<Impl>(std::move(*existing))));
     }
     if (existing.error().code != ErrorCode::kNotFound) return tl::unexpected(existing.error());
     auto created = Segment::CreateNamed(name, Impl::BytesFor(capacity));
     if (created) {
-      auto impl = std::make_unique<Impl>(std::move(*created));
-      impl->Format(capacity);
-      return std::unique_ptr<CounterTable>(new CounterTable(std::move(impl)));
+      Impl::Format(reinterpret_cast<TableHeader*>((*created)->base()), capacity);
+      return std::unique_ptr<CounterTable>(new CounterTable(std::make_unique<Impl>(std::move(*created))));
     }
     if (created.error().code != ErrorCode::kAlreadyExists) return tl::unexpected(created.error());
     // Another process created it between our open and create: open it.
@@ -182,10 +320,21 @@ Result<std::unique_ptr<CounterTable>> CounterTable::Open(const std::string& name
   return MakeError(ErrorCode::kIo, "counter table '" + name + "' could be neither opened nor created");
 }
 
+Result<std::unique_ptr<CounterTable>> CounterTable::CreatePrivate(uint64_t capacity) {
+  if (auto ok = CheckCapacity(capacity); !ok) return tl::unexpected(ok.error());
+  auto segment = Segment::CreatePrivate(Impl::BytesFor(capacity));
+  if (!segment) return tl::unexpected(segment.error());
+  Impl::Format(reinterpret_cast<TableHeader*>((*segment)->base()), capacity);
+  return std::unique_ptr<CounterTable>(new CounterTable(std::make_unique<Impl>(std::move(*segment))));
+}
+
 Result<void> CounterTable::Remove(const std::string& name) { return Segment::RemoveNamed(name); }
 
-Result<void> CounterTable::Update(uint64_t id, const UpdateFn& fn) { return impl_->Update(id, fn); }
+Result<bool> CounterTable::Update(uint64_t id, uint64_t meta, UpdateFn fn, IdleFn idle) {
+  return impl_->Update(id, meta, fn, idle);
+}
 CounterTable::Value CounterTable::Load(uint64_t id) const { return impl_->Load(id); }
+uint64_t CounterTable::Reclaim(uint64_t max_slots, IdleFn idle) { return impl_->Reclaim(max_slots, idle); }
 uint64_t CounterTable::capacity() const { return impl_->capacity(); }
 uint64_t CounterTable::used() const { return impl_->used(); }
 

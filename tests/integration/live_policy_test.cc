@@ -65,14 +65,14 @@ TEST_F(LivePolicyTest, SubscriberAppliesThePublishedPolicy) {
 TEST_F(LivePolicyTest, SighupWithANewLimitTakesEffectWithoutRestart) {
   ASSERT_TRUE(WaitForVersion(1)) << subscriber_->last_error();
   EXPECT_EQ(Admit("alice", 3), 3);
-  // per_minute rises to 8 and starts afresh; per_hour is unchanged, so its
-  // count of 3 carries over and it binds first (10 - 3 = 7 left).
+  // per_minute rises from 5 to 8 and keeps its count of 3 (same window and
+  // algorithm), so 5 more pass: the new limit, not a fresh window.
   Write("[tier.regular]\nper_minute = 8/1m fixed_window\nper_hour = 10/1h fixed_window\n");
   const size_t mark = daemon_.log().size();
   daemon_.Hup();
   ASSERT_TRUE(daemon_.WaitForLog("rate-limit policy version 2", mark)) << daemon_.log();
   ASSERT_TRUE(WaitForVersion(2)) << subscriber_->last_error();
-  EXPECT_EQ(Admit("alice", 20), 7);
+  EXPECT_EQ(Admit("alice", 20), 5);
 }
 
 TEST_F(LivePolicyTest, BadPolicyOnSighupChangesNothing) {

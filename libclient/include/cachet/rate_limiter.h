@@ -10,9 +10,13 @@
 // (Decision::shadow_denied) but never denies. A denied request consumes
 // nothing.
 //
-// Counters live in this process (striped locks). SetPolicy swaps the policy
-// at run time; counters of rules that count the same way (same tier, name,
-// algorithm, limit, window, burst) carry over, others start afresh.
+// Counters live in this process, in a fixed-size table of 32-byte slots
+// updated by compare-and-swap (no lock on the decision path). Counters whose
+// windows have passed are reclaimed: when a new key finds its part of the
+// table full, or by ReclaimIdle. SetPolicy swaps the policy at run time; a
+// rule that keeps its tier, name, algorithm and window keeps its counters
+// (a new limit applies to the requests already counted), others start
+// afresh.
 //
 // Thread safety: every method may be called from any thread.
 #pragma once
@@ -61,26 +65,36 @@ struct RateLimiterStats {
   uint64_t allowed = 0;
   uint64_t denied = 0;
   uint64_t shadow_denied = 0;  // requests a shadow rule would have denied
-  uint64_t keys = 0;           // keys with live counters
+  uint64_t counters = 0;       // live (key, rule) counters
+  uint64_t capacity = 0;       // counters the table can hold
+};
+
+struct RateLimiterOptions {
+  // (key, rule) counters alive at once: 32 bytes each, touched as keys
+  // arrive. A key that finds no room gets NO_SPACE from Check.
+  uint64_t capacity = uint64_t{1} << 20;
 };
 
 class RateLimiter {
  public:
   static Result<std::unique_ptr<RateLimiter>> Create(RateLimitPolicy policy,
-                                                     const Clock& clock = SystemClock::Instance());
+                                                     const Clock& clock = CoarseClock::Instance());
+  static Result<std::unique_ptr<RateLimiter>> Create(RateLimitPolicy policy, RateLimiterOptions options,
+                                                     const Clock& clock = CoarseClock::Instance());
   ~RateLimiter();
   RateLimiter(const RateLimiter&) = delete;
   RateLimiter& operator=(const RateLimiter&) = delete;
 
-  // INVALID_ARGUMENT for an unknown tier or a cost of 0.
+  // INVALID_ARGUMENT for an unknown tier or a cost of 0; NO_SPACE when the
+  // counter table has no room for a new key.
   Result<Decision> Check(std::string_view key, std::string_view tier, uint64_t cost = 1);
 
   // Validates and installs a new policy; on error the current one stays.
   Result<void> SetPolicy(RateLimitPolicy policy);
 
-  // Drops counters of keys whose windows have all passed; returns how many
-  // keys it dropped. Scans at most `max_keys` keys from where it stopped.
-  size_t ReclaimIdle(size_t max_keys = 4096);
+  // Drops counters whose windows have passed; returns how many it dropped.
+  // Scans `max_slots` slots of the table from where the last call stopped.
+  size_t ReclaimIdle(size_t max_slots = 4096);
 
   RateLimiterStats Stats() const;
 

@@ -159,21 +159,48 @@ TEST_F(RateLimiterTest, NewPolicyKeepsCountersThatStillApply) {
   auto l = Make(TwoTiers());
   EXPECT_EQ(Admit(*l, "a", "regular", 60), 60);
   EXPECT_EQ(Admit(*l, "b", "premium", 60), 60);
+  EXPECT_EQ(Admit(*l, "c", "premium", 60), 60);
   RateLimitPolicy next = TwoTiers();
-  next.tiers[1].rules[0].limit = 80;  // premium changes; regular does not
+  next.tiers[0].rules[0].limit = 80;           // regular: a new limit over the same window
+  next.tiers[1].rules[0].window = minutes(2);  // premium: a new window
+  next.tiers[1].rules[0].algorithm = Algorithm::kTokenBucket;
   ASSERT_TRUE(l->SetPolicy(next).has_value());
-  EXPECT_EQ(Admit(*l, "a", "regular", 100), 40);  // its 60 still count
-  EXPECT_EQ(Admit(*l, "b", "premium", 100), 80);  // a changed rule starts afresh
+  EXPECT_EQ(Admit(*l, "a", "regular", 100), 20);     // its 60 still count against the new 80
+  EXPECT_EQ(Admit(*l, "b", "premium", 2000), 1000);  // counting changed: starts afresh
+  ASSERT_TRUE(l->SetPolicy(TwoTiers()).has_value());
+  EXPECT_EQ(Admit(*l, "c", "premium", 2000), 940);  // the old counter is still there, 60 used
 }
 
 TEST_F(RateLimiterTest, IdleKeysAreReclaimedOnceTheirWindowsPass) {
-  auto l = Make(TwoTiers());
+  auto l = std::move(*RateLimiter::Create(TwoTiers(), RateLimiterOptions{4096}, clock_));
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(l->Check("k" + std::to_string(i), "regular").has_value());
-  EXPECT_EQ(l->Stats().keys, 1000u);
-  EXPECT_EQ(l->ReclaimIdle(100000), 0u);
+  EXPECT_EQ(l->Stats().counters, 1000u);
+  EXPECT_EQ(l->Stats().capacity, 4096u);
+  EXPECT_EQ(l->ReclaimIdle(4096), 0u);
   clock_.Advance(minutes(1));
-  EXPECT_EQ(l->ReclaimIdle(100000), 1000u);
-  EXPECT_EQ(l->Stats().keys, 0u);
+  EXPECT_EQ(l->ReclaimIdle(4096), 1000u);
+  EXPECT_EQ(l->Stats().counters, 0u);
+  EXPECT_EQ(Admit(*l, "k1", "regular", 150), 100);  // a reclaimed key starts a fresh window
+}
+
+TEST_F(RateLimiterTest, AFullTableRefusesNewKeysUntilOldWindowsPass) {
+  auto l = std::move(*RateLimiter::Create(TwoTiers(), RateLimiterOptions{64}, clock_));
+  int placed = 0;
+  Result<Decision> last;
+  for (int i = 0; i < 200 && (last = l->Check("k" + std::to_string(i), "regular")); ++i) ++placed;
+  ASSERT_FALSE(last.has_value());
+  EXPECT_EQ(last.error().code, ErrorCode::kNoSpace);
+  EXPECT_NE(last.error().message.find("larger capacity"), std::string::npos) << last.error().message;
+  EXPECT_GE(placed, 32);  // at least one probe window's worth
+  EXPECT_LE(placed, 64);
+  EXPECT_EQ(Admit(*l, "k0", "regular", 10), 10);  // keys already placed go on counting
+  // Once their windows pass, new keys take the old keys' slots without a sweep.
+  clock_.Advance(minutes(1));
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(l->Check("new" + std::to_string(i), "regular").has_value()) << i;
+    clock_.Advance(minutes(1));
+  }
+  EXPECT_LE(l->Stats().counters, 64u);
 }
 
 TEST_F(RateLimiterTest, EveryAlgorithmWorksThroughTheLimiter) {

@@ -1,0 +1,334 @@
+#include "limiter_engine.h"
+
+#include <algorithm>
+#include <cstring>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "decide.h"
+#include "decision_combiner.h"
+
+namespace cachet::detail {
+
+namespace {
+
+uint64_t Mix(uint64_t x) {  // splitmix64 finalizer: a bijection, so keys never share a counter by it
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t CounterId(uint64_t key_hash, uint64_t seed) {
+  const uint64_t id = Mix(key_hash ^ seed);
+  return id == 0 ? 1 : id;
+}
+
+// Stable across processes and builds (XXH3 is), unlike std::hash.
+uint64_t SeedOf(const std::string& owner, const Rule& r) {
+  std::string text = owner;
+  text += '\0';
+  text += r.name;
+  text += '\0';
+  text += static_cast<char>(r.algorithm);
+  const int64_t window = r.window.count();
+  text.append(reinterpret_cast<const char*>(&window), sizeof(window));
+  return XXH3_64bits(text.data(), text.size());
+}
+
+uint64_t MetaOf(const Rule& r) {
+  return static_cast<uint64_t>(r.window.count()) << 8 | static_cast<uint8_t>(r.algorithm);
+}
+Algorithm AlgorithmOf(uint64_t meta) { return static_cast<Algorithm>(meta & 0xff); }
+int64_t WindowOf(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
+
+// LimiterState <-> a table value (`lo` holds CounterTable::kLoBits bits).
+// Fixed and sliding window: lo = window start (ms); hi = count, or the
+// current and previous counts (32 bits each). GCRA: hi = TAT (us).
+CounterTable::Value Pack(Algorithm a, const LimiterState& s) {
+  switch (a) {
+    case Algorithm::kFixedWindow: return {static_cast<uint64_t>(s.a), static_cast<uint64_t>(s.b)};
+    case Algorithm::kSlidingWindow:
+      return {static_cast<uint64_t>(s.a), static_cast<uint64_t>(s.b) << 32 | static_cast<uint32_t>(s.c)};
+    default: return {0, static_cast<uint64_t>(s.a)};
+  }
+}
+
+LimiterState Unpack(Algorithm a, const CounterTable::Value& v) {
+  switch (a) {
+    case Algorithm::kFixedWindow: return {static_cast<int64_t>(v.lo), static_cast<int64_t>(v.hi), 0};
+    case Algorithm::kSlidingWindow:
+      return {static_cast<int64_t>(v.lo), static_cast<int64_t>(v.hi >> 32), static_cast<int64_t>(v.hi & 0xffffffff)};
+    default: return {static_cast<int64_t>(v.hi), 0, 0};
+  }
+}
+
+// Takes back an admitted request of `cost` (a later rule denied it).
+void Uncount(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost) {
+  const int64_t w = rule.window.count();
+  const auto c = static_cast<int64_t>(cost);
+  switch (rule.algorithm) {
+    case Algorithm::kFixedWindow:
+    case Algorithm::kSlidingWindow:
+      if (s.a == now - now % w) s.b = std::max<int64_t>(0, s.b - c);
+      break;
+    case Algorithm::kTokenBucket: s.a -= std::max<int64_t>(1, w * 1000 / static_cast<int64_t>(rule.limit)) * c; break;
+    case Algorithm::kSlidingLog: break;
+  }
+}
+
+RuleSet Compile(const std::string& owner, const std::vector<Rule>& rules) {
+  RuleSet set;
+  for (const Rule& r : rules) set.push_back({r, SeedOf(owner, r), MetaOf(r)});
+  return set;
+}
+
+}  // namespace
+
+Verdict SlidingLogs::Decide(uint64_t id, const Rule& rule, int64_t now, uint64_t cost, bool commit) {
+  Stripe& stripe = StripeFor(id);
+  std::lock_guard<std::mutex> lock(stripe.mu);
+  auto it = stripe.logs.find(id);
+  if (it == stripe.logs.end()) {
+    if (!commit) {
+      SlidingLog empty;
+      return detail::Decide(rule, empty, now, cost, false);
+    }
+    it = stripe.logs.emplace(id, Log{SlidingLog{}, rule.window.count()}).first;
+  }
+  return detail::Decide(rule, it->second.log, now, cost, commit);
+}
+
+void SlidingLogs::Uncommit(uint64_t id, int64_t at_ms, uint64_t cost) {
+  Stripe& stripe = StripeFor(id);
+  std::lock_guard<std::mutex> lock(stripe.mu);
+  auto it = stripe.logs.find(id);
+  if (it == stripe.logs.end()) return;
+  SlidingLog& log = it->second.log;
+  for (auto e = log.entries.rbegin(); e != log.entries.rend(); ++e) {
+    if (e->at_ms == at_ms && e->cost == cost) {
+      log.entries.erase(std::next(e).base());
+      log.total -= cost;
+      return;
+    }
+  }
+}
+
+uint64_t SlidingLogs::Reclaim(int64_t now) {
+  uint64_t dropped = 0;
+  for (Stripe& stripe : stripes_) {
+    std::lock_guard<std::mutex> lock(stripe.mu);
+    dropped += std::erase_if(stripe.logs, [&](const auto& kv) {
+      const SlidingLog& log = kv.second.log;
+      return log.entries.empty() || log.entries.back().at_ms + kv.second.window_ms <= now;
+    });
+  }
+  return dropped;
+}
+
+uint64_t SlidingLogs::size() const {
+  uint64_t n = 0;
+  for (const Stripe& stripe : stripes_) {
+    std::lock_guard<std::mutex> lock(stripe.mu);
+    n += stripe.logs.size();
+  }
+  return n;
+}
+
+namespace {
+std::atomic<uint64_t> next_serial{1};
+}
+
+LimiterEngine::LimiterEngine(std::unique_ptr<CounterTable> table, const Clock& clock)
+    : table_(std::move(table)), clock_(clock), serial_(next_serial.fetch_add(1, std::memory_order_relaxed)) {}
+
+LimiterEngine::~LimiterEngine() = default;
+
+void LimiterEngine::Install(const RateLimitPolicy& policy) {
+  auto compiled = std::make_unique<CompiledPolicy>();
+  for (const Tier& t : policy.tiers) compiled->tiers.emplace_back(t.name, Compile(t.name, t.rules));
+  for (const auto& [key, rules] : policy.overrides) compiled->overrides.emplace(key, Compile("override", rules));
+  std::lock_guard<std::mutex> lock(install_mu_);
+  current_.store(compiled.get(), std::memory_order_release);
+  policies_.push_back(std::move(compiled));
+}
+
+Verdict LimiterEngine::Peek(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost) {
+  if (r.rule.algorithm == Algorithm::kSlidingLog) return logs_.Decide(id, r.rule, now, cost, false);
+  LimiterState s = Unpack(r.rule.algorithm, table_->Load(id));
+  return detail::Decide(r.rule, s, now, cost, false);
+}
+
+Result<void> LimiterEngine::Commit(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost, Verdict& out,
+                                   bool& written) {
+  if (r.rule.algorithm == Algorithm::kSlidingLog) {
+    out = logs_.Decide(id, r.rule, now, cost, true);
+    written = out.allowed;
+    return {};
+  }
+  const Algorithm a = r.rule.algorithm;
+  auto updated = table_->Update(
+      id, r.meta,
+      [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
+        LimiterState s = Unpack(a, v);
+        out = detail::Decide(r.rule, s, now, cost, true);
+        if (!out.allowed) return std::nullopt;
+        return Pack(a, s);
+      },
+      [now](uint64_t meta, const CounterTable::Value& v) {
+        return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), now);
+      });
+  if (!updated) return tl::unexpected(std::move(updated.error()));
+  written = *updated;
+  return {};
+}
+
+void LimiterEngine::Uncommit(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost) {
+  if (r.rule.algorithm == Algorithm::kSlidingLog) return logs_.Uncommit(id, now, cost);
+  const Algorithm a = r.rule.algorithm;
+  (void)table_->Update(
+      id, r.meta,
+      [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
+        LimiterState s = Unpack(a, v);
+        Uncount(r.rule, s, now, cost);
+        return Pack(a, s);
+      },
+      [](uint64_t, const CounterTable::Value&) { return false; });  // it was just counted: present
+}
+
+Result<Decision> LimiterEngine::Check(std::string_view key, std::string_view tier_name, uint64_t cost) {
+  if (cost == 0) return MakeError(ErrorCode::kInvalidArgument, "cost must be at least 1");
+  const CompiledPolicy* policy = current_.load(std::memory_order_acquire);
+  const RuleSet* rules = nullptr;
+  if (!policy->overrides.empty()) {
+    if (auto o = policy->overrides.find(key); o != policy->overrides.end()) rules = &o->second;
+  }
+  for (size_t i = 0; rules == nullptr && i < policy->tiers.size(); ++i) {
+    if (policy->tiers[i].first == tier_name) rules = &policy->tiers[i].second;
+  }
+  if (rules == nullptr) return MakeError(ErrorCode::kInvalidArgument, "unknown tier '" + std::string(tier_name) + "'");
+
+  const int64_t now = clock_.NowMs();
+  const uint64_t key_hash = XXH3_64bits(key.data(), key.size());
+  Verdict verdict;
+  size_t reported = 0;  // the rule the decision reports
+  Result<void> ok = rules->size() == 1 ? CheckOne(rules->front(), key_hash, now, cost, verdict)
+                                       : CheckAll(*rules, key_hash, now, cost, verdict, reported);
+  Result<Decision> out(tl::in_place);  // built in place: a Decision is costly to move
+  if (!ok) {
+    out = tl::unexpected(std::move(ok.error()));
+    return out;
+  }
+  Count(verdict.allowed, verdict.shadow_denied);
+  verdict.Fill(*out, (*rules)[reported].rule.name);
+  return out;
+}
+
+// The common case, one rule: one compare-and-swap, no peek.
+Result<void> LimiterEngine::CheckOne(const CountedRule& r, uint64_t key_hash, int64_t now, uint64_t cost,
+                                     Verdict& out) {
+  bool written = false;
+  if (auto ok = Commit(r, CounterId(key_hash, r.seed), now, cost, out, written); !ok) return ok;
+  if (r.rule.shadow && !out.allowed) {
+    out.allowed = true;
+    out.shadow_denied = true;
+    out.retry_after = std::chrono::milliseconds(0);
+  }
+  return {};
+}
+
+Result<void> LimiterEngine::CheckAll(const RuleSet& rules, uint64_t key_hash, int64_t now, uint64_t cost, Verdict& out,
+                                     size_t& reported) {
+  const size_t n = rules.size();
+  uint64_t ids[kMaxRulesPerSet];
+  for (size_t i = 0; i < n; ++i) ids[i] = CounterId(key_hash, rules[i].seed);
+
+  // Peek at every rule first: a request one rule denies counts against none.
+  DecisionCombiner result;
+  for (size_t i = 0; i < n; ++i) result.Add(Peek(rules[i], ids[i], now, cost), rules[i].rule.shadow, i);
+  if (result.allowed()) {
+    // Count rule by rule. A rule that a concurrent request filled since the
+    // peek denies now, and the rules already counted give the cost back.
+    bool written[kMaxRulesPerSet] = {};
+    for (size_t i = 0; i < n; ++i) {
+      const CountedRule& r = rules[i];
+      Verdict d;
+      auto ok = Commit(r, ids[i], now, cost, d, written[i]);
+      const bool denies = ok && !d.allowed && !r.rule.shadow;
+      if (!ok || denies) {
+        for (size_t j = 0; j < i; ++j) {
+          if (written[j]) Uncommit(rules[j], ids[j], now, cost);
+        }
+        if (!ok) return ok;
+        result = DecisionCombiner();
+      }
+      result.Add(d, r.rule.shadow, i);
+      if (denies) break;
+    }
+  }
+  if (result.any_enforced()) {
+    out = result.tightest();
+  } else {  // only shadow rules: report the first, never deny
+    out = Peek(rules[0], ids[0], now, cost);
+    out.allowed = true;
+    out.retry_after = std::chrono::milliseconds(0);
+  }
+  out.shadow_denied = result.shadow_denied();
+  reported = result.tightest_index();
+  return {};
+}
+
+void LimiterEngine::Count(bool allowed, bool shadow_denied) {
+  Tally& t = MyTally();
+  auto bump = [](std::atomic<uint64_t>& n) {
+    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  };
+  bump(allowed ? t.allowed : t.denied);
+  if (shadow_denied) bump(t.shadow_denied);
+}
+
+LimiterEngine::Tally& LimiterEngine::MyTally() {
+  struct Entry {
+    uint64_t serial;
+    Tally* tally;
+  };
+  // Initial-exec: a plain %fs-relative load, not a call, from this library.
+  static thread_local Entry cache[4] __attribute__((tls_model("initial-exec")));
+  static thread_local unsigned next __attribute__((tls_model("initial-exec")));
+  for (const Entry& e : cache) {
+    if (e.serial == serial_) return *e.tally;
+  }
+  std::lock_guard<std::mutex> lock(tallies_mu_);
+  // A thread id is reused only after its thread ended: the tally keeps one writer.
+  std::unique_ptr<Tally>& mine = tallies_[std::this_thread::get_id()];
+  if (!mine) mine = std::make_unique<Tally>();
+  cache[next++ % std::size(cache)] = Entry{serial_, mine.get()};
+  return *mine;
+}
+
+uint64_t LimiterEngine::ReclaimIdle(uint64_t max_slots) {
+  const int64_t now = clock_.NowMs();
+  uint64_t dropped = table_->Reclaim(max_slots, [now](uint64_t meta, const CounterTable::Value& v) {
+    return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), now);
+  });
+  return dropped + logs_.Reclaim(now);
+}
+
+RateLimiterStats LimiterEngine::Stats() const {
+  RateLimiterStats s;
+  {
+    std::lock_guard<std::mutex> lock(tallies_mu_);
+    for (const auto& [thread, t] : tallies_) {
+      s.allowed += t->allowed.load(std::memory_order_relaxed);
+      s.denied += t->denied.load(std::memory_order_relaxed);
+      s.shadow_denied += t->shadow_denied.load(std::memory_order_relaxed);
+    }
+  }
+  s.counters = table_->used() + logs_.size();
+  s.capacity = table_->capacity();
+  return s;
+}
+
+}  // namespace cachet::detail

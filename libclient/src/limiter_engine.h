@@ -1,0 +1,117 @@
+// LimiterEngine: the decision path every local store shares. Policies are
+// compiled once (counter seeds, lookups); counters live in a CounterTable,
+// private to the process (RateLimiter) or shared by the host
+// (ShmRateLimiter); sliding logs, which do not fit 16 bytes, live beside it
+// in process.
+//
+// A counter's id is a hash of (key, rule owner, rule name, algorithm,
+// window): a new policy keeps every counter whose rule still counts the same
+// way, and a rule that changes its window or algorithm starts afresh.
+//
+// Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cachet/clock.h"
+#include "cachet/counter_table.h"
+#include "cachet/rate_limiter.h"
+#include "decide.h"
+
+namespace cachet::detail {
+
+constexpr size_t kMaxRulesPerSet = 16;  // rules in one tier or override
+
+// A rule ready for counting.
+struct CountedRule {
+  Rule rule;
+  uint64_t seed;  // mixed with the key's hash into the counter id
+  uint64_t meta;  // algorithm | window << 8: how the table's idle check reads the counter
+};
+using RuleSet = std::vector<CountedRule>;
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+struct CompiledPolicy {
+  std::vector<std::pair<std::string, RuleSet>> tiers;  // few: a linear search beats hashing
+  std::unordered_map<std::string, RuleSet, StringHash, std::equal_to<>> overrides;
+};
+
+// Sliding logs by counter id, under striped locks (in-process stores only).
+class SlidingLogs {
+ public:
+  Verdict Decide(uint64_t id, const Rule& rule, int64_t now, uint64_t cost, bool commit);
+  // Takes back a request admitted at `at_ms` (a later rule denied it).
+  void Uncommit(uint64_t id, int64_t at_ms, uint64_t cost);
+  uint64_t Reclaim(int64_t now);
+  uint64_t size() const;
+
+ private:
+  struct Log {
+    SlidingLog log;
+    int64_t window_ms;
+  };
+  struct alignas(64) Stripe {
+    mutable std::mutex mu;
+    std::unordered_map<uint64_t, Log> logs;  // guarded by mu
+  };
+  Stripe& StripeFor(uint64_t id) { return stripes_[id % kStripes]; }
+  static constexpr size_t kStripes = 16;
+  Stripe stripes_[kStripes];
+};
+
+class LimiterEngine {
+ public:
+  LimiterEngine(std::unique_ptr<CounterTable> table, const Clock& clock);
+  ~LimiterEngine();
+
+  // Compiles and publishes a policy. REQUIRES: it passed the store's checks.
+  void Install(const RateLimitPolicy& policy);
+  Result<Decision> Check(std::string_view key, std::string_view tier, uint64_t cost);
+  uint64_t ReclaimIdle(uint64_t max_slots);
+  RateLimiterStats Stats() const;
+
+ private:
+  Result<void> CheckOne(const CountedRule& r, uint64_t key_hash, int64_t now, uint64_t cost, Verdict& out);
+  // `reported`: the index of the rule the verdict reports.
+  Result<void> CheckAll(const RuleSet& rules, uint64_t key_hash, int64_t now, uint64_t cost, Verdict& out,
+                        size_t& reported);
+  // Counts the request against one rule if it passes; `out` says how it
+  // went. Sets `written` when the count changed (a denied request changes
+  // nothing).
+  Result<void> Commit(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost, Verdict& out, bool& written);
+  Verdict Peek(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost);
+  void Uncommit(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost);
+  void Count(bool allowed, bool shadow_denied);
+
+  std::unique_ptr<CounterTable> table_;
+  const Clock& clock_;
+  SlidingLogs logs_;
+  std::mutex install_mu_;
+  // Every policy installed stays alive until the engine goes: a check in
+  // flight may still read one (policies change rarely; each is small).
+  std::vector<std::unique_ptr<CompiledPolicy>> policies_;  // guarded by install_mu_
+  std::atomic<const CompiledPolicy*> current_{nullptr};
+  // Decision counts, one tally per thread: each has a single writer, so
+  // counting takes no locked instruction. A thread finds its tally through
+  // a small thread-local cache keyed by the engine's serial number.
+  struct alignas(64) Tally {
+    std::atomic<uint64_t> allowed{0}, denied{0}, shadow_denied{0};
+  };
+  Tally& MyTally();
+  const uint64_t serial_;
+  mutable std::mutex tallies_mu_;
+  std::unordered_map<std::thread::id, std::unique_ptr<Tally>> tallies_;  // guarded by tallies_mu_
+};
+
+}  // namespace cachet::detail

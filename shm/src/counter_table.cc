@@ -205,10 +205,17 @@ class CounterTable::Impl {
   }
 
   // Frees `s` if it is live and idle. A concurrent update wins the CAS and
-  // keeps the slot.
+  // keeps the slot. Sweeps and full windows only: the snapshot is a locked
+  // instruction.
   bool TryFree(Slot& s, IdleFn idle) {
-    Word w = LoadWord(s.value);
-    if (StateOf(w.lo) != kLive || !idle(LoadRelaxed(s.meta), ToValue(w))) return false;
+    if (StateOf(LoadAcquire(s.value.lo)) != kLive) return false;
+    Word w{0, 0};
+    (void)Cas16(&s.value, w, w);  // an atomic snapshot (a live value is never zero): `idle` judges no torn pair
+    if (StateOf(w.lo) != kLive) return false;
+    // The meta read between two reads of the same generation is this
+    // owner's (a new owner writes its meta before going live).
+    const uint64_t meta = LoadAcquire(s.meta);
+    if (GenOf(LoadAcquire(s.value.lo)) != GenOf(w.lo) || !idle(meta, ToValue(w))) return false;
     if (!Cas16(&s.value, w, Word{MakeLo(0, kFree, NextGen(GenOf(w.lo))), 0})) return false;
     __atomic_fetch_sub(&header_->used, uint64_t{1}, __ATOMIC_RELAXED);
     return true;

@@ -1,0 +1,237 @@
+// CounterTable: placement within a probe window, reclaim of idle counters
+// (by sweep and by a new id that finds its window full), generations that
+// keep a stale update off a reused slot, and exact counts across threads
+// and processes, including processes killed while placing ids.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "cachet/counter_table.h"
+#include "test_util.h"
+
+namespace cachet {
+namespace {
+
+using Value = CounterTable::Value;
+
+// Adds 1 to hi and marks lo as touched.
+const auto Increment = [](const Value& v) -> std::optional<Value> { return Value{1, v.hi + 1}; };
+const auto Never = [](uint64_t, const Value&) { return false; };
+const auto Always = [](uint64_t, const Value&) { return true; };
+
+std::unique_ptr<CounterTable> Private(uint64_t capacity) {
+  auto t = CounterTable::CreatePrivate(capacity);
+  EXPECT_TRUE(t.has_value()) << t.error().ToString();
+  return std::move(*t);
+}
+
+TEST(CounterTableTest, UpdatesAndLoadsById) {
+  auto t = Private(1024);
+  EXPECT_EQ(t->Load(7).hi, 0u);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(t->Update(7, 0, Increment, Never).value());
+  ASSERT_TRUE(t->Update(8, 0, Increment, Never).value());
+  EXPECT_EQ(t->Load(7).hi, 5u);
+  EXPECT_EQ(t->Load(8).hi, 1u);
+  EXPECT_EQ(t->used(), 2u);
+  // A function that declines writes nothing, but the id is placed.
+  EXPECT_FALSE(t->Update(
+                    9, 0, [](const Value&) -> std::optional<Value> { return std::nullopt; }, Never)
+                   .value());
+  EXPECT_EQ(t->Load(9).hi, 0u);
+}
+
+TEST(CounterTableTest, LowWordKeepsItsDocumentedWidth) {
+  auto t = Private(64);
+  const Value big{CounterTable::kMaxLo, ~uint64_t{0}};
+  ASSERT_TRUE(t->Update(
+                   3, 0, [&](const Value&) -> std::optional<Value> { return big; }, Never)
+                  .value());
+  EXPECT_EQ(t->Load(3).lo, CounterTable::kMaxLo);
+  EXPECT_EQ(t->Load(3).hi, ~uint64_t{0});
+}
+
+TEST(CounterTableTest, BadArgumentsAreRefused) {
+  auto t = Private(64);
+  auto zero = t->Update(0, 0, Increment, Never);
+  ASSERT_FALSE(zero.has_value());
+  EXPECT_EQ(zero.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(CounterTable::CreatePrivate(0).has_value());
+  EXPECT_FALSE(CounterTable::CreatePrivate(uint64_t{1} << 29).has_value());
+}
+
+TEST(CounterTableTest, AFullWindowRefusesNewIdsUntilIdleOnesAreDropped) {
+  auto t = Private(32);  // one probe window covers the whole table
+  for (uint64_t id = 1; id <= 32; ++id) ASSERT_TRUE(t->Update(id, id, Increment, Never).has_value()) << id;
+  auto full = t->Update(100, 0, Increment, Never);
+  ASSERT_FALSE(full.has_value());
+  EXPECT_EQ(full.error().code, ErrorCode::kNoSpace);
+  // The idle check sees what each id was placed with: drop id 5 only.
+  ASSERT_TRUE(t->Update(100, 0, Increment, [](uint64_t meta, const Value&) { return meta == 5; }).value());
+  EXPECT_EQ(t->Load(5).hi, 0u);  // gone
+  EXPECT_EQ(t->Load(100).hi, 1u);
+  EXPECT_EQ(t->Load(6).hi, 1u);  // the others stay
+  EXPECT_EQ(t->used(), 32u);
+}
+
+TEST(CounterTableTest, ReclaimDropsWhatTheIdleCheckApprovesAndIdsComeBackFresh) {
+  auto t = Private(4096);
+  for (uint64_t id = 1; id <= 1000; ++id) {
+    for (uint64_t k = 0; k < id % 3; ++k) ASSERT_TRUE(t->Update(id, 0, Increment, Never).has_value());
+  }
+  // Ids counted to 1 or 2 are placed (667 of them): drop the 333 at 2.
+  EXPECT_EQ(t->used(), 667u);
+  const uint64_t dropped = t->Reclaim(4096, [](uint64_t, const Value& v) { return v.hi == 2; });
+  EXPECT_EQ(dropped, 333u);
+  EXPECT_EQ(t->used(), 334u);
+  EXPECT_EQ(t->Load(2).hi, 0u);
+  EXPECT_EQ(t->Load(4).hi, 1u);
+  ASSERT_TRUE(t->Update(2, 0, Increment, Never).has_value());
+  EXPECT_EQ(t->Load(2).hi, 1u);  // a dropped id starts again from zero
+  EXPECT_EQ(t->Reclaim(4096, Always), 335u);
+  EXPECT_EQ(t->used(), 0u);
+}
+
+TEST(CounterTableTest, SweepsShareOneCursor) {
+  auto t = Private(1024);
+  for (uint64_t id = 1; id <= 500; ++id) ASSERT_TRUE(t->Update(id, 0, Increment, Never).has_value());
+  uint64_t dropped = 0;
+  for (int i = 0; i < 4; ++i) dropped += t->Reclaim(256, Always);  // 4 x 256 slots: the whole table once
+  EXPECT_EQ(dropped, 500u);
+}
+
+// Updates race a sweeper that drops every counter holding a mark, in a
+// table so small that freed slots go to other ids. Each update marks an
+// unmarked counter with its own id (and declines on a marked one). Then
+// marks written == marks dropped + marks left (no update lost or applied
+// twice), and every mark the sweeper judges sits in a slot placed for that
+// id (no update landed on a slot after it changed hands).
+TEST(CounterTableConcurrencyTest, UpdatesRacingReclaimBalanceExactly) {
+  auto t = Private(32);
+  constexpr int kThreads = 2, kIds = 16, kRounds = 20000;
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> written{0}, dropped{0}, misplaced{0};
+  std::thread sweeper([&] {
+    while (!done.load()) {
+      dropped += t->Reclaim(32, [&](uint64_t meta, const Value& v) {
+        if (v.hi == 1 && v.lo != meta) ++misplaced;
+        return v.hi == 1;
+      });
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int th = 0; th < kThreads; ++th) {
+    threads.emplace_back([&, th] {
+      for (int r = 0; r < kRounds; ++r) {
+        const uint64_t id = 1 + (r * 7 + th) % kIds;
+        auto ok = t->Update(
+            id, /*meta=*/id,
+            [id](const Value& v) -> std::optional<Value> {
+              if (v.hi != 0) return std::nullopt;
+              return Value{id, 1};
+            },
+            Never);
+        ASSERT_TRUE(ok.has_value()) << ok.error().ToString();
+        if (*ok) ++written;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  done = true;
+  sweeper.join();
+  uint64_t left = 0;
+  for (uint64_t id = 1; id <= kIds; ++id) {
+    const Value v = t->Load(id);
+    if (v.hi == 1) {
+      EXPECT_EQ(v.lo, id);
+    }
+    left += v.hi;
+  }
+  EXPECT_GT(dropped.load(), 0u);  // the race happened
+  EXPECT_EQ(misplaced.load(), 0u);
+  EXPECT_EQ(written.load(), dropped.load() + left);
+}
+
+class NamedCounterTableTest : public ::testing::Test {
+ protected:
+  void TearDown() override { (void)CounterTable::Remove(name_); }
+  const std::string name_ = testing::UniqueSegmentName("ctr");
+};
+
+TEST_F(NamedCounterTableTest, ProcessesPlacingTheSameIdsCountExactly) {
+  ASSERT_TRUE(CounterTable::Open(name_, 1 << 16).has_value());
+  constexpr int kChildren = 3, kIds = 20000;
+  int start[2];
+  ASSERT_EQ(pipe(start), 0);
+  std::vector<pid_t> children;
+  for (int c = 0; c < kChildren; ++c) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      auto t = CounterTable::Open(name_, 1 << 16);
+      if (!t) _exit(2);
+      char go;
+      if (read(start[0], &go, 1) != 1) _exit(4);  // all children start together
+      // Every child places every id (each first sight races the others).
+      for (int id = 1; id <= kIds; ++id) {
+        if (!(*t)->Update(static_cast<uint64_t>(id), 0, Increment, Never)) _exit(3);
+      }
+      _exit(0);
+    }
+    children.push_back(pid);
+  }
+  ASSERT_EQ(write(start[1], "gggg", kChildren), kChildren);
+  close(start[0]);
+  close(start[1]);
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  auto t = std::move(*CounterTable::Open(name_, 1 << 16));
+  EXPECT_EQ(t->used(), uint64_t{kIds});  // no id placed twice
+  for (uint64_t id = 1; id <= kIds; ++id) ASSERT_EQ(t->Load(id).hi, uint64_t{kChildren}) << id;
+}
+
+TEST_F(NamedCounterTableTest, PlacersKilledMidwayLeaveEveryIdPlaceable) {
+  ASSERT_TRUE(CounterTable::Open(name_, 1 << 16).has_value());
+  uint64_t base = 1;
+  for (int round = 0; round < 6; ++round, base += 1'000'000) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      auto t = CounterTable::Open(name_, 1 << 16);
+      // New ids only: every update takes a placement lock, so the kill
+      // lands inside one sooner or later. Dropping keeps room for more.
+      for (uint64_t id = base;; ++id) {
+        if (!(*t)->Update(id, 0, Increment, Never)) (*t)->Reclaim(1 << 16, Always);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(15 + 10 * round));
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  // A lock left by a dead placer is repaired by the next one: every stripe
+  // still places, and each id counts exactly.
+  auto t = std::move(*CounterTable::Open(name_, 1 << 16));
+  t->Reclaim(1 << 16, Always);
+  for (uint64_t id = 1; id <= 4096; ++id) {
+    ASSERT_TRUE(t->Update(id * 7919, 0, Increment, Never).has_value()) << id;
+    ASSERT_TRUE(t->Update(id * 7919, 0, Increment, Never).has_value()) << id;
+    ASSERT_EQ(t->Load(id * 7919).hi, 2u) << id;
+  }
+}
+
+TEST_F(NamedCounterTableTest, ATableOfAnotherLayoutIsRefusedWithAReason) {
+  ASSERT_TRUE(CounterTable::Open(name_, 64).has_value());
+  auto again = CounterTable::Open(name_, 999);  // an existing table keeps its capacity
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ((*again)->capacity(), 64u);
+}
+
+}  // namespace
+}  // namespace cachet

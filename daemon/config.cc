@@ -16,7 +16,7 @@ namespace {
 // Raw strings as read, so that sizes and names get our own checks and messages.
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
-      log_file, remove_on_exit, rate_limit_policy, pub;
+      log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -37,6 +37,8 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "remove the segment on SIGTERM instead of keeping it for a warm restart")(
       "rate-limit-policy", po::value(&r.rate_limit_policy)->default_value(""),
       "rate-limit policy file (tiers and rules) published to limiters; reloaded on SIGHUP")(
+      "rate-limit-capacity", po::value(&r.rate_limit_capacity)->default_value("1048576"),
+      "(key, rule) counters the RATELIMIT op keeps at once, 32 bytes each; restart to change")(
       "pub", po::value(&r.pub)->default_value(""),
       "PUB endpoint limiters subscribe to for the policy, e.g. tcp://127.0.0.1:7380");
   return o;
@@ -101,6 +103,9 @@ Result<DaemonConfig> Convert(const Raw& r) {
   if (!remove) return tl::unexpected(remove.error());
   c.remove_segment_on_exit = *remove;
   c.rate_limit_policy = r.rate_limit_policy;
+  auto counters = ParseCount("rate-limit-capacity", r.rate_limit_capacity);
+  if (!counters) return tl::unexpected(counters.error());
+  c.rate_limit_capacity = *counters;
   c.pub = r.pub;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
@@ -157,6 +162,9 @@ Result<void> DaemonConfig::Validate() const {
   if (max_frame_bytes != 0 && max_frame_bytes < 1024) return bad("max-frame must be at least 1KiB");
   if (!pub.empty() && pub.rfind("tcp://", 0) != 0 && pub.rfind("ipc://", 0) != 0) {
     return bad("pub must start with tcp:// or ipc://, got '" + pub + "'");
+  }
+  if (rate_limit_capacity == 0 || rate_limit_capacity > (uint64_t{1} << 28)) {
+    return bad("rate-limit-capacity must be 1 to 268435456 counters");
   }
   if (!pub.empty() && rate_limit_policy.empty()) {
     return bad("pub is set but rate-limit-policy is not: there is nothing to publish");
@@ -219,6 +227,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.max_value_size != b.max_value_size) changed.push_back("max-value-size");
   if (a.policy != b.policy) changed.push_back("policy");
   if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("max-frame");
+  if (a.rate_limit_capacity != b.rate_limit_capacity) changed.push_back("rate-limit-capacity");
   if (a.pub != b.pub) changed.push_back("pub");
   return changed;
 }

@@ -26,8 +26,9 @@ struct DaemonConfig {
   std::string log_level = "info";
   std::string log_file;  // empty: stderr
   bool remove_segment_on_exit = false;
-  std::string rate_limit_policy;  // policy file for rate limiters; empty: none
-  std::string pub;                // PUB endpoint that publishes the policy; empty: none
+  std::string rate_limit_policy;                     // policy file for rate limiters; empty: none
+  uint64_t rate_limit_capacity = uint64_t{1} << 20;  // counters the RATELIMIT op keeps at once
+  std::string pub;                                   // PUB endpoint that publishes the policy; empty: none
 
   CacheOptions CacheOptionsFor() const;
   uint64_t EffectiveMaxFrame() const;

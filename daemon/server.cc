@@ -19,6 +19,7 @@ namespace {
 
 constexpr std::chrono::milliseconds kTick{100};
 constexpr size_t kReclaimBucketsPerTick = 512;
+constexpr size_t kReclaimCountersPerTick = 512;
 constexpr int kMaxMessagesPerWake = 1024;
 constexpr const char* kMonitorEndpoint = "inproc://cachetd-monitor";
 
@@ -91,7 +92,7 @@ Result<void> Server::LoadPolicy(const std::string& path) {
   if (limiter_) {
     if (auto ok = limiter_->SetPolicy(parsed->policy); !ok) return ok;
   } else {
-    auto made = RateLimiter::Create(parsed->policy);
+    auto made = RateLimiter::Create(parsed->policy, RateLimiterOptions{config_.rate_limit_capacity});
     if (!made) return tl::unexpected(made.error());
     limiter_ = std::move(*made);
   }
@@ -172,6 +173,7 @@ void Server::Tick() {
   cache_->Heartbeat();
   if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
   cache_->ReclaimExpired(kReclaimBucketsPerTick);
+  if (limiter_) limiter_->ReclaimIdle(kReclaimCountersPerTick);  // the whole table every ~200 s at the default size
   const double seconds = std::chrono::duration<double>(now - last_rate_).count();
   if (seconds >= 1.0) {
     ops_per_second_ = static_cast<double>(requests_ - requests_at_last_second_) / seconds;
@@ -496,6 +498,7 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
 
 void Server::WriteStats(wire::Writer& out) {
   const CacheStats s = cache_->Stats();
+  const RateLimiterStats l = limiter_ ? limiter_->Stats() : RateLimiterStats{};
   const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_);
   const std::pair<const char*, int64_t> rows[] = {
       {"hits", static_cast<int64_t>(s.hits)},
@@ -518,6 +521,10 @@ void Server::WriteStats(wire::Writer& out) {
       {"generation", static_cast<int64_t>(s.generation)},
       {"reloads", static_cast<int64_t>(reloads_)},
       {"repairs", static_cast<int64_t>(s.repairs)},
+      {"ratelimit_allowed", static_cast<int64_t>(l.allowed)},
+      {"ratelimit_denied", static_cast<int64_t>(l.denied)},
+      {"ratelimit_counters", static_cast<int64_t>(l.counters)},
+      {"ratelimit_capacity", static_cast<int64_t>(l.capacity)},
   };
   out.Map(static_cast<uint32_t>(std::size(rows)));
   for (const auto& [name, v] : rows) {

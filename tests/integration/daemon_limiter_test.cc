@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 
+#include "cachet/client.h"
 #include "cachet/daemon_rate_limiter.h"
 #include "daemon_process.h"
 
@@ -65,6 +67,33 @@ TEST_F(DaemonLimiterTest, ClientsOfOneDaemonShareOneCount) {
   EXPECT_EQ(d.rule, "per_minute");
   EXPECT_GE(d.retry_after, milliseconds(1));
   EXPECT_EQ(outages_, 0);
+}
+
+TEST_F(DaemonLimiterTest, StatsReportTheDaemonsDecisionsAndCounters) {
+  auto limiter = Connect(FailureMode::kFailClosed);
+  EXPECT_EQ(Admit(*limiter, "alice", 7), 5);
+  EXPECT_EQ(Admit(*limiter, "bob", 1), 1);
+  auto client = std::move(*Client::Connect(daemon_.ipc()));
+  auto stats = client->Stats();
+  ASSERT_TRUE(stats.has_value()) << stats.error().ToString();
+  std::map<std::string, int64_t> s(stats->begin(), stats->end());
+  EXPECT_EQ(s["ratelimit_allowed"], 6);
+  EXPECT_EQ(s["ratelimit_denied"], 2);
+  EXPECT_EQ(s["ratelimit_counters"], 2);  // alice and bob, one rule each
+  EXPECT_EQ(s["ratelimit_capacity"], 1 << 20);
+}
+
+TEST(DaemonLimiterOptionsTest, CapacityIsConfigurable) {
+  const std::string path = "/tmp/" + testing::UniqueSegmentName("dlc") + ".policy";
+  std::ofstream(path) << "[tier.regular]\nper_minute = 5/1m\n";
+  testing::DaemonProcess daemon{{"--rate-limit-policy", path, "--rate-limit-capacity", "4096"}};
+  ASSERT_TRUE(daemon.Start());
+  auto client = std::move(*Client::Connect(daemon.ipc()));
+  auto stats = client->Stats();
+  ASSERT_TRUE(stats.has_value());
+  std::map<std::string, int64_t> s(stats->begin(), stats->end());
+  EXPECT_EQ(s["ratelimit_capacity"], 4096);
+  std::remove(path.c_str());
 }
 
 TEST_F(DaemonLimiterTest, UnknownTierIsAnErrorNotAnOutage) {

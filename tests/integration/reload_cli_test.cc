@@ -88,7 +88,9 @@ TEST(DaemonStartTest, BadOptionsExitWithCodeTwoAndOneLine) {
                                                                                     {"--capacity", "lots"},
                                                                                     {"--policy", "random"},
                                                                                     {"--config", "/nonexistent/x.conf"},
-                                                                                    {"--ipc", "http://x"}}) {
+                                                                                    {"--ipc", "http://x"},
+                                                                                    {"--rate-limit-capacity", "0"},
+                                                                                    {"--rate-limit-capacity", "-5"}}) {
     std::string command = std::string(CACHETD_PATH);
     for (const std::string& a : args) command += " '" + a + "'";
     FILE* p = popen((command + " 2>&1").c_str(), "r");

@@ -56,11 +56,13 @@ class ServiceProcess {
 class HttpServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // Sliding windows: a minute boundary inside a test (which runs on the
+    // real clock) cannot hand out a fresh window.
     Write(R"([tier.anonymous]
-per_minute = 100/1m fixed_window
+per_minute = 100/1m sliding_window
 
 [tier.premium]
-per_minute = 1000/1m fixed_window
+per_minute = 1000/1m sliding_window
 
 [keys]
 key-premium = premium
@@ -115,7 +117,7 @@ TEST_F(HttpServiceTest, PremiumKeyGetsItsHigherLimit) {
 TEST_F(HttpServiceTest, SighupWithANewLimitTakesEffectWithoutRestart) {
   for (int i = 0; i < 100; ++i) ASSERT_EQ(Get()->status, 200);
   ASSERT_EQ(Get()->status, 429);
-  Write("[tier.anonymous]\nper_minute = 150/1m fixed_window\n[tier.premium]\nper_minute = 1000/1m fixed_window\n");
+  Write("[tier.anonymous]\nper_minute = 150/1m sliding_window\n[tier.premium]\nper_minute = 1000/1m sliding_window\n");
   daemon_.Hup();
   // Within a second or so the service installs the new policy; poll for it.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

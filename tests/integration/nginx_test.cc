@@ -38,7 +38,9 @@ class NginxTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_EQ(system(("mkdir -p " + dir_ + "/www").c_str()), 0);
     std::ofstream(dir_ + "/www/index.html") << "upstream says hello\n";
-    std::ofstream(dir_ + "/limits.ini") << "[tier.anonymous]\nper_minute = 100/1m fixed_window\n"
+    // A sliding window: a minute boundary during the test (on the real
+    // clock) cannot hand out a fresh window.
+    std::ofstream(dir_ + "/limits.ini") << "[tier.anonymous]\nper_minute = 100/1m sliding_window\n"
                                            "[tier.premium]\nper_minute = 1000/1m\n[keys]\nkey-premium = premium\n";
     // The example service: limits, and /auth for nginx.
     service_ = testing::Launch(

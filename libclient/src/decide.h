@@ -23,7 +23,6 @@ struct Verdict {
   std::chrono::milliseconds retry_after{0};
 
   Decision ToDecision(const std::string& rule) const;
-  void Fill(Decision& d, const std::string& rule) const;
 };
 
 Verdict Decide(const Rule& rule, SlidingLog& log, int64_t now_ms, uint64_t cost, bool commit);

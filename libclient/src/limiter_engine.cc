@@ -216,14 +216,12 @@ Result<Decision> LimiterEngine::Check(std::string_view key, std::string_view tie
   size_t reported = 0;  // the rule the decision reports
   Result<void> ok = rules->size() == 1 ? CheckOne(rules->front(), key_hash, now, cost, verdict)
                                        : CheckAll(*rules, key_hash, now, cost, verdict, reported);
-  Result<Decision> out(tl::in_place);  // built in place: a Decision is costly to move
-  if (!ok) {
-    out = tl::unexpected(std::move(ok.error()));
-    return out;
-  }
+  if (!ok) return tl::unexpected(std::move(ok.error()));
   Count(verdict.allowed, verdict.shadow_denied);
-  verdict.Fill(*out, (*rules)[reported].rule.name);
-  return out;
+  // Built in place, field by field: a Decision is costly to move or zero.
+  const Verdict& v = verdict;
+  return Result<Decision>(tl::in_place, v.allowed, v.limit, v.window, v.remaining, v.reset, v.retry_after,
+                          (*rules)[reported].rule.name, v.shadow_denied);
 }
 
 // The common case, one rule: one compare-and-swap, no peek.

@@ -124,21 +124,8 @@ bool IsIdle(Algorithm algorithm, int64_t window_ms, const LimiterState& state, i
 
 }  // namespace detail
 
-void detail::Verdict::Fill(Decision& d, const std::string& rule) const {
-  d.allowed = allowed;
-  d.limit = limit;
-  d.window = window;
-  d.remaining = remaining;
-  d.reset = reset;
-  d.retry_after = retry_after;
-  d.rule = rule;
-  d.shadow_denied = shadow_denied;
-}
-
 Decision detail::Verdict::ToDecision(const std::string& rule) const {
-  Decision d;
-  Fill(d, rule);
-  return d;
+  return Decision{allowed, limit, window, remaining, reset, retry_after, rule, shadow_denied};
 }
 
 Decision Evaluate(const Rule& rule, LimiterState& state, int64_t now_ms, uint64_t cost, bool commit) {

@@ -17,7 +17,7 @@ trap 'kill $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TE
 for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
 
 CACHET_BENCH_REDIS="unix:$work/redis.sock" "$build/bench/limiter_bench" \
-  --benchmark_filter='BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck' --benchmark_repetitions="$repeat" \
+  --benchmark_filter='BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck|BM_ClockRead' --benchmark_repetitions="$repeat" \
   --benchmark_report_aggregates_only=true --benchmark_format=console 2>/dev/null | tee "$work/out.txt" | grep median
 
 median_rate() { grep "$1" "$work/out.txt" | grep median | sed -n 's/.*items_per_second=\([0-9.]*\)\([kMG]*\)\/s.*/\1 \2/p' |

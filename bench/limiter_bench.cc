@@ -175,6 +175,16 @@ void BM_RedisCheck(benchmark::State& state) {
 }
 BENCHMARK(BM_RedisCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
 
+// What reading the time costs: the limiters' coarse clock against the
+// precise one.
+void BM_ClockRead(benchmark::State& state) {
+  const cachet::Clock& clock = state.range(0) == 0 ? static_cast<const cachet::Clock&>(cachet::CoarseClock::Instance())
+                                                   : cachet::SystemClock::Instance();
+  for (auto _ : state) benchmark::DoNotOptimize(clock.NowMs());
+  state.SetLabel(state.range(0) == 0 ? "coarse" : "precise");
+}
+BENCHMARK(BM_ClockRead)->ArgName("precise")->Arg(0)->Arg(1);
+
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"algorithm", "keys"});
   for (int a : {1, 3, 4}) {  // fixed_window, sliding_window, token_bucket

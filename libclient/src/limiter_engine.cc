@@ -1,7 +1,6 @@
 #include "limiter_engine.h"
 
 #include <algorithm>
-#include <cstring>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -64,6 +63,14 @@ LimiterState Unpack(Algorithm a, const CounterTable::Value& v) {
     default: return {static_cast<int64_t>(v.hi), 0, 0};
   }
 }
+
+// The table's idle check: nothing in the counter limits a request at `now`.
+struct IdleAt {
+  int64_t now;
+  bool operator()(uint64_t meta, const CounterTable::Value& v) const {
+    return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), now);
+  }
+};
 
 // Takes back an admitted request of `cost` (a later rule denied it).
 void Uncount(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost) {
@@ -177,9 +184,7 @@ Result<void> LimiterEngine::Commit(const CountedRule& r, uint64_t id, int64_t no
         if (!out.allowed) return std::nullopt;
         return Pack(a, s);
       },
-      [now](uint64_t meta, const CounterTable::Value& v) {
-        return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), now);
-      });
+      IdleAt{now});
   if (!updated) return tl::unexpected(std::move(updated.error()));
   written = *updated;
   return {};
@@ -308,9 +313,7 @@ LimiterEngine::Tally& LimiterEngine::MyTally() {
 
 uint64_t LimiterEngine::ReclaimIdle(uint64_t max_slots) {
   const int64_t now = clock_.NowMs();
-  uint64_t dropped = table_->Reclaim(max_slots, [now](uint64_t meta, const CounterTable::Value& v) {
-    return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), now);
-  });
+  uint64_t dropped = table_->Reclaim(max_slots, IdleAt{now});
   return dropped + logs_.Reclaim(now);
 }
 

@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -31,6 +30,7 @@
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
 #include "cachet/rate_limiter.h"
+#include "cachet/tier_resolver.h"
 
 namespace {
 
@@ -74,25 +74,6 @@ Args Parse(int argc, char** argv) {
   return a;
 }
 
-// API key -> tier, replaced whenever a new policy arrives.
-class TierResolver {
- public:
-  void Set(const cachet::PolicyFile& p) {
-    std::lock_guard<std::mutex> lock(mu_);
-    key_tiers_ = p.key_tiers;
-  }
-  // The tier of a known API key; empty when the key is unknown.
-  std::string TierOf(const std::string& api_key) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = key_tiers_.find(api_key);
-    return it == key_tiers_.end() ? std::string() : it->second;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::string> key_tiers_;
-};
-
 httplib::Server* g_server = nullptr;
 extern "C" void OnStop(int) {
   if (g_server) g_server->stop();
@@ -110,7 +91,7 @@ int main(int argc, char** argv) {
   if (!trusted) Usage(trusted.error().message);
   auto limiter = cachet::RateLimiter::Create(file->policy);
   if (!limiter) Usage(limiter.error().message);
-  TierResolver tiers;
+  cachet::TierResolver tiers(args.default_tier);
   tiers.Set(*file);
   std::unique_ptr<cachet::PolicySubscriber> subscriber;
   if (!args.pub.empty()) {
@@ -123,9 +104,9 @@ int main(int argc, char** argv) {
   auto decide = [&](const httplib::Request& req, httplib::Response& res, const std::string& peer) {
     std::string key, tier;
     const std::string api_key = req.get_header_value("X-API-Key");
-    if (!api_key.empty()) tier = tiers.TierOf(api_key);
-    if (!tier.empty()) {
+    if (!api_key.empty() && tiers.Knows(api_key)) {
       key = "key:" + api_key;
+      tier = tiers.TierOf(api_key);
     } else {
       std::string forwarded = req.get_header_value("X-Forwarded-For");
       if (forwarded.empty()) forwarded = req.get_header_value("X-Real-IP");

@@ -50,8 +50,14 @@ inline int64_t WindowStart(int64_t known, int64_t now, int64_t w) {
   return known <= now && now - known < w ? known : now - now % w;
 }
 
+// A window never moves back. A request whose time reads before the window
+// already counted (read a moment before another thread's, or a wall clock
+// stepped back) counts in that window: going back would forget its count.
+inline int64_t NotBefore(int64_t window_start, int64_t now) { return std::max(window_start, now); }
+
 inline Verdict FixedWindow(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost, bool commit) {
   Verdict d = Base(rule);
+  now = NotBefore(s.a, now);
   const int64_t w = rule.window.count();
   const int64_t start = WindowStart(s.a, now, w);
   const uint64_t count = s.a == start ? static_cast<uint64_t>(s.b) : 0;
@@ -69,6 +75,7 @@ inline Verdict FixedWindow(const Rule& rule, LimiterState& s, int64_t now, uint6
 
 inline Verdict SlidingWindow(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost, bool commit) {
   Verdict d = Base(rule);
+  now = NotBefore(s.a, now);
   const int64_t w = rule.window.count();
   const int64_t start = WindowStart(s.a, now, w);
   const int64_t elapsed = now - start;

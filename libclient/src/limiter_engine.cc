@@ -72,7 +72,10 @@ struct IdleAt {
   }
 };
 
-// Takes back an admitted request of `cost` (a later rule denied it).
+// Takes back an admitted request of `cost` (a later rule denied it). Fixed
+// and sliding windows give it back only while the counter is still in the
+// window of `now`; past that the count may sit in a window this cannot
+// tell, and leaving it over-counts (stricter), never under-counts.
 void Uncount(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost) {
   const int64_t w = rule.window.count();
   const auto c = static_cast<int64_t>(cost);

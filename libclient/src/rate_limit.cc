@@ -63,6 +63,16 @@ Result<void> Rule::Validate() const {
   if (burst != 0 && algorithm != Algorithm::kTokenBucket) {
     return MakeError(ErrorCode::kInvalidArgument, who + "burst applies only to token_bucket");
   }
+  if (burst != 0) {
+    // The bucket is kept as microseconds of lead over now: keep it far
+    // inside 64 bits (2^60 us is some 36,000 years).
+    const int64_t interval = std::max<int64_t>(1, window.count() * 1000 / static_cast<int64_t>(limit));
+    if (burst > static_cast<uint64_t>((int64_t{1} << 60) / interval)) {
+      return MakeError(ErrorCode::kInvalidArgument, who + "burst " + std::to_string(burst) + " is too large for " +
+                                                        std::to_string(limit) + " per window; at most " +
+                                                        std::to_string((int64_t{1} << 60) / interval));
+    }
+  }
   if (algorithm == Algorithm::kSlidingWindow && limit > 0xffffffffull) {
     return MakeError(ErrorCode::kInvalidArgument,
                      who + "sliding_window counts at most 2^32-1 per window; use fixed_window or token_bucket");
@@ -72,10 +82,6 @@ Result<void> Rule::Validate() const {
                      who + "sliding_log keeps one entry per request; use sliding_window above 1,000,000 per window");
   }
   return {};
-}
-
-bool Rule::SameCounting(const Rule& o) const {
-  return algorithm == o.algorithm && limit == o.limit && window == o.window && burst == o.burst;
 }
 
 namespace detail {

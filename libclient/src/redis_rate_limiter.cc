@@ -31,19 +31,23 @@ for i = 1, #KEYS do
   local s = redis.call('HMGET', KEYS[i], 'a', 'b', 'c')
   local a, b, c = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or 0
   local r = {ok = false, limit = limit, remaining = 0, reset = 0, retry = 0}
+  -- A window never moves back: a request whose time reads before the
+  -- window already counted counts in it.
+  local t = now
+  if algo ~= 4 and a > t then t = a end
   if algo == 1 then
-    local start = now - (now % w)
+    local start = t - (t % w)
     local count = 0
     if a == start then count = b end
-    r.reset = start + w - now
+    r.reset = start + w - t
     if cost <= limit and count + cost <= limit then
       r.ok, r.remaining, r.a, r.b, r.c = true, limit - count - cost, start, count + cost, 0
     else
       r.remaining, r.retry = limit - math.min(count, limit), r.reset
     end
   elseif algo == 3 then
-    local start = now - (now % w)
-    local elapsed = now - start
+    local start = t - (t % w)
+    local elapsed = t - start
     local curr, prev = 0, 0
     if a == start then curr, prev = b, c elseif a == start - w then prev = b end
     local estimate = prev * (w - elapsed) / w + curr

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <type_traits>
 
 #include "atomics.h"
@@ -27,7 +29,8 @@ constexpr uint32_t kTableVersion = 2;
 // in their first window, so a lookup reads one or two cache lines.
 constexpr uint64_t kProbe = 32;
 constexpr int kWindows = 6;
-constexpr uint64_t kLocks = 64;  // placement locks, striped by id
+constexpr uint64_t kLocks = 64;                    // placement locks, striped by id
+constexpr std::chrono::seconds kMakingTimeout{2};  // how long an opener waits for a table being made
 
 // The low word of a counter: the caller's kLoBits bits, the slot's state
 // and a generation. The generation changes whenever the slot is freed, so a
@@ -102,9 +105,10 @@ bool Cas16(Word* p, Word& expected, Word desired) {
 #endif
 }
 
-// The low word first (acquire), then the high one: the pair may be torn,
-// but a CAS that expects it succeeds only if it is the current value.
-Word LoadWord(const Word& w) { return {LoadAcquire(w.lo), LoadRelaxed(w.hi)}; }
+// The low word first, then the high one: the pair may be torn, but a CAS
+// that expects it succeeds only if it is the current value, and FindLive
+// reads the low word again around the id.
+Word LoadWord(const Word& w) { return {LoadAcquire(w.lo), LoadAcquire(w.hi)}; }
 
 CounterTable::Value ToValue(const Word& w) { return {UserOf(w.lo), w.hi}; }
 
@@ -132,6 +136,12 @@ class CounterTable::Impl {
     StoreRelease(h->magic, kTableMagic);
   }
 
+  // Made but not yet formatted: its maker is still at it, or died.
+  static bool Unfinished(const Segment& segment) {
+    return segment.size() < kHeaderBytes ||
+           LoadAcquire(reinterpret_cast<const TableHeader*>(segment.base())->magic) == 0;
+  }
+
   static Result<void> Validate(const Segment& segment, const std::string& name) {
     const auto* h = reinterpret_cast<const TableHeader*>(segment.base());
     if (segment.size() < kHeaderBytes || LoadAcquire(h->magic) != kTableMagic) {
@@ -154,25 +164,38 @@ class CounterTable::Impl {
       Word current;
       Slot* s = FindLive(id, current);
       if (s == nullptr) {
-        auto placed = Place(id, meta, idle);
+        auto placed = Place(id, meta, idle, current);
         if (!placed) return tl::unexpected(placed.error());
         s = *placed;
-        current = LoadWord(s->value);
       }
       // The slot stays id's while its generation does; a freed slot sends
       // us back to find (or place) the id again.
       const uint64_t gen = GenOf(current.lo);
       while (StateOf(current.lo) == kLive && GenOf(current.lo) == gen) {
         const std::optional<Value> next = fn(ToValue(current));
-        if (!next) return false;
+        if (!next) {
+          // Declined on what was read: confirm it was the value, not a torn
+          // pair (a CAS of the value onto itself changes nothing).
+          Word seen = current;
+          if (Cas16(&s->value, seen, current)) return false;
+          current = seen;
+          continue;
+        }
         if (Cas16(&s->value, current, Word{MakeLo(next->lo & kMaxLo, kLive, gen), next->hi})) return true;
       }
     }
   }
 
   Value Load(uint64_t id) const {
-    Word current;
-    return id != 0 && FindLive(id, current) != nullptr ? ToValue(current) : Value{};
+    for (;;) {
+      Word current;
+      Slot* s = id == 0 ? nullptr : FindLive(id, current);
+      if (s == nullptr) return Value{};
+      Word seen = current;
+      if (Cas16(&s->value, seen, current)) return ToValue(current);  // confirmed whole
+      if (StateOf(seen.lo) == kLive && GenOf(seen.lo) == GenOf(current.lo)) return ToValue(seen);
+      // Freed meanwhile: look again.
+    }
   }
 
   uint64_t Reclaim(uint64_t max_slots, IdleFn idle) {
@@ -184,7 +207,12 @@ class CounterTable::Impl {
   }
 
   uint64_t capacity() const { return capacity_; }
-  uint64_t used() const { return LoadRelaxed(header_->used); }
+  // A process killed between changing a slot and counting it leaves the
+  // count off by one: never report below zero or above the capacity.
+  uint64_t used() const {
+    const auto n = static_cast<int64_t>(LoadRelaxed(header_->used));
+    return n < 0 ? 0 : std::min(static_cast<uint64_t>(n), capacity_);
+  }
 
  private:
   uint64_t Home(uint64_t id, int window) const {
@@ -200,13 +228,18 @@ class CounterTable::Impl {
       uint64_t i = Home(id, window);
       for (uint64_t n = 0; n < kProbe; ++n, i = Next(i)) {
         Slot& s = slots_[i];
-        const Word w = LoadWord(s.value);
-        // Never used: id was not placed past it, nor in a later window
-        // (a placer moves on only from a window with no free slot).
-        if (w.lo == 0) return nullptr;
-        // The id was stored before the slot went live (release), and read
-        // after its value (acquire): a live value with this generation is id's.
-        if (StateOf(w.lo) == kLive && LoadAcquire(s.id) == id) {
+        for (;;) {
+          const Word w = LoadWord(s.value);
+          // Never used: id was not placed past it, nor in a later window
+          // (a placer moves on only from a window with no free slot).
+          if (w.lo == 0) return nullptr;
+          if (StateOf(w.lo) != kLive) break;
+          // The id read between two equal reads of the low word belongs to
+          // that owner: a new owner stores its id before going live, and
+          // freeing changes the generation.
+          const uint64_t owner = LoadAcquire(s.id);
+          if (LoadAcquire(s.value.lo) != w.lo) continue;  // changed while read: again
+          if (owner != id) break;
           value = w;
           return &s;
         }
@@ -235,18 +268,19 @@ class CounterTable::Impl {
   // Places `id` under its stripe's lock: the first free slot of its window,
   // after dropping idle ones if none is free. Out of line: Update's fast
   // path stays small.
-  __attribute__((noinline, cold)) Result<Slot*> Place(uint64_t id, uint64_t meta, IdleFn idle) {
+  __attribute__((noinline, cold)) Result<Slot*> Place(uint64_t id, uint64_t meta, IdleFn idle, Word& value) {
     const uint64_t stripe = (Mix(id) >> 7) % kLocks;
     StripeLock lock(*this, stripe);
-    Word ignored;
-    if (Slot* s = FindLive(id, ignored)) return s;  // placed while we waited
+    if (Slot* s = FindLive(id, value)) return s;  // placed while we waited
     // First any free slot, window by window; then idle ones, dropped.
     for (int pass = 0; pass < 2; ++pass) {
       for (int window = 0; window < kWindows; ++window) {
         uint64_t i = Home(id, window);
         for (uint64_t n = 0; n < kProbe; ++n, i = Next(i)) {
           if (pass == 1) (void)TryFree(slots_[i], idle);
-          if (Claim(slots_[i], id, meta, stripe)) return &slots_[i];
+          // The caller starts from the value the slot went live with: read
+          // after the lock goes, the slot may already be another id's.
+          if (Claim(slots_[i], id, meta, stripe, value)) return &slots_[i];
         }
       }
     }
@@ -255,8 +289,9 @@ class CounterTable::Impl {
                                               " in use); give it a larger capacity");
   }
 
-  // Makes a free `s` id's. REQUIRES: the stripe's lock.
-  bool Claim(Slot& s, uint64_t id, uint64_t meta, uint64_t stripe) {
+  // Makes a free `s` id's and sets `live` to the value it went live with.
+  // REQUIRES: the stripe's lock.
+  bool Claim(Slot& s, uint64_t id, uint64_t meta, uint64_t stripe, Word& live) {
     Word w = LoadWord(s.value);
     uint64_t gen = 0;
     bool claimed = false;
@@ -270,7 +305,8 @@ class CounterTable::Impl {
     StoreRelaxed(s.meta, meta);
     StoreRelease(s.id, id);
     Word expected{MakeLo(stripe, kPlacing, gen), 0};
-    (void)Cas16(&s.value, expected, Word{MakeLo(0, kLive, gen), 0});  // only we move it out of placing
+    live = Word{MakeLo(0, kLive, gen), 0};
+    (void)Cas16(&s.value, expected, live);  // only we move it out of placing
     __atomic_fetch_add(&header_->used, uint64_t{1}, __ATOMIC_RELAXED);
     return true;
   }
@@ -326,22 +362,37 @@ Result<void> CheckCapacity(uint64_t capacity) {
 
 Result<std::unique_ptr<CounterTable>> CounterTable::Open(const std::string& name, uint64_t capacity) {
   if (auto ok = CheckCapacity(capacity); !ok) return tl::unexpected(ok.error());
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  // Processes starting together race to make the table: the losers open
+  // it, waiting a moment for the winner to finish it.
+  const auto deadline = std::chrono::steady_clock::now() + kMakingTimeout;
+  for (;;) {
+    const bool late = std::chrono::steady_clock::now() > deadline;
     auto existing = Segment::OpenNamed(name);
     if (existing) {
+      if (Impl::Unfinished(**existing)) {
+        if (late) {
+          return MakeError(ErrorCode::kCorrupt, "counter table '" + name +
+                                                    "' was never finished (its maker died?); remove /dev/shm/" + name);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
       if (auto ok = Impl::Validate(**existing, name); !ok) return tl::unexpected(ok.error());
       return std::unique_ptr<CounterTable>(new CounterTable(std::make_unique<Impl>(std::move(*existing))));
     }
-    if (existing.error().code != ErrorCode::kNotFound) return tl::unexpected(existing.error());
+    if (existing.error().code != ErrorCode::kNotFound) {
+      if (late) return tl::unexpected(existing.error());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // not sized yet by its maker
+      continue;
+    }
     auto created = Segment::CreateNamed(name, Impl::BytesFor(capacity));
     if (created) {
       Impl::Format(reinterpret_cast<TableHeader*>((*created)->base()), capacity);
       return std::unique_ptr<CounterTable>(new CounterTable(std::make_unique<Impl>(std::move(*created))));
     }
     if (created.error().code != ErrorCode::kAlreadyExists) return tl::unexpected(created.error());
-    // Another process created it between our open and create: open it.
+    // Another process made it between our open and create: open it.
   }
-  return MakeError(ErrorCode::kIo, "counter table '" + name + "' could be neither opened nor created");
 }
 
 Result<std::unique_ptr<CounterTable>> CounterTable::CreatePrivate(uint64_t capacity) {

@@ -40,7 +40,6 @@ struct Rule {
   bool shadow = false;  // count and report, never deny (dry run)
 
   Result<void> Validate() const;
-  bool SameCounting(const Rule& other) const;  // same algorithm, limit, window, burst
 };
 
 // The outcome of one check, with what HTTP rate-limit headers need.

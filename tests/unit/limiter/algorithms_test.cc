@@ -173,6 +173,20 @@ TEST(TokenBucketTest, CostUsesSeveralTokens) {
   EXPECT_FALSE(Evaluate(rule, s, kT0, 11, true).allowed);
 }
 
+// Threads read the time a moment apart: one holding 1999 may count after
+// another has opened the window at 2000. The late request counts in the
+// newer window; going back would forget that window's count.
+TEST(WindowTest, ALateClockNeverMovesAWindowBack) {
+  for (Algorithm a : {Algorithm::kFixedWindow, Algorithm::kSlidingWindow}) {
+    const Rule rule = MakeRule(a, 10, 1000);
+    LimiterState s;
+    const int64_t base = kT0 + 1000;                                  // a window starts here
+    ASSERT_TRUE(Evaluate(rule, s, base + 1000, 1, true).allowed);     // opens the next window
+    EXPECT_EQ(AdmitAll(rule, s, base + 999), 9) << AlgorithmName(a);  // late: counted in that window
+    EXPECT_FALSE(Evaluate(rule, s, base + 1000, 1, false).allowed) << AlgorithmName(a);
+  }
+}
+
 TEST(RuleTest, ValidationNamesTheProblem) {
   Rule r = MakeRule(Algorithm::kFixedWindow, 0, 1000);
   auto bad = r.Validate();
@@ -182,6 +196,10 @@ TEST(RuleTest, ValidationNamesTheProblem) {
   EXPECT_NE(r.Validate().error().message.find("window"), std::string::npos);
   r = MakeRule(Algorithm::kFixedWindow, 10, 1000, 5);
   EXPECT_NE(r.Validate().error().message.find("burst"), std::string::npos);
+  r = MakeRule(Algorithm::kTokenBucket, 1, 1000, 10'000'000'000'000);  // a bucket of 300,000 years
+  EXPECT_NE(r.Validate().error().message.find("burst 10000000000000 is too large"), std::string::npos);
+  r = MakeRule(Algorithm::kTokenBucket, 1, 1000, 1'000'000);
+  EXPECT_TRUE(r.Validate().has_value());
   EXPECT_FALSE(ParseAlgorithm("leaky").has_value());
   EXPECT_EQ(ParseAlgorithm("GCRA").value(), Algorithm::kTokenBucket);
   EXPECT_EQ(ParseAlgorithm("sliding-window").value(), Algorithm::kSlidingWindow);

@@ -2,7 +2,9 @@
 // (by sweep and by a new id that finds its window full), generations that
 // keep a stale update off a reused slot, and exact counts across threads
 // and processes, including processes killed while placing ids.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -224,6 +227,47 @@ TEST_F(NamedCounterTableTest, PlacersKilledMidwayLeaveEveryIdPlaceable) {
     ASSERT_TRUE(t->Update(id * 7919, 0, Increment, Never).has_value()) << id;
     ASSERT_EQ(t->Load(id * 7919).hi, 2u) << id;
   }
+}
+
+TEST_F(NamedCounterTableTest, ProcessesStartingTogetherAllOpenOneTable) {
+  constexpr int kChildren = 4;
+  int start[2];
+  ASSERT_EQ(pipe(start), 0);
+  std::vector<pid_t> children;
+  for (int c = 0; c < kChildren; ++c) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      char go;
+      if (read(start[0], &go, 1) != 1) _exit(4);
+      auto t = CounterTable::Open(name_, 1 << 20);  // 32 MiB: making it takes a while
+      if (!t) {
+        std::fprintf(stderr, "%s\n", t.error().ToString().c_str());
+        _exit(2);
+      }
+      _exit((*t)->Update(42, 0, Increment, Never) ? 0 : 3);
+    }
+    children.push_back(pid);
+  }
+  ASSERT_EQ(write(start[1], "gggg", kChildren), kChildren);
+  close(start[0]);
+  close(start[1]);
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  EXPECT_EQ(CounterTable::Open(name_, 1 << 20).value()->Load(42).hi, uint64_t{kChildren});
+}
+
+TEST_F(NamedCounterTableTest, ATableNeverFinishedIsReportedAfterAWait) {
+  // What a maker killed before formatting leaves: the object, all zeros.
+  const int fd = shm_open(("/" + name_).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 4096 + 64 * 32), 0);
+  close(fd);
+  auto t = CounterTable::Open(name_, 64);
+  ASSERT_FALSE(t.has_value());
+  EXPECT_NE(t.error().message.find("never finished"), std::string::npos) << t.error().message;
 }
 
 TEST_F(NamedCounterTableTest, ATableOfAnotherLayoutIsRefusedWithAReason) {

@@ -161,6 +161,33 @@ TEST(CounterTableConcurrencyTest, UpdatesRacingReclaimBalanceExactly) {
   EXPECT_EQ(written.load(), dropped.load() + left);
 }
 
+// Forks `n` children that wait for one signal and then run `child`, whose
+// result is their exit code; returns the exit codes.
+template <typename Child>
+std::vector<int> RunTogether(int n, Child child) {
+  int start[2];
+  if (pipe(start) != 0) return {};
+  std::vector<pid_t> children;
+  for (int c = 0; c < n; ++c) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      char go;
+      _exit(read(start[0], &go, 1) == 1 ? child() : 99);
+    }
+    children.push_back(pid);
+  }
+  for (int c = 0; c < n; ++c) (void)!write(start[1], "g", 1);
+  close(start[0]);
+  close(start[1]);
+  std::vector<int> codes;
+  for (pid_t pid : children) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  }
+  return codes;
+}
+
 class NamedCounterTableTest : public ::testing::Test {
  protected:
   void TearDown() override { (void)CounterTable::Remove(name_); }
@@ -170,32 +197,16 @@ class NamedCounterTableTest : public ::testing::Test {
 TEST_F(NamedCounterTableTest, ProcessesPlacingTheSameIdsCountExactly) {
   ASSERT_TRUE(CounterTable::Open(name_, 1 << 16).has_value());
   constexpr int kChildren = 3, kIds = 20000;
-  int start[2];
-  ASSERT_EQ(pipe(start), 0);
-  std::vector<pid_t> children;
-  for (int c = 0; c < kChildren; ++c) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      auto t = CounterTable::Open(name_, 1 << 16);
-      if (!t) _exit(2);
-      char go;
-      if (read(start[0], &go, 1) != 1) _exit(4);  // all children start together
-      // Every child places every id (each first sight races the others).
-      for (int id = 1; id <= kIds; ++id) {
-        if (!(*t)->Update(static_cast<uint64_t>(id), 0, Increment, Never)) _exit(3);
-      }
-      _exit(0);
+  // Every child places every id (each first sight races the others).
+  const std::vector<int> codes = RunTogether(kChildren, [&] {
+    auto t = CounterTable::Open(name_, 1 << 16);
+    if (!t) return 2;
+    for (int id = 1; id <= kIds; ++id) {
+      if (!(*t)->Update(static_cast<uint64_t>(id), 0, Increment, Never)) return 3;
     }
-    children.push_back(pid);
-  }
-  ASSERT_EQ(write(start[1], "gggg", kChildren), kChildren);
-  close(start[0]);
-  close(start[1]);
-  for (pid_t pid : children) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    EXPECT_EQ(WEXITSTATUS(status), 0);
-  }
+    return 0;
+  });
+  EXPECT_EQ(codes, std::vector<int>(kChildren, 0));
   auto t = std::move(*CounterTable::Open(name_, 1 << 16));
   EXPECT_EQ(t->used(), uint64_t{kIds});  // no id placed twice
   for (uint64_t id = 1; id <= kIds; ++id) ASSERT_EQ(t->Load(id).hi, uint64_t{kChildren}) << id;
@@ -231,31 +242,15 @@ TEST_F(NamedCounterTableTest, PlacersKilledMidwayLeaveEveryIdPlaceable) {
 
 TEST_F(NamedCounterTableTest, ProcessesStartingTogetherAllOpenOneTable) {
   constexpr int kChildren = 4;
-  int start[2];
-  ASSERT_EQ(pipe(start), 0);
-  std::vector<pid_t> children;
-  for (int c = 0; c < kChildren; ++c) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      char go;
-      if (read(start[0], &go, 1) != 1) _exit(4);
-      auto t = CounterTable::Open(name_, 1 << 20);  // 32 MiB: making it takes a while
-      if (!t) {
-        std::fprintf(stderr, "%s\n", t.error().ToString().c_str());
-        _exit(2);
-      }
-      _exit((*t)->Update(42, 0, Increment, Never) ? 0 : 3);
+  const std::vector<int> codes = RunTogether(kChildren, [&] {
+    auto t = CounterTable::Open(name_, 1 << 20);  // 32 MiB: making it takes a while
+    if (!t) {
+      std::fprintf(stderr, "%s\n", t.error().ToString().c_str());
+      return 2;
     }
-    children.push_back(pid);
-  }
-  ASSERT_EQ(write(start[1], "gggg", kChildren), kChildren);
-  close(start[0]);
-  close(start[1]);
-  for (pid_t pid : children) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    EXPECT_EQ(WEXITSTATUS(status), 0);
-  }
+    return (*t)->Update(42, 0, Increment, Never) ? 0 : 3;
+  });
+  EXPECT_EQ(codes, std::vector<int>(kChildren, 0));
   EXPECT_EQ(CounterTable::Open(name_, 1 << 20).value()->Load(42).hi, uint64_t{kChildren});
 }
 

@@ -122,6 +122,11 @@ inline Verdict SlidingWindow(const Rule& rule, LimiterState& s, int64_t now, uin
   return d;
 }
 
+// GCRA's emission interval: microseconds per unit of cost.
+inline int64_t GcraInterval(std::chrono::milliseconds window, uint64_t limit) {
+  return std::max<int64_t>(1, window.count() * 1000 / static_cast<int64_t>(limit));
+}
+
 // GCRA: a theoretical arrival time (TAT) per key, in microseconds. Each unit
 // of cost moves it one emission interval T = window / limit later; a request
 // is admitted while TAT stays within burst * T of now.
@@ -130,7 +135,7 @@ inline Verdict TokenBucket(const Rule& rule, LimiterState& s, int64_t now, uint6
   const uint64_t burst = rule.burst != 0 ? rule.burst : rule.limit;
   d.limit = burst;
   const int64_t now_us = now * 1000;
-  const int64_t interval = std::max<int64_t>(1, rule.window.count() * 1000 / static_cast<int64_t>(rule.limit));
+  const int64_t interval = GcraInterval(rule.window, rule.limit);
   const int64_t capacity = interval * static_cast<int64_t>(burst);
   const int64_t tat = std::max(s.a, now_us);
   const int64_t lead = tat - now_us;

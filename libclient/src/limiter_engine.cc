@@ -84,7 +84,7 @@ void Uncount(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost) {
     case Algorithm::kSlidingWindow:
       if (s.a == now - now % w) s.b = std::max<int64_t>(0, s.b - c);
       break;
-    case Algorithm::kTokenBucket: s.a -= std::max<int64_t>(1, w * 1000 / static_cast<int64_t>(rule.limit)) * c; break;
+    case Algorithm::kTokenBucket: s.a -= GcraInterval(rule.window, rule.limit) * c; break;
     case Algorithm::kSlidingLog: break;
   }
 }

@@ -66,7 +66,7 @@ Result<void> Rule::Validate() const {
   if (burst != 0) {
     // The bucket is kept as microseconds of lead over now: keep it far
     // inside 64 bits (2^60 us is some 36,000 years).
-    const int64_t interval = std::max<int64_t>(1, window.count() * 1000 / static_cast<int64_t>(limit));
+    const int64_t interval = detail::GcraInterval(window, limit);
     if (burst > static_cast<uint64_t>((int64_t{1} << 60) / interval)) {
       return MakeError(ErrorCode::kInvalidArgument, who + "burst " + std::to_string(burst) + " is too large for " +
                                                         std::to_string(limit) + " per window; at most " +

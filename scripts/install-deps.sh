@@ -32,6 +32,31 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
   as_root=(sudo)
 fi
+# redis-server and nginx-light are here for the tests and benchmarks, which
+# start their own on loopback. Debian would start their system services on
+# install (and fail the install if port 6379 or 80 is taken): a policy-rc.d
+# forbids that while apt runs, unless the machine already has one.
+servers=()
+for p in "${missing[@]}"; do
+  case "$p" in redis-server | nginx-light) servers+=("$p") ;; esac
+done
+policy=/usr/sbin/policy-rc.d
+if [ ${#servers[@]} -gt 0 ] && [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# install-deps (cachet): no service starts while it installs packages\nexit 101\n' |
+    "${as_root[@]}" tee "$policy" >/dev/null
+  "${as_root[@]}" chmod 755 "$policy"
+  trap '"${as_root[@]}" rm -f "$policy"' EXIT
+fi
+
 echo "install-deps: installing ${missing[*]}"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# Keep them from starting at the next boot too, where systemd runs.
+if [ ${#servers[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+  for p in "${servers[@]}"; do
+    unit=${p%-light}  # nginx-light installs nginx.service
+    "${as_root[@]}" systemctl disable --quiet "$unit" 2>/dev/null || true
+  done
+  echo "install-deps: left the ${servers[*]} system services disabled; cachet's tests start their own"
+fi

@@ -173,5 +173,6 @@ inline Verdict Decide(const Rule& rule, LimiterState& state, int64_t now_ms, uin
 }
 
 bool IsIdle(Algorithm algorithm, int64_t window_ms, const LimiterState& state, int64_t now_ms);
+bool IsIdle(const SlidingLog& log, int64_t window_ms, int64_t now_ms);
 
 }  // namespace cachet::detail

@@ -130,10 +130,8 @@ uint64_t SlidingLogs::Reclaim(int64_t now) {
   uint64_t dropped = 0;
   for (Stripe& stripe : stripes_) {
     std::lock_guard<std::mutex> lock(stripe.mu);
-    dropped += std::erase_if(stripe.logs, [&](const auto& kv) {
-      const SlidingLog& log = kv.second.log;
-      return log.entries.empty() || log.entries.back().at_ms + kv.second.window_ms <= now;
-    });
+    dropped +=
+        std::erase_if(stripe.logs, [&](const auto& kv) { return IsIdle(kv.second.log, kv.second.window_ms, now); });
   }
   return dropped;
 }

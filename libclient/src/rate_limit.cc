@@ -146,8 +146,12 @@ bool Idle(const Rule& rule, const LimiterState& state, int64_t now_ms) {
   return detail::IsIdle(rule.algorithm, rule.window.count(), state, now_ms);
 }
 
+bool detail::IsIdle(const SlidingLog& log, int64_t window_ms, int64_t now_ms) {
+  return log.entries.empty() || log.entries.back().at_ms + window_ms <= now_ms;
+}
+
 bool Idle(const Rule& rule, const SlidingLog& log, int64_t now_ms) {
-  return log.entries.empty() || log.entries.back().at_ms + rule.window.count() <= now_ms;
+  return detail::IsIdle(log, rule.window.count(), now_ms);
 }
 
 }  // namespace cachet

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cachet/redis_rate_limiter.h"
+#include "limiter_test_util.h"
 #include "test_util.h"
 
 namespace cachet {
@@ -56,15 +57,7 @@ class RedisServer {
   pid_t pid_ = -1;
 };
 
-Rule MakeRule(const std::string& name, uint64_t limit, milliseconds window, Algorithm a, uint64_t burst = 0) {
-  Rule r;
-  r.name = name;
-  r.limit = limit;
-  r.window = window;
-  r.algorithm = a;
-  r.burst = burst;
-  return r;
-}
+using testing::MakeRule;
 
 class RedisLimiterTest : public ::testing::Test {
  protected:
@@ -95,10 +88,7 @@ TEST_F(RedisLimiterTest, DecidesExactlyAsTheInProcessAlgorithms) {
     auto local = std::move(*RateLimiter::Create(p, clock_));
     auto redis = Connect(p);
     const std::string key = std::string("user-") + AlgorithmName(a);
-    const int64_t steps_ms[] = {0, 0, 0, 0, 0, 10, 990, 0, 0, 0, 250, 500, 15000, 0, 0, 30000, 0, 29999, 1, 0};
-    for (size_t i = 0; i < std::size(steps_ms); ++i) {
-      clock_.Advance(milliseconds(steps_ms[i]));
-      const uint64_t cost = i % 7 == 3 ? 2 : 1;
+    testing::WalkParitySchedule(clock_, [&](size_t i, uint64_t cost) {
       const Decision want = local->Check(key, "t", cost).value();
       const Decision got = redis->Check(key, "t", cost).value();
       SCOPED_TRACE(std::string(AlgorithmName(a)) + " step " + std::to_string(i));
@@ -108,7 +98,7 @@ TEST_F(RedisLimiterTest, DecidesExactlyAsTheInProcessAlgorithms) {
       EXPECT_EQ(got.remaining, want.remaining);
       EXPECT_EQ(got.reset, want.reset);
       EXPECT_EQ(got.retry_after, want.retry_after);
-    }
+    });
   }
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cachet/rate_limiter.h"
+#include "limiter_test_util.h"
 
 namespace cachet {
 namespace {
@@ -16,14 +17,7 @@ using std::chrono::milliseconds;
 using std::chrono::minutes;
 using std::chrono::seconds;
 
-Rule MakeRule(const std::string& name, uint64_t limit, milliseconds window, Algorithm a = Algorithm::kSlidingWindow) {
-  Rule r;
-  r.name = name;
-  r.limit = limit;
-  r.window = window;
-  r.algorithm = a;
-  return r;
-}
+using testing::MakeRule;
 
 RateLimitPolicy TwoTiers() {
   RateLimitPolicy p;

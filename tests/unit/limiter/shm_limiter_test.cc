@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cachet/shm_rate_limiter.h"
+#include "limiter_test_util.h"
 #include "test_util.h"
 
 namespace cachet {
@@ -21,14 +22,7 @@ using std::chrono::milliseconds;
 using std::chrono::minutes;
 using std::chrono::seconds;
 
-Rule MakeRule(const std::string& name, uint64_t limit, milliseconds window, Algorithm a) {
-  Rule r;
-  r.name = name;
-  r.limit = limit;
-  r.window = window;
-  r.algorithm = a;
-  return r;
-}
+using testing::MakeRule;
 
 RateLimitPolicy OneRule(uint64_t limit, Algorithm a = Algorithm::kFixedWindow) {
   RateLimitPolicy p;
@@ -55,10 +49,7 @@ TEST_F(ShmLimiterTest, DecidesExactlyAsTheInProcessAlgorithms) {
     auto local = std::move(*RateLimiter::Create(p, clock));
     auto shm = Open(p, clock);
     const std::string key = std::string("user-") + AlgorithmName(a);
-    const int64_t steps_ms[] = {0, 0, 0, 0, 0, 10, 990, 0, 0, 0, 250, 500, 15000, 0, 0, 30000, 0, 29999, 1, 0};
-    for (size_t i = 0; i < std::size(steps_ms); ++i) {
-      clock.Advance(milliseconds(steps_ms[i]));
-      const uint64_t cost = i % 7 == 3 ? 2 : 1;
+    testing::WalkParitySchedule(clock, [&](size_t i, uint64_t cost) {
       const Decision want = local->Check(key, "t", cost).value();
       const Decision got = shm->Check(key, "t", cost).value();
       SCOPED_TRACE(std::string(AlgorithmName(a)) + " step " + std::to_string(i));
@@ -66,7 +57,7 @@ TEST_F(ShmLimiterTest, DecidesExactlyAsTheInProcessAlgorithms) {
       EXPECT_EQ(got.rule, want.rule);
       EXPECT_EQ(got.remaining, want.remaining);
       EXPECT_EQ(got.retry_after, want.retry_after);
-    }
+    });
   }
 }
 

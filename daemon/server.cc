@@ -2,14 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
-#include <zmq_addon.hpp>
-
 #include <fstream>
 #include <sstream>
 
 #include "cachet/policy_file.h"
 
 #include "../libclient/src/protocol.h"
+#include "../libclient/src/zmq_io.h"
 
 namespace cachet::daemon {
 
@@ -112,9 +111,9 @@ void Server::PublishPolicy() {
   last_publish_ = std::chrono::steady_clock::now();
   try {
     const std::string version = std::to_string(policy_version_);
-    pub_.send(zmq::str_buffer("cachet.policy"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    pub_.send(zmq::buffer(version), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    pub_.send(zmq::buffer(policy_text_), zmq::send_flags::dontwait);
+    zmqio::Send(pub_, zmq::str_buffer("cachet.policy"), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    zmqio::Send(pub_, zmq::buffer(version), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    zmqio::Send(pub_, zmq::buffer(policy_text_), zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
     log_->warn("publishing the rate-limit policy failed: {}", e.what());
   }
@@ -139,7 +138,7 @@ int Server::Run() {
     if (items[1].revents & ZMQ_POLLIN) DrainMonitor();
     if (items[0].revents & ZMQ_POLLIN) {
       for (int i = 0; i < kMaxMessagesPerWake; ++i) {
-        if (!router_.get(zmq::sockopt::events) || !(router_.get(zmq::sockopt::events) & ZMQ_POLLIN)) break;
+        if (!(zmqio::Events(router_) & ZMQ_POLLIN)) break;
         HandleMessage();
       }
     }
@@ -147,7 +146,7 @@ int Server::Run() {
   }
   // Requests already received get their replies before the socket closes.
   int drained = 0;
-  while (drained < 100000 && (router_.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+  while (drained < 100000 && (zmqio::Events(router_) & ZMQ_POLLIN)) {
     HandleMessage();
     ++drained;
   }
@@ -183,9 +182,9 @@ void Server::Tick() {
 }
 
 void Server::DrainMonitor() {
+  std::vector<zmq::message_t> event;
   for (;;) {
-    std::vector<zmq::message_t> event;
-    if (!zmq::recv_multipart(monitor_, std::back_inserter(event), zmq::recv_flags::dontwait)) return;
+    if (!zmqio::RecvMultipart(monitor_, event, zmq::recv_flags::dontwait)) return;
     if (event.empty() || event[0].size() < 2) continue;
     uint16_t id = 0;
     std::memcpy(&id, event[0].data(), sizeof id);
@@ -197,7 +196,7 @@ void Server::DrainMonitor() {
 void Server::HandleMessage() {
   std::vector<zmq::message_t> frames;
   try {
-    if (!zmq::recv_multipart(router_, std::back_inserter(frames), zmq::recv_flags::dontwait)) return;
+    if (!zmqio::RecvMultipart(router_, frames, zmq::recv_flags::dontwait)) return;
   } catch (const zmq::error_t& e) {
     log_->warn("receive failed: {}", e.what());
     return;
@@ -222,9 +221,9 @@ void Server::HandleMessage() {
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
   }
   try {
-    router_.send(frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    if (req_envelope) router_.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    if (!router_.send(zmq::const_buffer(out.data(), out.size()), zmq::send_flags::dontwait)) ++dropped_frames_;
+    zmqio::Send(router_, frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (req_envelope) zmqio::Send(router_, zmq::const_buffer(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    if (!zmqio::Send(router_, zmq::const_buffer(out.data(), out.size()), zmq::send_flags::dontwait)) ++dropped_frames_;
   } catch (const zmq::error_t& e) {
     ++dropped_frames_;
     log_->debug("reply not sent: {}", e.what());

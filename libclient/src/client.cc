@@ -8,6 +8,7 @@
 #include <zmq.hpp>
 
 #include "protocol.h"
+#include "zmq_io.h"
 
 namespace cachet {
 
@@ -176,21 +177,24 @@ class Client::Impl {
     try {
       // Wait for a connection the request can go out on.
       zmq::pollitem_t out{static_cast<void*>(*socket_), 0, ZMQ_POLLOUT, 0};
-      if (zmq::poll(&out, 1, std::chrono::milliseconds(remaining())) == 0) {
+      if (zmqio::Poll(&out, 1, std::chrono::milliseconds(remaining())) == 0) {
         socket_.reset();
         return MakeError(ErrorCode::kUnavailable,
                          "cannot reach cachetd at " + endpoint_ + " within " + std::to_string(timeout.count()) + " ms");
       }
-      socket_->send(zmq::const_buffer(writer_.data(), writer_.size()), zmq::send_flags::dontwait);
+      if (!zmqio::Send(*socket_, zmq::const_buffer(writer_.data(), writer_.size()), zmq::send_flags::dontwait)) {
+        socket_.reset();
+        return MakeError(ErrorCode::kUnavailable, "cannot send to cachetd at " + endpoint_ + ": its queue is full");
+      }
       for (;;) {
         zmq::pollitem_t in{static_cast<void*>(*socket_), 0, ZMQ_POLLIN, 0};
-        if (zmq::poll(&in, 1, std::chrono::milliseconds(remaining())) == 0) {
+        if (zmqio::Poll(&in, 1, std::chrono::milliseconds(remaining())) == 0) {
           socket_.reset();  // a late reply must not be taken for the next request's
           return MakeError(ErrorCode::kTimeout, "no reply from cachetd at " + endpoint_ + " within " +
                                                     std::to_string(timeout.count()) + " ms");
         }
         zmq::message_t frame;
-        if (!socket_->recv(frame, zmq::recv_flags::dontwait)) continue;
+        if (!zmqio::Recv(*socket_, frame, zmq::recv_flags::dontwait)) continue;
         auto reply = wire::DecodeReply(static_cast<const char*>(frame.data()), frame.size());
         if (!reply) return tl::unexpected(reply.error());
         if (reply->id != id) continue;  // a reply to an earlier request that timed out

@@ -4,7 +4,8 @@
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
-#include <zmq_addon.hpp>
+
+#include "zmq_io.h"
 
 namespace cachet {
 
@@ -42,12 +43,12 @@ class PolicySubscriber::Impl {
     while (!stop_.load()) {
       zmq::pollitem_t item{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
       try {
-        if (zmq::poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
+        if (zmqio::Poll(&item, 1, std::chrono::milliseconds(100)) == 0) continue;
         std::vector<zmq::message_t> frames;
-        if (!zmq::recv_multipart(socket_, std::back_inserter(frames), zmq::recv_flags::dontwait)) continue;
+        if (!zmqio::RecvMultipart(socket_, frames, zmq::recv_flags::dontwait)) continue;
         if (frames.size() == 3) Apply(frames[1].to_string(), frames[2].to_string());
       } catch (const zmq::error_t& e) {
-        if (e.num() != EINTR) Fail(std::string("subscriber socket: ") + e.what());
+        Fail(std::string("subscriber socket: ") + e.what());
       }
     }
   }

@@ -1,0 +1,171 @@
+// Signals in the middle of ZeroMQ calls: a SIGHUP storm on cachetd while a
+// client keeps writes in flight, and signals delivered to a client's own
+// thread while it waits for replies. Neither side may crash or fail a call.
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+#include <zmq.hpp>
+
+#include "cachet/client.h"
+#include "daemon_process.h"
+#include "raw_wire.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr int kInFlight = 16;
+
+bool Alive(pid_t pid) {
+  int status = 0;
+  return waitpid(pid, &status, WNOHANG) == 0;
+}
+
+TEST(DaemonSignalsTest, SighupStormUnderWriteLoadNeitherKillsTheDaemonNorLosesReplies) {
+  const std::string config = "/tmp/" + testing::UniqueSegmentName("hup") + ".conf";
+  std::ofstream(config) << "log-level = info\n";
+  testing::DaemonProcess daemon({"--config", config});
+  ASSERT_TRUE(daemon.Start());
+
+  zmq::context_t context(1);
+  zmq::socket_t dealer(context, zmq::socket_type::dealer);
+  dealer.set(zmq::sockopt::linger, 0);
+  dealer.connect(daemon.ipc());
+
+  // 2,000 SIGHUPs, one every millisecond, while 16 SETs stay in flight.
+  constexpr int kSignals = 2000;
+  std::atomic<bool> storm_done{false};
+  std::thread storm([&] {
+    for (int i = 0; i < kSignals && Alive(daemon.pid()); ++i) {
+      daemon.Hup();
+      std::this_thread::sleep_for(milliseconds(1));  // pacing the signals, not waiting for anything
+    }
+    storm_done = true;
+  });
+
+  uint64_t sent = 0, answered = 0, not_ok = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool stalled = false;
+  while (!storm_done || answered < sent) {
+    while (!storm_done && sent - answered < kInFlight) {
+      ++sent;
+      const std::string request = testing::RawRequest(sent, "SET", {"k" + std::to_string(sent % 64), std::string(100, 'v')});
+      ASSERT_TRUE(dealer.send(zmq::buffer(request), zmq::send_flags::none));
+    }
+    zmq::pollitem_t in{static_cast<void*>(dealer), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&in, 1, milliseconds(2000)) == 0 || std::chrono::steady_clock::now() > deadline) {
+      stalled = true;
+      break;
+    }
+    zmq::message_t frame;
+    while (dealer.recv(frame, zmq::recv_flags::dontwait)) {
+      const testing::RawReply reply = testing::ParseRawReply(frame);
+      if (reply.status != 0) ++not_ok;
+      ++answered;
+    }
+  }
+  storm.join();
+  ASSERT_TRUE(Alive(daemon.pid())) << "cachetd died under the SIGHUP storm; log tail:\n"
+                                   << daemon.log().substr(daemon.log().size() > 2000 ? daemon.log().size() - 2000 : 0);
+  EXPECT_FALSE(stalled) << sent << " sent, " << answered << " answered";
+  EXPECT_EQ(answered, sent);
+  EXPECT_EQ(not_ok, 0u);
+  EXPECT_GT(sent, 0u);
+
+  // Still serving, and still reloading: a changed log level applies on the next SIGHUP.
+  auto client = Client::Connect(daemon.tcp());
+  ASSERT_TRUE(client.has_value());
+  ASSERT_TRUE((*client)->Ping().has_value());
+  EXPECT_GE(testing::StatOf(**client, "reloads"), 1);
+  std::ofstream(config) << "log-level = debug\n";
+  const size_t mark = daemon.log().size();
+  daemon.Hup();
+  EXPECT_TRUE(daemon.WaitForLog("reload: log level is now debug", mark)) << daemon.log().substr(mark);
+  EXPECT_EQ(daemon.Stop(), 0);
+  std::remove(config.c_str());
+}
+
+extern "C" void CountSignal(int) {}
+
+// A handler without SA_RESTART, as many applications install: every
+// blocking call of the thread it lands on returns EINTR.
+class ClientSignalsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    struct sigaction sa {};
+    sa.sa_handler = CountSignal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old_), 0);
+    ASSERT_TRUE(daemon_.Start());
+  }
+  void TearDown() override { sigaction(SIGUSR1, &old_, nullptr); }
+
+  // Runs `body` while another thread signals the calling thread every 100 µs.
+  template <typename Body>
+  void UnderSignals(Body body) {
+    const pthread_t target = pthread_self();
+    std::atomic<bool> done{false};
+    std::thread pester([&] {
+      while (!done) {
+        pthread_kill(target, SIGUSR1);
+        std::this_thread::sleep_for(std::chrono::microseconds(100));  // pacing only
+      }
+    });
+    body();
+    done = true;
+    pester.join();
+  }
+
+  testing::DaemonProcess daemon_;
+  struct sigaction old_ {};
+};
+
+TEST_F(ClientSignalsTest, CallsInterruptedBySignalsStillSucceed) {
+  ClientOptions options;
+  options.retries = 0;  // no retry may hide a failed attempt
+  auto client = Client::Connect(daemon_.tcp(), options);
+  ASSERT_TRUE(client.has_value());
+  constexpr int kCalls = 2000;
+  int failures = 0;
+  std::string first_error;
+  UnderSignals([&] {
+    for (int i = 0; i < kCalls; ++i) {
+      auto n = (*client)->Incr("signalled");
+      if (!n) {
+        if (failures++ == 0) first_error = n.error().ToString();
+      }
+    }
+  });
+  EXPECT_EQ(failures, 0) << first_error;
+  EXPECT_EQ((*client)->Get("signalled").value(), std::to_string(kCalls - failures));
+}
+
+TEST_F(ClientSignalsTest, IpcClientWithSharedMemoryReadsSurvivesSignals) {
+  ClientOptions options;
+  options.retries = 0;
+  auto client = Client::Connect(daemon_.ipc(), options);
+  ASSERT_TRUE(client.has_value());
+  int failures = 0;
+  std::string first_error;
+  UnderSignals([&] {
+    for (int i = 0; i < 1000; ++i) {
+      auto stored = (*client)->Set("k" + std::to_string(i % 10), std::to_string(i));
+      if (!stored && failures++ == 0) first_error = stored.error().ToString();
+      auto read = (*client)->Get("k" + std::to_string(i % 10));
+      if (!read && failures++ == 0) first_error = read.error().ToString();
+    }
+  });
+  EXPECT_EQ(failures, 0) << first_error;
+  EXPECT_EQ((*client)->Get("k9").value(), "999");
+}
+
+}  // namespace
+}  // namespace cachet

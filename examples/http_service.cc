@@ -1,137 +1,365 @@
 // http_service: an API behind cachet's rate limiter (cpp-httplib).
 //
-//   http_service --policy limits.ini [--port 8080] [--pub tcp://127.0.0.1:7380]
-//                [--trusted-proxy 127.0.0.1] [--default-tier anonymous]
+//   http_service --policy limits.ini [--port 8080] [--store memory|shm|cachetd|redis] ...
+//   http_service --help              (every option, with its default)
 //
-// GET /api/...   the API. A request with an X-API-Key listed in the policy's
-//                [keys] is limited per key in that key's tier; any other is
-//                limited per client address in the default tier. Every
-//                response carries the rate-limit headers; a denied one is
-//                429 Too Many Requests with Retry-After.
+// GET /api/...   the API. Every response carries the rate-limit headers; a
+//                denied one is 429 Too Many Requests with Retry-After.
 // GET /auth      for nginx's auth_request: 204 when allowed, 403 when denied
 //                (auth_request accepts only 2xx, 401 and 403), with the same
-//                headers, reading the client from X-Real-IP / X-Forwarded-For
-//                (trusted proxies only) and X-API-Key. docs/operations.md
-//                shows the nginx side.
+//                headers. docs/operations.md shows the nginx side.
 //
-// With --pub the limits follow cachetd's published policy (SIGHUP to the
-// daemon changes them here within a second); without it, the file is read
-// once at start.
+// Who a request counts as (TierResolver::Identify): an X-API-Key listed in
+// the policy's [keys] counts under its own name in its tier; any other
+// request, with an invented key or none, counts under its client address in
+// the default tier. The client address is the socket peer's; only when the
+// peer is one of the --trusted-proxy blocks (none by default) is it the
+// right-most X-Forwarded-For address that is not a trusted proxy, so
+// nothing a client writes in that header is believed unless a proxy we
+// trust vouches for it.
+//
+// Where the counts live (--store): memory (this process), shm (a
+// shared-memory table that every process of the host opening --shm-name
+// shares), cachetd (the daemon at --daemon decides, with its own policy) or
+// redis (--redis). For the two remote stores --on-failure chooses what an
+// outage does: open (allow), closed (deny) or local (count here with the
+// policy file's limits until the store answers again).
+//
+// The policy comes from --policy; SIGHUP reads the file again (a file that
+// does not parse is reported and the running policy stays). With --pub it
+// follows cachetd's published policy instead, and SIGHUP is ignored (send it
+// to cachetd). SIGTERM and SIGINT stop the service: requests in progress are
+// answered, then it exits 0.
+//
+// Signals are blocked in every thread and taken by one thread with sigwait,
+// so they interrupt no blocking call anywhere in the process (httplib's
+// sockets, the ZeroMQ sockets inside the library): no call sees EINTR.
+#include <pthread.h>
+#include <signal.h>
+
+#include <boost/program_options.hpp>
 #include <httplib.h>
 
-#include <csignal>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <sstream>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
+#include "cachet/daemon_rate_limiter.h"
 #include "cachet/http.h"
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
 #include "cachet/rate_limiter.h"
+#include "cachet/redis_rate_limiter.h"
+#include "cachet/shm_rate_limiter.h"
 #include "cachet/tier_resolver.h"
 
 namespace {
 
+namespace po = boost::program_options;
+using cachet::Decision;
+using cachet::RateLimitPolicy;
+using cachet::Result;
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "http_service: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+// --- Where the counts live ----------------------------------------------------
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual Result<Decision> Check(std::string_view key, std::string_view tier) = 0;
+  // Installs a new policy; on error the current one stays.
+  virtual Result<void> SetPolicy(const RateLimitPolicy& policy) = 0;
+  // The in-process limiter, for a PolicySubscriber; null for other stores.
+  virtual cachet::RateLimiter* InProcess() { return nullptr; }
+};
+
+// The stores that apply the policy themselves (memory, shm, Redis).
+template <class Limiter>
+class PolicyStore final : public Store {
+ public:
+  explicit PolicyStore(std::unique_ptr<Limiter> limiter) : limiter_(std::move(limiter)) {}
+  Result<Decision> Check(std::string_view key, std::string_view tier) override { return limiter_->Check(key, tier); }
+  Result<void> SetPolicy(const RateLimitPolicy& policy) override { return limiter_->SetPolicy(policy); }
+  cachet::RateLimiter* InProcess() override {
+    if constexpr (std::is_same_v<Limiter, cachet::RateLimiter>) return limiter_.get();
+    return nullptr;
+  }
+
+ private:
+  std::unique_ptr<Limiter> limiter_;
+};
+
+// cachetd decides with its own policy (reload cachetd to change it); the
+// policy here only feeds the local fallback, so a new one means a new
+// connection carrying it. SetPolicy runs on one thread at a time.
+class DaemonStore final : public Store {
+ public:
+  static Result<std::unique_ptr<Store>> Connect(std::string endpoint, cachet::DaemonRateLimiterOptions options) {
+    auto limiter = cachet::DaemonRateLimiter::Connect(endpoint, options);
+    if (!limiter) return tl::unexpected(limiter.error());
+    return std::unique_ptr<Store>(new DaemonStore(std::move(endpoint), std::move(options), std::move(*limiter)));
+  }
+  Result<Decision> Check(std::string_view key, std::string_view tier) override {
+    std::shared_ptr<cachet::DaemonRateLimiter> limiter;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      limiter = limiter_;
+    }
+    return limiter->Check(key, tier);
+  }
+  Result<void> SetPolicy(const RateLimitPolicy& policy) override {
+    if (options_.on_failure != cachet::FailureMode::kLocalFallback) return {};
+    cachet::DaemonRateLimiterOptions options = options_;
+    options.fallback_policy = policy;
+    auto limiter = cachet::DaemonRateLimiter::Connect(endpoint_, options);
+    if (!limiter) return tl::unexpected(limiter.error());
+    options_ = std::move(options);
+    std::lock_guard<std::mutex> lock(mu_);
+    limiter_ = std::move(*limiter);
+    return {};
+  }
+
+ private:
+  DaemonStore(std::string endpoint, cachet::DaemonRateLimiterOptions options,
+              std::unique_ptr<cachet::DaemonRateLimiter> limiter)
+      : endpoint_(std::move(endpoint)), options_(std::move(options)), limiter_(std::move(limiter)) {}
+
+  const std::string endpoint_;
+  cachet::DaemonRateLimiterOptions options_;  // SetPolicy's thread only
+  std::mutex mu_;
+  std::shared_ptr<cachet::DaemonRateLimiter> limiter_;  // guarded by mu_
+};
+
+// --- Options ---------------------------------------------------------------------
+
 struct Args {
-  std::string policy, pub, host = "127.0.0.1", default_tier = "anonymous";
-  int port = 8080;
+  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure;
+  int port = 0;
+  unsigned threads = 0;
+  uint64_t capacity = 0;
+  int64_t timeout_ms = 0, retry_ms = 0;
   std::vector<std::string> trusted;
 };
 
-[[noreturn]] void Usage(const std::string& why) {
-  std::fprintf(stderr,
-               "http_service: %s\nusage: http_service --policy FILE [--port N] [--host H] [--pub ENDPOINT] "
-               "[--trusted-proxy CIDR]... [--default-tier NAME]\n",
-               why.c_str());
+[[noreturn]] void Refuse(const std::string& why) {
+  std::fprintf(stderr, "http_service: %s (see --help)\n", why.c_str());
   std::exit(2);
 }
 
 Args Parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (i + 1 >= argc) Usage("missing value for " + f);
-    const std::string v = argv[++i];
-    if (f == "--policy")
-      a.policy = v;
-    else if (f == "--pub")
-      a.pub = v;
-    else if (f == "--host")
-      a.host = v;
-    else if (f == "--default-tier")
-      a.default_tier = v;
-    else if (f == "--trusted-proxy")
-      a.trusted.push_back(v);
-    else if (f == "--port")
-      a.port = std::atoi(v.c_str());
-    else
-      Usage("unknown option " + f);
+  po::options_description o("options");
+  o.add_options()("help,h", "print this help and exit")(
+      "policy", po::value(&a.policy)->value_name("FILE"), "rate-limit policy file: tiers, rules, API keys (required)")(
+      "host", po::value(&a.host)->default_value("127.0.0.1"), "address to listen on")(
+      "port", po::value(&a.port)->default_value(8080), "port to listen on; 0 picks a free one")(
+      "threads", po::value(&a.threads)->default_value(8), "threads answering requests (one per open connection)")(
+      "trusted-proxy", po::value(&a.trusted)->value_name("CIDR")->composing(),
+      "a proxy whose X-Forwarded-For is believed (repeatable); by default none, so the peer address counts")(
+      "default-tier", po::value(&a.default_tier)->default_value("anonymous"),
+      "tier of requests without a known API key")(
+      "pub", po::value(&a.pub)->value_name("ENDPOINT"),
+      "follow the policy cachetd publishes there (instead of the file's; SIGHUP is then ignored)")(
+      "store", po::value(&a.store)->default_value("memory"), "where the counts live: memory, shm, cachetd or redis")(
+      "capacity", po::value(&a.capacity)->default_value(uint64_t{1} << 20),
+      "memory and shm: (key, rule) counters alive at once, 32 bytes each")(
+      "shm-name", po::value(&a.shm_name)->default_value("cachet-limits"),
+      "shm: name of the shared counter table (/dev/shm/NAME)")(
+      "daemon", po::value(&a.daemon)->default_value("ipc:///tmp/cachetd.sock"), "cachetd: the daemon's endpoint")(
+      "redis", po::value(&a.redis)->default_value("127.0.0.1:6379"), "redis: HOST:PORT or unix:/path/redis.sock")(
+      "on-failure", po::value(&a.on_failure)->default_value("open"),
+      "cachetd and redis, when the store does not answer: open (allow), closed (deny) or local (count here)")(
+      "store-timeout-ms", po::value(&a.timeout_ms)->default_value(50), "cachetd and redis: wait per decision")(
+      "retry-ms", po::value(&a.retry_ms)->default_value(1000),
+      "cachetd and redis: after an outage, ask the store again after this long");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, o), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    Refuse(e.what());
   }
-  if (a.policy.empty()) Usage("--policy is required");
-  if (a.port < 0 || a.port > 65535) Usage("--port must be 0 to 65535");
+  if (vm.count("help")) {
+    std::ostringstream help;
+    help << "usage: http_service --policy FILE [options]\n\n"
+            "An HTTP API (/api/...) and an nginx auth_request endpoint (/auth) rate-limited by cachet.\n"
+            "SIGHUP reloads the policy file, SIGTERM stops.\n\n"
+         << o;
+    std::fputs(help.str().c_str(), stdout);
+    std::exit(0);
+  }
+  if (a.policy.empty()) Refuse("--policy is required");
+  if (a.port < 0 || a.port > 65535) Refuse("--port must be 0 to 65535");
+  if (a.threads < 1 || a.threads > 1024) Refuse("--threads must be 1 to 1024");
+  if (a.timeout_ms < 1 || a.retry_ms < 1) Refuse("--store-timeout-ms and --retry-ms must be at least 1");
+  const std::vector<std::pair<const char*, std::vector<std::string>>> applies = {
+      {"capacity", {"memory", "shm"}},         {"shm-name", {"shm"}},
+      {"daemon", {"cachetd"}},                 {"redis", {"redis"}},
+      {"on-failure", {"cachetd", "redis"}},    {"store-timeout-ms", {"cachetd", "redis"}},
+      {"retry-ms", {"cachetd", "redis"}},
+  };
+  if (a.store != "memory" && a.store != "shm" && a.store != "cachetd" && a.store != "redis") {
+    Refuse("--store must be memory, shm, cachetd or redis, not '" + a.store + "'");
+  }
+  for (const auto& [option, stores] : applies) {
+    if (!vm[option].defaulted() && std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
+      Refuse(std::string("--") + option + " does not apply to --store " + a.store);
+    }
+  }
+  if (a.on_failure != "open" && a.on_failure != "closed" && a.on_failure != "local") {
+    Refuse("--on-failure must be open, closed or local, not '" + a.on_failure + "'");
+  }
   return a;
 }
 
-httplib::Server* g_server = nullptr;
-extern "C" void OnStop(int) {
-  if (g_server) g_server->stop();
+Result<std::unique_ptr<Store>> MakeStore(const Args& a, const RateLimitPolicy& policy) {
+  auto wrap = [](auto limiter) -> Result<std::unique_ptr<Store>> {
+    if (!limiter) return tl::unexpected(limiter.error());
+    using Limiter = typename std::decay_t<decltype(**limiter)>;
+    return std::unique_ptr<Store>(new PolicyStore<Limiter>(std::move(*limiter)));
+  };
+  if (a.store == "memory") return wrap(cachet::RateLimiter::Create(policy, cachet::RateLimiterOptions{a.capacity}));
+  if (a.store == "shm") return wrap(cachet::ShmRateLimiter::Open(a.shm_name, policy, a.capacity));
+  cachet::DaemonRateLimiterOptions options;
+  options.on_failure = a.on_failure == "open"     ? cachet::FailureMode::kFailOpen
+                       : a.on_failure == "closed" ? cachet::FailureMode::kFailClosed
+                                                  : cachet::FailureMode::kLocalFallback;
+  options.timeout = std::chrono::milliseconds(a.timeout_ms);
+  options.retry_interval = std::chrono::milliseconds(a.retry_ms);
+  if (options.on_failure == cachet::FailureMode::kLocalFallback) options.fallback_policy = policy;
+  if (a.store == "redis") return wrap(cachet::RedisRateLimiter::Connect(a.redis, policy, options));
+  return DaemonStore::Connect(a.daemon, options);
 }
 
-}  // namespace
+// --- The service ---------------------------------------------------------------
 
-int main(int argc, char** argv) {
-  const Args args = Parse(argc, argv);
-  auto file = cachet::LoadPolicyFile(args.policy);
-  if (!file) Usage(file.error().message);
-  if (file->policy.FindTier(args.default_tier) == nullptr)
-    Usage("--default-tier '" + args.default_tier + "' is not in the policy");
-  auto trusted = cachet::TrustedProxies::Parse(args.trusted);
-  if (!trusted) Usage(trusted.error().message);
-  auto limiter = cachet::RateLimiter::Create(file->policy);
-  if (!limiter) Usage(limiter.error().message);
-  cachet::TierResolver tiers(args.default_tier);
-  tiers.Set(*file);
-  std::unique_ptr<cachet::PolicySubscriber> subscriber;
-  if (!args.pub.empty()) {
-    auto sub = cachet::PolicySubscriber::Start(args.pub, **limiter, [&](const cachet::PolicyFile& p) { tiers.Set(p); });
-    if (!sub) Usage(sub.error().message);
-    subscriber = std::move(*sub);
+class Service {
+ public:
+  Service(Args args, std::unique_ptr<Store> store, cachet::TrustedProxies trusted)
+      : args_(std::move(args)), store_(std::move(store)), trusted_(std::move(trusted)), tiers_(args_.default_tier) {}
+
+  // Checks a new policy file and installs it in the store and the resolver.
+  Result<void> Install(const cachet::PolicyFile& file, bool in_store = true) {
+    if (file.policy.FindTier(args_.default_tier) == nullptr) {
+      return cachet::MakeError(cachet::ErrorCode::kInvalidArgument,
+                               "the policy has no tier '" + args_.default_tier + "' (--default-tier)");
+    }
+    if (in_store) {
+      if (auto ok = store_->SetPolicy(file.policy); !ok) return ok;
+    }
+    tiers_.Set(file);
+    return {};
   }
 
-  // Decides for one request and writes the headers; false when denied.
-  auto decide = [&](const httplib::Request& req, httplib::Response& res, const std::string& peer) {
-    std::string key, tier;
-    const std::string api_key = req.get_header_value("X-API-Key");
-    if (!api_key.empty() && tiers.Knows(api_key)) {
-      key = "key:" + api_key;
-      tier = tiers.TierOf(api_key);
-    } else {
-      std::string forwarded = req.get_header_value("X-Forwarded-For");
-      if (forwarded.empty()) forwarded = req.get_header_value("X-Real-IP");
-      auto address = cachet::ClientAddress(peer, forwarded, *trusted);
-      if (!address) {
-        res.status = 400;
-        res.set_content(address.error().message + "\n", "text/plain");
-        return false;
-      }
-      key = "ip:" + *address;
-      tier = args.default_tier;
+  // SIGHUP: the policy file again, unless the policy follows cachetd's.
+  void Reload() {
+    if (!args_.pub.empty()) return Log("SIGHUP ignored: the policy follows cachetd's (" + args_.pub + ")");
+    auto file = cachet::LoadPolicyFile(args_.policy);
+    auto ok = file ? Install(*file) : tl::unexpected(file.error());
+    Log(ok ? "reloaded the policy from " + args_.policy
+           : "kept the running policy; the reload failed: " + ok.error().message);
+  }
+
+  // --pub: cachetd's policy, installed by a subscriber. It installs in an
+  // in-process limiter; for the other stores that one only checks the
+  // policy, and the callback installs it in the store.
+  Result<void> Follow(const RateLimitPolicy& initial) {
+    cachet::RateLimiter* target = store_->InProcess();
+    if (target == nullptr) {
+      auto checker = cachet::RateLimiter::Create(initial, cachet::RateLimiterOptions{64});
+      if (!checker) return tl::unexpected(checker.error());
+      checker_ = std::move(*checker);
+      target = checker_.get();
     }
-    auto d = (*limiter)->Check(key, tier);
-    if (!d) {  // e.g. a tier the new policy dropped: fail closed, loudly
+    const bool in_store = store_->InProcess() == nullptr;
+    auto sub = cachet::PolicySubscriber::Start(args_.pub, *target, [this, in_store](const cachet::PolicyFile& file) {
+      auto ok = Install(file, in_store);
+      Log(ok ? "installed cachetd's policy" : "refused cachetd's policy: " + ok.error().message);
+    });
+    if (!sub) return tl::unexpected(sub.error());
+    subscriber_ = std::move(*sub);
+    return {};
+  }
+
+  // Decides for one request and writes the rate-limit headers; false when
+  // denied (or when no decision could be made: then the status is set).
+  bool Decide(const httplib::Request& req, httplib::Response& res) {
+    // A proxy may add a second X-Forwarded-For line rather than extend the
+    // first: read them all, in order.
+    std::string forwarded;
+    for (size_t i = 0, n = req.get_header_value_count("X-Forwarded-For"); i < n; ++i) {
+      forwarded += (i ? "," : "") + req.get_header_value("X-Forwarded-For", i);
+    }
+    auto address = cachet::ClientAddress(req.remote_addr, forwarded, trusted_);
+    if (!address) {
+      res.status = 400;
+      res.set_content(address.error().message + "\n", "text/plain");
+      return false;
+    }
+    const cachet::Identity who = tiers_.Identify(req.get_header_value("X-API-Key"), *address);
+    auto d = store_->Check(who.key, who.tier);
+    if (!d) {  // e.g. a tier cachetd's policy lacks, or a full counter table: fail closed, loudly
+      Log("no decision for '" + who.key + "' in tier '" + who.tier + "': " + d.error().message);
       res.status = 503;
       res.set_content(d.error().message + "\n", "text/plain");
       return false;
     }
     for (const auto& h : cachet::RateLimitHeaders(*d, d->rule)) res.set_header(h.name, h.value);
     return d->allowed;
-  };
+  }
+
+ private:
+  const Args args_;
+  std::unique_ptr<Store> store_;
+  const cachet::TrustedProxies trusted_;
+  cachet::TierResolver tiers_;
+  std::unique_ptr<cachet::RateLimiter> checker_;
+  std::unique_ptr<cachet::PolicySubscriber> subscriber_;  // last: stops before the rest goes
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before any thread exists, so that every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int s : {SIGHUP, SIGTERM, SIGINT}) sigaddset(&signals, s);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  const Args args = Parse(argc, argv);
+  auto file = cachet::LoadPolicyFile(args.policy);
+  if (!file) Refuse(file.error().message);
+  auto trusted = cachet::TrustedProxies::Parse(args.trusted);
+  if (!trusted) Refuse(trusted.error().message);
+  auto store = MakeStore(args, file->policy);
+  if (!store) Refuse("--store " + args.store + ": " + store.error().message);
+  Service service(args, std::move(*store), std::move(*trusted));
+  if (auto ok = service.Install(*file, /*in_store=*/false); !ok) Refuse(ok.error().message);
+  if (!args.pub.empty()) {
+    if (auto ok = service.Follow(file->policy); !ok) Refuse("--pub: " + ok.error().message);
+  }
 
   httplib::Server server;
+  // Headers and body go out in two writes; without TCP_NODELAY the second
+  // waits for the client's delayed ACK (40 ms per keep-alive request).
+  server.set_tcp_nodelay(true);
+  server.set_keep_alive_max_count(1000);
+  server.new_task_queue = [n = args.threads] { return new httplib::ThreadPool(n); };
   server.Get(R"(/api/.*)", [&](const httplib::Request& req, httplib::Response& res) {
-    if (decide(req, res, req.remote_addr)) {
+    if (service.Decide(req, res)) {
       res.set_content("{\"ok\":true}\n", "application/json");
     } else if (res.status < 400) {
       res.status = cachet::kHttpTooManyRequests;
@@ -139,23 +367,42 @@ int main(int argc, char** argv) {
     }
   });
   server.Get("/auth", [&](const httplib::Request& req, httplib::Response& res) {
-    if (decide(req, res, req.remote_addr)) {
+    if (service.Decide(req, res)) {
       res.status = 204;
     } else if (res.status < 400) {
       res.status = 403;  // auth_request's "deny"; nginx turns it into 429
     }
   });
-  g_server = &server;
-  std::signal(SIGTERM, OnStop);
-  std::signal(SIGINT, OnStop);
   const int port = args.port == 0 ? server.bind_to_any_port(args.host)
                                   : (server.bind_to_port(args.host, args.port) ? args.port : -1);
   if (port < 0) {
-    std::fprintf(stderr, "http_service: cannot listen on %s:%d\n", args.host.c_str(), args.port);
+    Log("cannot listen on " + args.host + ":" + std::to_string(args.port));
     return 1;
   }
+
+  std::atomic<bool> served{false};
+  std::thread signal_thread([&] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        service.Reload();
+        continue;
+      }
+      // SIGTERM, SIGINT, or main's wake-up once serving ended. httplib's
+      // stop() does nothing until listening has begun: repeat until it took.
+      while (!served.load()) {
+        server.stop();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return;
+    }
+  });
   std::printf("listening on http://%s:%d\n", args.host.c_str(), port);
   std::fflush(stdout);
-  server.listen_after_bind();
-  return 0;
+  const bool clean = server.listen_after_bind();
+  served.store(true);
+  pthread_kill(signal_thread.native_handle(), SIGTERM);
+  signal_thread.join();
+  return clean ? 0 : 1;
 }

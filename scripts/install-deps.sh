@@ -16,6 +16,7 @@ packages=(
   libhiredis-dev redis-server redis-tools bc  # side-by-side benchmark against Redis
   libcpp-httplib-dev                    # the HTTP example in front of the rate limiter
   nginx-light                           # auth_request test (tests start their own nginx)
+  wrk                                   # bench/wrk_http_service.sh
 )
 
 missing=()

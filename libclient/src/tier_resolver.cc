@@ -28,4 +28,11 @@ std::string TierResolver::TierOf(std::string_view api_key) const { return Find(a
 
 bool TierResolver::Knows(std::string_view api_key) const { return Find(api_key).has_value(); }
 
+Identity TierResolver::Identify(std::string_view api_key, std::string_view client_address) const {
+  if (!api_key.empty()) {
+    if (auto tier = Find(api_key)) return Identity{std::string(api_key), std::move(*tier), true};
+  }
+  return Identity{"ip:" + std::string(client_address), fallback_, false};
+}
+
 }  // namespace cachet

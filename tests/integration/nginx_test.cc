@@ -1,6 +1,6 @@
 // nginx in front of any upstream, rate-limited by cachet through
-// auth_request: Debian's nginx, started by the test on a loopback port with a
-// generated configuration, asks the example service's /auth endpoint.
+// auth_request: Debian's nginx, started by the test on a loopback port with
+// docs/operations.md's recipe, asks the example service's /auth endpoint.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -10,7 +10,7 @@
 
 #include <fstream>
 
-#include "daemon_process.h"
+#include "http_service_process.h"
 
 namespace cachet {
 namespace {
@@ -27,30 +27,49 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-void Stop(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
+// The nginx block of docs/operations.md, as a user would paste it into a
+// server block: the test runs the documented recipe itself, so the two
+// cannot drift apart. Its upstream becomes a static file.
+std::string DocumentedRecipe() {
+  const std::string doc = testing::ReadFile(CACHET_SOURCE_DIR "/docs/operations.md");
+  const std::string fence = "```nginx\n";
+  const size_t begin = doc.find(fence, doc.find("### nginx in front of any upstream"));
+  if (begin == std::string::npos) return "";
+  const size_t end = doc.find("```", begin + fence.size());
+  return doc.substr(begin + fence.size(), end - begin - fence.size());
+}
+
+void Replace(std::string& text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  ASSERT_NE(at, std::string::npos) << "the recipe no longer has '" << from << "':\n" << text;
+  text.replace(at, from.size(), to);
 }
 
 class NginxTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(system(("mkdir -p " + dir_ + "/www").c_str()), 0);
+    ASSERT_EQ(system(("mkdir -p " + dir_ + "/www " + dir_ + "/tmp").c_str()), 0);
     std::ofstream(dir_ + "/www/index.html") << "upstream says hello\n";
-    // A sliding window: a minute boundary during the test (on the real
-    // clock) cannot hand out a fresh window.
-    std::ofstream(dir_ + "/limits.ini") << "[tier.anonymous]\nper_minute = 100/1m sliding_window\n"
-                                           "[tier.premium]\nper_minute = 1000/1m\n[keys]\nkey-premium = premium\n";
-    // The example service: limits, and /auth for nginx.
-    service_ = testing::Launch(
-        {HTTP_SERVICE_PATH, "--port", "0", "--policy", dir_ + "/limits.ini", "--trusted-proxy", "127.0.0.1"},
-        dir_ + "/service.out");
-    ASSERT_TRUE(WaitFor(dir_ + "/service.out", "listening on http://127.0.0.1:"));
-    const std::string out = testing::ReadFile(dir_ + "/service.out");
-    const int service_port = std::stoi(out.substr(out.find("127.0.0.1:") + 10));
+    // Token buckets refilling one request per 864 s: no test sees a refill,
+    // so every count below is certain on the real clock.
+    std::ofstream(dir_ + "/limits.ini") << "[tier.anonymous]\nper_day = 100/1d token_bucket\n"
+                                           "[tier.premium]\nper_day = 1000/1d token_bucket\n"
+                                           "[keys]\nkey-premium = premium\n";
+    // The example service as docs/operations.md runs it: nginx on this host
+    // is its only trusted proxy.
+    ASSERT_TRUE(service_.Start({"--policy", dir_ + "/limits.ini", "--trusted-proxy", "127.0.0.1"}));
     port_ = FreePort();
-    std::ofstream(dir_ + "/nginx.conf") << Config(service_port);
+    std::string recipe = DocumentedRecipe();
+    ASSERT_FALSE(recipe.empty()) << "docs/operations.md has no nginx recipe";
+    Replace(recipe, "127.0.0.1:8081", "127.0.0.1:" + std::to_string(service_.port()));
+    Replace(recipe, "proxy_pass http://your_upstream;", "root " + dir_ + "/www;\n    try_files /index.html =404;");
+    std::ofstream(dir_ + "/nginx.conf") << "daemon off;\nmaster_process off;\npid " << dir_ << "/nginx.pid;\n"
+                                        << "error_log " << dir_ << "/error.log;\nevents {}\nhttp {\n"
+                                        << "  access_log off;\n  client_body_temp_path " << dir_ << "/tmp;\n"
+                                        << "  proxy_temp_path " << dir_ << "/tmp;\n"
+                                        << "  server {\n    listen 127.0.0.1:" << port_ << ";\n"
+                                        << "    location = /healthz { return 200 \"ok\\n\"; }\n"
+                                        << recipe << "  }\n}\n";
     nginx_ = testing::Launch({"/usr/sbin/nginx", "-p", dir_, "-c", dir_ + "/nginx.conf"}, dir_ + "/nginx.out");
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
@@ -62,47 +81,16 @@ class NginxTest : public ::testing::Test {
            << testing::ReadFile(dir_ + "/error.log");
   }
   void TearDown() override {
-    Stop(nginx_);
-    Stop(service_);
-    (void)system(("rm -rf " + dir_).c_str());
-  }
-
-  std::string Config(int service_port) const {
-    const std::string svc = "http://127.0.0.1:" + std::to_string(service_port);
-    return "daemon off;\nmaster_process off;\npid " + dir_ + "/nginx.pid;\nerror_log " + dir_ +
-           "/error.log;\nevents {}\nhttp {\n"
-           "  access_log off;\n  client_body_temp_path " +
-           dir_ + "/tmp;\n  proxy_temp_path " + dir_ +
-           "/tmp;\n"
-           "  server {\n    listen 127.0.0.1:" +
-           std::to_string(port_) +
-           ";\n"
-           "    location = /healthz { return 200 \"ok\\n\"; }\n"
-           "    location = /_cachet {\n      internal;\n      proxy_pass " +
-           svc +
-           "/auth;\n"
-           "      proxy_pass_request_body off;\n      proxy_set_header Content-Length \"\";\n"
-           "      proxy_set_header X-Real-IP $remote_addr;\n      proxy_set_header X-API-Key $http_x_api_key;\n    }\n"
-           "    location / {\n      auth_request /_cachet;\n"
-           "      auth_request_set $rl_policy $upstream_http_ratelimit_policy;\n"
-           "      auth_request_set $rl $upstream_http_ratelimit;\n"
-           "      auth_request_set $rl_retry $upstream_http_retry_after;\n"
-           "      add_header RateLimit-Policy $rl_policy always;\n      add_header RateLimit $rl always;\n"
-           "      error_page 403 = @limited;\n      root " +
-           dir_ +
-           "/www;\n      try_files /index.html =404;\n    }\n"
-           "    location @limited {\n      add_header RateLimit-Policy $rl_policy always;\n"
-           "      add_header RateLimit $rl always;\n      add_header Retry-After $rl_retry always;\n"
-           "      return 429 \"too many requests\\n\";\n    }\n  }\n}\n";
-  }
-
-  static bool WaitFor(const std::string& file, const std::string& text) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (testing::ReadFile(file).find(text) != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (nginx_ > 0) {
+      kill(nginx_, SIGQUIT);  // graceful stop
+      int status = 0;
+      waitpid(nginx_, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << testing::ReadFile(dir_ + "/error.log");
     }
-    return false;
+    if (service_.Running()) {
+      EXPECT_TRUE(service_.Stop());
+    }
+    (void)system(("rm -rf " + dir_).c_str());
   }
 
   httplib::Result Get(const httplib::Headers& headers = {}) {
@@ -111,7 +99,8 @@ class NginxTest : public ::testing::Test {
   }
 
   const std::string dir_ = "/tmp/" + testing::UniqueSegmentName("nginx");
-  pid_t service_ = -1, nginx_ = -1;
+  testing::ServiceProcess service_;
+  pid_t nginx_ = -1;
   int port_ = 0;
 };
 
@@ -121,19 +110,46 @@ TEST_F(NginxTest, AuthRequestLimitsAnyUpstream) {
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200) << i;
     ASSERT_EQ(res->body, "upstream says hello\n");
-    const std::string expected = "\"per_minute\";r=" + std::to_string(100 - i) + ";t=";
+    const std::string expected = "\"per_day\";r=" + std::to_string(100 - i) + ";t=";
     EXPECT_EQ(res->get_header_value("RateLimit").rfind(expected, 0), 0u) << res->get_header_value("RateLimit");
   }
   auto res = Get();
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 429);
-  EXPECT_GE(std::stoi(res->get_header_value("Retry-After")), 1);
-  EXPECT_EQ(res->get_header_value("RateLimit-Policy"), "\"per_minute\";q=100;w=60");
+  EXPECT_GE(std::stoi(res->get_header_value("Retry-After")), 800);  // the next token, 864 s after the first
+  EXPECT_LE(std::stoi(res->get_header_value("Retry-After")), 864);
+  EXPECT_EQ(res->get_header_value("RateLimit-Policy"), "\"per_day\";q=100;w=86400");
   // A premium key passes where the anonymous address is spent.
   auto premium = Get({{"X-API-Key", "key-premium"}});
   ASSERT_TRUE(premium);
   EXPECT_EQ(premium->status, 200);
-  EXPECT_EQ(premium->get_header_value("RateLimit-Policy"), "\"per_minute\";q=1000;w=60");
+  EXPECT_EQ(premium->get_header_value("RateLimit-Policy"), "\"per_day\";q=1000;w=86400");
+}
+
+// Issue 8 item 10: a client that writes its own X-Forwarded-For (or
+// X-Real-IP), a new address on every request, still gets exactly the limit:
+// nginx replaces both headers with the address it sees.
+TEST_F(NginxTest, ForgedForwardedForThroughNginxGetsExactlyTheLimit) {
+  int admitted = 0;
+  for (int i = 0; i < 150; ++i) {
+    const std::string forged = "198.51.100." + std::to_string(i % 250);
+    auto res = Get({{"X-Forwarded-For", forged}, {"X-Real-IP", forged}});
+    ASSERT_TRUE(res) << i;
+    ASSERT_TRUE(res->status == 200 || res->status == 429) << res->status;
+    admitted += res->status == 200;
+  }
+  EXPECT_EQ(admitted, 100);
+}
+
+// And an invented API key through nginx is no fresh allowance either.
+TEST_F(NginxTest, InventedApiKeysThroughNginxGetExactlyTheLimit) {
+  int admitted = 0;
+  for (int i = 0; i < 150; ++i) {
+    auto res = Get({{"X-API-Key", "invented-" + std::to_string(i)}});
+    ASSERT_TRUE(res) << i;
+    admitted += res->status == 200;
+  }
+  EXPECT_EQ(admitted, 100);
 }
 
 }  // namespace

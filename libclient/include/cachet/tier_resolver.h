@@ -1,12 +1,19 @@
-// TierResolver: which tier an API key belongs to.
+// TierResolver: who a request counts as, and in which tier.
 //
-//   cachet::TierResolver tiers("anonymous");       // the tier of unknown keys
+//   cachet::TierResolver tiers("anonymous");       // the tier of unknown clients
 //   tiers.Set(policy_file);                        // the file's [keys]; again on each new policy
-//   limiter->Check("key:" + api_key, tiers.TierOf(api_key));
+//   auto who = tiers.Identify(api_key, client_address);
+//   limiter->Check(who.key, who.tier);
+//
+// Identify is the safe way to limit: a known API key counts under its own
+// name (so [override.<key>] sections apply to it) in its tier, and any other
+// request, with an invented key or none, counts under its client address in
+// the fallback tier. Counting unknown keys under their own names would hand
+// every invented key a fresh allowance.
 //
 // Keys listed in the policy file's [keys] section come first; for the
 // others, an optional callback of the application's (keys kept in a
-// database, say) answers; a key neither knows gets the fallback tier.
+// database, say) answers; a key neither knows is unknown.
 //
 // Thread safety: every method may be called from any thread; Set may run
 // on a PolicySubscriber's thread while requests call TierOf.
@@ -24,6 +31,13 @@
 
 namespace cachet {
 
+// What to count a request as: `key` for the limiter's Check, and its tier.
+struct Identity {
+  std::string key;   // the API key when known, else "ip:" + the client address
+  std::string tier;  // the key's tier, or the fallback tier
+  bool known_key = false;
+};
+
 class TierResolver {
  public:
   // The application's own lookup: the tier of `api_key`, or nullopt.
@@ -37,6 +51,11 @@ class TierResolver {
   std::string TierOf(std::string_view api_key) const;
   // True when the file or the callback knows the key.
   bool Knows(std::string_view api_key) const;
+  // The identity to count a request as: a known `api_key` (may be empty),
+  // else `client_address` in the fallback tier. REQUIRES: client_address
+  // is the address to limit, in one canonical spelling (ClientAddress in
+  // cachet/http.h gives it), never empty.
+  Identity Identify(std::string_view api_key, std::string_view client_address) const;
 
  private:
   std::optional<std::string> Find(std::string_view api_key) const;

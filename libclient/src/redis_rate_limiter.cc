@@ -289,32 +289,38 @@ class RedisRateLimiter::Impl {
 
   // REQUIRES: connection_mu_ held.
   Result<ReplyPtr> Eval(std::vector<std::string>& args) {
-    if (auto ok = ConnectLocked(); !ok) return tl::unexpected(ok.error());
-    args[1] = sha_;
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const std::string& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    ReplyPtr reply(
-        static_cast<redisReply*>(redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lens.data())));
-    if (!reply) {
-      const std::string why = context_->errstr;
-      redisFree(context_);
-      context_ = nullptr;  // reconnect on the next call
-      return MakeError(ErrorCode::kUnavailable, "redis at " + address_ + ": " + why);
-    }
-    if (reply->type == REDIS_REPLY_ERROR) {
-      const std::string why(reply->str, reply->len);
-      if (why.rfind("NOSCRIPT", 0) == 0) {  // the server restarted or flushed its scripts
-        redisFree(context_);
-        context_ = nullptr;
-        return MakeError(ErrorCode::kUnavailable, "redis lost the rate-limit script; reloading");
+    // A Redis that lost the script (SCRIPT FLUSH, a restart, a failover)
+    // answers NOSCRIPT: load it again and ask once more, so that costs no
+    // outage.
+    for (int attempt = 0;; ++attempt) {
+      if (auto ok = ConnectLocked(); !ok) return tl::unexpected(ok.error());
+      args[1] = sha_;
+      std::vector<const char*> argv;
+      std::vector<size_t> lens;
+      for (const std::string& a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
       }
-      return MakeError(ErrorCode::kInternal, "redis: " + why);
+      ReplyPtr reply(static_cast<redisReply*>(
+          redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lens.data())));
+      if (!reply) {
+        const std::string why = context_->errstr;
+        redisFree(context_);
+        context_ = nullptr;  // reconnect on the next call
+        return MakeError(ErrorCode::kUnavailable, "redis at " + address_ + ": " + why);
+      }
+      if (reply->type != REDIS_REPLY_ERROR) return reply;
+      const std::string why(reply->str, reply->len);
+      if (why.rfind("NOSCRIPT", 0) != 0) return MakeError(ErrorCode::kInternal, "redis: " + why);
+      redisFree(context_);
+      context_ = nullptr;  // ConnectLocked loads the script again
+      if (attempt == 1) {
+        return MakeError(ErrorCode::kUnavailable, "redis at " + address_ +
+                                                      " lost the rate-limit script again after "
+                                                      "loading it: " +
+                                                      why);
+      }
     }
-    return reply;
   }
 
   const std::string address_;

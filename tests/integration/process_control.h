@@ -1,0 +1,62 @@
+// Deterministic control of a running server for contract tests: suspend it
+// (SIGSTOP) for a scope so that replies become late or never come, and poll
+// for an outcome with a deadline.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace cachet::testing {
+
+// Polls `done` every few milliseconds until it holds or `limit` passes;
+// returns its last value.
+template <typename Predicate>
+bool Eventually(Predicate done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+// The scheduler state of `pid` from /proc ('R', 'S', 'T' for stopped, ...),
+// or '?' when it is gone.
+inline char ProcessState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+
+// SIGSTOPs a process for the lifetime of the object (or until Resume), and
+// waits until the kernel reports it stopped, so that nothing it does can
+// race the test's next step. Every thread of the process stops, ZeroMQ's I/O
+// threads included: requests sent meanwhile wait in the kernel's buffers.
+class Suspended {
+ public:
+  explicit Suspended(pid_t pid) : pid_(pid) {
+    kill(pid_, SIGSTOP);
+    stopped_ = Eventually([&] { return ProcessState(pid_) == 'T'; }, std::chrono::seconds(5));
+  }
+  ~Suspended() { Resume(); }
+  Suspended(const Suspended&) = delete;
+  Suspended& operator=(const Suspended&) = delete;
+
+  bool stopped() const { return stopped_; }
+  void Resume() {
+    if (pid_ > 0) kill(pid_, SIGCONT);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_;
+  bool stopped_ = false;
+};
+
+}  // namespace cachet::testing

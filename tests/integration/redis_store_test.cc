@@ -1,0 +1,284 @@
+// The Redis store's promises (docs/operations.md "Where the counts live",
+// docs/design.md "The rate limiter"), against Debian's redis-server started
+// by the test on a free loopback tcp port:
+//   * decisions over tcp, shared by every limiter of that Redis, state in
+//     one hash per key and rule that expires when idle;
+//   * a SCRIPT FLUSH (or a restarted Redis that lost its scripts) costs no
+//     outage: the script is loaded again and Redis decides;
+//   * on a dead Redis each failure mode decides as documented, the outage is
+//     reported once, Redis is not asked again before the retry interval, and
+//     decisions go back to it by themselves.
+#include <arpa/inet.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "cachet/redis_rate_limiter.h"
+#include "limiter_test_util.h"
+#include "process_control.h"
+#include "test_util.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+
+struct RedisReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using ReplyPtr = std::unique_ptr<redisReply, RedisReplyFree>;
+struct RedisContextFree {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+
+// A port on loopback nobody listens on at the moment of asking.
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = -1;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// redis-server on 127.0.0.1:<free port>, no persistence, ready once it
+// answers PING (not when its socket exists).
+class TcpRedis {
+ public:
+  TcpRedis() { EXPECT_TRUE(Start()) << "redis-server did not answer PING"; }
+  ~TcpRedis() { Kill(); }
+
+  // Starts (again, on the same port once it has one); true once PING answers.
+  bool Start() {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      if (port_ < 0) port_ = FreeLoopbackPort();
+      pid_ = testing::Launch({"/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", std::to_string(port_), "--save",
+                              "", "--appendonly", "no", "--logfile", ""},
+                             "/dev/null");
+      if (testing::Eventually([&] { return Ping() || Exited(); }) && !Exited()) return true;
+      Kill();
+      port_ = -1;  // taken meanwhile by someone else: another port
+    }
+    return false;
+  }
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  // One command on a connection of its own; nullptr when Redis is unreachable.
+  ReplyPtr Command(const std::string& command) const {
+    std::unique_ptr<redisContext, RedisContextFree> c(redisConnectWithTimeout("127.0.0.1", port_, {1, 0}));
+    if (!c || c->err) return nullptr;
+    return ReplyPtr(static_cast<redisReply*>(redisCommand(c.get(), command.c_str())));
+  }
+
+ private:
+  bool Ping() const {
+    ReplyPtr r = Command("PING");
+    return r && r->type == REDIS_REPLY_STATUS && std::string(r->str) == "PONG";
+  }
+  bool Exited() {
+    int status = 0;
+    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) pid_ = -1;
+    return pid_ <= 0;
+  }
+
+  int port_ = -1;
+  pid_t pid_ = -1;
+};
+
+RateLimitPolicy Policy(uint64_t limit) {
+  RateLimitPolicy p;
+  p.tiers.push_back({"regular", {testing::MakeRule("per_minute", limit, minutes(1), Algorithm::kFixedWindow)}});
+  return p;
+}
+
+class RedisStoreTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<RedisRateLimiter> Connect(const RateLimitPolicy& p, FailureMode mode,
+                                            std::optional<RateLimitPolicy> fallback = std::nullopt) {
+    DaemonRateLimiterOptions o;
+    o.on_failure = mode;
+    o.timeout = milliseconds(500);
+    o.retry_interval = milliseconds(1000);
+    o.fallback_policy = std::move(fallback);
+    o.on_health_change = [this](bool healthy, const Error& why) {
+      (healthy ? recoveries_ : outages_)++;
+      last_outage_ = why.ToString();
+    };
+    auto l = RedisRateLimiter::Connect(redis_.address(), p, o, clock_);
+    EXPECT_TRUE(l.has_value()) << l.error().ToString();
+    return l ? std::move(*l) : nullptr;
+  }
+
+  TcpRedis redis_;
+  FakeClock clock_{1'700'000'040'000};  // the start of a minute
+  int outages_ = 0, recoveries_ = 0;
+  std::string last_outage_;
+};
+
+TEST_F(RedisStoreTest, OverTcpLimitersShareOneCountKeptInAnExpiringHash) {
+  auto a = Connect(Policy(3), FailureMode::kFailClosed);
+  auto b = Connect(Policy(3), FailureMode::kFailClosed);
+  ASSERT_TRUE(a && b);
+  for (uint64_t remaining : {2u, 1u, 0u}) {
+    RedisRateLimiter& l = remaining == 1 ? *b : *a;
+    auto d = l.Check("user", "regular");
+    ASSERT_TRUE(d.has_value()) << d.error().ToString();
+    EXPECT_TRUE(d->allowed);
+    EXPECT_EQ(d->remaining, remaining);
+    EXPECT_EQ(d->rule, "per_minute");
+  }
+  auto denied = b->Check("user", "regular");
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_FALSE(denied->allowed);
+  EXPECT_EQ(denied->retry_after, milliseconds(60'000));  // the clock is at a minute's start
+  EXPECT_EQ(denied->rule, "per_minute");
+  // The state: one hash for (tier, rule, key), expiring when idle.
+  ReplyPtr type = redis_.Command("TYPE cachet:rl:regular/per_minute:user");
+  ASSERT_TRUE(type);
+  EXPECT_EQ(std::string(type->str), "hash");
+  ReplyPtr ttl = redis_.Command("PTTL cachet:rl:regular/per_minute:user");
+  ASSERT_TRUE(ttl);
+  EXPECT_GT(ttl->integer, 0);
+  EXPECT_LE(ttl->integer, 2 * 60'000 + 1000);
+  EXPECT_EQ(outages_, 0);
+}
+
+// SCRIPT FLUSH empties Redis's script cache (as a restart or a failover
+// does): the next decision must load the script again and still be Redis's,
+// with the count intact, not an outage decided by the failure mode.
+TEST_F(RedisStoreTest, AfterScriptFlushRedisStillDecidesWithTheCountIntact) {
+  auto l = Connect(Policy(5), FailureMode::kFailClosed);
+  ASSERT_TRUE(l);
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(l->Check("user", "regular").value().allowed);
+  ReplyPtr flushed = redis_.Command("SCRIPT FLUSH");
+  ASSERT_TRUE(flushed);
+  ASSERT_EQ(flushed->type, REDIS_REPLY_STATUS);
+  auto d = l->Check("user", "regular");
+  ASSERT_TRUE(d.has_value()) << d.error().ToString();
+  EXPECT_TRUE(d->allowed) << "decided by the failure mode: " << d->rule;
+  EXPECT_EQ(d->rule, "per_minute");
+  EXPECT_EQ(d->remaining, 2u);  // the third of five
+  EXPECT_EQ(outages_, 0) << last_outage_;
+  EXPECT_TRUE(l->healthy());
+}
+
+// Each failure mode on a Redis that died: decided as documented, reported
+// once, Redis not asked again before the retry interval (it is back, but
+// the decisions stay with the failure mode), then back to Redis by itself.
+TEST_F(RedisStoreTest, ADeadRedisIsHandledByEachFailureMode) {
+  RateLimitPolicy fallback;
+  fallback.tiers.push_back({"regular", {testing::MakeRule("local", 2, minutes(1), Algorithm::kFixedWindow)}});
+  for (FailureMode mode : {FailureMode::kFailOpen, FailureMode::kFailClosed, FailureMode::kLocalFallback}) {
+    SCOPED_TRACE(static_cast<int>(mode));
+    outages_ = recoveries_ = 0;
+    auto l = Connect(Policy(100), mode, fallback);
+    ASSERT_TRUE(l);
+    ASSERT_TRUE(redis_.Command("FLUSHALL"));
+    auto first = l->Check("user", "regular");
+    ASSERT_TRUE(first.has_value() && first->allowed);
+    EXPECT_EQ(first->remaining, 99u);
+    redis_.Kill();
+
+    std::vector<Decision> during;
+    for (int i = 0; i < 3; ++i) {
+      auto d = l->Check("user", "regular");
+      ASSERT_TRUE(d.has_value()) << d.error().ToString();
+      during.push_back(*d);
+    }
+    EXPECT_EQ(outages_, 1) << "one report per outage";
+    EXPECT_NE(last_outage_.find(redis_.address()), std::string::npos) << last_outage_;
+    EXPECT_FALSE(l->healthy());
+    switch (mode) {
+      case FailureMode::kFailOpen:
+        for (const Decision& d : during) {
+          EXPECT_TRUE(d.allowed);
+          EXPECT_EQ(d.rule, "store_unavailable");
+        }
+        break;
+      case FailureMode::kFailClosed:
+        for (const Decision& d : during) {
+          EXPECT_FALSE(d.allowed);
+          EXPECT_EQ(d.retry_after, milliseconds(1000));  // the retry interval
+          EXPECT_EQ(d.rule, "store_unavailable");
+        }
+        break;
+      case FailureMode::kLocalFallback:  // the local policy: 2 a minute
+        EXPECT_TRUE(during[0].allowed);
+        EXPECT_TRUE(during[1].allowed);
+        EXPECT_FALSE(during[2].allowed);
+        EXPECT_EQ(during[2].limit, 2u);
+        EXPECT_EQ(during[2].rule, "local");
+        break;
+    }
+
+    // Redis is back, but within the retry interval nobody asks it.
+    ASSERT_TRUE(redis_.Start());
+    clock_.Advance(milliseconds(999));
+    auto still = l->Check("user", "regular");
+    ASSERT_TRUE(still.has_value());
+    EXPECT_NE(still->rule, "per_minute") << "asked Redis before the retry interval";
+    if (mode == FailureMode::kLocalFallback) {
+      EXPECT_EQ(still->rule, "local");
+    }
+    EXPECT_EQ(recoveries_, 0);
+    ReplyPtr keys = redis_.Command("DBSIZE");
+    ASSERT_TRUE(keys);
+    EXPECT_EQ(keys->integer, 0) << "no decision reached the new Redis";
+
+    // Once the interval has passed, Redis decides again (a fresh server: a fresh count).
+    clock_.Advance(milliseconds(1));
+    auto back = l->Check("user", "regular");
+    ASSERT_TRUE(back.has_value()) << back.error().ToString();
+    EXPECT_TRUE(back->allowed);
+    EXPECT_EQ(back->rule, "per_minute");
+    EXPECT_EQ(back->remaining, 99u);
+    EXPECT_EQ(recoveries_, 1);
+    EXPECT_EQ(outages_, 1);
+    EXPECT_TRUE(l->healthy());
+    clock_.Advance(minutes(1));  // the next mode starts in a new window
+  }
+}
+
+// A limiter made while Redis is down works from the first call: the failure
+// mode decides, then Redis once it is up and the interval has passed.
+TEST_F(RedisStoreTest, ALimiterMadeWhileRedisIsDownStartsInItsFailureMode) {
+  redis_.Kill();
+  auto l = Connect(Policy(10), FailureMode::kFailClosed);
+  ASSERT_TRUE(l);
+  auto d = l->Check("user", "regular");
+  ASSERT_TRUE(d.has_value()) << d.error().ToString();
+  EXPECT_FALSE(d->allowed);
+  EXPECT_EQ(d->rule, "store_unavailable");
+  EXPECT_EQ(outages_, 1);
+  ASSERT_TRUE(redis_.Start());
+  clock_.Advance(milliseconds(1000));
+  auto back = l->Check("user", "regular");
+  ASSERT_TRUE(back.has_value());
+  EXPECT_TRUE(back->allowed);
+  EXPECT_EQ(back->remaining, 9u);
+  EXPECT_EQ(recoveries_, 1);
+}
+
+}  // namespace
+}  // namespace cachet

@@ -7,7 +7,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace cachet::testing {
@@ -19,12 +23,36 @@ inline std::string UniqueSegmentName(const std::string& what) {
   return "cachet-test-" + what + "-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
 }
 
+// The whole file, or "" if it cannot be read.
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Polls `done` every `interval` until it returns true (then true) or `limit`
+// has passed (then false, after one last try). The one way tests wait for
+// another process or thread: callers assert on the result, so a wait that
+// never ends is a failure, not a hang.
+template <typename Predicate>
+bool WaitUntil(Predicate&& done, std::chrono::milliseconds limit = std::chrono::seconds(10),
+               std::chrono::milliseconds interval = std::chrono::milliseconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(interval);  // polling another process, with a deadline
+  }
+  return done();
+}
+
 // In a forked child about to exec a server: if the test process dies (a
 // crash, a timeout kill), the server dies too instead of running on.
 inline void DieWithParent() { prctl(PR_SET_PDEATHSIG, SIGKILL); }
 
 // Starts `args` (args[0] is the program's path) as a child that dies with
-// the test; its stdout and stderr go to `output` when given.
+// the test; its stdout and stderr go to `output` when given. Its exit is NOT
+// checked: prefer ChildProcess (child_process.h), which checks it.
 inline pid_t Launch(std::vector<std::string> args, const std::string& output = "") {
   const pid_t pid = fork();
   if (pid != 0) return pid;

@@ -1,35 +1,30 @@
 // DaemonProcess: a real cachetd started by a test on its own unique segment,
 // ipc path and ephemeral loopback tcp port, read back from its log. Stopped
 // (and its segment, socket and log removed) when the object goes away.
+//
+// cachetd runs as a ChildProcess (child_process.h): every stop is checked.
+// Stop() (and the destructor) expect a clean exit with code 0 within the
+// deadline and no sanitizer report in its stderr; anything else fails the
+// test. Kill() (SIGKILL) is the explicit opt-out for kill tests.
 #pragma once
 
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <fstream>
-#include <sstream>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cachet/cache.h"
 #include "cachet/client.h"
+#include "child_process.h"
 #include "test_util.h"
 
 namespace cachet::testing {
-
-inline std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // One STATS counter from the daemon, or -1 (with a test failure) if absent.
 inline int64_t StatOf(Client& client, const std::string& name) {
@@ -43,6 +38,28 @@ inline int64_t StatOf(Client& client, const std::string& name) {
   }
   ADD_FAILURE() << "no stat " << name;
   return -1;
+}
+
+// Runs cachetd with `args` to completion (up to `limit`): for tests of
+// options it must refuse. It always runs on names of its own (a unique
+// segment and ipc path, no tcp endpoint) unless `args` set them, so a
+// regression that lets it start touches nothing a real cachetd uses; a
+// cachetd that does start is killed at the deadline (a test failure) and its
+// segment removed.
+inline ProgramResult RunCachetd(std::vector<std::string> args,
+                                std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const std::string id = UniqueSegmentName("run");
+  const std::string socket = "/tmp/" + id + ".sock";
+  const auto has = [&](const char* flag) { return std::find(args.begin(), args.end(), flag) != args.end(); };
+  std::vector<std::string> command = {CACHETD_PATH};
+  if (!has("--segment")) command.insert(command.end(), {"--segment", id});
+  if (!has("--ipc")) command.insert(command.end(), {"--ipc", "ipc://" + socket});
+  if (!has("--tcp")) command.insert(command.end(), {"--tcp", ""});
+  command.insert(command.end(), args.begin(), args.end());
+  ProgramResult r = RunProgram(command, limit);
+  (void)Cache::RemoveNamed(id);
+  unlink(socket.c_str());
+  return r;
 }
 
 class DaemonProcess {
@@ -61,8 +78,10 @@ class DaemonProcess {
   }
 
   // Starts cachetd and waits until it logs "ready". `tcp` may name a fixed
-  // endpoint to reuse one from an earlier run (restart tests).
+  // endpoint to reuse one from an earlier run (restart tests). A cachetd
+  // that exits during start fails the start (its output is still checked).
   ::testing::AssertionResult Start(const std::string& tcp = "tcp://127.0.0.1:*") {
+    if (child_) return ::testing::AssertionFailure() << "cachetd is already running (pid " << pid() << ")";
     const size_t log_before = ReadFile(log_path_).size();
     std::vector<std::string> args = {CACHETD_PATH, "--segment", segment_,     "--ipc",  ipc_,
                                      "--tcp",      tcp,         "--log-file", log_path_};
@@ -75,75 +94,78 @@ class DaemonProcess {
       }
     }
     args.insert(args.end(), extra_.begin(), extra_.end());
-    pid_ = testing::Launch(args);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const std::string log = ReadFile(log_path_).substr(std::min(log_before, ReadFile(log_path_).size()));
-      const size_t at = log.find("listening on tcp://");
-      if (log.find(" ready: ") != std::string::npos && at != std::string::npos) {
-        const size_t begin = at + std::string("listening on ").size();
-        tcp_ = log.substr(begin, log.find_first_of(" \n", begin) - begin);
-        return ::testing::AssertionSuccess();
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return ::testing::AssertionFailure() << "cachetd exited during start; log:\n" << ReadFile(log_path_);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a log file with a deadline
-    }
-    return ::testing::AssertionFailure() << "cachetd not ready in 10 s; log:\n" << ReadFile(log_path_);
+    child_.emplace(ChildProcess::Exec(args));
+    bool ready = false;
+    const bool ended = WaitUntil(
+        [&] {
+          const std::string all = ReadFile(log_path_);
+          const std::string log = all.substr(std::min(log_before, all.size()));
+          const size_t at = log.find("listening on tcp://");
+          if (log.find(" ready: ") != std::string::npos && at != std::string::npos) {
+            const size_t begin = at + std::string("listening on ").size();
+            tcp_ = log.substr(begin, log.find_first_of(" \n", begin) - begin);
+            ready = true;
+          }
+          return ready || child_->Exited();
+        },
+        kStartDeadline);
+    if (ready) return ::testing::AssertionSuccess();
+    const std::string why = ended ? "exited during start" : "not ready in time";
+    const int code = ended ? child_->Wait(ChildProcess::kAnyExit) : child_->Stop(ChildProcess::kAnyExit);
+    const std::string err = child_->err();
+    child_.reset();
+    return ::testing::AssertionFailure() << "cachetd " << why << " (exit " << code << "); stderr:\n"
+                                         << err << "\nlog:\n"
+                                         << ReadFile(log_path_);
   }
 
   // Arguments for the next Start (a restart with another configuration).
   void SetExtraArgs(std::vector<std::string> args) { extra_ = std::move(args); }
 
-  // SIGTERM and wait; returns the exit status (or -1 if not running).
-  int Stop() { return Signal(SIGTERM, true); }
-  int Kill() { return Signal(SIGKILL, true); }
-  void Hup() const { kill(pid_, SIGHUP); }
+  // SIGTERM and wait; returns the exit status (or -1 if not running). Fails
+  // the test unless cachetd exits with 0 in time and reports no sanitizer
+  // error.
+  int Stop() { return End([](ChildProcess& c) { return c.Stop(); }); }
+  // SIGKILL: the opt-out from the exit check, for kill tests. Fails the test
+  // if cachetd had already died by itself.
+  int Kill() { return End([](ChildProcess& c) { return c.Kill(); }); }
+  void Hup() const { Signal(SIGHUP); }
+  // Any other signal (SIGSTOP/SIGCONT to stall it); Stop() resumes a stopped daemon.
+  void Signal(int sig) const {
+    if (child_) child_->Signal(sig);
+  }
 
   // Waits (with a deadline) until the log contains `text` after `from` bytes.
   bool WaitForLog(const std::string& text, size_t from = 0, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
+    return WaitUntil([&] {
       const std::string log = ReadFile(log_path_);
-      if (log.size() > from && log.find(text, from) != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
+      return log.size() > from && log.find(text, from) != std::string::npos;
+    }, limit);
   }
 
   const std::string& ipc() const { return ipc_; }
   const std::string& tcp() const { return tcp_; }
   const std::string& segment() const { return segment_; }
   const std::string& log_path() const { return log_path_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_ ? child_->pid() : -1; }
   std::string log() const { return ReadFile(log_path_); }
+  // What cachetd wrote to stderr in this run (empty when it logs to a file).
+  std::string stderr_text() const { return child_ ? child_->err() : ""; }
 
  private:
-  int Signal(int sig, bool wait) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, sig);
-    int status = 0;
-    if (wait) {
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-      while (waitpid(pid_, &status, WNOHANG) == 0) {
-        if (std::chrono::steady_clock::now() > deadline) {
-          kill(pid_, SIGKILL);
-          waitpid(pid_, &status, 0);
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      }
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  static constexpr std::chrono::milliseconds kStartDeadline{20'000};
+
+  template <typename How>
+  int End(How how) {
+    if (!child_) return -1;
+    const int code = how(*child_);
+    child_.reset();
+    return code;
   }
 
   std::vector<std::string> extra_;
   std::string segment_, ipc_, tcp_, log_path_;
-  pid_t pid_ = -1;
+  std::optional<ChildProcess> child_;
 };
 
 }  // namespace cachet::testing

@@ -34,12 +34,7 @@ class LivePolicyTest : public ::testing::Test {
 
   // Polls (with a deadline) until the subscriber installed `version`.
   bool WaitForVersion(uint64_t version) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (subscriber_->version() >= version) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
+    return testing::WaitUntil([&] { return subscriber_->version() >= version; });
   }
 
   int Admit(const std::string& key, int tries) {
@@ -89,14 +84,9 @@ TEST_F(LivePolicyTest, BadPolicyOnSighupChangesNothing) {
 TEST(LivePolicyStartTest, BadPolicyAtStartExitsWithCodeTwoNamingTheLine) {
   const std::string path = "/tmp/" + testing::UniqueSegmentName("badpolicy") + ".policy";
   std::ofstream(path) << "[tier.a]\nr = 10/1m\n[keys]\nk = gold\n";
-  const std::string command = std::string(CACHETD_PATH) + " --rate-limit-policy " + path + " 2>&1";
-  FILE* p = popen(command.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[512] = {0};
-  const size_t n = fread(buf, 1, sizeof buf - 1, p);
-  const int status = pclose(p);
-  EXPECT_EQ(WEXITSTATUS(status), 2);
-  EXPECT_NE(std::string(buf, n).find(":4: unknown tier 'gold'"), std::string::npos) << buf;
+  const testing::ProgramResult r = testing::RunCachetd({"--rate-limit-policy", path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find(":4: unknown tier 'gold'"), std::string::npos) << r.err;
   std::remove(path.c_str());
 }
 

@@ -1,16 +1,11 @@
 // The Redis store against Debian's redis-server, started by the test on a
 // unix socket of its own: the Lua script decides exactly as the in-process
 // algorithms do, counts are shared, and outages follow the failure mode.
-#include <signal.h>
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
-
-#include <thread>
 
 #include "cachet/redis_rate_limiter.h"
 #include "limiter_test_util.h"
-#include "test_util.h"
+#include "redis_server.h"
 
 namespace cachet {
 namespace {
@@ -19,49 +14,11 @@ using std::chrono::milliseconds;
 using std::chrono::minutes;
 using std::chrono::seconds;
 
-class RedisServer {
- public:
-  RedisServer() { Start(); }
-  ~RedisServer() {
-    Stop();
-    (void)system(("rm -rf " + dir_).c_str());
-  }
-  void Start() {
-    (void)system(("mkdir -p " + dir_).c_str());
-    pid_ = fork();
-    if (pid_ == 0) {
-      testing::DieWithParent();
-      execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", socket_.c_str(), "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", (dir_ + "/redis.log").c_str(),
-             static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (access(socket_.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-  }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-    unlink(socket_.c_str());
-  }
-  std::string address() const { return "unix:" + socket_; }
-  bool running() const { return access(socket_.c_str(), F_OK) == 0; }
-
- private:
-  const std::string dir_ = "/tmp/" + testing::UniqueSegmentName("redis");
-  const std::string socket_ = dir_ + "/redis.sock";
-  pid_t pid_ = -1;
-};
-
 using testing::MakeRule;
 
 class RedisLimiterTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(redis_.running()) << "redis-server did not start"; }
+  void SetUp() override { ASSERT_TRUE(redis_.Start()); }
 
   std::unique_ptr<RedisRateLimiter> Connect(const RateLimitPolicy& p, FailureMode mode = FailureMode::kFailClosed) {
     DaemonRateLimiterOptions o;
@@ -74,7 +31,7 @@ class RedisLimiterTest : public ::testing::Test {
     return std::move(*l);
   }
 
-  RedisServer redis_;
+  testing::RedisServer redis_;
   FakeClock clock_{1'700'000'040'000};
   int outages_ = 0, recoveries_ = 0;
 };
@@ -125,11 +82,10 @@ TEST_F(RedisLimiterTest, OutageFollowsTheFailureModeAndRecovers) {
   p.tiers.push_back({"regular", {MakeRule("per_minute", 100, minutes(1), Algorithm::kFixedWindow)}});
   auto l = Connect(p, FailureMode::kFailClosed);
   ASSERT_TRUE(l->Check("k", "regular").value().allowed);
-  redis_.Stop();
+  redis_.Kill();
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(l->Check("k", "regular").value().allowed);
   EXPECT_EQ(outages_, 1);
-  redis_.Start();
-  ASSERT_TRUE(redis_.running());
+  ASSERT_TRUE(redis_.Start());
   clock_.Advance(milliseconds(100));
   EXPECT_TRUE(l->Check("k", "regular").value().allowed);  // a fresh server, a fresh count
   EXPECT_EQ(recoveries_, 1);

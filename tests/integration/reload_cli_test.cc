@@ -2,6 +2,7 @@
 // cachectl's commands, output and exit codes, against a real cachetd.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -11,34 +12,11 @@
 namespace cachet {
 namespace {
 
-struct Output {
-  int code = -1;
-  std::string out;
-};
+using testing::ProgramResult;
 
-// Runs a program with `args` (shell-quoted by us) and captures stdout.
-Output RunProgram(const std::string& path, const std::vector<std::string>& args) {
-  std::string command = path;
-  for (const std::string& a : args) {
-    command += " '";
-    for (char c : a) command += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    command += "'";
-  }
-  command += " 2>/dev/null";
-  Output o;
-  FILE* p = popen(command.c_str(), "r");
-  if (p == nullptr) return o;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
-  const int status = pclose(p);
-  o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return o;
-}
-
-Output Cachectl(const testing::DaemonProcess& d, std::vector<std::string> args) {
-  args.insert(args.begin(), {"--endpoint", d.tcp()});
-  return RunProgram(CACHECTL_PATH, args);
+ProgramResult Cachectl(const testing::DaemonProcess& d, std::vector<std::string> args) {
+  args.insert(args.begin(), {CACHECTL_PATH, "--endpoint", d.tcp()});
+  return testing::RunProgram(args);
 }
 
 class ReloadTest : public ::testing::Test {
@@ -91,26 +69,20 @@ TEST(DaemonStartTest, BadOptionsExitWithCodeTwoAndOneLine) {
                                                                                     {"--ipc", "http://x"},
                                                                                     {"--rate-limit-capacity", "0"},
                                                                                     {"--rate-limit-capacity", "-5"}}) {
-    std::string command = std::string(CACHETD_PATH);
-    for (const std::string& a : args) command += " '" + a + "'";
-    FILE* p = popen((command + " 2>&1").c_str(), "r");
-    ASSERT_NE(p, nullptr);
-    std::string out;
-    char buf[512];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    const int status = pclose(p);
-    EXPECT_EQ(WEXITSTATUS(status), 2) << args[0];
-    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
-    EXPECT_EQ(out.rfind("cachetd: ", 0), 0u) << out;
+    const ProgramResult r = testing::RunCachetd(args);
+    EXPECT_EQ(r.code, 2) << args[0];
+    EXPECT_EQ(r.out, "");
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("cachetd: ", 0), 0u) << r.err;
   }
 }
 
 TEST(DaemonStartTest, UnknownKeyInConfigFileIsRejected) {
   const std::string path = "/tmp/" + testing::UniqueSegmentName("badconf") + ".conf";
   std::ofstream(path) << "capacity = 8MiB\ncolour = blue\n";
-  const Output o = RunProgram(CACHETD_PATH, {"--config", path});
-  EXPECT_EQ(o.code, 2);
+  const ProgramResult r = testing::RunCachetd({"--config", path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("colour"), std::string::npos) << r.err;
   std::remove(path.c_str());
 }
 
@@ -123,10 +95,10 @@ class CachectlTest : public ::testing::Test {
 TEST_F(CachectlTest, SetGetTtlDel) {
   EXPECT_EQ(Cachectl(daemon_, {"ping"}).out, "PONG\n");
   EXPECT_EQ(Cachectl(daemon_, {"set", "greeting", "hello world", "--ttl", "60000"}).code, 0);
-  const Output get = Cachectl(daemon_, {"get", "greeting"});
+  const ProgramResult get = Cachectl(daemon_, {"get", "greeting"});
   EXPECT_EQ(get.code, 0);
   EXPECT_EQ(get.out, "hello world\n");
-  const Output ttl = Cachectl(daemon_, {"ttl", "greeting"});
+  const ProgramResult ttl = Cachectl(daemon_, {"ttl", "greeting"});
   EXPECT_EQ(ttl.code, 0);
   EXPECT_GT(std::stoll(ttl.out), 50000);
   EXPECT_EQ(Cachectl(daemon_, {"del", "greeting"}).code, 0);
@@ -139,7 +111,7 @@ TEST_F(CachectlTest, IncrExpireKeysFlush) {
   EXPECT_EQ(Cachectl(daemon_, {"incr", "hits", "--by", "41"}).out, "42\n");
   EXPECT_EQ(Cachectl(daemon_, {"set", "user:1", "a"}).code, 0);
   EXPECT_EQ(Cachectl(daemon_, {"set", "user:2", "b"}).code, 0);
-  const Output keys = Cachectl(daemon_, {"keys", "user:*"});
+  const ProgramResult keys = Cachectl(daemon_, {"keys", "user:*"});
   EXPECT_EQ(keys.code, 0);
   EXPECT_NE(keys.out.find("user:1\n"), std::string::npos);
   EXPECT_NE(keys.out.find("user:2\n"), std::string::npos);
@@ -156,7 +128,7 @@ TEST_F(CachectlTest, JsonOutput) {
   EXPECT_EQ(Cachectl(daemon_, {"--json", "get", "k"}).out,
             "{\"key\":\"k\",\"found\":true,\"value\":\"say \\\"hi\\\"\\n\"}\n");
   EXPECT_EQ(Cachectl(daemon_, {"--json", "get", "nope"}).out, "{\"key\":\"nope\",\"found\":false}\n");
-  const Output stats = Cachectl(daemon_, {"--json", "stats"});
+  const ProgramResult stats = Cachectl(daemon_, {"--json", "stats"});
   EXPECT_EQ(stats.code, 0);
   EXPECT_EQ(stats.out.front(), '{');
   EXPECT_NE(stats.out.find("\"entries\":1"), std::string::npos) << stats.out;
@@ -172,10 +144,11 @@ TEST_F(CachectlTest, ExitCodesForUsageRefusalAndUnreachable) {
   EXPECT_EQ(Cachectl(daemon_, {"set", std::string(251, 'k'), "v"}).code, 2);  // refused: KEY_TOO_LARGE
   EXPECT_EQ(Cachectl(daemon_, {"get", "--help"}).code, 0);
   EXPECT_NE(Cachectl(daemon_, {"set", "--help"}).out.find("--ttl"), std::string::npos);
-  EXPECT_EQ(RunProgram(CACHECTL_PATH, {"--help"}).code, 0);
-  const Output down =
-      RunProgram(CACHECTL_PATH, {"--endpoint", "ipc:///tmp/no-daemon-here.sock", "--timeout", "100", "ping"});
+  EXPECT_EQ(testing::RunProgram({CACHECTL_PATH, "--help"}).code, 0);
+  const std::string nowhere = "ipc:///tmp/" + testing::UniqueSegmentName("nodaemon") + ".sock";
+  const ProgramResult down = testing::RunProgram({CACHECTL_PATH, "--endpoint", nowhere, "--timeout", "100", "ping"});
   EXPECT_EQ(down.code, 3);
+  EXPECT_NE(down.err.find(nowhere), std::string::npos) << down.err;
 }
 
 }  // namespace

@@ -1,11 +1,15 @@
 // Failures around the daemon: timeouts while it is down, reconnecting after
 // a restart, warm restarts that keep the data, and kill -9 under write load.
-#include <signal.h>
-#include <sys/wait.h>
-
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <sstream>
+#include <vector>
+
 #include "cachet/client.h"
+#include "child_process.h"
 #include "daemon_process.h"
 #include "value_codec.h"
 
@@ -91,58 +95,150 @@ TEST(RestartTest, RebuiltSegmentIsReattachedByClients) {
   EXPECT_NE(daemon.log().find("rebuilding it empty (generation 2)"), std::string::npos) << daemon.log();
   // The client still maps the old segment; within its check interval (1 s)
   // it notices the new generation and reads the new, empty one.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  std::optional<std::string> v = "1";
-  while (v && std::chrono::steady_clock::now() < deadline) {
-    auto r = (*client)->Get("old");
-    ASSERT_TRUE(r.has_value());
-    v = *r;
-  }
-  EXPECT_EQ(v, std::nullopt);
+  Result<std::optional<std::string>> v = std::optional<std::string>("1");
+  EXPECT_TRUE(testing::WaitUntil([&] {
+    v = (*client)->Get("old");
+    return !v || !*v;
+  }));
+  ASSERT_TRUE(v.has_value()) << v.error().ToString();
+  EXPECT_EQ(*v, std::nullopt);
   EXPECT_TRUE((*client)->ReadsSharedMemory());
   ASSERT_TRUE((*client)->Set("new", "2").value());
   EXPECT_EQ((*client)->Get("new").value(), "2");
 }
 
+// The address ranges of the store's code (libcachet_shm) mapped in `pid`.
+std::vector<std::pair<uint64_t, uint64_t>> StoreCode(pid_t pid) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::istringstream maps(testing::ReadFile("/proc/" + std::to_string(pid) + "/maps"));
+  for (std::string line; std::getline(maps, line);) {
+    uint64_t begin = 0, end = 0;
+    char perms[5] = {};
+    if (line.find("libcachet_shm") != std::string::npos &&
+        std::sscanf(line.c_str(), "%" SCNx64 "-%" SCNx64 " %4s", &begin, &end, perms) == 3 && perms[2] == 'x') {
+      ranges.emplace_back(begin, end);
+    }
+  }
+  return ranges;
+}
+
+// Kills cachetd with SIGKILL, aiming at a moment when its request thread
+// runs the store's code (inside a write, when writes are the load): stops
+// it, looks where it stands (its program counter, when stopped outside a
+// system call) and lets it run on, up to `looks` times. Aiming only raises
+// the odds; the repairs after the restart tell where the kill landed.
+void KillInsideTheStore(testing::DaemonProcess& daemon, int looks) {
+  const pid_t pid = daemon.pid();
+  const auto code = StoreCode(pid);
+  const std::string proc = "/proc/" + std::to_string(pid);
+  for (int i = 0; i < looks && !code.empty(); ++i) {
+    daemon.Signal(SIGSTOP);
+    const bool stopped = testing::WaitUntil(
+        [&] {
+          const std::string stat = testing::ReadFile(proc + "/stat");
+          const size_t paren = stat.rfind(')');
+          return paren != std::string::npos && stat.compare(paren, 3, ") T") == 0;
+        },
+        std::chrono::seconds(5), milliseconds(0));
+    uint64_t sp = 0, pc = 0;
+    if (stopped && std::sscanf(testing::ReadFile(proc + "/syscall").c_str(), "-1 %" SCNx64 " %" SCNx64, &sp, &pc) == 2 &&
+        std::any_of(code.begin(), code.end(), [&](const auto& r) { return pc >= r.first && pc < r.second; })) {
+      break;
+    }
+    daemon.Signal(SIGCONT);
+  }
+  daemon.Kill();
+}
+
 // Writers hammer the daemon while it is killed with SIGKILL again and again;
-// after each restart every key read back holds a value written for it.
+// after each restart every key read back holds a value written for it. The
+// kills that matter land while cachetd holds the segment's writer lock, in
+// the middle of a write; the test goes on (bounded) until several have, and
+// counts them by the repairs the restart reports.
 TEST(RestartTest, KillNineUnderWriteLoadNeverYieldsAWrongValue) {
-  testing::DaemonProcess daemon;
+  // A small cache that evicts (items move within and between logs), written
+  // in batches so that the daemon spends most of its time inside writes.
+  testing::DaemonProcess daemon({"--capacity", "1MiB", "--max-value-size", "4KiB"});
   ASSERT_TRUE(daemon.Start());
   const std::string tcp = daemon.tcp();
   const std::string ipc = daemon.ipc();
-  constexpr int kKeys = 300;
-  constexpr int kKills = 8;
-  for (int round = 0; round < kKills; ++round) {
-    const pid_t writer = fork();
-    if (writer == 0) {
-      ClientOptions o = Quick();
-      o.retries = 0;
-      auto c = Client::Connect(ipc, o);
-      if (!c) _exit(10);
-      for (uint64_t seq = 0;; ++seq) {
-        const std::string key = "key" + std::to_string(seq % kKeys);
-        (void)(*c)->Set(key, MakeValue(key, seq * 16 + static_cast<uint64_t>(round)));
-      }
+  constexpr int kKeys = 3000;
+  constexpr int kBatch = 100;
+  constexpr int kWriters = 3;
+  constexpr int kWantKillsInWrites = 5;
+  constexpr int kMaxRounds = 40;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(100);
+
+  auto stat = [&](const char* name) {
+    auto c = Client::Connect(tcp, Quick());
+    return c ? testing::StatOf(**c, name) : -1;
+  };
+  // A clean warm restart runs repair once by itself; a kill inside a write
+  // leaves the writer lock "owner dead", and taking it over repairs again.
+  const int64_t repairs_at_start = stat("repairs");
+  EXPECT_EQ(daemon.Stop(), 0);
+  ASSERT_TRUE(daemon.Start(tcp));
+  int64_t repairs = stat("repairs");
+  const int64_t clean_restart_repairs = repairs - repairs_at_start;
+
+  int rounds = 0;
+  int kills_in_writes = 0;
+  while (kills_in_writes < kWantKillsInWrites && rounds < kMaxRounds && std::chrono::steady_clock::now() < give_up) {
+    const int round = rounds++;
+    std::vector<testing::ChildProcess> writers;
+    for (int w = 0; w < kWriters; ++w) {
+      writers.push_back(testing::ChildProcess::Fork(
+          [&, w] {
+            ClientOptions o = Quick();
+            o.retries = 0;
+            auto c = Client::Connect(ipc, o);
+            if (!c) return 10;
+            std::vector<std::pair<std::string, std::string>> batch;
+            for (uint64_t seq = 0; !testing::ChildProcess::StopRequested(); ++seq) {
+              const std::string key = "key" + std::to_string((seq * kWriters + w) % kKeys);
+              // Sequence numbers of the longest values MakeValue makes (29 mod 300).
+              const uint64_t unique = (seq * kMaxRounds + static_cast<uint64_t>(round)) * kWriters + w;
+              batch.emplace_back(key, MakeValue(key, unique * 300 + 29));
+              if (batch.size() == kBatch) {
+                (void)(*c)->MSet(batch);  // fails while the daemon is down: expected
+                batch.clear();
+              }
+            }
+            return 0;
+          },
+          "writer " + std::to_string(w)));
     }
-    std::this_thread::sleep_for(milliseconds(150 + 40 * (round % 4)));  // let writes pile up
-    daemon.Kill();
-    kill(writer, SIGKILL);
-    waitpid(writer, nullptr, 0);
+    // Kill once writes are flowing: the writers' batches, not a timer, set
+    // the moment, and they keep it varied.
+    const int64_t sets_before = stat("sets");
+    ASSERT_TRUE(testing::WaitUntil([&] { return stat("sets") >= sets_before + 2000 + 150 * (round % 7); }))
+        << "round " << round << ": the writers wrote nothing";
+    KillInsideTheStore(daemon, 1000);
+    for (auto& w : writers) EXPECT_EQ(w.Stop(), 0) << "a client must survive the daemon's death";
     ASSERT_TRUE(daemon.Start(tcp)) << "restart " << round;
+
+    const int64_t now = stat("repairs");
+    if (now - repairs > clean_restart_repairs) ++kills_in_writes;
+    repairs = now;
     auto reader = Client::Connect(tcp, Quick());
     ASSERT_TRUE(reader.has_value());
     int found = 0;
-    for (int i = 0; i < kKeys; ++i) {
-      const std::string key = "key" + std::to_string(i);
-      auto v = (*reader)->Get(key);
-      ASSERT_TRUE(v.has_value()) << v.error().ToString();
-      if (!*v) continue;
-      ++found;
-      ASSERT_TRUE(CheckValue(key, **v)) << "round " << round << ": " << key << " = " << **v;
+    for (int first = 0; first < kKeys; first += kBatch) {
+      std::vector<std::string> keys;
+      for (int i = first; i < std::min(kKeys, first + kBatch); ++i) keys.push_back("key" + std::to_string(i));
+      auto values = (*reader)->MGet(keys);
+      ASSERT_TRUE(values.has_value()) << values.error().ToString();
+      ASSERT_EQ(values->size(), keys.size());
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (!(*values)[i]) continue;
+        ++found;
+        ASSERT_TRUE(CheckValue(keys[i], *(*values)[i])) << "round " << round << ": " << keys[i] << " = " << *(*values)[i];
+      }
     }
     EXPECT_GT(found, 0) << "round " << round << ": the warm restart kept nothing";
   }
+  EXPECT_GE(kills_in_writes, kWantKillsInWrites) << "in " << rounds << " rounds";
+  std::printf("%d of %d kills landed inside a write\n", kills_in_writes, rounds);
   EXPECT_NE(daemon.log().find("warm restart: re-attached"), std::string::npos);
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 
 #include "cachet/client.h"
@@ -113,18 +114,57 @@ TEST_P(DaemonOpsTest, ScanFindsEveryMatchingKey) {
 }
 
 TEST_P(DaemonOpsTest, StatsReportCounters) {
+  const auto started = std::chrono::steady_clock::now();
   ASSERT_TRUE(client_->Set("a", "1").value());
-  (void)client_->Get("a");
-  (void)client_->Get("nope");
-  EXPECT_EQ(Stat("sets"), 1);
-  EXPECT_EQ(Stat("hits"), 1);
-  EXPECT_EQ(Stat("misses"), 1);
-  EXPECT_EQ(Stat("entries"), 1);
-  EXPECT_GE(Stat("connected_clients"), 1);
-  EXPECT_GT(Stat("memory_bytes"), 0);
-  for (const char* name : {"evictions", "expirations", "bytes", "ops_per_second", "uptime_seconds", "requests"}) {
-    EXPECT_GE(Stat(name), 0) << name;
+  ASSERT_EQ(client_->Get("a").value(), "1");
+  ASSERT_EQ(client_->Get("nope").value(), std::nullopt);
+  auto list = client_->Stats();
+  ASSERT_TRUE(list.has_value()) << list.error().ToString();
+  const std::map<std::string, int64_t> stats(list->begin(), list->end());
+  const auto stat = [&](const char* name) {
+    const auto it = stats.find(name);
+    EXPECT_NE(it, stats.end()) << "no stat " << name;
+    return it == stats.end() ? -1 : it->second;
+  };
+  EXPECT_EQ(stat("sets"), 1);
+  EXPECT_EQ(stat("hits"), 1);
+  EXPECT_EQ(stat("misses"), 1);
+  EXPECT_EQ(stat("entries"), 1);
+  for (const char* zero : {"deletes", "evictions", "expirations", "errors", "dropped_frames", "reloads", "repairs",
+                           "ratelimit_allowed", "ratelimit_denied", "ratelimit_counters"}) {
+    EXPECT_EQ(stat(zero), 0) << zero;
   }
+  EXPECT_EQ(stat("generation"), 1);
+  // The daemon's test defaults: 8 MiB of items, one entry per 64 bytes.
+  EXPECT_EQ(stat("capacity_bytes"), 8 << 20);
+  EXPECT_EQ(stat("max_entries"), (8 << 20) / 64);
+  EXPECT_EQ(stat("memory_bytes"), static_cast<int64_t>(std::filesystem::file_size("/dev/shm/" + daemon_.segment())));
+  // Over ipc, reads come from shared memory: the daemon saw the client's
+  // INFO (attaching), the SET and this STATS. Over tcp it saw SET, two GETs
+  // and STATS.
+  const bool ipc = GetParam() == Transport::kIpc;
+  EXPECT_EQ(stat("requests"), ipc ? 3 : 4);
+  // The item "a" = "1" takes the same bytes as "b" = "2".
+  const int64_t one_item = stat("bytes");
+  EXPECT_GT(one_item, 2);
+  ASSERT_TRUE(client_->Set("b", "2").value());
+  EXPECT_EQ(Stat("bytes"), 2 * one_item);
+  // Measured by the real clock: bounded by what this test has seen.
+  const auto elapsed = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+  EXPECT_LE(stat("uptime_seconds"), elapsed.count() + 30);  // + the daemon's start, on a loaded machine
+  EXPECT_LE(stat("ops_per_second"), stat("requests"));
+}
+
+TEST_P(DaemonOpsTest, ConnectedClientsCountsPeers) {
+  // The daemon learns of connections from ZeroMQ's monitor, asynchronously.
+  ASSERT_TRUE(testing::WaitUntil([&] { return Stat("connected_clients") == 1; })) << Stat("connected_clients");
+  {
+    auto second = Client::Connect(daemon_.tcp());
+    ASSERT_TRUE(second.has_value());
+    ASSERT_TRUE((*second)->Ping().has_value());
+    ASSERT_TRUE(testing::WaitUntil([&] { return Stat("connected_clients") == 2; })) << Stat("connected_clients");
+  }
+  EXPECT_TRUE(testing::WaitUntil([&] { return Stat("connected_clients") == 1; })) << Stat("connected_clients");
 }
 
 TEST_P(DaemonOpsTest, FlushEmptiesTheCache) {

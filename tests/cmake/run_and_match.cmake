@@ -1,0 +1,36 @@
+# Runs a program for CTest and passes only if it exits with 0, its output
+# matches EXPECT, and neither stdout nor stderr holds a sanitizer report.
+# (CTest's PASS_REGULAR_EXPRESSION alone would ignore the exit code.)
+#
+#   add_test(NAME t COMMAND ${CMAKE_COMMAND} -DEXPECT=<regex>
+#            -P ${PROJECT_SOURCE_DIR}/tests/cmake/run_and_match.cmake <program> <args...>)
+cmake_minimum_required(VERSION 3.22)
+# Everything after "-P <script>" on the command line is the program to run.
+set(command "")
+set(first 0)
+math(EXPR last "${CMAKE_ARGC} - 1")
+foreach(i RANGE 1 ${last})
+  if(first GREATER 0 AND i GREATER_EQUAL first)
+    list(APPEND command "${CMAKE_ARGV${i}}")
+  elseif(CMAKE_ARGV${i} STREQUAL "-P")
+    math(EXPR first "${i} + 2")
+  endif()
+endforeach()
+if(NOT command OR NOT DEFINED EXPECT)
+  message(FATAL_ERROR "usage: cmake -DEXPECT=<regex> -P run_and_match.cmake <program> [args...]")
+endif()
+
+execute_process(COMMAND ${command} RESULT_VARIABLE code OUTPUT_VARIABLE out ERROR_VARIABLE err)
+message("${out}")
+if(err)
+  message("stderr:\n${err}")
+endif()
+if(NOT code STREQUAL "0")
+  message(FATAL_ERROR "${command} exited with ${code}")
+endif()
+if(NOT out MATCHES "${EXPECT}")
+  message(FATAL_ERROR "the output does not match '${EXPECT}'")
+endif()
+if(out MATCHES "Sanitizer|runtime error" OR err MATCHES "Sanitizer|runtime error")
+  message(FATAL_ERROR "a sanitizer reported an error")
+endif()

@@ -17,6 +17,8 @@ using wire::Op;
 namespace {
 
 constexpr std::chrono::milliseconds kTick{100};
+// On stop, requests still arriving are answered for at most this long.
+constexpr std::chrono::milliseconds kDrainLimit{2000};
 constexpr size_t kReclaimBucketsPerTick = 512;
 constexpr size_t kReclaimCountersPerTick = 512;
 constexpr int kMaxMessagesPerWake = 1024;
@@ -144,11 +146,20 @@ int Server::Run() {
     }
     if (std::chrono::steady_clock::now() - last_tick_ >= kTick) Tick();
   }
-  // Requests already received get their replies before the socket closes.
+  // Requests already received get their replies before the socket closes:
+  // those in ZeroMQ's queue, and those the kernel holds that ZeroMQ's I/O
+  // thread has not read yet (after a stall, the stop signal can be handled
+  // before that thread runs). So drain until the socket stays quiet for a
+  // tick, within a bound, rather than only what is queued at this instant.
   int drained = 0;
-  while (drained < 100000 && (zmqio::Events(router_) & ZMQ_POLLIN)) {
-    HandleMessage();
-    ++drained;
+  const auto give_up = std::chrono::steady_clock::now() + kDrainLimit;
+  while (drained < 100000 && std::chrono::steady_clock::now() < give_up) {
+    zmq::pollitem_t item{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0};
+    if (zmqio::Poll(&item, 1, kTick) == 0) break;
+    while (drained < 100000 && (zmqio::Events(router_) & ZMQ_POLLIN)) {
+      HandleMessage();
+      ++drained;
+    }
   }
   log_->info("stopping: answered {} requests in flight, closing sockets", drained);
   router_.close();

@@ -16,7 +16,7 @@ namespace {
 // Raw strings as read, so that sizes and names get our own checks and messages.
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
-      log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub;
+      log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -40,7 +40,11 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "rate-limit-capacity", po::value(&r.rate_limit_capacity)->default_value("1048576"),
       "(key, rule) counters the RATELIMIT op keeps at once, 32 bytes each; restart to change")(
       "pub", po::value(&r.pub)->default_value(""),
-      "PUB endpoint limiters subscribe to for the policy, e.g. tcp://127.0.0.1:7380");
+      "PUB endpoint limiters subscribe to for the policy, e.g. tcp://127.0.0.1:7380")(
+      "reply-backlog-per-client", po::value(&r.backlog_per_client)->default_value("16MiB"),
+      "reply bytes one connection may leave unread before further replies to it are dropped (dropped_replies)")(
+      "reply-backlog-total", po::value(&r.backlog_total)->default_value("256MiB"),
+      "unread reply bytes of all connections together before replies to those owing any are dropped");
   return o;
 }
 
@@ -107,6 +111,12 @@ Result<DaemonConfig> Convert(const Raw& r) {
   if (!counters) return tl::unexpected(counters.error());
   c.rate_limit_capacity = *counters;
   c.pub = r.pub;
+  auto per_client = size("reply-backlog-per-client", r.backlog_per_client);
+  if (!per_client) return tl::unexpected(per_client.error());
+  c.reply_backlog_per_client = *per_client;
+  auto total = size("reply-backlog-total", r.backlog_total);
+  if (!total) return tl::unexpected(total.error());
+  c.reply_backlog_total = *total;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -168,6 +178,10 @@ Result<void> DaemonConfig::Validate() const {
   }
   if (!pub.empty() && rate_limit_policy.empty()) {
     return bad("pub is set but rate-limit-policy is not: there is nothing to publish");
+  }
+  if (reply_backlog_per_client < (uint64_t{64} << 10)) return bad("reply-backlog-per-client must be at least 64KiB");
+  if (reply_backlog_total < reply_backlog_per_client) {
+    return bad("reply-backlog-total must be at least reply-backlog-per-client");
   }
   if (auto ok = CacheOptionsFor().Validate(); !ok) return bad(ok.error().message);
   return {};

@@ -29,6 +29,10 @@ struct DaemonConfig {
   std::string rate_limit_policy;                     // policy file for rate limiters; empty: none
   uint64_t rate_limit_capacity = uint64_t{1} << 20;  // counters the RATELIMIT op keeps at once
   std::string pub;                                   // PUB endpoint that publishes the policy; empty: none
+  // Reply bytes waiting unsent for one connection, and for all of them,
+  // before further replies are dropped (ReplyBacklog).
+  uint64_t reply_backlog_per_client = uint64_t{16} << 20;
+  uint64_t reply_backlog_total = uint64_t{256} << 20;
 
   CacheOptions CacheOptionsFor() const;
   uint64_t EffectiveMaxFrame() const;

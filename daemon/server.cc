@@ -40,6 +40,7 @@ Server::Server(DaemonConfig config, std::vector<std::string> args, std::unique_p
       cache_(std::move(cache)),
       log_(std::move(logger)),
       signals_(signals),
+      backlog_(config_.reply_backlog_per_client, config_.reply_backlog_total),
       router_(context_, zmq::socket_type::router),
       monitor_(context_, zmq::socket_type::pair),
       pub_(context_, zmq::socket_type::pub) {}
@@ -52,8 +53,14 @@ Result<void> Server::Bind() {
   // little over gets a FRAME_TOO_LARGE reply from us.
   router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(config_.EffectiveMaxFrame() * 4));
   router_.set(zmq::sockopt::linger, 1000);
+  // Replies: a connection's queue is bounded in bytes by backlog_, and in
+  // messages by the high-water mark; with router_mandatory a full or gone
+  // peer makes the send fail, so the reply is counted as dropped rather
+  // than vanishing. Requests: at most rcvhwm queued per connection, after
+  // which ZeroMQ stops reading that connection (the sender waits).
   router_.set(zmq::sockopt::sndhwm, 100000);
-  router_.set(zmq::sockopt::rcvhwm, 100000);
+  router_.set(zmq::sockopt::rcvhwm, 1000);
+  router_.set(zmq::sockopt::router_mandatory, 1);
   if (zmq_socket_monitor(static_cast<void*>(router_), kMonitorEndpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) !=
       0) {
     return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
@@ -184,6 +191,13 @@ void Server::Tick() {
   if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
   cache_->ReclaimExpired(kReclaimBucketsPerTick);
   if (limiter_) limiter_->ReclaimIdle(kReclaimCountersPerTick);  // the whole table every ~200 s at the default size
+  backlog_.Sweep();
+  if (dropped_replies_ != dropped_replies_reported_ && now - last_drop_report_ >= std::chrono::seconds(1)) {
+    log_->warn("dropped {} replies to clients that do not read them (or have gone); {} reply bytes waiting",
+               dropped_replies_ - dropped_replies_reported_, backlog_.total_bytes());
+    dropped_replies_reported_ = dropped_replies_;
+    last_drop_report_ = now;
+  }
   const double seconds = std::chrono::duration<double>(now - last_rate_).count();
   if (seconds >= 1.0) {
     ops_per_second_ = static_cast<double>(requests_ - requests_at_last_second_) / seconds;
@@ -231,12 +245,26 @@ void Server::HandleMessage() {
   } else {
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
   }
+  SendReply(frames[0], req_envelope, out);
+}
+
+void Server::SendReply(const zmq::message_t& routing_id, bool req_envelope, const wire::Writer& out) {
+  std::optional<zmq::message_t> reply = backlog_.Make(routing_id.to_string_view(), out.data(), out.size());
+  if (!reply) {
+    ++dropped_replies_;
+    return;
+  }
   try {
-    zmqio::Send(router_, frames[0], zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    // The first frame decides: it fails (queue full, peer gone) or the rest go.
+    if (!zmqio::Send(router_, zmq::const_buffer(routing_id.data(), routing_id.size()),
+                     zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      ++dropped_replies_;
+      return;
+    }
     if (req_envelope) zmqio::Send(router_, zmq::const_buffer(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    if (!zmqio::Send(router_, zmq::const_buffer(out.data(), out.size()), zmq::send_flags::dontwait)) ++dropped_frames_;
+    zmqio::Send(router_, *reply, zmq::send_flags::dontwait);
   } catch (const zmq::error_t& e) {
-    ++dropped_frames_;
+    ++dropped_replies_;
     log_->debug("reply not sent: {}", e.what());
   }
 }
@@ -526,6 +554,8 @@ void Server::WriteStats(wire::Writer& out) {
       {"requests", static_cast<int64_t>(requests_)},
       {"errors", static_cast<int64_t>(errors_)},
       {"dropped_frames", static_cast<int64_t>(dropped_frames_)},
+      {"dropped_replies", static_cast<int64_t>(dropped_replies_)},
+      {"reply_backlog_bytes", static_cast<int64_t>(backlog_.total_bytes())},
       {"ops_per_second", static_cast<int64_t>(ops_per_second_)},
       {"uptime_seconds", static_cast<int64_t>(uptime.count())},
       {"generation", static_cast<int64_t>(s.generation)},
@@ -569,6 +599,9 @@ Result<void> Server::Reload() {
   config_.log_level = next.log_level;
   config_.remove_segment_on_exit = next.remove_segment_on_exit;
   config_.rate_limit_policy = next.rate_limit_policy;
+  config_.reply_backlog_per_client = next.reply_backlog_per_client;
+  config_.reply_backlog_total = next.reply_backlog_total;
+  backlog_.SetLimits(next.reply_backlog_per_client, next.reply_backlog_total);
   ++reloads_;
   log_->info("configuration reloaded{}", config_.config_file.empty() ? "" : " from " + config_.config_file);
   return {};

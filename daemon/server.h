@@ -14,6 +14,7 @@
 #include "cachet/cache.h"
 #include "cachet/rate_limiter.h"
 #include "config.h"
+#include "reply_backlog.h"
 
 namespace spdlog {
 class logger;
@@ -54,6 +55,7 @@ class Server {
   void PublishPolicy();
   void Tick();
   void DrainMonitor();
+  void SendReply(const zmq::message_t& routing_id, bool req_envelope, const wire::Writer& out);
 
   DaemonConfig config_;
   const std::vector<std::string> args_;  // the command line, re-read on reload
@@ -61,6 +63,7 @@ class Server {
   std::unique_ptr<RateLimiter> limiter_;  // decides RATELIMIT requests; set with the policy
   std::shared_ptr<spdlog::logger> log_;
   Signals& signals_;
+  ReplyBacklog backlog_;  // before context_: its messages live until the context ends
   zmq::context_t context_{1};
   zmq::socket_t router_;
   zmq::socket_t monitor_;
@@ -75,6 +78,9 @@ class Server {
   uint64_t requests_ = 0;
   uint64_t errors_ = 0;
   uint64_t dropped_frames_ = 0;
+  uint64_t dropped_replies_ = 0;  // not sent: the client owed too much (backlog_) or had gone
+  uint64_t dropped_replies_reported_ = 0;
+  std::chrono::steady_clock::time_point last_drop_report_;
   uint64_t reloads_ = 0;
   int64_t connected_clients_ = 0;
   uint64_t requests_at_last_second_ = 0;

@@ -1,0 +1,202 @@
+// Clients that send requests and never read the replies: cachetd keeps a
+// bounded backlog of unread replies (per connection and in total), drops
+// and counts the rest, and keeps answering everyone else.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <zmq.hpp>
+
+#include "cachet/client.h"
+#include "daemon_process.h"
+#include "raw_wire.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr size_t kValueBytes = 60000;
+constexpr int64_t kMiB = 1 << 20;
+
+// Resident memory of a process, from /proc/<pid>/status (VmRSS, in kB).
+int64_t ResidentBytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  ADD_FAILURE() << "no VmRSS for pid " << pid;
+  return -1;
+}
+
+// A raw DEALER that sends GETs and reads nothing until told to; it takes
+// few replies off the wire itself, so the daemon's queue is what fills.
+class Flooder {
+ public:
+  Flooder(zmq::context_t& context, const std::string& endpoint) : socket_(context, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.set(zmq::sockopt::rcvhwm, 2);
+    socket_.set(zmq::sockopt::rcvbuf, 64 << 10);
+    socket_.connect(endpoint);
+  }
+
+  void SendGets(int count, const std::string& key) {
+    for (int i = 0; i < count; ++i) {
+      const std::string request = testing::RawRequest(++sent_, "GET", {key});
+      ASSERT_TRUE(socket_.send(zmq::buffer(request), zmq::send_flags::none));
+    }
+  }
+
+  // Reads replies until `expected` arrived or none comes for `idle`; each
+  // must be an OK GET of kValueBytes with an id above the previous one.
+  int64_t ReadReplies(int64_t expected, milliseconds idle = milliseconds(5000)) {
+    int64_t received = 0;
+    while (received < expected) {
+      zmq::pollitem_t in{static_cast<void*>(socket_), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&in, 1, idle) == 0) break;
+      zmq::message_t frame;
+      while (received < expected && socket_.recv(frame, zmq::recv_flags::dontwait)) {
+        const testing::RawReply r = testing::ParseRawReply(frame);
+        EXPECT_EQ(r.status, 0u);
+        EXPECT_EQ(r.payload_bytes, kValueBytes);
+        EXPECT_GT(r.id, last_id_);
+        last_id_ = r.id;
+        ++received;
+      }
+    }
+    return received;
+  }
+
+  uint64_t sent() const { return sent_; }
+
+ private:
+  zmq::socket_t socket_;
+  uint64_t sent_ = 0;
+  uint64_t last_id_ = 0;
+};
+
+class BackpressureTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<std::string> args) {
+    daemon_ = std::make_unique<testing::DaemonProcess>(std::move(args));
+    ASSERT_TRUE(daemon_->Start());
+    ClientOptions options;
+    options.retries = 0;  // every call is one request: the test counts them
+    options.timeout = milliseconds(3000);
+    auto client = Client::Connect(daemon_->tcp(), options);
+    ASSERT_TRUE(client.has_value());
+    client_ = std::move(*client);
+    ASSERT_TRUE(Call(client_->Set("big", std::string(kValueBytes, 'x'))));
+  }
+
+  // Counts a request of the test's own client; false (with a failure) if it failed.
+  template <typename R>
+  bool Call(const R& result) {
+    ++calls_;
+    if (!result) ADD_FAILURE() << result.error().ToString();
+    return result.has_value();
+  }
+
+  int64_t Stat(const std::string& name) {
+    ++calls_;
+    return testing::StatOf(*client_, name);
+  }
+
+  // Serves the test's own client (a GET of the large value, which must
+  // succeed) until the daemon has handled `flood` requests besides the test's.
+  void ServeUntilHandled(int64_t flood) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      auto value = client_->Get("big");
+      ASSERT_TRUE(Call(value));
+      ASSERT_EQ(value->value_or("").size(), kValueBytes);
+      if (Stat("requests") >= flood + calls_) return;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the daemon did not handle the flood in 60 s";
+    }
+  }
+
+  // Polls (with a deadline) until every reply has left the daemon.
+  bool BacklogEmpties() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Stat("reply_backlog_bytes") == 0) return true;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return false;
+  }
+
+  std::unique_ptr<testing::DaemonProcess> daemon_;
+  std::unique_ptr<Client> client_;
+  int64_t calls_ = 0;
+  zmq::context_t context_{1};
+};
+
+TEST_F(BackpressureTest, ClientThatNeverReadsIsCappedAndItsDroppedRepliesCounted) {
+  Start({"--reply-backlog-per-client", "4MiB"});
+  Flooder flooder(context_, daemon_->ipc());
+  flooder.SendGets(1, "big");  // the connection exists and its first reply is out
+  ServeUntilHandled(1);
+  const int64_t rss_before = ResidentBytes(daemon_->pid());
+
+  // 4,000 GETs of 60 KB are 240 MB of replies; the flooder reads none.
+  constexpr int kGets = 4000;
+  flooder.SendGets(kGets, "big");
+  ServeUntilHandled(1 + kGets);  // the other client is answered all along
+  const int64_t rss_flooded = ResidentBytes(daemon_->pid());
+  const int64_t backlog = Stat("reply_backlog_bytes");
+  const int64_t dropped = Stat("dropped_replies");
+  std::printf("cachetd VmRSS %lld KiB before, %lld KiB with %d unread GETs of %zu bytes; backlog %lld bytes, "
+              "%lld replies dropped\n",
+              static_cast<long long>(rss_before >> 10), static_cast<long long>(rss_flooded >> 10), kGets, kValueBytes,
+              static_cast<long long>(backlog), static_cast<long long>(dropped));
+  EXPECT_LT(rss_flooded - rss_before, 24 * kMiB);
+  EXPECT_LE(backlog, 4 * kMiB + static_cast<int64_t>(kValueBytes) + 256);
+  EXPECT_GT(dropped, 0);
+
+  // Every reply is either delivered, in order, or counted as dropped.
+  const int64_t received = flooder.ReadReplies(1 + kGets - dropped);
+  EXPECT_EQ(received + dropped, 1 + kGets);
+  EXPECT_EQ(flooder.ReadReplies(1, milliseconds(200)), 0) << "more replies than requests not dropped";
+  EXPECT_TRUE(BacklogEmpties());
+  EXPECT_EQ(Stat("dropped_replies"), dropped);
+  EXPECT_EQ(daemon_->Stop(), 0);
+}
+
+TEST_F(BackpressureTest, TotalBacklogBoundsManyClientsThatNeverRead) {
+  Start({"--reply-backlog-per-client", "4MiB", "--reply-backlog-total", "8MiB"});
+  constexpr int kFlooders = 4;
+  constexpr int kGets = 500;  // 30 MB each
+  std::vector<std::unique_ptr<Flooder>> flooders;
+  for (int i = 0; i < kFlooders; ++i) flooders.push_back(std::make_unique<Flooder>(context_, daemon_->tcp()));
+  const int64_t rss_before = ResidentBytes(daemon_->pid());
+  for (auto& f : flooders) f->SendGets(kGets, "big");
+  ServeUntilHandled(kFlooders * kGets);
+  const int64_t rss_flooded = ResidentBytes(daemon_->pid());
+  const int64_t backlog = Stat("reply_backlog_bytes");
+  // The total plus at most one reply per connection that owed nothing.
+  EXPECT_LE(backlog, 8 * kMiB + (kFlooders + 1) * static_cast<int64_t>(kValueBytes + 256));
+  EXPECT_LT(rss_flooded - rss_before, 32 * kMiB);
+  const int64_t dropped = Stat("dropped_replies");
+  int64_t received = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (received < kFlooders * kGets - dropped && std::chrono::steady_clock::now() < deadline) {
+    for (auto& f : flooders) received += f->ReadReplies(kGets, milliseconds(20));
+  }
+  EXPECT_EQ(received + dropped, kFlooders * kGets);
+  EXPECT_TRUE(BacklogEmpties());
+}
+
+TEST(BackpressureConfigTest, BacklogSettingsAreCheckedAtStart) {
+  const std::string command =
+      std::string(CACHETD_PATH) + " --reply-backlog-per-client 1MiB --reply-backlog-total 512KiB 2>&1";
+  FILE* p = popen(command.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[512] = {0};
+  const size_t n = fread(buf, 1, sizeof buf - 1, p);
+  const int status = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_EQ(std::string(buf, n), "cachetd: reply-backlog-total must be at least reply-backlog-per-client\n");
+}
+
+}  // namespace
+}  // namespace cachet

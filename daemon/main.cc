@@ -12,6 +12,7 @@
 
 #include "cachet/policy_file.h"
 #include "config.h"
+#include "instance_lock.h"
 #include "server.h"
 
 namespace {
@@ -21,6 +22,17 @@ using cachet::Result;
 using cachet::daemon::DaemonConfig;
 
 constexpr const char* kVersion = "0.1.0";
+
+// Exit codes (docs/operations.md).
+constexpr int kExitFailed = 1;     // a failure while starting or serving
+constexpr int kExitRefused = 2;    // the configuration cannot be used: bad value, file, endpoint
+constexpr int kExitInUse = 3;      // another cachetd serves this segment
+
+// Refusals before the daemon runs are one line on stderr.
+int Refuse(int code, const std::string& message) {
+  std::fprintf(stderr, "cachetd: %s\n", message.c_str());
+  return code;
+}
 
 cachet::daemon::Signals g_signals;
 
@@ -102,10 +114,7 @@ Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::l
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = cachet::daemon::ParseConfig(args);
-  if (!parsed) {
-    std::fprintf(stderr, "cachetd: %s\n", parsed.error().message.c_str());
-    return 2;
-  }
+  if (!parsed) return Refuse(kExitRefused, parsed.error().message);
   if (parsed->action == cachet::daemon::Action::kHelp) {
     std::fputs(parsed->help_text.c_str(), stdout);
     return 0;
@@ -117,28 +126,34 @@ int main(int argc, char** argv) {
   const DaemonConfig& config = parsed->config;
   if (!config.rate_limit_policy.empty()) {
     if (auto policy = cachet::LoadPolicyFile(config.rate_limit_policy); !policy) {
-      std::fprintf(stderr, "cachetd: %s\n", policy.error().message.c_str());
-      return 2;
+      return Refuse(kExitRefused, policy.error().message);
+    }
+  }
+  // Before anything touches the segment: a second daemon must neither
+  // serve beside the first nor rebuild the segment under it.
+  auto lock = cachet::daemon::InstanceLock::Acquire(config.segment);
+  if (!lock) {
+    return Refuse(lock.error().code == cachet::ErrorCode::kAlreadyExists ? kExitInUse : kExitFailed,
+                  lock.error().message);
+  }
+  for (const std::string& endpoint : {config.ipc, config.pub}) {
+    if (cachet::daemon::InstanceLock::IpcEndpointInUse(endpoint)) {
+      return Refuse(kExitRefused, "cannot bind " + endpoint + ": another process is listening there");
     }
   }
   auto log = MakeLogger(config);
-  if (!log) {
-    std::fprintf(stderr, "cachetd: %s\n", log.error().message.c_str());
-    return 2;
-  }
+  if (!log) return Refuse(kExitRefused, log.error().message);
   InstallSignalHandlers();
+  // Endpoints first: one that cannot be bound leaves no segment behind.
+  cachet::daemon::Server server(config, args, *log, g_signals);
+  if (auto bound = server.Bind(); !bound) return Refuse(kExitRefused, bound.error().message);
   auto cache = OpenSegment(config, **log);
   if (!cache) {
     (*log)->error("{}", cache.error().ToString());
-    return 1;
+    return kExitFailed;
   }
   const cachet::CacheStats s = (*cache)->Stats();
-  cachet::daemon::Server server(config, args, std::move(*cache), *log, g_signals);
-  if (auto bound = server.Bind(); !bound) {
-    (*log)->error("{}", bound.error().message);
-    return 1;
-  }
   (*log)->info("cachetd {} ready: pid {}, segment /{}, capacity {} MiB, {} eviction, {} entries", kVersion, getpid(),
                config.segment, s.capacity_bytes >> 20, cachet::EvictionPolicyName(config.policy), s.entries);
-  return server.Run();
+  return server.Run(std::move(*cache));
 }

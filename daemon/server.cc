@@ -1,5 +1,7 @@
 #include "server.h"
 
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -31,13 +33,20 @@ Error Arity(Op op, uint32_t min, uint32_t max, uint32_t got) {
                std::string(wire::OpName(op)) + " takes " + want + " arguments, got " + std::to_string(got)};
 }
 
+// ZeroMQ leaves the socket file of an ipc endpoint behind; a daemon that
+// gives up starting removes those it made.
+void RemoveIpcFiles(const std::vector<std::string>& endpoints) {
+  for (const std::string& endpoint : endpoints) {
+    if (endpoint.rfind("ipc://", 0) == 0) unlink(endpoint.substr(6).c_str());
+  }
+}
+
 }  // namespace
 
-Server::Server(DaemonConfig config, std::vector<std::string> args, std::unique_ptr<Cache> cache,
-               std::shared_ptr<spdlog::logger> logger, Signals& signals)
+Server::Server(DaemonConfig config, std::vector<std::string> args, std::shared_ptr<spdlog::logger> logger,
+               Signals& signals)
     : config_(std::move(config)),
       args_(std::move(args)),
-      cache_(std::move(cache)),
       log_(std::move(logger)),
       signals_(signals),
       backlog_(config_.reply_backlog_per_client, config_.reply_backlog_total),
@@ -66,26 +75,32 @@ Result<void> Server::Bind() {
     return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
   }
   monitor_.connect(kMonitorEndpoint);
+  std::vector<std::string> bound;
   for (const std::string& endpoint : {config_.ipc, config_.tcp}) {
     if (endpoint.empty()) continue;
     try {
       router_.bind(endpoint);
     } catch (const zmq::error_t& e) {
+      RemoveIpcFiles(bound);
       return MakeError(ErrorCode::kIo, "cannot bind " + endpoint + ": " + e.what());
     }
-    log_->info("listening on {}", router_.get(zmq::sockopt::last_endpoint));
-  }
-  if (!config_.rate_limit_policy.empty()) {
-    if (auto ok = LoadPolicy(config_.rate_limit_policy); !ok) return ok;
+    bound.push_back(router_.get(zmq::sockopt::last_endpoint));
   }
   if (!config_.pub.empty()) {
     try {
       pub_.set(zmq::sockopt::linger, 0);
       pub_.bind(config_.pub);
     } catch (const zmq::error_t& e) {
+      RemoveIpcFiles(bound);
       return MakeError(ErrorCode::kIo, "cannot bind " + config_.pub + ": " + e.what());
     }
+  }
+  for (const std::string& endpoint : bound) log_->info("listening on {}", endpoint);
+  if (!config_.pub.empty()) {
     log_->info("publishing the rate-limit policy on {}", pub_.get(zmq::sockopt::last_endpoint));
+  }
+  if (!config_.rate_limit_policy.empty()) {
+    if (auto ok = LoadPolicy(config_.rate_limit_policy); !ok) return ok;
   }
   return {};
 }
@@ -128,7 +143,8 @@ void Server::PublishPolicy() {
   }
 }
 
-int Server::Run() {
+int Server::Run(std::unique_ptr<Cache> cache) {
+  cache_ = std::move(cache);
   started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
   while (!signals_.stop) {
     if (signals_.reload) {

@@ -35,14 +35,15 @@ struct Signals {
 
 class Server {
  public:
-  Server(DaemonConfig config, std::vector<std::string> args, std::unique_ptr<Cache> cache,
-         std::shared_ptr<spdlog::logger> logger, Signals& signals);
+  Server(DaemonConfig config, std::vector<std::string> args, std::shared_ptr<spdlog::logger> logger,
+         Signals& signals);
   ~Server();
 
-  // Binds every configured endpoint; fails with the endpoint and the reason.
+  // Binds every configured endpoint, before the segment is made; fails with
+  // the endpoint and the reason (and then has logged nothing).
   Result<void> Bind();
-  // Serves until SIGTERM/SIGINT; returns the process exit code.
-  int Run();
+  // Serves `cache` until SIGTERM/SIGINT; returns the process exit code.
+  int Run(std::unique_ptr<Cache> cache);
 
  private:
   void HandleMessage();

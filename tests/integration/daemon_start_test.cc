@@ -1,0 +1,138 @@
+// Starting cachetd: one daemon per segment (a second is refused, a restart
+// after kill -9 is not), and endpoints that cannot be bound are refused
+// with one line before any segment is made.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <gtest/gtest.h>
+
+#include "cachet/client.h"
+#include "daemon_process.h"
+
+namespace cachet {
+namespace {
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0;
+}
+
+struct Outcome {
+  int code = -1;  // exit code; -1 if it was still running after 10 s (then killed)
+  std::string output;
+};
+
+// Runs cachetd with `args` and waits (with a deadline) for it to exit.
+Outcome RunCachetd(std::vector<std::string> args) {
+  const std::string output = "/tmp/" + testing::UniqueSegmentName("start") + ".out";
+  args.insert(args.begin(), CACHETD_PATH);
+  const pid_t pid = testing::Launch(args, output);
+  Outcome outcome;
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      outcome.output = testing::ReadFile(output);
+      std::remove(output.c_str());
+      return outcome;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a child with a deadline
+  }
+  outcome.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  outcome.output = testing::ReadFile(output);
+  std::remove(output.c_str());
+  return outcome;
+}
+
+int Lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
+
+class DaemonStartTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    (void)Cache::RemoveNamed(segment_);
+    unlink(ipc_path_.c_str());
+  }
+  const std::string segment_ = testing::UniqueSegmentName("start");
+  const std::string ipc_path_ = "/tmp/" + segment_ + ".sock";
+};
+
+TEST_F(DaemonStartTest, SecondDaemonOnTheSameSegmentIsRefusedAndTheFirstKeepsServing) {
+  testing::DaemonProcess first;
+  ASSERT_TRUE(first.Start());
+  auto client = Client::Connect(first.tcp());
+  ASSERT_TRUE(client.has_value());
+  ASSERT_TRUE((*client)->Set("kept", "yes").value());
+
+  // Other endpoints and another capacity: before the lock, this one
+  // rebuilt the first's segment under it, or served beside it.
+  const Outcome second = RunCachetd({"--segment", first.segment(), "--ipc", "ipc://" + ipc_path_, "--tcp",
+                                     "tcp://127.0.0.1:*", "--capacity", "4MiB", "--max-value-size", "64KiB"});
+  EXPECT_EQ(second.code, 3) << second.output;
+  EXPECT_EQ(second.output, "cachetd: segment /" + first.segment() + " is in use by another cachetd (pid " +
+                               std::to_string(first.pid()) + ", lock /dev/shm/" + first.segment() +
+                               ".lock); stop it first or give this one another --segment\n");
+  EXPECT_FALSE(Exists(ipc_path_));
+
+  EXPECT_EQ((*client)->Get("kept").value(), "yes");
+  EXPECT_EQ(testing::StatOf(**client, "capacity_bytes"), 8 << 20);
+  EXPECT_EQ(first.log().find("rebuilding"), std::string::npos) << first.log();
+  EXPECT_EQ(first.Stop(), 0);
+  EXPECT_FALSE(Exists("/dev/shm/" + first.segment() + ".lock")) << "a clean stop removes the lock file";
+}
+
+TEST_F(DaemonStartTest, RestartAfterKillNineTakesTheLockAgain) {
+  testing::DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  const std::string tcp = daemon.tcp();
+  {
+    auto client = Client::Connect(tcp);
+    ASSERT_TRUE((*client)->Set("survives", "kill -9").value());
+  }
+  daemon.Kill();
+  EXPECT_TRUE(Exists("/dev/shm/" + daemon.segment() + ".lock")) << "kill -9 leaves the file, not the lock";
+  ASSERT_TRUE(daemon.Start(tcp));
+  auto client = Client::Connect(tcp);
+  EXPECT_EQ((*client)->Get("survives").value(), "kill -9");
+}
+
+TEST_F(DaemonStartTest, UnbindableTcpEndpointExitsTwoWithOneLineAndNoSegment) {
+  const Outcome o =
+      RunCachetd({"--segment", segment_, "--ipc", "ipc://" + ipc_path_, "--tcp", "tcp://999.1.1.1:5"});
+  EXPECT_EQ(o.code, 2) << o.output;
+  EXPECT_EQ(Lines(o.output), 1) << o.output;
+  EXPECT_EQ(o.output.rfind("cachetd: cannot bind tcp://999.1.1.1:5: ", 0), 0u) << o.output;
+  EXPECT_FALSE(Exists("/dev/shm/" + segment_));
+  EXPECT_FALSE(Exists("/dev/shm/" + segment_ + ".lock"));
+  EXPECT_FALSE(Exists(ipc_path_));
+}
+
+TEST_F(DaemonStartTest, IpcPathInAMissingFolderExitsTwoWithOneLineAndNoSegment) {
+  const std::string endpoint = "ipc:///tmp/" + segment_ + "-missing/cachetd.sock";
+  const Outcome o = RunCachetd({"--segment", segment_, "--ipc", endpoint, "--tcp", "tcp://127.0.0.1:*"});
+  EXPECT_EQ(o.code, 2) << o.output;
+  EXPECT_EQ(o.output, "cachetd: cannot bind " + endpoint + ": No such file or directory\n");
+  EXPECT_FALSE(Exists("/dev/shm/" + segment_));
+  EXPECT_FALSE(Exists("/dev/shm/" + segment_ + ".lock"));
+}
+
+TEST_F(DaemonStartTest, IpcEndpointOfAnotherDaemonIsNotTakenFromIt) {
+  testing::DaemonProcess first;
+  ASSERT_TRUE(first.Start());
+  // Another segment, the same ipc path: ZeroMQ would replace the first's
+  // socket file and take every new same-host client from it.
+  const Outcome o = RunCachetd({"--segment", segment_, "--ipc", first.ipc(), "--tcp", "tcp://127.0.0.1:*"});
+  EXPECT_EQ(o.code, 2) << o.output;
+  EXPECT_EQ(o.output, "cachetd: cannot bind " + first.ipc() + ": another process is listening there\n");
+  EXPECT_FALSE(Exists("/dev/shm/" + segment_));
+  ClientOptions options;
+  options.shared_memory_reads = false;
+  auto client = Client::Connect(first.ipc(), options);
+  ASSERT_TRUE(client.has_value());
+  EXPECT_TRUE((*client)->Ping().has_value());
+}
+
+}  // namespace
+}  // namespace cachet

@@ -256,8 +256,9 @@ void Server::HandleMessage() {
   if (payload.size() > config_.EffectiveMaxFrame()) {
     ++errors_;
     out.ErrorReply(
-        0, Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
-                                                " bytes; max_frame is " + std::to_string(config_.EffectiveMaxFrame())});
+        wire::PeekRequestId(static_cast<const char*>(payload.data()), payload.size()).value_or(0),
+        Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
+                                             " bytes; max_frame is " + std::to_string(config_.EffectiveMaxFrame())});
   } else {
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
   }
@@ -308,6 +309,10 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     return false;
   };
   auto ok = [&] { out.BeginReply(r.id, ErrorCode::kOk); };
+  // Every key, value and TTL goes through the one rule for its kind
+  // (wire::CheckKey, CheckValue, CheckTtl), whatever the op.
+  const uint32_t max_key = config_.max_key_size;
+  const uint32_t max_value = config_.max_value_size;
   static thread_local std::string value;
 
   switch (r.op) {
@@ -335,7 +340,7 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     }
     case Op::kGet: {
       if (!arity(1, 1)) return;
-      auto key = wire::BytesArg(a[0], "key");
+      auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
       if (cache_->GetInto(*key, &value)) {
         ok();
@@ -348,15 +353,15 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     }
     case Op::kSet: {
       if (!arity(2, 4)) return;
-      auto key = wire::BytesArg(a[0], "key");
+      auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
-      auto val = wire::BytesArg(a[1], "value");
+      auto val = wire::ValueArg(a[1], max_value);
       if (!val) return fail(val.error());
       SetOptions options;
       if (r.arg_count > 2) {
-        auto ttl = wire::IntArg(a[2], "ttl_ms");
+        auto ttl = wire::TtlArg(a[2], wire::TtlUse::kOnWrite);
         if (!ttl) return fail(ttl.error());
-        options.ttl = std::chrono::milliseconds(*ttl);
+        options.ttl = *ttl;
       }
       if (r.arg_count > 3) {
         auto cond = wire::UintArg(a[3], "condition");
@@ -376,7 +381,7 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     case Op::kDel:
     case Op::kExists: {
       if (!arity(1, 1)) return;
-      auto key = wire::BytesArg(a[0], "key");
+      auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
       const bool result = r.op == Op::kDel ? cache_->Erase(*key) : cache_->Contains(*key);
       ok();
@@ -385,17 +390,17 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     }
     case Op::kExpire: {
       if (!arity(2, 2)) return;
-      auto key = wire::BytesArg(a[0], "key");
+      auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
-      auto ttl = wire::IntArg(a[1], "ttl_ms");
+      auto ttl = wire::TtlArg(a[1], wire::TtlUse::kExpire);
       if (!ttl) return fail(ttl.error());
       ok();
-      out.Bool(cache_->Expire(*key, std::chrono::milliseconds(*ttl)));
+      out.Bool(cache_->Expire(*key, *ttl));
       return;
     }
     case Op::kTtl: {
       if (!arity(1, 1)) return;
-      auto key = wire::BytesArg(a[0], "key");
+      auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
       const auto ttl = cache_->Ttl(*key);
       if (!ttl) {
@@ -410,7 +415,7 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     case Op::kIncr:
     case Op::kDecr: {
       if (!arity(1, r.op == Op::kIncr ? 3 : 2)) return;
-      auto key = wire::BytesArg(a[0], "key");
+      auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
       int64_t delta = 1;
       if (r.arg_count > 1) {
@@ -424,9 +429,9 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       }
       std::chrono::milliseconds ttl{0};
       if (r.arg_count > 2) {
-        auto t = wire::IntArg(a[2], "ttl_ms");
+        auto t = wire::TtlArg(a[2], wire::TtlUse::kOnWrite);
         if (!t) return fail(t.error());
-        ttl = std::chrono::milliseconds(*t);
+        ttl = *t;
       }
       auto result = cache_->Incr(*key, delta, ttl);
       if (!result) return fail(result.error());
@@ -436,8 +441,9 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     }
     case Op::kMGet: {
       if (!arity(1, UINT32_MAX)) return;
+      // Every key is checked before any is read: one bad key answers the whole request.
       for (uint32_t i = 0; i < r.arg_count; ++i) {
-        if (auto key = wire::BytesArg(a[i], "key"); !key) return fail(key.error());
+        if (auto key = wire::KeyArg(a[i], max_key, i); !key) return fail(key.error());
       }
       ok();
       out.Array(r.arg_count);
@@ -455,20 +461,8 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (r.arg_count % 2 != 0) return fail(Error{ErrorCode::kWrongArity, "MSET takes key, value pairs"});
       // Every pair is checked before any is stored: a bad pair changes nothing.
       for (uint32_t i = 0; i < r.arg_count; i += 2) {
-        auto key = wire::BytesArg(a[i], "key");
-        if (!key) return fail(key.error());
-        auto val = wire::BytesArg(a[i + 1], "value");
-        if (!val) return fail(val.error());
-        if (key->empty() || key->size() > config_.max_key_size) {
-          return fail(Error{ErrorCode::kKeyTooLarge, "MSET key " + std::to_string(i / 2) + " is " +
-                                                         std::to_string(key->size()) + " bytes; keys must be 1 to " +
-                                                         std::to_string(config_.max_key_size)});
-        }
-        if (val->size() > config_.max_value_size) {
-          return fail(Error{ErrorCode::kValueTooLarge, "MSET value " + std::to_string(i / 2) + " is " +
-                                                           std::to_string(val->size()) + " bytes; max is " +
-                                                           std::to_string(config_.max_value_size)});
-        }
+        if (auto key = wire::KeyArg(a[i], max_key, i / 2); !key) return fail(key.error());
+        if (auto val = wire::ValueArg(a[i + 1], max_value, i / 2); !val) return fail(val.error());
       }
       for (uint32_t i = 0; i < r.arg_count; i += 2) {
         auto stored = cache_->Set(*wire::BytesArg(a[i], "key"), *wire::BytesArg(a[i + 1], "value"));
@@ -496,7 +490,11 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (r.arg_count > 2) {
         auto n = wire::UintArg(a[2], "count");
         if (!n) return fail(n.error());
-        count = std::clamp<uint64_t>(*n, 1, 100000);
+        if (*n < 1 || *n > wire::kMaxScanCount) {
+          return fail(Error{ErrorCode::kInvalidArgument, "count is " + std::to_string(*n) + "; it must be 1 to " +
+                                                             std::to_string(wire::kMaxScanCount) + " index buckets"});
+        }
+        count = *n;
       }
       const Cache::ScanPage page = cache_->Scan(cursor, pattern, count);
       ok();

@@ -150,6 +150,17 @@ class Client::Impl {
   const std::string& endpoint() const { return endpoint_; }
   bool attached() const { return shm_.load(std::memory_order_acquire) != nullptr; }
 
+  // The daemon's own rules (wire::CheckKey, CheckValue), applied before a
+  // request goes out or a shared-memory read is made, so a key the daemon
+  // would refuse is refused here with the same code, never read as a miss.
+  // Until INFO tells the daemon's limits, the widest any daemon allows.
+  Result<void> CheckKey(std::string_view key, size_t index = wire::kNoIndex) const {
+    return wire::CheckKey(key, max_key_size_.load(std::memory_order_relaxed), index);
+  }
+  Result<void> CheckValue(std::string_view value, size_t index = wire::kNoIndex) const {
+    return wire::CheckValue(value, max_value_size_.load(std::memory_order_relaxed), index);
+  }
+
  private:
   Result<void> OpenSocketLocked() {
     try {
@@ -221,9 +232,11 @@ class Client::Impl {
     for (uint32_t i = 0; i < map.size; ++i) {
       const std::string name = ToString(map.ptr[i].key);
       if (name == "segment" && IsBytes(map.ptr[i].val)) segment = ToString(map.ptr[i].val);
-      if (name == "generation" && map.ptr[i].val.type == msgpack::type::POSITIVE_INTEGER) {
-        generation = map.ptr[i].val.via.u64;
-      }
+      if (map.ptr[i].val.type != msgpack::type::POSITIVE_INTEGER) continue;
+      const uint64_t v = map.ptr[i].val.via.u64;
+      if (name == "generation") generation = v;
+      if (name == "max_key_size" && v <= kWidestKey) max_key_size_.store(static_cast<uint32_t>(v));
+      if (name == "max_value_size" && v <= kWidestValue) max_value_size_.store(static_cast<uint32_t>(v));
     }
     if (segment.empty()) return tl::unexpected(Unexpected("INFO"));
     if (shm_.load(std::memory_order_relaxed) != nullptr && segment == segment_ && generation == generation_) return {};
@@ -251,6 +264,11 @@ class Client::Impl {
   uint64_t generation_ = 0;
   std::atomic<Cache*> shm_{nullptr};
   std::atomic<int64_t> last_check_ms_{0};
+  // The widest limits CacheOptions::Validate lets a daemon have.
+  static constexpr uint32_t kWidestKey = 65535;
+  static constexpr uint32_t kWidestValue = 1u << 30;
+  std::atomic<uint32_t> max_key_size_{kWidestKey};
+  std::atomic<uint32_t> max_value_size_{kWidestValue};
 };
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -310,6 +328,7 @@ Result<std::optional<std::string>> Client::Get(std::string_view key) {
 }
 
 Result<bool> Client::GetInto(std::string_view key, std::string* value) {
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (Cache* shm = impl_->SharedMemory()) return shm->GetInto(key, value);
   auto reply = impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return false;
@@ -333,6 +352,9 @@ Result<bool> Client::Set(std::string_view key, std::string_view value, const Set
                                           : options.condition == SetCondition::kIfPresent ? wire::SetCond::kIfPresent
                                                                                           : wire::SetCond::kAlways);
   const bool idempotent = options.condition == SetCondition::kAlways;
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
+  if (auto ok = impl_->CheckValue(value); !ok) return tl::unexpected(ok.error());
+  if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   return BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
                                  [&](wire::Writer& w) {
                                    w.Bytes(key);
@@ -344,15 +366,19 @@ Result<bool> Client::Set(std::string_view key, std::string_view value, const Set
 }
 
 Result<bool> Client::Del(std::string_view key) {
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   return BoolPayload(impl_->Call(Op::kDel, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
 }
 
 Result<bool> Client::Exists(std::string_view key) {
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (Cache* shm = impl_->SharedMemory()) return shm->Contains(key);
   return BoolPayload(impl_->Call(Op::kExists, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "EXISTS");
 }
 
 Result<bool> Client::Expire(std::string_view key, std::chrono::milliseconds ttl) {
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
+  if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
   return BoolPayload(impl_->Call(Op::kExpire, 2, true,
                                  [&](wire::Writer& w) {
                                    w.Bytes(key);
@@ -363,6 +389,7 @@ Result<bool> Client::Expire(std::string_view key, std::chrono::milliseconds ttl)
 
 Result<std::optional<std::chrono::milliseconds>> Client::Ttl(std::string_view key) {
   using Ms = std::chrono::milliseconds;
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (Cache* shm = impl_->SharedMemory()) return shm->Ttl(key);
   auto reply = impl_->Call(Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return std::optional<Ms>();
@@ -372,6 +399,10 @@ Result<std::optional<std::chrono::milliseconds>> Client::Ttl(std::string_view ke
 }
 
 Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
+  if (auto ok = wire::CheckTtl(ttl_on_create.count(), wire::TtlUse::kOnWrite); !ok) {
+    return tl::unexpected(ok.error());
+  }
   return IntPayload(impl_->Call(Op::kIncr, 3, false,
                                 [&](wire::Writer& w) {
                                   w.Bytes(key);
@@ -382,6 +413,7 @@ Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::m
 }
 
 Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
+  if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   return IntPayload(impl_->Call(Op::kDecr, 2, false,
                                 [&](wire::Writer& w) {
                                   w.Bytes(key);
@@ -392,6 +424,9 @@ Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
 
 Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<std::string>& keys) {
   std::vector<std::optional<std::string>> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (auto ok = impl_->CheckKey(keys[i], i); !ok) return tl::unexpected(ok.error());
+  }
   if (Cache* shm = impl_->SharedMemory()) {
     for (size_t i = 0; i < keys.size(); ++i) out[i] = shm->Get(keys[i]);
     return out;
@@ -413,6 +448,12 @@ Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<s
 }
 
 Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>& items) {
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (auto ok = impl_->CheckKey(items[i].first, i); !ok) return tl::unexpected(ok.error());
+    if (auto ok = impl_->CheckValue(items[i].second, i); !ok) {
+      return tl::unexpected(ok.error());
+    }
+  }
   return VoidPayload(impl_->Call(Op::kMSet, static_cast<uint32_t>(items.size() * 2), true, [&](wire::Writer& w) {
     for (const auto& [k, v] : items) {
       w.Bytes(k);

@@ -3,6 +3,8 @@
 #include <array>
 #include <cstring>
 
+#include "cachet/cache.h"
+
 namespace cachet::wire {
 
 namespace {
@@ -11,16 +13,21 @@ constexpr std::array<const char*, 17> kOpNames = {"PING",   "INFO",  "GET",   "S
                                                   "EXPIRE", "TTL",   "INCR",  "DECR",   "MGET",     "MSET",
                                                   "SCAN",   "FLUSH", "STATS", "RELOAD", "RATELIMIT"};
 
-msgpack::unpack_limit Limits() {
-  // array, map, str, bin, ext, depth: a request is at most two levels deep.
-  return msgpack::unpack_limit(kMaxArrayItems, kMaxMapItems, 0xffffffff, 0xffffffff, 0, 4);
+// array, map, str, bin, ext, depth. The decoder allocates an array's or a
+// map's items when it reads the header, before their bytes: as every item
+// takes at least one byte, a header claiming more than the frame holds is
+// refused before it can make a small frame allocate much. Extension types
+// (ext size 0) are refused.
+msgpack::unpack_limit Limits(size_t frame_size) {
+  return msgpack::unpack_limit(std::min(kMaxArrayItems, frame_size), std::min(kMaxMapItems, frame_size / 2), 0xffffffff,
+                               0xffffffff, 0, kMaxDepth);
 }
 
 Result<msgpack::object_handle> Unpack(const char* data, size_t size) {
   try {
     msgpack::object_handle handle;
     std::size_t offset = 0;
-    msgpack::unpack(handle, data, size, offset, nullptr, nullptr, Limits());
+    msgpack::unpack(handle, data, size, offset, nullptr, nullptr, Limits(size));
     if (offset != size) {
       return MakeError(ErrorCode::kBadRequest,
                        "frame has " + std::to_string(size - offset) + " bytes after the msgpack value");
@@ -49,6 +56,41 @@ const char* TypeName(const msgpack::object& o) {
 
 Error WrongType(const msgpack::object& o, const char* what, const char* expected) {
   return Error{ErrorCode::kWrongType, std::string(what) + " must be " + expected + ", got " + TypeName(o)};
+}
+
+// Follows the parse of a request's first bytes up to its id: the second item
+// of the top-level array. It stops the parse as soon as the id is read, or
+// known to be unreadable, and never descends into nested values, so it costs
+// the same whatever follows.
+struct IdReader : msgpack::null_visitor {
+  int depth = 0;      // containers open
+  uint32_t item = 0;  // 1-based index of the current top-level item
+  std::optional<uint64_t> id;
+
+  bool Scalar() { return depth == 1 && item == 1; }  // the version: any scalar, keep going
+  bool visit_nil() { return Scalar(); }
+  bool visit_boolean(bool) { return Scalar(); }
+  bool visit_positive_integer(uint64_t v) {
+    if (depth == 1 && item == 2) id = v;
+    return Scalar();
+  }
+  bool visit_negative_integer(int64_t) { return Scalar(); }
+  bool visit_float32(float) { return Scalar(); }
+  bool visit_float64(double) { return Scalar(); }
+  bool visit_str(const char*, uint32_t) { return Scalar(); }
+  bool visit_bin(const char*, uint32_t) { return Scalar(); }
+  bool visit_ext(const char*, uint32_t) { return Scalar(); }
+  bool start_array(uint32_t n) { return depth++ == 0 && n >= 2; }  // the request array only
+  bool start_array_item() {
+    ++item;
+    return true;
+  }
+  bool start_map(uint32_t) { return false; }
+};
+
+// "key", or "key 3" for one of several.
+std::string Named(const char* what, size_t index) {
+  return index == kNoIndex ? std::string(what) : std::string(what) + " " + std::to_string(index);
 }
 
 }  // namespace
@@ -84,8 +126,16 @@ Result<uint64_t> UintArg(const msgpack::object& o, const char* what) {
   return tl::unexpected(WrongType(o, what, "a non-negative integer"));
 }
 
+std::optional<uint64_t> PeekRequestId(const char* data, size_t size) {
+  IdReader reader;
+  std::size_t offset = 0;
+  (void)msgpack::parse(data, size, offset, reader);  // stopped, short or whole: the id was read or not
+  return reader.id;
+}
+
 Result<Request> DecodeRequest(const char* data, size_t size, uint64_t* id) {
-  *id = 0;
+  // Read first, so that every error below is addressed to the request.
+  *id = PeekRequestId(data, size).value_or(0);
   auto handle = Unpack(data, size);
   if (!handle) return tl::unexpected(handle.error());
   const msgpack::object& root = handle->get();
@@ -93,11 +143,10 @@ Result<Request> DecodeRequest(const char* data, size_t size, uint64_t* id) {
     return MakeError(ErrorCode::kBadRequest, "a request is an array [version, id, op, args...]");
   }
   const msgpack::object* items = root.via.array.ptr;
-  auto version = UintArg(items[0], "protocol version");
-  if (!version) return MakeError(ErrorCode::kBadRequest, version.error().message);
   auto request_id = UintArg(items[1], "request id");
   if (!request_id) return MakeError(ErrorCode::kBadRequest, request_id.error().message);
-  *id = *request_id;
+  auto version = UintArg(items[0], "protocol version");
+  if (!version) return MakeError(ErrorCode::kBadRequest, version.error().message);
   if (*version != kProtocolVersion) {
     return MakeError(ErrorCode::kUnsupportedVersion, "protocol version " + std::to_string(*version) +
                                                          " is not supported; this daemon speaks " +
@@ -117,6 +166,48 @@ Result<Request> DecodeRequest(const char* data, size_t size, uint64_t* id) {
   r.arg_count = root.via.array.size - 3;
   r.handle = std::move(*handle);
   return r;
+}
+
+Result<void> CheckKey(std::string_view key, uint32_t max_key_size, size_t index) {
+  if (!key.empty() && key.size() <= max_key_size) return {};
+  return MakeError(ErrorCode::kKeyTooLarge, Named("key", index) + " is " + std::to_string(key.size()) +
+                                                " bytes; keys must be 1 to " + std::to_string(max_key_size) +
+                                                " bytes (max_key_size)");
+}
+
+Result<void> CheckValue(std::string_view value, uint32_t max_value_size, size_t index) {
+  if (value.size() <= max_value_size) return {};
+  return MakeError(ErrorCode::kValueTooLarge, Named("value", index) + " is " + std::to_string(value.size()) +
+                                                  " bytes; values must be at most " + std::to_string(max_value_size) +
+                                                  " bytes (max_value_size)");
+}
+
+Result<std::chrono::milliseconds> CheckTtl(int64_t ttl_ms, TtlUse use) {
+  const int64_t min = use == TtlUse::kExpire ? INT64_MIN : 0;
+  if (ttl_ms >= min && ttl_ms <= Cache::kMaxTtl.count()) return std::chrono::milliseconds(ttl_ms);
+  return MakeError(ErrorCode::kInvalidArgument, "ttl_ms is " + std::to_string(ttl_ms) + "; it must be " +
+                                                    (use == TtlUse::kExpire ? "at most " : "0 (no expiry) to ") +
+                                                    std::to_string(Cache::kMaxTtl.count()) + " (about 100 years)");
+}
+
+Result<std::string_view> KeyArg(const msgpack::object& o, uint32_t max_key_size, size_t index) {
+  auto key = BytesArg(o, "key");
+  if (!key) return key;
+  if (auto ok = CheckKey(*key, max_key_size, index); !ok) return tl::unexpected(ok.error());
+  return key;
+}
+
+Result<std::string_view> ValueArg(const msgpack::object& o, uint32_t max_value_size, size_t index) {
+  auto value = BytesArg(o, "value");
+  if (!value) return value;
+  if (auto ok = CheckValue(*value, max_value_size, index); !ok) return tl::unexpected(ok.error());
+  return value;
+}
+
+Result<std::chrono::milliseconds> TtlArg(const msgpack::object& o, TtlUse use) {
+  auto ttl = IntArg(o, "ttl_ms");
+  if (!ttl) return tl::unexpected(ttl.error());
+  return CheckTtl(*ttl, use);
 }
 
 Result<Reply> DecodeReply(const char* data, size_t size) {

@@ -12,6 +12,7 @@
 
 #include <msgpack.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,9 +50,15 @@ std::optional<Op> ParseOp(std::string_view name);
 // SET's condition argument.
 enum class SetCond : uint8_t { kAlways = 0, kIfAbsent = 1, kIfPresent = 2 };
 
-// Bounds on what the decoder will build from untrusted bytes.
+// Bounds on what the decoder will build from untrusted bytes (docs/protocol.md,
+// "Decoder limits"): more items in one array or map, or values nested deeper
+// than kMaxDepth (the request array counts as 1), make a BAD_REQUEST.
 inline constexpr size_t kMaxArrayItems = 1 << 20;
 inline constexpr size_t kMaxMapItems = 1 << 12;
+inline constexpr size_t kMaxDepth = 4;
+
+// SCAN's count: index buckets per page, 1 to this.
+inline constexpr uint64_t kMaxScanCount = 100000;
 
 // A decoded request. `args` point into `handle`, which owns the memory.
 struct Request {
@@ -66,6 +73,12 @@ struct Request {
 // the error can still be addressed to the request.
 Result<Request> DecodeRequest(const char* data, size_t size, uint64_t* id);
 
+// The id of a request, read from as much of its start as parses: the second
+// item of a top-level array, if it is a non-negative integer. It is found in
+// a frame that is truncated, has trailing bytes or breaks a decoder limit
+// further on; nullopt when no id can be read.
+std::optional<uint64_t> PeekRequestId(const char* data, size_t size);
+
 struct Reply {
   uint64_t id = 0;
   ErrorCode status = ErrorCode::kOk;
@@ -78,6 +91,27 @@ Result<Reply> DecodeReply(const char* data, size_t size);
 Result<std::string_view> BytesArg(const msgpack::object& o, const char* what);  // str or bin
 Result<int64_t> IntArg(const msgpack::object& o, const char* what);
 Result<uint64_t> UintArg(const msgpack::object& o, const char* what);
+
+// The rules on arguments, one per kind, shared by the daemon (which answers
+// with the error) and the client (which refuses before sending), so every op
+// refuses the same input with the same code (docs/protocol.md, "Limits").
+//
+// KEY_TOO_LARGE: a key is 1 to `max_key_size` bytes, for every op that takes
+// one. `index`, for ops that take several, numbers it in the message ("key 3").
+inline constexpr size_t kNoIndex = SIZE_MAX;
+Result<void> CheckKey(std::string_view key, uint32_t max_key_size, size_t index = kNoIndex);
+// VALUE_TOO_LARGE: a value is at most `max_value_size` bytes.
+Result<void> CheckValue(std::string_view value, uint32_t max_value_size, size_t index = kNoIndex);
+// INVALID_ARGUMENT: no TTL is over Cache::kMaxTtl (about 100 years). SET and
+// INCR take 0 for "no expiry" and refuse a negative one; EXPIRE takes
+// ttl <= 0 as "expire now".
+enum class TtlUse : uint8_t { kOnWrite, kExpire };
+Result<std::chrono::milliseconds> CheckTtl(int64_t ttl_ms, TtlUse use);
+
+// Typed access and the rule in one call, for the daemon.
+Result<std::string_view> KeyArg(const msgpack::object& o, uint32_t max_key_size, size_t index = kNoIndex);
+Result<std::string_view> ValueArg(const msgpack::object& o, uint32_t max_value_size, size_t index = kNoIndex);
+Result<std::chrono::milliseconds> TtlArg(const msgpack::object& o, TtlUse use);
 
 class Writer;
 

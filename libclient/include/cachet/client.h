@@ -9,7 +9,11 @@
 // The API is the same for both.
 //
 // Failures are values: a miss is an empty optional, a timeout or an
-// unreachable daemon is an Error with code TIMEOUT or UNAVAILABLE. No call
+// unreachable daemon is an Error with code TIMEOUT or UNAVAILABLE. Input the
+// daemon would refuse is refused here first, with the daemon's code
+// (docs/protocol.md, "Limits"): an empty or over-long key is KEY_TOO_LARGE
+// for every call (never a miss), an over-long value VALUE_TOO_LARGE, a TTL
+// over Cache::kMaxTtl (or below 0, but for Expire) INVALID_ARGUMENT. No call
 // throws, none waits longer than `timeout * (retries + 1)` plus backoff, and
 // a daemon that dies or restarts never crashes the client: the socket is
 // rebuilt after a failure, and the shared-memory segment is re-attached when

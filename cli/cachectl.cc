@@ -6,6 +6,13 @@
 //   2  usage error, or the daemon refused the input (too large, not an integer, ...)
 //   3  cannot reach the daemon (unavailable or timed out)
 //   4  any other error reported by the daemon
+//
+// --json prints one JSON document per command. Keys and values are bytes: one
+// that is valid UTF-8 is printed as a JSON string ("key", "value"); one that
+// is not is printed in base64 under the name with "_base64" appended
+// ("key_base64", "value_base64"), so every byte comes back as it was.
+#include <nlohmann/json.hpp>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -86,27 +93,48 @@ int Fail(const Error& e) {
   }
 }
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);  // bytes, not code points: binary-safe
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
+using Json = nlohmann::ordered_json;
+
+std::string Base64(const std::string& bytes) {
+  static constexpr char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t group = 0;
+    for (size_t j = 0; j < 3; ++j) group = group << 8 | (j < n ? static_cast<unsigned char>(bytes[i + j]) : 0u);
+    for (size_t j = 0; j < 4; ++j) out += j <= n ? kDigits[(group >> (18 - 6 * j)) & 63] : '=';
   }
-  return out + "\"";
+  return out;
 }
+
+bool IsUtf8(const std::string& bytes) {
+  try {
+    (void)Json(bytes).dump();  // the strict handler refuses what is not UTF-8
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
+// Sets obj[name] to the bytes as a string, or obj[name + "_base64"].
+void PutBytes(Json& obj, const std::string& name, const std::string& bytes) {
+  if (IsUtf8(bytes)) {
+    obj[name] = bytes;
+  } else {
+    obj[name + "_base64"] = Base64(bytes);
+  }
+}
+
+// A key in a list: the string itself, or {"key_base64": ...}.
+Json KeyItem(const std::string& key) {
+  if (IsUtf8(key)) return key;
+  return Json{{"key_base64", Base64(key)}};
+}
+
+// Keys and values went through PutBytes; anything else that is not UTF-8 (a
+// stat name from a confused daemon) is printed with U+FFFD, never thrown.
+void PrintJson(const Json& j) { std::puts(j.dump(-1, ' ', false, Json::error_handler_t::replace).c_str()); }
 
 std::optional<int64_t> ParseInt(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -146,7 +174,11 @@ int Run(const Invocation& in) {
   if (cmd == "ping") {
     if (!need(0)) return UsageError("ping takes no arguments");
     if (auto r = client.Ping(); !r) return Fail(r.error());
-    std::puts(in.json ? "{\"ok\":true}" : "PONG");
+    if (in.json) {
+      PrintJson({{"ok", true}});
+    } else {
+      std::puts("PONG");
+    }
     return kOk;
   }
   if (cmd == "get") {
@@ -154,9 +186,11 @@ int Run(const Invocation& in) {
     auto r = client.Get(a[0]);
     if (!r) return Fail(r.error());
     if (in.json) {
-      std::printf("{\"key\":%s,\"found\":%s", JsonString(a[0]).c_str(), *r ? "true" : "false");
-      if (*r) std::printf(",\"value\":%s", JsonString(**r).c_str());
-      std::puts("}");
+      Json j;
+      PutBytes(j, "key", a[0]);
+      j["found"] = r->has_value();
+      if (*r) PutBytes(j, "value", **r);
+      PrintJson(j);
     } else if (*r) {
       std::fwrite((*r)->data(), 1, (*r)->size(), stdout);
       std::fputc('\n', stdout);
@@ -175,27 +209,39 @@ int Run(const Invocation& in) {
     }
     auto r = client.Set(a[0], a[1], so);
     if (!r) return Fail(r.error());
-    std::puts(in.json ? (*r ? "{\"stored\":true}" : "{\"stored\":false}") : (*r ? "OK" : "NOT STORED"));
+    if (in.json) {
+      PrintJson({{"stored", *r}});
+    } else {
+      std::puts(*r ? "OK" : "NOT STORED");
+    }
     return *r ? kOk : kNotFound;
   }
   if (cmd == "del") {
     if (!need(1)) return UsageError("del takes KEY");
     auto r = client.Del(a[0]);
     if (!r) return Fail(r.error());
-    std::puts(in.json ? (*r ? "{\"deleted\":true}" : "{\"deleted\":false}") : (*r ? "1" : "0"));
+    if (in.json) {
+      PrintJson({{"deleted", *r}});
+    } else {
+      std::puts(*r ? "1" : "0");
+    }
     return *r ? kOk : kNotFound;
   }
   if (cmd == "ttl") {
     if (!need(1)) return UsageError("ttl takes KEY");
     auto r = client.Ttl(a[0]);
     if (!r) return Fail(r.error());
+    Json j;
+    PutBytes(j, "key", a[0]);
+    j["found"] = r->has_value();
     if (!*r) {
-      if (in.json) std::printf("{\"key\":%s,\"found\":false}\n", JsonString(a[0]).c_str());
+      if (in.json) PrintJson(j);
       return kNotFound;
     }
     const long long ms = **r == cachet::Cache::kNoExpiry ? -1 : static_cast<long long>((*r)->count());
     if (in.json) {
-      std::printf("{\"key\":%s,\"found\":true,\"ttl_ms\":%lld}\n", JsonString(a[0]).c_str(), ms);
+      j["ttl_ms"] = ms;
+      PrintJson(j);
     } else {
       std::printf("%lld\n", ms);
     }
@@ -207,7 +253,11 @@ int Run(const Invocation& in) {
     if (!ms) return UsageError("expire: MS must be an integer");
     auto r = client.Expire(a[0], std::chrono::milliseconds(*ms));
     if (!r) return Fail(r.error());
-    std::puts(in.json ? (*r ? "{\"found\":true}" : "{\"found\":false}") : (*r ? "1" : "0"));
+    if (in.json) {
+      PrintJson({{"found", *r}});
+    } else {
+      std::puts(*r ? "1" : "0");
+    }
     return *r ? kOk : kNotFound;
   }
   if (cmd == "incr") {
@@ -219,7 +269,10 @@ int Run(const Invocation& in) {
     auto r = client.Incr(a[0], *by, std::chrono::milliseconds(*ttl));
     if (!r) return Fail(r.error());
     if (in.json) {
-      std::printf("{\"key\":%s,\"value\":%lld}\n", JsonString(a[0]).c_str(), static_cast<long long>(*r));
+      Json j;
+      PutBytes(j, "key", a[0]);
+      j["value"] = *r;
+      PrintJson(j);
     } else {
       std::printf("%lld\n", static_cast<long long>(*r));
     }
@@ -229,46 +282,47 @@ int Run(const Invocation& in) {
     if (a.size() > 1) return UsageError("keys takes at most one PATTERN");
     const std::string pattern = a.empty() ? "*" : a[0];
     uint64_t cursor = 0;
-    bool first = true;
-    if (in.json) std::fputs("[", stdout);
+    Json keys = Json::array();
     do {
       auto page = client.Scan(cursor, pattern, 16384);
       if (!page) return Fail(page.error());
       for (const std::string& k : page->keys) {
         if (in.json) {
-          std::printf("%s%s", first ? "" : ",", JsonString(k).c_str());
+          keys.push_back(KeyItem(k));
         } else {
           std::fwrite(k.data(), 1, k.size(), stdout);
           std::fputc('\n', stdout);
         }
-        first = false;
       }
       cursor = page->cursor;
     } while (cursor != 0);
-    if (in.json) std::puts("]");
+    if (in.json) PrintJson(keys);
     return kOk;
   }
   if (cmd == "stats") {
     if (!need(0)) return UsageError("stats takes no arguments");
     auto r = client.Stats();
     if (!r) return Fail(r.error());
-    if (in.json) std::fputs("{", stdout);
-    for (size_t i = 0; i < r->size(); ++i) {
-      const auto& [name, v] = (*r)[i];
+    Json j = Json::object();
+    for (const auto& [name, v] : *r) {
       if (in.json) {
-        std::printf("%s\"%s\":%lld", i ? "," : "", name.c_str(), static_cast<long long>(v));
+        j[name] = v;
       } else {
         std::printf("%-18s %lld\n", name.c_str(), static_cast<long long>(v));
       }
     }
-    if (in.json) std::puts("}");
+    if (in.json) PrintJson(j);
     return kOk;
   }
   if (cmd == "reload" || cmd == "flush") {
     if (!need(0)) return UsageError(cmd + " takes no arguments");
     auto r = cmd == "reload" ? client.Reload() : client.Flush();
     if (!r) return Fail(r.error());
-    std::puts(in.json ? "{\"ok\":true}" : "OK");
+    if (in.json) {
+      PrintJson({{"ok", true}});
+    } else {
+      std::puts("OK");
+    }
     return kOk;
   }
   return UsageError("unknown command '" + cmd + "'");

@@ -15,6 +15,7 @@ packages=(
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   libhiredis-dev redis-server redis-tools bc  # side-by-side benchmark against Redis
   libcpp-httplib-dev                    # the HTTP example in front of the rate limiter
+  nlohmann-json3-dev                    # cachectl --json
   nginx-light                           # auth_request test (tests start their own nginx)
   wrk                                   # bench/wrk_http_service.sh
 )

@@ -105,6 +105,11 @@ TEST_F(ArgumentRulesTest, TheClientRefusesTheSameKeysWithTheSameCode) {
     ASSERT_TRUE(connected.has_value());
     Client& client = **connected;
     const bool local = endpoint == daemon_.ipc();
+    // The ipc client attaches (and learns the limits) with its INFO at
+    // connect, or, if that was slow, at its next read a second later.
+    if (local) {
+      ASSERT_TRUE(testing::WaitUntil([&] { return client.Get("ok").has_value() && client.ReadsSharedMemory(); }));
+    }
     EXPECT_EQ(client.ReadsSharedMemory(), local);
     for (const std::string& bad : {kEmpty, kLong}) {
       SCOPED_TRACE(std::to_string(bad.size()) + "-byte key");
@@ -132,6 +137,7 @@ TEST_F(ArgumentRulesTest, TheClientRefusesTheSameKeysWithTheSameCode) {
     EXPECT_EQ(client.Get(kLongest).value(), std::optional<std::string>("v"));
   }
   auto client = Client::Connect(daemon_.ipc());
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*client)->Get("ok").has_value() && (*client)->ReadsSharedMemory(); }));
   const int64_t before = Requests(**client);
   EXPECT_EQ(CodeOf((*client)->Set("k", std::string(kMaxValue + 1, 'v'))), 3);
   EXPECT_EQ(CodeOf((*client)->MSet({{"a", "v"}, {"k", std::string(kMaxValue + 1, 'v')}})), 3);

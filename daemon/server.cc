@@ -449,6 +449,15 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       out.Array(r.arg_count);
       for (uint32_t i = 0; i < r.arg_count; ++i) {
         if (cache_->GetInto(*wire::BytesArg(a[i], "key"), &value)) {
+          // A reply is bounded as a request is: one that would pass
+          // max-frame is refused whole, never built without bound (a key
+          // asked for a million times).
+          if (out.size() + value.size() > config_.EffectiveMaxFrame()) {
+            out.Clear();
+            return fail(Error{ErrorCode::kFrameTooLarge,
+                              "MGET reply would pass max_frame (" + std::to_string(config_.EffectiveMaxFrame()) +
+                                  " bytes) at key " + std::to_string(i) + "; ask for fewer keys at a time"});
+          }
           out.Bytes(value);
         } else {
           out.Nil();

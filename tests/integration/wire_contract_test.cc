@@ -334,6 +334,27 @@ TEST(WireArrayLimitTest, ARequestOfMoreThan2Pow20ItemsIsABadRequest) {
 
 // ------------------------------------------------------------ frame limits
 
+// A reply is bounded by max-frame as a request is: an MGET asking for one
+// 1000-byte value 70 times (a 70 KB reply) is refused whole.
+TEST_F(WireContractTest, AnMgetWhoseReplyWouldPassMaxFrameIsRefused) {
+  Expect(PackRequest(65, "SET", 2,
+                     [](Packer& pk) {
+                       pk.pack(std::string("v"));
+                       pk.pack(std::string(1000, 'x'));
+                     }),
+         65, 0);
+  const auto mget = [](uint64_t id, int n) {
+    return PackRequest(id, "MGET", n, [n](Packer& pk) {
+      for (int i = 0; i < n; ++i) pk.pack(std::string("v"));
+    });
+  };
+  Expect(mget(66, 70), 66, 18, "MGET reply would pass max_frame (65536 bytes) at key 65");
+  const testing::WireReply fits = wire_->Call(mget(67, 60));
+  EXPECT_EQ(fits.status, 0u) << fits.message;
+  ASSERT_EQ(fits.payload().type, msgpack::type::ARRAY);
+  EXPECT_EQ(fits.payload().via.array.size, 60u);
+}
+
 TEST_F(WireContractTest, AFrameOverFourTimesMaxFrameDisconnectsThePeer) {
   // Watch a raw socket's connection from its own side, from before it connects.
   wire_ = std::make_unique<RawWire>(daemon_.tcp(), /*connect=*/false);

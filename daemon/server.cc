@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cachet/policy_file.h"
+#include "cachet/policy_subscriber.h"
 
 #include "../libclient/src/protocol.h"
 #include "../libclient/src/zmq_io.h"
@@ -121,7 +122,7 @@ Result<void> Server::LoadPolicy(const std::string& path) {
   }
   if (text.str() != policy_text_) {
     policy_text_ = text.str();
-    ++policy_version_;
+    policy_version_ = PolicySubscriber::VersionOf(policy_text_);
     log_->info("rate-limit policy version {}: {} tiers, {} overrides, {} API keys from {}", policy_version_,
                parsed->policy.tiers.size(), parsed->policy.overrides.size(), parsed->key_tiers.size(), path);
   }

@@ -70,7 +70,7 @@ class Server {
   zmq::socket_t monitor_;
   zmq::socket_t pub_;            // publishes the rate-limit policy when configured
   std::string policy_text_;      // the policy being published
-  uint64_t policy_version_ = 0;  // bumped each time the policy text changes
+  uint64_t policy_version_ = 0;  // PolicySubscriber::VersionOf(policy_text_): the same across restarts
   std::chrono::steady_clock::time_point last_publish_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_tick_;

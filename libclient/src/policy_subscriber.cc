@@ -5,6 +5,9 @@
 #include <thread>
 #include <zmq.hpp>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "zmq_io.h"
 
 namespace cachet {
@@ -60,19 +63,25 @@ class PolicySubscriber::Impl {
     } catch (const std::exception&) {
       return Fail("published version '" + version_text + "' is not a number");
     }
-    if (version == version_.load() || version == last_rejected_) return;  // seen
+    // Seen before only if both the version and the text match: a publisher
+    // whose versions repeat (one that counts from 1 at each start) must
+    // not keep its new policy from us.
+    const uint64_t digest = VersionOf(text);
+    if ((version == version_.load() && digest == installed_digest_) ||
+        (version == last_rejected_ && digest == rejected_digest_)) {
+      return;
+    }
+    auto refuse = [&](const std::string& why) {
+      last_rejected_ = version;
+      rejected_digest_ = digest;
+      rejected_.fetch_add(1);
+      Fail(why);
+    };
     auto parsed = ParsePolicy(text, "published policy v" + version_text);
-    if (!parsed) {
-      last_rejected_ = version;
-      rejected_.fetch_add(1);
-      return Fail(parsed.error().message);
-    }
-    if (auto ok = limiter_.SetPolicy(parsed->policy); !ok) {
-      last_rejected_ = version;
-      rejected_.fetch_add(1);
-      return Fail(ok.error().message);
-    }
+    if (!parsed) return refuse(parsed.error().message);
+    if (auto ok = limiter_.SetPolicy(parsed->policy); !ok) return refuse(ok.error().message);
     if (on_policy_) on_policy_(*parsed);
+    installed_digest_ = digest;
     version_.store(version);
   }
 
@@ -89,7 +98,9 @@ class PolicySubscriber::Impl {
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> version_{0};
   std::atomic<uint64_t> rejected_{0};
-  uint64_t last_rejected_ = 0;  // thread only
+  uint64_t last_rejected_ = 0;     // thread only
+  uint64_t rejected_digest_ = 0;   // thread only: VersionOf the text last rejected
+  uint64_t installed_digest_ = 0;  // thread only: VersionOf the text installed
   mutable std::mutex mu_;
   std::string last_error_;  // guarded by mu_
 };
@@ -102,6 +113,11 @@ Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::str
   auto impl = std::make_unique<Impl>(limiter, std::move(on_policy));
   if (auto ok = impl->Start(endpoint); !ok) return tl::unexpected(ok.error());
   return std::unique_ptr<PolicySubscriber>(new PolicySubscriber(std::move(impl)));
+}
+
+uint64_t PolicySubscriber::VersionOf(std::string_view policy_text) {
+  const uint64_t hash = XXH3_64bits(policy_text.data(), policy_text.size());
+  return hash == 0 ? 1 : hash;
 }
 
 uint64_t PolicySubscriber::version() const { return impl_->version(); }

@@ -16,7 +16,7 @@ using std::chrono::minutes;
 class LivePolicyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    Write("[tier.regular]\nper_minute = 5/1m fixed_window\nper_hour = 10/1h fixed_window\n");
+    Write(kInitial);
     ASSERT_TRUE(daemon_.Start());
     RateLimitPolicy initial;
     Rule r;
@@ -32,9 +32,9 @@ class LivePolicyTest : public ::testing::Test {
 
   void Write(const std::string& text) { std::ofstream(path_) << text; }
 
-  // Polls (with a deadline) until the subscriber installed `version`.
-  bool WaitForVersion(uint64_t version) {
-    return testing::WaitUntil([&] { return subscriber_->version() >= version; });
+  // Polls (with a deadline) until the subscriber installed the policy `text`.
+  bool WaitForPolicy(const std::string& text) {
+    return testing::WaitUntil([&] { return subscriber_->version() == PolicySubscriber::VersionOf(text); });
   }
 
   int Admit(const std::string& key, int tries) {
@@ -43,6 +43,8 @@ class LivePolicyTest : public ::testing::Test {
     return n;
   }
 
+  static constexpr const char* kInitial =
+      "[tier.regular]\nper_minute = 5/1m fixed_window\nper_hour = 10/1h fixed_window\n";
   const std::string id_ = testing::UniqueSegmentName("live");
   const std::string path_ = "/tmp/" + id_ + ".policy";
   const std::string pub_ = "ipc:///tmp/" + id_ + "-pub.sock";
@@ -53,32 +55,35 @@ class LivePolicyTest : public ::testing::Test {
 };
 
 TEST_F(LivePolicyTest, SubscriberAppliesThePublishedPolicy) {
-  ASSERT_TRUE(WaitForVersion(1)) << subscriber_->last_error();
+  ASSERT_TRUE(WaitForPolicy(kInitial)) << subscriber_->last_error();
   EXPECT_EQ(Admit("alice", 10), 5);
 }
 
 TEST_F(LivePolicyTest, SighupWithANewLimitTakesEffectWithoutRestart) {
-  ASSERT_TRUE(WaitForVersion(1)) << subscriber_->last_error();
+  ASSERT_TRUE(WaitForPolicy(kInitial)) << subscriber_->last_error();
   EXPECT_EQ(Admit("alice", 3), 3);
   // per_minute rises from 5 to 8 and keeps its count of 3 (same window and
   // algorithm), so 5 more pass: the new limit, not a fresh window.
-  Write("[tier.regular]\nper_minute = 8/1m fixed_window\nper_hour = 10/1h fixed_window\n");
+  const std::string raised = "[tier.regular]\nper_minute = 8/1m fixed_window\nper_hour = 10/1h fixed_window\n";
+  Write(raised);
   const size_t mark = daemon_.log().size();
   daemon_.Hup();
-  ASSERT_TRUE(daemon_.WaitForLog("rate-limit policy version 2", mark)) << daemon_.log();
-  ASSERT_TRUE(WaitForVersion(2)) << subscriber_->last_error();
+  ASSERT_TRUE(daemon_.WaitForLog("rate-limit policy version " + std::to_string(PolicySubscriber::VersionOf(raised)),
+                                 mark))
+      << daemon_.log();
+  ASSERT_TRUE(WaitForPolicy(raised)) << subscriber_->last_error();
   EXPECT_EQ(Admit("alice", 20), 5);
 }
 
 TEST_F(LivePolicyTest, BadPolicyOnSighupChangesNothing) {
-  ASSERT_TRUE(WaitForVersion(1));
+  ASSERT_TRUE(WaitForPolicy(kInitial));
   Write("[tier.regular]\nper_minute = 0/1m\n");
   const size_t mark = daemon_.log().size();
   daemon_.Hup();
   ASSERT_TRUE(daemon_.WaitForLog("reload failed", mark)) << daemon_.log();
   EXPECT_NE(daemon_.log().find(".policy:2:", mark), std::string::npos) << daemon_.log();
   EXPECT_EQ(Admit("bob", 10), 5);
-  EXPECT_EQ(subscriber_->version(), 1u);
+  EXPECT_EQ(subscriber_->version(), PolicySubscriber::VersionOf(kInitial));
 }
 
 TEST(LivePolicyStartTest, BadPolicyAtStartExitsWithCodeTwoNamingTheLine) {

@@ -6,12 +6,18 @@
 // version in the limiter, so limits change without restarting the service
 // and without resetting counters that still apply. A published policy that
 // does not parse is ignored (the limiter keeps its policy) and counted.
+//
+// A policy's version is VersionOf(its text): the same file has the same
+// version in every daemon and across restarts, and a changed file a new one,
+// so a subscriber installs exactly the policies it does not hold yet, also
+// after the daemon restarted with a file changed while it was down.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "cachet/policy_file.h"
 #include "cachet/rate_limiter.h"
@@ -30,6 +36,9 @@ class PolicySubscriber {
   ~PolicySubscriber();  // stops the thread
   PolicySubscriber(const PolicySubscriber&) = delete;
   PolicySubscriber& operator=(const PolicySubscriber&) = delete;
+
+  // The version of a policy text: a 64-bit hash of it (XXH3), never 0.
+  static uint64_t VersionOf(std::string_view policy_text);
 
   uint64_t version() const;   // last version installed; 0 before the first
   uint64_t rejected() const;  // versions that did not parse

@@ -203,7 +203,13 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
     po::store(po::command_line_parser(args).options(all).run(), vm);
     if (vm.count("help")) {
       std::ostringstream help;
-      help << "usage: cachetd [options]\n\n" << all;
+      help << "usage: cachetd [options]\n\n"
+           << all
+           << "\nMemory: the shared-memory segment is reserved in full at start. With the default\n"
+              "max-entries it takes\n"
+              "  s3fifo:      1.53 x capacity + 4 x (max-key-size + max-value-size + 24) + 4 KiB\n"
+              "  fifo, clock: 1.29 x capacity + 2 x (max-key-size + max-value-size + 24) + 4 KiB\n"
+              "(64 MiB with the 1 MiB default values: 102 MiB). docs/operations.md has the exact formula.\n";
       parsed.action = Action::kHelp;
       parsed.help_text = help.str();
       return parsed;

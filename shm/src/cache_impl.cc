@@ -414,19 +414,19 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   const uint64_t bytes = ItemBytes(MetaKeyLen(head->meta), MetaValueLen(head->meta));
   LogId target = kMainLog;
   uint8_t freq = 0;
-  uint32_t skip_unit = 0;
+  LogPos skip = kNoItem;
   if (ref) {
     const uint64_t old_slot = ref->bucket->slots[ref->index];
     const ItemView old = ViewLocked(old_slot);
     target = old.log;
     freq = LoadRelaxed(ref->bucket->freq[ref->index]);
     // The old item stops counting now; its bytes are reclaimed when its log's
-    // head passes it (MakeRoomLocked knows to skip it).
+    // head passes it (MakeRoomLocked skips it, known by its full position).
     LogState& log = header_->logs[old.log];
     StoreRelaxed(log.live_bytes, log.live_bytes - old.bytes);
     StoreRelaxed(log.live_items, log.live_items - 1);
     if (old.expires_at != 0) --header_->ttl_items;
-    skip_unit = SlotUnit(old_slot);
+    skip = LogPos{old.log, reinterpret_cast<const ItemHeader*>(base_ + old.offset)->pos};
   } else if (options_.policy == EvictionPolicy::kS3Fifo) {
     // A key evicted from the small queue not long ago comes back to main;
     // an item larger than the small queue's share goes to main directly.
@@ -434,7 +434,7 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
     target = remembered || bytes > header_->small_target_bytes ? kMainLog : kSmallLog;
   }
 
-  MakeRoomLocked(target, bytes, skip_unit);
+  MakeRoomLocked(target, bytes, skip);
   const uint64_t slot = AppendLocked(target, staged, bytes, TagBits(hash));
   if (ref) {
     StoreRelease(ref->bucket->slots[ref->index], slot);

@@ -63,6 +63,14 @@ class Cache::Impl {
     int64_t expires_at;
   };
   enum class ReadResult { kMatch, kMismatch, kTorn };
+  // An item's full position: its log and its logical position there (lap and
+  // offset). Eviction recognizes the item a Set is replacing by this, never
+  // by its offset alone: every lap reuses the same offsets.
+  struct LogPos {
+    detail::LogId log;
+    uint64_t pos;
+  };
+  static constexpr LogPos kNoItem{detail::kMainLog, ~uint64_t{0}};  // a position no head reaches
 
   Impl(std::unique_ptr<detail::Segment> segment, const Clock& clock);
   void BindGeometry();
@@ -98,10 +106,11 @@ class Cache::Impl {
   void AdvanceHeadLocked(detail::LogState& log, uint64_t bytes);
   // Appends and returns the new item's slot value, with the tag of `tag_bits`.
   uint64_t AppendLocked(detail::LogId id, const uint64_t* words, uint64_t bytes, uint64_t tag_bits);
-  void MakeRoomLocked(detail::LogId target, uint64_t bytes, uint32_t skip_unit);
+  // Items at `skip` are passed as dead: the item being replaced, already uncounted.
+  void MakeRoomLocked(detail::LogId target, uint64_t bytes, LogPos skip);
   detail::LogId ChooseVictimLocked() const;
-  void ProcessHeadLocked(detail::LogId id, bool over_capacity, uint32_t skip_unit, bool may_keep);
-  void MoveItemLocked(const SlotRef& ref, const ItemView& item, detail::LogId to, uint8_t freq, uint32_t skip_unit);
+  void ProcessHeadLocked(detail::LogId id, bool over_capacity, LogPos skip, bool may_keep);
+  void MoveItemLocked(const SlotRef& ref, const ItemView& item, detail::LogId to, uint8_t freq, LogPos skip);
   uint64_t TotalLiveBytes() const;
   uint64_t TotalLiveItems() const;
 

@@ -60,7 +60,7 @@ uint64_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t byt
   return MakeSlot(tag_bits, LapOf(log, pos), offset / 8);
 }
 
-void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, uint32_t skip_unit) {
+void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, LogPos skip) {
   // Readers in other processes may keep every item referenced faster than
   // we clear the bits: after about one lap's worth of steps (items counted at
   // entry), an over-capacity head is evicted whatever its counter says.
@@ -69,7 +69,7 @@ void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, uint32_t skip_uni
     const bool over = TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
     const LogState& log = header_->logs[target];
     if (!over && RoomNeeded(log, bytes) <= TailRoom(log)) return;
-    ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip_unit, steps < max_second_chances);
+    ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip, steps < max_second_chances);
   }
 }
 
@@ -83,7 +83,7 @@ LogId Cache::Impl::ChooseVictimLocked() const {
   return small_full ? kSmallLog : kMainLog;
 }
 
-void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_unit, bool may_keep) {
+void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, LogPos skip, bool may_keep) {
   LogState& log = header_->logs[id];
   const uint64_t offset = log.base + PhysOf(log, log.head);
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
@@ -96,8 +96,9 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
   const auto unit = static_cast<uint32_t>(offset / 8);
   const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
   const uint64_t hash = HashKey(key);
+  const bool replaced_now = id == skip.log && log.head == skip.pos;
   const std::optional<SlotRef> ref =
-      unit == skip_unit ? std::nullopt : FindSlotLocked(hash, MakeSlot(TagBits(hash), LapOf(log, log.head), unit));
+      replaced_now ? std::nullopt : FindSlotLocked(hash, MakeSlot(TagBits(hash), LapOf(log, log.head), unit));
   if (!ref) {  // dead: erased, replaced or moved; or the item being replaced now
     AdvanceHeadLocked(log, bytes);
     return;
@@ -111,20 +112,20 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
   }
   const uint8_t freq = LoadRelaxed(ref->bucket->freq[ref->index]);
   if (!over_capacity) {
-    MoveItemLocked(*ref, view, kMainLog, freq, skip_unit);
+    MoveItemLocked(*ref, view, kMainLog, freq, skip);
     return;
   }
   switch (may_keep ? options_.policy : EvictionPolicy::kFifo) {
     case EvictionPolicy::kFifo: break;
     case EvictionPolicy::kClock:
-      if (freq > 0) return MoveItemLocked(*ref, view, kMainLog, 0, skip_unit);
+      if (freq > 0) return MoveItemLocked(*ref, view, kMainLog, 0, skip);
       break;
     case EvictionPolicy::kS3Fifo:
       if (id == kSmallLog) {
-        if (freq >= kPromoteFreq) return MoveItemLocked(*ref, view, kMainLog, 0, skip_unit);
+        if (freq >= kPromoteFreq) return MoveItemLocked(*ref, view, kMainLog, 0, skip);
         GhostPutLocked(FingerprintOf(hash));
       } else if (freq > 0) {
-        return MoveItemLocked(*ref, view, kMainLog, static_cast<uint8_t>(freq - 1), skip_unit);
+        return MoveItemLocked(*ref, view, kMainLog, static_cast<uint8_t>(freq - 1), skip);
       }
       break;
   }
@@ -133,12 +134,12 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, uint32_t skip_
   AdvanceHeadLocked(log, bytes);
 }
 
-void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId to, uint8_t freq, uint32_t skip_unit) {
+void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId to, uint8_t freq, LogPos skip) {
   LogState& from = header_->logs[item.log];
   LogState& dest = header_->logs[to];
   const bool same_log = item.log == to;
   // Room in another log is made first: that may move items through scratch_.
-  while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip_unit, true);
+  while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip, true);
 
   scratch_.resize(item.bytes / 8);
   LoadWords(reinterpret_cast<const uint64_t*>(base_ + item.offset), scratch_.data(), scratch_.size());

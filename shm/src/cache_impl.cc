@@ -85,6 +85,10 @@ void Cache::Impl::BindGeometry() {
   buckets_ = reinterpret_cast<Bucket*>(base_ + header_->buckets_offset);
   ghost_ = header_->ghost_slots ? reinterpret_cast<uint64_t*>(base_ + header_->ghost_offset) : nullptr;
   bucket_count_ = header_->bucket_count;
+  ghost_slots_ = header_->ghost_slots;
+  small_target_bytes_ = header_->small_target_bytes;
+  small_target_items_ = header_->small_target_items;
+  for (int id : {kMainLog, kSmallLog}) shapes_[id] = header_->logs[id].shape;
   options_.capacity_bytes = header_->capacity_bytes;
   options_.max_entries = header_->max_entries;
   options_.max_key_size = header_->max_key_size;
@@ -114,11 +118,13 @@ std::unique_ptr<Cache::Impl> Cache::Impl::Format(std::unique_ptr<Segment> segmen
   h.ghost_offset = h.buckets_offset + g.bucket_count * sizeof(Bucket);
   h.small_target_bytes = g.small_target_bytes;
   h.small_target_items = g.small_target_items;
-  h.logs[kMainLog].base = h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63});
-  h.logs[kMainLog].size = g.main_log_bytes;
-  h.logs[kSmallLog].base = h.logs[kMainLog].base + g.main_log_bytes;
-  h.logs[kSmallLog].size = g.small_log_bytes;
-  for (LogState& log : h.logs) log.lap_shift = LapShiftFor(log.size);
+  LogShape& main = h.logs[kMainLog].shape;
+  LogShape& small = h.logs[kSmallLog].shape;
+  main.base = h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63});
+  main.size = g.main_log_bytes;
+  small.base = main.base + g.main_log_bytes;
+  small.size = g.small_log_bytes;
+  for (LogState& log : h.logs) log.shape.lap_shift = LapShiftFor(log.shape.size);
 
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
@@ -160,19 +166,22 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
   stored.max_value_size = h.max_value_size;
   stored.policy = static_cast<EvictionPolicy>(h.policy);
   if (auto ok = stored.Validate(); !ok) return corrupt("stored options invalid: " + ok.error().message);
+  // Everything the geometry is derived from is checked here, once: the
+  // handle keeps its own copy (BindGeometry) and never re-reads it.
   const Geometry g = ComputeGeometry(stored);
+  const LogShape& main = h.logs[kMainLog].shape;
+  const LogShape& small = h.logs[kSmallLog].shape;
   if (g.segment_bytes != h.segment_bytes || g.bucket_count != h.bucket_count || g.ghost_slots != h.ghost_slots ||
-      g.main_log_bytes != h.logs[kMainLog].size || g.small_log_bytes != h.logs[kSmallLog].size ||
-      h.buckets_offset != kHeaderBytes || h.logs[kMainLog].lap_shift != LapShiftFor(g.main_log_bytes) ||
-      h.logs[kSmallLog].lap_shift != LapShiftFor(g.small_log_bytes) ||
+      g.small_target_bytes != h.small_target_bytes || g.small_target_items != h.small_target_items ||
+      g.main_log_bytes != main.size || g.small_log_bytes != small.size || h.buckets_offset != kHeaderBytes ||
+      main.lap_shift != LapShiftFor(g.main_log_bytes) || small.lap_shift != LapShiftFor(g.small_log_bytes) ||
       h.ghost_offset != h.buckets_offset + g.bucket_count * sizeof(Bucket) ||
-      h.logs[kMainLog].base != h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63}) ||
-      h.logs[kSmallLog].base != h.logs[kMainLog].base + h.logs[kMainLog].size ||
-      h.logs[kSmallLog].base + h.logs[kSmallLog].size > mapped) {
+      main.base != h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63}) || small.base != main.base + main.size ||
+      small.base + small.size > mapped) {
     return corrupt("geometry does not match its options");
   }
   for (const LogState& log : h.logs) {
-    if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size)
+    if (log.head > log.tail || UsedBytes(log.shape, log.head, log.tail) > log.shape.size)
       return corrupt("a log's head and tail disagree");
   }
   impl->BindGeometry();
@@ -181,9 +190,13 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
 
 // ---------------------------------------------------------------- readers
 
-const LogState* Cache::Impl::LogContaining(uint64_t offset) const {
-  for (const LogState& log : header_->logs) {
-    if (offset >= log.base && offset < log.base + log.size) return &log;
+const LogShape* Cache::Impl::LogContaining(uint64_t offset, LogId* id) const {
+  for (LogId i : {kMainLog, kSmallLog}) {
+    const LogShape& shape = shapes_[i];
+    if (offset >= shape.base && offset < shape.base + shape.size) {
+      *id = i;
+      return &shape;
+    }
   }
   return nullptr;
 }
@@ -191,7 +204,8 @@ const LogState* Cache::Impl::LogContaining(uint64_t offset) const {
 Cache::Impl::ReadResult Cache::Impl::ReadItem(uint64_t slot, std::string_view key, std::string* value,
                                               int64_t* expires_at) const {
   const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
-  const LogState* log = LogContaining(offset);
+  LogId id = kMainLog;
+  const LogShape* log = LogContaining(offset, &id);
   if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return ReadResult::kMismatch;
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t pos = LoadAcquire(item->pos);
@@ -218,7 +232,7 @@ Cache::Impl::ReadResult Cache::Impl::ReadItem(uint64_t slot, std::string_view ke
 
   // Validate: nothing we copied was reclaimed (and so possibly rewritten).
   std::atomic_thread_fence(std::memory_order_acquire);
-  const uint64_t head = LoadRelaxed(log->head);
+  const uint64_t head = LoadRelaxed(header_->logs[id].head);
   if (head > pos || LapOf(*log, pos) > LapOf(*log, head) + 1 || LoadRelaxed(item->pos) != pos) {
     return ReadResult::kTorn;
   }
@@ -286,7 +300,7 @@ Cache::Impl::ItemView Cache::Impl::ViewLocked(uint64_t slot) const {
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint32_t key_len = MetaKeyLen(item->meta);
   ItemView view;
-  view.log = offset >= header_->logs[kSmallLog].base && header_->logs[kSmallLog].size ? kSmallLog : kMainLog;
+  view.log = offset >= shapes_[kSmallLog].base && shapes_[kSmallLog].size ? kSmallLog : kMainLog;
   view.offset = offset;
   view.bytes = ItemBytes(key_len, MetaValueLen(item->meta));
   view.key = std::string_view(reinterpret_cast<const char*>(item + 1), key_len);
@@ -431,7 +445,7 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
     // A key evicted from the small queue not long ago comes back to main;
     // an item larger than the small queue's share goes to main directly.
     const bool remembered = GhostTakeLocked(FingerprintOf(hash));
-    target = remembered || bytes > header_->small_target_bytes ? kMainLog : kSmallLog;
+    target = remembered || bytes > small_target_bytes_ ? kMainLog : kSmallLog;
   }
 
   MakeRoomLocked(target, bytes, skip);
@@ -572,7 +586,7 @@ void Cache::Impl::Clear() {
     StoreRelaxed(log.live_bytes, uint64_t{0});
     StoreRelaxed(log.live_items, uint64_t{0});
   }
-  if (ghost_ != nullptr) std::memset(ghost_, 0, header_->ghost_slots * sizeof(uint64_t));
+  if (ghost_ != nullptr) std::memset(ghost_, 0, ghost_slots_ * sizeof(uint64_t));
   header_->sweep_cursor = 0;
   header_->ttl_items = 0;
 }

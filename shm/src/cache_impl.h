@@ -77,7 +77,9 @@ class Cache::Impl {
 
   // Readers.
   ReadResult ReadItem(uint64_t slot, std::string_view key, std::string* value, int64_t* expires_at) const;
-  const detail::LogState* LogContaining(uint64_t offset) const;
+  // The log whose region holds `offset` (by this process's copy of the
+  // geometry), or null.
+  const detail::LogShape* LogContaining(uint64_t offset, detail::LogId* id) const;
   void CountHit(bool hit);
 
   // Writes (writer).
@@ -101,6 +103,10 @@ class Cache::Impl {
   bool ExpiredAt(int64_t expires_at, int64_t now) const { return expires_at != 0 && now >= expires_at; }
 
   // Logs and eviction (writer).
+  // This process's copy of `log`'s shape (see detail::LogShape).
+  const detail::LogShape& ShapeOf(const detail::LogState& log) const {
+    return shapes_[&log == &header_->logs[detail::kSmallLog] ? detail::kSmallLog : detail::kMainLog];
+  }
   uint64_t TailRoom(const detail::LogState& log) const;
   uint64_t RoomNeeded(const detail::LogState& log, uint64_t bytes) const;
   void AdvanceHeadLocked(detail::LogState& log, uint64_t bytes);
@@ -119,8 +125,9 @@ class Cache::Impl {
   void GhostPutLocked(uint32_t fingerprint);
 
   // Recovery after a writer died holding the lock (writer).
-  // Returns how many slots it dropped.
-  size_t RepairLocked();
+  // Returns how many slots it dropped. Never throws: it runs while the
+  // writer mutex is held, inside WriterLock's constructor and destructor.
+  size_t RepairLocked() noexcept;
   bool ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, detail::LogId* log);
 
   std::unique_ptr<detail::Segment> segment_;
@@ -129,7 +136,13 @@ class Cache::Impl {
   detail::SegmentHeader* header_ = nullptr;
   detail::Bucket* buckets_ = nullptr;
   uint64_t* ghost_ = nullptr;
+  // Geometry validated at attach (or made by Format): never re-read from
+  // the segment, where a buggy or hostile process could change it.
   uint64_t bucket_count_ = 0;
+  uint64_t ghost_slots_ = 0;
+  uint64_t small_target_bytes_ = 0;
+  uint64_t small_target_items_ = 0;
+  detail::LogShape shapes_[2] = {};
   CacheOptions options_;
   std::vector<uint64_t> scratch_;  // item staging; guarded by the segment's writer mutex
 };

@@ -24,31 +24,36 @@ namespace {
 constexpr uint8_t kPromoteFreq = 1;
 }  // namespace
 
-uint64_t Cache::Impl::TailRoom(const LogState& log) const { return log.size - UsedBytes(log, log.head, log.tail); }
+uint64_t Cache::Impl::TailRoom(const LogState& log) const {
+  const LogShape& shape = ShapeOf(log);
+  return shape.size - UsedBytes(shape, log.head, log.tail);
+}
 
 uint64_t Cache::Impl::RoomNeeded(const LogState& log, uint64_t bytes) const {
-  const uint64_t to_end = log.size - PhysOf(log, log.tail);
+  const LogShape& shape = ShapeOf(log);
+  const uint64_t to_end = shape.size - PhysOf(shape, log.tail);
   return bytes <= to_end ? bytes : to_end + bytes;  // an item never wraps: pad to the end first
 }
 
 void Cache::Impl::AdvanceHeadLocked(LogState& log, uint64_t bytes) {
   // Readers validate copies against head (ReadItem); AppendLocked fences
   // before reusing the memory this frees.
-  StoreRelaxed(log.head, Forward(log, log.head, bytes));
+  StoreRelaxed(log.head, Forward(ShapeOf(log), log.head, bytes));
 }
 
 uint64_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t bytes, uint64_t tag_bits) {
   LogState& log = header_->logs[id];
+  const LogShape& shape = shapes_[id];
   // Pairs with the acquire fence in ReadItem: a reader that sees any word we
   // store below also sees the head advances that freed this memory.
   std::atomic_thread_fence(std::memory_order_release);
-  const uint64_t to_end = log.size - PhysOf(log, log.tail);
+  const uint64_t to_end = shape.size - PhysOf(shape, log.tail);
   if (bytes > to_end) {
-    auto* pad = reinterpret_cast<uint64_t*>(base_ + log.base + PhysOf(log, log.tail));
+    auto* pad = reinterpret_cast<uint64_t*>(base_ + shape.base + PhysOf(shape, log.tail));
     StoreRelaxed(pad[0], PackMeta(static_cast<uint32_t>(to_end), 0, ItemKind::kPadding));
-    StoreRelease(log.tail, Forward(log, log.tail, to_end));  // release: repair trusts [head, tail)
+    StoreRelease(log.tail, Forward(shape, log.tail, to_end));  // release: repair trusts [head, tail)
   }
-  const uint64_t offset = log.base + PhysOf(log, log.tail);
+  const uint64_t offset = shape.base + PhysOf(shape, log.tail);
   auto* dst = reinterpret_cast<uint64_t*>(base_ + offset);
   constexpr uint64_t kHeaderWords = sizeof(ItemHeader) / 8;
   StoreRelaxed(dst[0], words[0]);  // meta
@@ -56,8 +61,8 @@ uint64_t Cache::Impl::AppendLocked(LogId id, const uint64_t* words, uint64_t byt
   StoreWords(dst + kHeaderWords, words + kHeaderWords, bytes / 8 - kHeaderWords);
   const uint64_t pos = log.tail;
   StoreRelease(dst[1], pos);  // pos, last: publishes the item
-  StoreRelease(log.tail, Forward(log, pos, bytes));
-  return MakeSlot(tag_bits, LapOf(log, pos), offset / 8);
+  StoreRelease(log.tail, Forward(shape, pos, bytes));
+  return MakeSlot(tag_bits, LapOf(shape, pos), offset / 8);
 }
 
 void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, LogPos skip) {
@@ -79,13 +84,14 @@ LogId Cache::Impl::ChooseVictimLocked() const {
   if (options_.policy != EvictionPolicy::kS3Fifo || small.head == small.tail) return kMainLog;
   if (main.head == main.tail) return kSmallLog;
   const bool small_full =
-      small.live_bytes >= header_->small_target_bytes || small.live_items >= header_->small_target_items;
+      small.live_bytes >= small_target_bytes_ || small.live_items >= small_target_items_;
   return small_full ? kSmallLog : kMainLog;
 }
 
 void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, LogPos skip, bool may_keep) {
   LogState& log = header_->logs[id];
-  const uint64_t offset = log.base + PhysOf(log, log.head);
+  const LogShape& shape = shapes_[id];
+  const uint64_t offset = shape.base + PhysOf(shape, log.head);
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t meta = item->meta;
   if (MetaKind(meta) == ItemKind::kPadding) {
@@ -98,7 +104,7 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, LogPos skip, b
   const uint64_t hash = HashKey(key);
   const bool replaced_now = id == skip.log && log.head == skip.pos;
   const std::optional<SlotRef> ref =
-      replaced_now ? std::nullopt : FindSlotLocked(hash, MakeSlot(TagBits(hash), LapOf(log, log.head), unit));
+      replaced_now ? std::nullopt : FindSlotLocked(hash, MakeSlot(TagBits(hash), LapOf(shape, log.head), unit));
   if (!ref) {  // dead: erased, replaced or moved; or the item being replaced now
     AdvanceHeadLocked(log, bytes);
     return;
@@ -171,7 +177,7 @@ void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId
 // kGhostWays entries (fingerprint << 32 | insertion stamp); oldest replaced.
 bool Cache::Impl::GhostTakeLocked(uint32_t fingerprint) {
   if (ghost_ == nullptr) return false;
-  uint64_t* set = ghost_ + FastRange(fingerprint, header_->ghost_slots / kGhostWays) * kGhostWays;
+  uint64_t* set = ghost_ + FastRange(fingerprint, ghost_slots_ / kGhostWays) * kGhostWays;
   const auto now = static_cast<uint32_t>(header_->ghost_clock);
   const uint64_t window = std::max<uint64_t>(header_->logs[kMainLog].live_items, 1);
   for (uint32_t w = 0; w < kGhostWays; ++w) {
@@ -187,7 +193,7 @@ bool Cache::Impl::GhostTakeLocked(uint32_t fingerprint) {
 
 void Cache::Impl::GhostPutLocked(uint32_t fingerprint) {
   if (ghost_ == nullptr) return;
-  uint64_t* set = ghost_ + FastRange(fingerprint, header_->ghost_slots / kGhostWays) * kGhostWays;
+  uint64_t* set = ghost_ + FastRange(fingerprint, ghost_slots_ / kGhostWays) * kGhostWays;
   const auto now = static_cast<uint32_t>(++header_->ghost_clock);
   uint32_t victim = 0;
   uint32_t oldest_age = 0;

@@ -64,26 +64,33 @@ inline uint64_t ItemBytes(uint64_t key_len, uint64_t value_len) {
   return (sizeof(ItemHeader) + key_len + value_len + 7) & ~uint64_t{7};
 }
 
+// Where a log lies; fixed at creation. A process checks it at attach and
+// from then on uses its own copy (Cache::Impl), never these words of the
+// segment, which any other process could overwrite.
+struct LogShape {
+  uint64_t base;       // byte offset of the region
+  uint64_t size;       // bytes
+  uint64_t lap_shift;  // smallest k with 2^k >= size
+};
+
 struct LogState {
-  uint64_t base;        // byte offset of the region; fixed at creation
-  uint64_t size;        // bytes; fixed at creation
-  uint64_t lap_shift;   // fixed at creation: smallest k with 2^k >= size
+  LogShape shape;
   uint64_t head;        // atomic: writer stores; AppendLocked fences release before reusing memory
   uint64_t tail;        // writer only; stored with release so repair can trust [head, tail)
   uint64_t live_bytes;  // atomic relaxed: written by the writer, read by Stats
   uint64_t live_items;  // atomic relaxed: as live_bytes
 };
 
-inline uint64_t PhysOf(const LogState& log, uint64_t pos) { return pos & ((uint64_t{1} << log.lap_shift) - 1); }
-inline uint64_t LapOf(const LogState& log, uint64_t pos) { return pos >> log.lap_shift; }
+inline uint64_t PhysOf(const LogShape& log, uint64_t pos) { return pos & ((uint64_t{1} << log.lap_shift) - 1); }
+inline uint64_t LapOf(const LogShape& log, uint64_t pos) { return pos >> log.lap_shift; }
 // The position `bytes` after `pos`; a position at the physical end becomes
 // the start of the next lap.
-inline uint64_t Forward(const LogState& log, uint64_t pos, uint64_t bytes) {
+inline uint64_t Forward(const LogShape& log, uint64_t pos, uint64_t bytes) {
   const uint64_t p = pos + bytes;
   return PhysOf(log, p) == log.size ? (LapOf(log, p) + 1) << log.lap_shift : p;
 }
 // Bytes of the region between head and tail (live, dead and padding).
-inline uint64_t UsedBytes(const LogState& log, uint64_t head, uint64_t tail) {
+inline uint64_t UsedBytes(const LogShape& log, uint64_t head, uint64_t tail) {
   return (LapOf(log, tail) - LapOf(log, head)) * log.size + PhysOf(log, tail) - PhysOf(log, head);
 }
 inline uint64_t LapShiftFor(uint64_t size) {

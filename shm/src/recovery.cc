@@ -6,8 +6,10 @@
 // Slots naming anything but a whole, well-formed item with the slot's tag
 // and lap inside its log's live window are dropped; live counts, TTL counts
 // and bucket overflow counts are recomputed from the slots that remain.
+#include <cstdio>
 #include <cstring>
-#include <vector>
+#include <memory>
+#include <new>
 
 #include "atomics.h"
 #include "cache_impl.h"
@@ -19,7 +21,8 @@ using namespace detail;
 
 bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, LogId* log_id) {
   const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
-  const LogState* log = LogContaining(offset);
+  LogId id = kMainLog;
+  const LogShape* log = LogContaining(offset, &id);
   if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return false;
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t meta = item->meta;
@@ -29,8 +32,9 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes
     return false;
   }
   // The item must lie wholly inside [head, tail) of its log.
-  if (PhysOf(*log, item->pos) != offset - log->base || item->pos < log->head ||
-      Forward(*log, item->pos, size) > log->tail) {
+  const LogState& state = header_->logs[id];
+  if (PhysOf(*log, item->pos) != offset - log->base || item->pos < state.head ||
+      Forward(*log, item->pos, size) > state.tail) {
     return false;
   }
   const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
@@ -40,19 +44,27 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes
   // the way are recomputed by the caller.
   *home = HomeBucket(hash);
   *bytes = size;
-  *log_id = log == &header_->logs[kSmallLog] ? kSmallLog : kMainLog;
+  *log_id = id;
   return true;
 }
 
-size_t Cache::Impl::RepairLocked() {
+size_t Cache::Impl::RepairLocked() noexcept {
   size_t dropped = 0;
   for (LogState& log : header_->logs) {
-    if (log.head > log.tail || UsedBytes(log, log.head, log.tail) > log.size) StoreRelaxed(log.head, log.tail);
+    const LogShape& shape = ShapeOf(log);
+    if (log.head > log.tail || UsedBytes(shape, log.head, log.tail) > shape.size) StoreRelaxed(log.head, log.tail);
   }
   // New counts are built aside and published at the end, so lock-free
   // readers keep probing with the old overflow counts meanwhile (a count
   // that was too low can only have hidden keys; it is never lowered early).
-  std::vector<uint8_t> overflow(bucket_count_, 0);
+  // Without memory for that, every bucket a surviving slot probes past is
+  // saturated instead (255: unknown, never lowered): lookups stay right,
+  // only longer. Nothing here throws: the writer mutex must be released.
+  const std::unique_ptr<uint8_t[]> overflow(new (std::nothrow) uint8_t[bucket_count_]());
+  if (!overflow) {
+    std::fprintf(stderr, "cachet: repair has no memory for %llu overflow counts; saturating them\n",
+                 static_cast<unsigned long long>(bucket_count_));
+  }
   uint64_t live_bytes[2] = {0, 0};
   uint64_t live_items[2] = {0, 0};
   uint64_t ttl_items = 0;
@@ -73,11 +85,15 @@ size_t Cache::Impl::RepairLocked() {
       live_items[log_id] += 1;
       if (reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8)->expires_at != 0) ++ttl_items;
       for (uint64_t x = home; x != b; x = NextBucket(x)) {
-        if (overflow[x] < 255) ++overflow[x];
+        if (!overflow) {
+          StoreRelaxed(buckets_[x].overflow, uint8_t{255});
+        } else if (overflow[x] < 255) {
+          ++overflow[x];
+        }
       }
     }
   }
-  for (uint64_t b = 0; b < bucket_count_; ++b) {
+  for (uint64_t b = 0; b < bucket_count_ && overflow; ++b) {
     if (buckets_[b].overflow != overflow[b]) StoreRelaxed(buckets_[b].overflow, overflow[b]);
   }
   for (int id : {kMainLog, kSmallLog}) {

@@ -105,8 +105,9 @@ Geometry ComputeGeometry(const CacheOptions& o) {
     g.small_log_bytes = log_bytes(g.small_target_bytes);
     g.ghost_slots = (g.max_entries + kGhostWays - 1) / kGhostWays * kGhostWays;
   }
+  g.move_buffer_bytes = max_item;
   g.segment_bytes = kHeaderBytes + g.bucket_count * sizeof(Bucket) + ((g.ghost_slots * 8 + 63) & ~uint64_t{63}) +
-                    g.main_log_bytes + g.small_log_bytes;
+                    g.main_log_bytes + g.small_log_bytes + g.move_buffer_bytes;
   return g;
 }
 

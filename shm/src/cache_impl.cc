@@ -89,6 +89,8 @@ void Cache::Impl::BindGeometry() {
   small_target_bytes_ = header_->small_target_bytes;
   small_target_items_ = header_->small_target_items;
   for (int id : {kMainLog, kSmallLog}) shapes_[id] = header_->logs[id].shape;
+  move_buffer_ = reinterpret_cast<uint64_t*>(base_ + header_->move_buffer_offset);
+  move_buffer_bytes_ = header_->move_buffer_bytes;
   options_.capacity_bytes = header_->capacity_bytes;
   options_.max_entries = header_->max_entries;
   options_.max_key_size = header_->max_key_size;
@@ -125,6 +127,8 @@ std::unique_ptr<Cache::Impl> Cache::Impl::Format(std::unique_ptr<Segment> segmen
   small.base = main.base + g.main_log_bytes;
   small.size = g.small_log_bytes;
   for (LogState& log : h.logs) log.shape.lap_shift = LapShiftFor(log.shape.size);
+  h.move_buffer_offset = small.base + small.size;
+  h.move_buffer_bytes = g.move_buffer_bytes;
 
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
@@ -177,7 +181,8 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
       main.lap_shift != LapShiftFor(g.main_log_bytes) || small.lap_shift != LapShiftFor(g.small_log_bytes) ||
       h.ghost_offset != h.buckets_offset + g.bucket_count * sizeof(Bucket) ||
       main.base != h.ghost_offset + ((g.ghost_slots * 8 + 63) & ~uint64_t{63}) || small.base != main.base + main.size ||
-      small.base + small.size > mapped) {
+      h.move_buffer_offset != small.base + small.size || h.move_buffer_bytes != g.move_buffer_bytes ||
+      h.move_buffer_offset + h.move_buffer_bytes > mapped) {
     return corrupt("geometry does not match its options");
   }
   for (const LogState& log : h.logs) {

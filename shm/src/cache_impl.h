@@ -11,7 +11,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "cachet/cache.h"
 #include "layout.h"
@@ -129,6 +128,9 @@ class Cache::Impl {
   // writer mutex is held, inside WriterLock's constructor and destructor.
   size_t RepairLocked() noexcept;
   bool ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, detail::LogId* log);
+  // Completes the move recorded in the header, if its writer died after the
+  // head passed the original; clears the record. True if it appended the copy.
+  bool FinishMoveLocked() noexcept;
 
   std::unique_ptr<detail::Segment> segment_;
   const Clock& clock_;
@@ -144,7 +146,8 @@ class Cache::Impl {
   uint64_t small_target_items_ = 0;
   detail::LogShape shapes_[2] = {};
   CacheOptions options_;
-  std::vector<uint64_t> scratch_;  // item staging; guarded by the segment's writer mutex
+  uint64_t* move_buffer_ = nullptr;  // in the segment; guarded by its writer mutex
+  uint64_t move_buffer_bytes_ = 0;
 };
 
 }  // namespace cachet

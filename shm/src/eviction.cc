@@ -144,26 +144,39 @@ void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId
   LogState& from = header_->logs[item.log];
   LogState& dest = header_->logs[to];
   const bool same_log = item.log == to;
-  // Room in another log is made first: that may move items through scratch_.
+  // Room in another log is made first: that may move items through the
+  // move buffer, which is free again when it returns.
   while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip, true);
 
-  scratch_.resize(item.bytes / 8);
-  LoadWords(reinterpret_cast<const uint64_t*>(base_ + item.offset), scratch_.data(), scratch_.size());
+  LoadWords(reinterpret_cast<const uint64_t*>(base_ + item.offset), move_buffer_, item.bytes / 8);
+  uint64_t& slot = ref.bucket->slots[ref.index];
+  const uint64_t old_slot = slot;
   if (same_log) {
-    // The copy at the head must go before the tail can take it back; readers
-    // of the old copy retry until the slot is republished below.
+    // The head must pass the original before the tail can take its memory
+    // back for the copy; readers of the original retry until the slot names
+    // the copy. Until then the only whole copy is in the move buffer, and
+    // the header says so: a writer killed in between leaves the repair to
+    // append it (FinishMoveLocked). A move to another log needs no record:
+    // the original stays inside its log until the slot names the copy.
+    header_->move_bucket = ref.bucket_pos;
+    header_->move_index = ref.index;
+    header_->move_log = static_cast<uint8_t>(item.log);
+    header_->move_freq = freq;
+    StoreRelease(header_->move_slot, old_slot);
     AdvanceHeadLocked(from, item.bytes);
     if (RoomNeeded(dest, item.bytes) > TailRoom(dest)) {
       // Only when dead space leaves no contiguous room: evict after all.
       RemoveItemLocked(ref, item);
       AddRelaxed(header_->evictions, uint64_t{1});
+      StoreRelease(header_->move_slot, uint64_t{0});
       return;
     }
   }
-  uint64_t& slot = ref.bucket->slots[ref.index];
-  StoreRelease(slot, AppendLocked(to, scratch_.data(), item.bytes, slot & 0xffff'0000'0000'0000ull));
+  StoreRelease(slot, AppendLocked(to, move_buffer_, item.bytes, old_slot & 0xffff'0000'0000'0000ull));
   StoreRelaxed(ref.bucket->freq[ref.index], freq);
-  if (!same_log) {
+  if (same_log) {
+    StoreRelease(header_->move_slot, uint64_t{0});
+  } else {
     AdvanceHeadLocked(from, item.bytes);
     StoreRelaxed(from.live_bytes, from.live_bytes - item.bytes);
     StoreRelaxed(from.live_items, from.live_items - 1);

@@ -2,7 +2,7 @@
 // every type here is trivially copyable and standard-layout, links are byte
 // offsets from the segment base, and any change bumps kLayoutVersion.
 //
-//   [SegmentHeader][Bucket x bucket_count][ghost x ghost_slots][main log][small log]
+//   [SegmentHeader][Bucket x bucket_count][ghost x ghost_slots][main log][small log][move buffer]
 //
 // Index: buckets of 7 slots, one cache line each. A slot is 0 (empty) or
 // (tag << 32 | item offset in 8-byte units). Linear probing over buckets;
@@ -15,6 +15,11 @@
 // ends where an item would cross the physical end. An item is live
 // iff a slot points to it. Items are never changed in place except for
 // `expires_at`; an update appends a new item and swaps the slot.
+//
+// Move buffer: one item's worth of bytes where the writer keeps the item it
+// is moving within a log, with the move recorded in the header, so that a
+// repair can finish a move whose writer died after the head passed the
+// original (the copy may need the original's memory).
 #pragma once
 
 #include <pthread.h>
@@ -28,7 +33,7 @@
 namespace cachet::detail {
 
 inline constexpr uint64_t kMagic = 0x3174656863614321ull;  // "!Cachet1"
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint32_t kSlotsPerBucket = 7;
 inline constexpr uint32_t kGhostWays = 4;
 inline constexpr uint32_t kCounterStripes = 16;
@@ -132,12 +137,25 @@ struct alignas(64) SegmentHeader {
   uint64_t small_target_bytes;
   uint64_t small_target_items;
   LogState logs[2];
+  uint64_t move_buffer_offset;
+  uint64_t move_buffer_bytes;
 
   // Writer state (guarded by writer_mutex).
   uint64_t ghost_clock;
   uint64_t sweep_cursor;
-  uint64_t ttl_items;            // live items with an expiry; 0 lets writes skip the sweep
-  uint64_t repairs;              // atomic relaxed
+  uint64_t ttl_items;  // live items with an expiry; 0 lets writes skip the sweep
+  uint64_t repairs;    // atomic relaxed
+  // The move within one log in progress: the slot's value before the move
+  // (0: none; stored with release after the fields below and the move
+  // buffer, cleared once the slot names the copy), where the slot is, and
+  // the reference count the copy gets.
+  uint64_t move_slot;
+  uint64_t move_bucket;
+  uint32_t move_index;
+  uint8_t move_log;
+  uint8_t move_freq;
+  uint8_t move_reserved[2];
+  uint64_t moves_finished;  // atomic relaxed: moves a repair completed from the move buffer
   pthread_mutex_t writer_mutex;  // process-shared, robust
 
   // Counters (atomic relaxed).
@@ -160,6 +178,7 @@ struct Geometry {
   uint64_t small_log_bytes = 0;
   uint64_t small_target_bytes = 0;
   uint64_t small_target_items = 0;
+  uint64_t move_buffer_bytes = 0;
   uint64_t segment_bytes = 0;
 };
 Geometry ComputeGeometry(const CacheOptions& options);

@@ -2,6 +2,8 @@
 // "owner dead", i.e. a writer was killed inside a write. Everything the
 // readers rely on is re-derived from what survives on its own:
 //  * log heads and tails (single words, each always consistent),
+//  * a move within a log that the dead writer left half done, finished from
+//    the copy in the move buffer,
 //  * index slots (single words), each re-checked against the item it names.
 // Slots naming anything but a whole, well-formed item with the slot's tag
 // and lap inside its log's live window are dropped; live counts, TTL counts
@@ -48,12 +50,51 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes
   return true;
 }
 
+bool Cache::Impl::FinishMoveLocked() noexcept {
+  const uint64_t moving = header_->move_slot;
+  if (moving == 0) return false;
+  StoreRelaxed(header_->move_slot, uint64_t{0});
+  const uint64_t b = header_->move_bucket;
+  const uint32_t i = header_->move_index;
+  if (b >= bucket_count_ || i >= kSlotsPerBucket || header_->move_log > kSmallLog) return false;
+  uint64_t& slot = buckets_[b].slots[i];
+  // Published (the slot names the copy), or evicted: nothing left to do.
+  if (slot != moving) return false;
+  // The copy must be the item the slot named: well formed, same key tag,
+  // and its position the slot's offset and lap in that log.
+  const auto id = static_cast<LogId>(header_->move_log);
+  const LogShape& shape = shapes_[id];
+  LogState& log = header_->logs[id];
+  const auto* copy = reinterpret_cast<const ItemHeader*>(move_buffer_);
+  const uint64_t meta = copy->meta;
+  const uint64_t bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
+  if (MetaKind(meta) != ItemKind::kItem || MetaKeyLen(meta) == 0 || MetaKeyLen(meta) > options_.max_key_size ||
+      MetaValueLen(meta) > options_.max_value_size || bytes > move_buffer_bytes_) {
+    return false;
+  }
+  const uint64_t offset = uint64_t{SlotUnit(moving)} * 8;
+  const uint64_t pos = copy->pos;
+  const std::string_view key(reinterpret_cast<const char*>(copy + 1), MetaKeyLen(meta));
+  if (offset < shape.base || PhysOf(shape, pos) != offset - shape.base ||
+      (LapOf(shape, pos) & 0xffff) != SlotLap(moving) || TagOf(HashKey(key)) != SlotTag(moving)) {
+    return false;
+  }
+  // The head has not passed the original: it is whole, and the slot stays.
+  if (pos >= log.head) return false;
+  if (RoomNeeded(log, bytes) > TailRoom(log)) return false;  // the writer would have evicted it
+  StoreRelease(slot, AppendLocked(id, move_buffer_, bytes, moving & 0xffff'0000'0000'0000ull));
+  StoreRelaxed(buckets_[b].freq[i], header_->move_freq);
+  AddRelaxed(header_->moves_finished, uint64_t{1});
+  return true;
+}
+
 size_t Cache::Impl::RepairLocked() noexcept {
   size_t dropped = 0;
   for (LogState& log : header_->logs) {
     const LogShape& shape = ShapeOf(log);
     if (log.head > log.tail || UsedBytes(shape, log.head, log.tail) > shape.size) StoreRelaxed(log.head, log.tail);
   }
+  FinishMoveLocked();
   // New counts are built aside and published at the end, so lock-free
   // readers keep probing with the old overflow counts meanwhile (a count
   // that was too low can only have hidden keys; it is never lowered early).

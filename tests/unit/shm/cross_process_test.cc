@@ -1,5 +1,6 @@
 // Several processes on one named segment: forked readers read what the
 // writer wrote; readers and writers killed with SIGKILL harm no one else.
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,9 +54,10 @@ class CrossProcessTest : public ::testing::Test {
   }
 
   // A child that attaches and reads every key in a loop until `deadline`,
-  // exiting 0 if each value it read was a valid one for its key.
-  pid_t SpawnReader(std::chrono::milliseconds run_for) {
-    return Spawn([this, run_for] {
+  // exiting 0 if each value it read was a valid one for its key. With
+  // `in_loop_fd`, it writes one byte there once it is inside its read loop.
+  pid_t SpawnReader(std::chrono::milliseconds run_for, int in_loop_fd = -1) {
+    return Spawn([this, run_for, in_loop_fd]() mutable {
       auto cache = Cache::OpenNamed(name_);
       if (!cache) return 10;
       const auto end = std::chrono::steady_clock::now() + run_for;
@@ -63,6 +65,11 @@ class CrossProcessTest : public ::testing::Test {
       while (std::chrono::steady_clock::now() < end) {
         for (int i = 0; i < kKeys; ++i) {
           if ((*cache)->GetInto(Key(i), &v) && !CheckValue(Key(i), v)) return 11;
+          if (in_loop_fd >= 0) {
+            if (write(in_loop_fd, "r", 1) != 1) return 12;
+            close(in_loop_fd);
+            in_loop_fd = -1;
+          }
         }
       }
       return 0;
@@ -100,15 +107,36 @@ TEST_F(CrossProcessTest, ReaderSeesOnlyWrittenValuesWhileWriterRewrites) {
   EXPECT_GT(cache_->Stats().evictions, 0u);
 }
 
+// Each victim is killed only once it has said it is inside its read loop
+// (attached, reading while the writer rewrites every key), so every kill
+// lands where a reader can be killed mid-read.
 TEST_F(CrossProcessTest, KilledReadersLeaveWriterAndOtherReadersUnaffected) {
   const pid_t survivor = SpawnReader(std::chrono::milliseconds(2000));
   uint64_t seq = 0;
-  for (int round = 0; round < 20; ++round) {
-    const pid_t victim = SpawnReader(std::chrono::milliseconds(60000));
+  int killed_in_loop = 0;
+  constexpr int kRounds = 20;
+  for (int round = 0; round < kRounds; ++round) {
+    int in_loop[2];
+    ASSERT_EQ(pipe(in_loop), 0);
+    const pid_t victim = SpawnReader(std::chrono::milliseconds(60000), in_loop[1]);
+    close(in_loop[1]);
+    // Writes go on until the victim reports it is reading (bounded).
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    bool reading = false;
+    while (!reading && std::chrono::steady_clock::now() < end) {
+      for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(cache_->Set(Key(i), MakeValue(Key(i), ++seq)).has_value());
+      pollfd p{in_loop[0], POLLIN, 0};
+      char byte = 0;
+      reading = poll(&p, 1, 10) == 1 && read(in_loop[0], &byte, 1) == 1;
+    }
+    close(in_loop[0]);
+    // More writes while it reads, then the kill.
     for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(cache_->Set(Key(i), MakeValue(Key(i), ++seq)).has_value());
     ASSERT_EQ(kill(victim, SIGKILL), 0);
     EXPECT_EQ(WaitExit(victim), 128 + SIGKILL);
+    killed_in_loop += reading;
   }
+  EXPECT_EQ(killed_in_loop, kRounds) << "victims killed before they were reading";
   // The writer never waited on a reader; the survivor saw only valid values.
   EXPECT_EQ(WaitExit(survivor), 0);
   for (int i = 0; i < kKeys; ++i) {

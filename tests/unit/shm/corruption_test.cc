@@ -1,0 +1,263 @@
+// Deliberate corruption, then recovery: index slots, item headers and item
+// bytes of a live segment are overwritten as a buggy or hostile process
+// might, and readers and the repair must do what docs/design.md promises:
+//  * the reader refuses a forged item header (another lap at the same place,
+//    or lengths past its log), and never crashes on one;
+//  * a torn read is retried, then reported as one miss;
+//  * the repair drops each bad index entry (and only those) and recomputes
+//    the live counts and the probe counts from the entries that remain.
+//
+// White-box: the segment is reached through shm/src/layout.h.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cachet/cache.h"
+#include "layout.h"
+#include "test_util.h"
+
+namespace cachet {
+namespace {
+
+using detail::Bucket;
+using detail::ItemHeader;
+using detail::SegmentHeader;
+
+std::string Key(int i) { return "key" + std::to_string(i); }
+std::string Value(int i) { return "value-" + std::to_string(i) + std::string(static_cast<size_t>(i % 40), 'v'); }
+uint64_t ItemBytes(const std::string& k, const std::string& v) { return (24 + k.size() + v.size() + 7) / 8 * 8; }
+
+class CorruptionTest : public ::testing::Test {
+ public:  // the pokes below are lambdas that reach into the fixture
+  void SetUp() override { Make(CacheOptions{}); }
+  void TearDown() override {
+    Unmap();
+    cache_.reset();
+    (void)Cache::RemoveNamed(name_);
+  }
+
+  void Make(CacheOptions o) {
+    Unmap();
+    cache_.reset();
+    (void)Cache::RemoveNamed(name_);
+    if (o.capacity_bytes == CacheOptions{}.capacity_bytes) o.capacity_bytes = 256 << 10;
+    o.max_value_size = 1024;
+    auto made = Cache::CreateNamed(name_, o);
+    ASSERT_TRUE(made.has_value()) << made.error().ToString();
+    cache_ = std::move(*made);
+    const int fd = shm_open(("/" + name_).c_str(), O_RDWR, 0);
+    ASSERT_GE(fd, 0);
+    struct stat st {};
+    ASSERT_EQ(fstat(fd, &st), 0);
+    void* p = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    ASSERT_NE(p, MAP_FAILED);
+    base_ = static_cast<char*>(p);
+    size_ = static_cast<size_t>(st.st_size);
+  }
+  void Unmap() {
+    if (base_ != nullptr) munmap(base_, size_);
+    base_ = nullptr;
+  }
+
+  SegmentHeader& header() { return *reinterpret_cast<SegmentHeader*>(base_); }
+  Bucket& bucket(uint64_t b) { return reinterpret_cast<Bucket*>(base_ + header().buckets_offset)[b]; }
+  ItemHeader& item(uint64_t slot) { return *reinterpret_cast<ItemHeader*>(base_ + (slot & 0xffffffff) * 8); }
+  std::string KeyOf(uint64_t slot) {
+    const ItemHeader& h = item(slot);
+    return std::string(reinterpret_cast<const char*>(&h + 1), static_cast<uint16_t>(h.meta >> 32));
+  }
+  // The index slot naming `key`'s item.
+  uint64_t* SlotOf(const std::string& key) {
+    for (uint64_t b = 0; b < header().bucket_count; ++b) {
+      for (uint64_t& slot : bucket(b).slots) {
+        if (slot != 0 && KeyOf(slot) == key) return &slot;
+      }
+    }
+    ADD_FAILURE() << "no slot for " << key;
+    static uint64_t none = 0;
+    return &none;
+  }
+
+  void Fill(int n) {
+    for (int i = 0; i < n; ++i) ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value());
+  }
+  // Every key but `except` reads back; the counts are those of the n - 1.
+  void ExpectAllBut(int n, int except) {
+    uint64_t bytes = 0;
+    for (int i = 0; i < n; ++i) {
+      if (i == except) {
+        EXPECT_EQ(cache_->Get(Key(i)), std::nullopt) << Key(i);
+        continue;
+      }
+      EXPECT_EQ(cache_->Get(Key(i)), Value(i)) << Key(i);
+      bytes += ItemBytes(Key(i), Value(i));
+    }
+    const CacheStats s = cache_->Stats();
+    EXPECT_EQ(s.entries, static_cast<uint64_t>(n - 1));
+    EXPECT_EQ(s.live_bytes, bytes);
+    // The dropped key can be written again and read back.
+    ASSERT_TRUE(cache_->Set(Key(except), "again").has_value());
+    EXPECT_EQ(cache_->Get(Key(except)), "again");
+  }
+
+  std::string name_ = testing::UniqueSegmentName("corrupt");
+  std::unique_ptr<Cache> cache_;
+  char* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A header at the item's place but from another lap (what a reused log's
+// value bytes could imitate) is not the item the slot was published for.
+TEST_F(CorruptionTest, ReaderRefusesAForgedHeaderFromAnotherLap) {
+  Fill(20);
+  const uint64_t slot = *SlotOf(Key(7));
+  ItemHeader& h = item(slot);
+  const uint64_t lap = uint64_t{1} << header().logs[detail::kMainLog].shape.lap_shift;
+  const uint64_t genuine = h.pos;
+  const uint64_t before = cache_->Stats().misses;
+  for (const uint64_t forged : {genuine + lap, genuine + (lap << 16) + lap}) {
+    h.pos = forged;
+    EXPECT_EQ(cache_->Get(Key(7)), std::nullopt);
+    EXPECT_FALSE(cache_->Contains(Key(7)));
+  }
+  EXPECT_EQ(cache_->Stats().misses, before + 2);  // one miss per Get, however often retried
+  h.pos = genuine;
+  EXPECT_EQ(cache_->Get(Key(7)), Value(7));
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(cache_->Get(Key(i)), Value(i));
+}
+
+// Lengths that would run the copy past its log's end (or past the limits)
+// are refused; the reader neither crashes nor returns bytes of another item.
+TEST_F(CorruptionTest, ReaderRefusesAHeaderWithLengthsPastItsLog) {
+  Fill(20);
+  ItemHeader& h = item(*SlotOf(Key(3)));
+  const uint64_t genuine = h.meta;
+  const uint64_t key_len = genuine >> 32 & 0xffff;
+  const uint64_t kind = genuine & (uint64_t{0xff} << 48);
+  const uint64_t huge_value = kind | key_len << 32 | 0xfffffff0u;
+  const uint64_t huge_key = kind | uint64_t{0xffff} << 32 | (genuine & 0xffffffff);
+  const uint64_t padding = (genuine & ~(uint64_t{0xff} << 48)) | uint64_t{2} << 48;
+  for (const uint64_t forged : {huge_value, huge_key, padding}) {
+    h.meta = forged;
+    EXPECT_EQ(cache_->Get(Key(3)), std::nullopt);
+  }
+  h.meta = genuine;
+  EXPECT_EQ(cache_->Get(Key(3)), Value(3));
+}
+
+// An item whose header names another place keeps reading as torn: the
+// reader retries a bounded number of times, then reports one miss, and
+// the rest of the cache reads on.
+TEST_F(CorruptionTest, ATornReadIsRetriedThenReportedAsAMiss) {
+  Fill(20);
+  ItemHeader& h = item(*SlotOf(Key(11)));
+  h.pos += 8;  // the header now claims the next word's place
+  const CacheStats before = cache_->Stats();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(cache_->Get(Key(11)), std::nullopt);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  const CacheStats after = cache_->Stats();
+  EXPECT_EQ(after.misses, before.misses + 1);
+  EXPECT_EQ(after.hits, before.hits);
+  for (int i = 0; i < 20; ++i) {
+    if (i != 11) {
+      EXPECT_EQ(cache_->Get(Key(i)), Value(i));
+    }
+  }
+  // The repair drops the entry the torn item left.
+  EXPECT_EQ(cache_->Repair(), 1u);
+  ExpectAllBut(20, 11);
+}
+
+// Each kind of bad index entry, made by poking a slot, the item it names or
+// its log, is dropped by the repair, alone. (key0 is the first item of the
+// main log.)
+TEST_F(CorruptionTest, RepairDropsEachBadIndexEntryAndOnlyIt) {
+  struct Poke {
+    const char* what;
+    std::function<void(CorruptionTest&, uint64_t&)> apply;
+  };
+  const std::vector<Poke> pokes = {
+      {"offset past the segment", [](CorruptionTest& t, uint64_t& slot) { slot = (slot & ~uint64_t{0xffffffff}) | (t.size_ / 8 + 1000); }},
+      {"offset inside the index", [](CorruptionTest& t, uint64_t& slot) { slot = (slot & ~uint64_t{0xffffffff}) | (t.header().buckets_offset / 8); }},
+      {"offset in the middle of an item", [](CorruptionTest&, uint64_t& slot) { slot += 1; }},
+      {"another key's tag", [](CorruptionTest&, uint64_t& slot) { slot ^= uint64_t{0x5a5a} << 48; }},
+      {"another lap", [](CorruptionTest&, uint64_t& slot) { slot ^= uint64_t{1} << 32; }},
+      {"key bytes changed", [](CorruptionTest& t, uint64_t& slot) { reinterpret_cast<char*>(&t.item(slot) + 1)[0] ^= 0x20; }},
+      {"key length zero", [](CorruptionTest& t, uint64_t& slot) { t.item(slot).meta &= ~(uint64_t{0xffff} << 32); }},
+      {"value length past the log", [](CorruptionTest& t, uint64_t& slot) { t.item(slot).meta |= 0x7ffffff0u; }},
+      {"padding kind", [](CorruptionTest& t, uint64_t& slot) { t.item(slot).meta = (t.item(slot).meta & ~(uint64_t{0xff} << 48)) | uint64_t{2} << 48; }},
+      {"head moved past it", [](CorruptionTest& t, uint64_t& slot) {
+         // The first item of the log is now outside [head, tail).
+         const ItemHeader& first = t.item(slot);
+         ASSERT_EQ(first.pos, 0u);
+         t.header().logs[detail::kMainLog].head = ItemBytes(Key(0), Value(0));
+       }},
+  };
+  for (const Poke& poke : pokes) {
+    SCOPED_TRACE(poke.what);
+    CacheOptions o;
+    o.policy = EvictionPolicy::kFifo;  // one log: every item in the main log
+    Make(o);
+    Fill(30);
+    poke.apply(*this, *SlotOf(Key(0)));
+    EXPECT_EQ(cache_->Repair(), 1u);
+    ExpectAllBut(30, 0);
+    EXPECT_EQ(cache_->Repair(), 0u);  // nothing left to drop
+  }
+}
+
+// Counts the repair recomputes from the entries that remain: live items and
+// bytes, TTL items, and the probe counts that let a lookup pass a bucket.
+TEST_F(CorruptionTest, RepairRecomputesCountsAndRevealsKeysHiddenByBadProbeCounts) {
+  CacheOptions o;
+  o.max_entries = 14;  // 3 buckets of 7 slots: keys spill past their home
+  Make(o);
+  Fill(14);
+  SetOptions with_ttl;
+  with_ttl.ttl = std::chrono::hours(1);
+  ASSERT_TRUE(cache_->Set("ttl", "t", with_ttl).has_value());  // room for 14: one key was evicted for it
+  uint64_t live = 0;
+  uint64_t bytes = 0;
+  std::vector<int> held;
+  for (int i = 0; i < 14; ++i) {
+    if (cache_->Contains(Key(i))) {
+      held.push_back(i);
+      bytes += ItemBytes(Key(i), Value(i));
+      ++live;
+    }
+  }
+  ASSERT_TRUE(cache_->Contains("ttl"));
+  bytes += ItemBytes("ttl", "t");
+  ++live;
+  for (detail::LogState& log : header().logs) {
+    log.live_items = 999;
+    log.live_bytes = 123456789;
+  }
+  header().ttl_items = 77;
+  int hidden = 0;
+  for (uint64_t b = 0; b < header().bucket_count; ++b) bucket(b).overflow = 0;
+  for (int i : held) hidden += !cache_->Contains(Key(i));
+  ASSERT_GE(hidden, 1) << "no key lived outside its home bucket: the test proves nothing";
+
+  EXPECT_EQ(cache_->Repair(), 0u);
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.entries, live);
+  EXPECT_EQ(s.live_bytes, bytes);
+  EXPECT_EQ(header().ttl_items, 1u);
+  for (int i : held) EXPECT_EQ(cache_->Get(Key(i)), Value(i)) << Key(i);
+  EXPECT_EQ(cache_->Get("ttl"), "t");
+}
+
+}  // namespace
+}  // namespace cachet

@@ -207,9 +207,9 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
            << all
            << "\nMemory: the shared-memory segment is reserved in full at start. With the default\n"
               "max-entries it takes\n"
-              "  s3fifo:      1.53 x capacity + 4 x (max-key-size + max-value-size + 24) + 4 KiB\n"
-              "  fifo, clock: 1.29 x capacity + 2 x (max-key-size + max-value-size + 24) + 4 KiB\n"
-              "(64 MiB with the 1 MiB default values: 102 MiB). docs/operations.md has the exact formula.\n";
+              "  s3fifo:      1.53 x capacity + 5 x (max-key-size + max-value-size + 24) + 4 KiB\n"
+              "  fifo, clock: 1.29 x capacity + 3 x (max-key-size + max-value-size + 24) + 4 KiB\n"
+              "(64 MiB with the 1 MiB default values: 103 MiB). docs/operations.md has the exact formula.\n";
       parsed.action = Action::kHelp;
       parsed.help_text = help.str();
       return parsed;

@@ -2,8 +2,9 @@
 # Rate-limit decisions per second: in process (cachet::RateLimiter) against
 # a Redis Lua limiter (cachet::RedisRateLimiter: one EVALSHA per decision over
 # a unix socket), fixed window, measured by build/bench/limiter_bench in one
-# run. Starts and stops its own redis-server.
-#   bench/compare_limiter.sh          (BUILD_DIR=build REPEAT=5)
+# run; and cachetd's RATELIMIT op over ipc (cachet::DaemonRateLimiter).
+# Starts and stops its own redis-server and cachetd.
+#   bench/compare_limiter.sh          (BUILD_DIR=build REPEAT=5; FILTER=regex picks benchmarks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -13,15 +14,21 @@ work=$(mktemp -d /tmp/cachet-limiter-bench.XXXXXX)
 redis-server --port 0 --unixsocket "$work/redis.sock" --unixsocketperm 700 --save "" --appendonly no \
   --logfile "$work/redis.log" --daemonize no &
 redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TERM
-for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && break; sleep 0.05; done
+printf '[tier.regular]\nper_minute = 1000000000/1m fixed_window\n' >"$work/policy.ini"
+"$build/daemon/cachetd" --segment "cachet-bench-$$" --ipc "ipc://$work/cachetd.sock" --tcp "" --capacity 8MiB \
+  --rate-limit-policy "$work/policy.ini" --rate-limit-capacity 4194304 --remove-segment-on-exit true \
+  --log-file "$work/cachetd.log" &
+cachetd_pid=$!
+trap 'kill $redis_pid $cachetd_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TERM
+for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break; sleep 0.05; done
 
-CACHET_BENCH_REDIS="unix:$work/redis.sock" "$build/bench/limiter_bench" \
-  --benchmark_filter='BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck|BM_ClockRead' --benchmark_repetitions="$repeat" \
+CACHET_BENCH_REDIS="unix:$work/redis.sock" CACHET_BENCH_DAEMON="ipc://$work/cachetd.sock" "$build/bench/limiter_bench" \
+  --benchmark_filter="${FILTER:-BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck|BM_DaemonCheck|BM_ClockRead}" --benchmark_repetitions="$repeat" \
   --benchmark_report_aggregates_only=true --benchmark_format=console 2>/dev/null | tee "$work/out.txt" | grep median
 
 median_rate() { grep "$1" "$work/out.txt" | grep median | sed -n 's/.*items_per_second=\([0-9.]*\)\([kMG]*\)\/s.*/\1 \2/p' |
   awk '{m=1; if ($2=="k") m=1e3; if ($2=="M") m=1e6; if ($2=="G") m=1e9; print $1*m}'; }
+[ -z "${FILTER:-}" ] || exit 0  # the ratios below need the default set
 local_hot=$(median_rate 'BM_Check/algorithm:1/keys:1/')
 redis_hot=$(median_rate 'BM_RedisCheck/keys:1/')
 shm_hot=$(median_rate 'BM_ShmCheck/algorithm:1/keys:1/')

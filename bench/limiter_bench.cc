@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cachet/daemon_rate_limiter.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/redis_rate_limiter.h"
 #include "cachet/shm_rate_limiter.h"
@@ -174,6 +175,40 @@ void BM_RedisCheck(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RedisCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
+
+// The same decision made by cachetd (op RATELIMIT), one request in flight,
+// over the endpoint in CACHET_BENCH_DAEMON (for instance ipc:///tmp/x.sock),
+// started with a policy whose tier "regular" never denies these requests:
+//   [tier.regular]
+//   per_minute = 1000000000/1m fixed_window
+// bench/compare_limiter.sh starts such a daemon when cachetd is built.
+void BM_DaemonCheck(benchmark::State& state) {
+  const char* endpoint = std::getenv("CACHET_BENCH_DAEMON");
+  if (endpoint == nullptr) {
+    state.SkipWithError("CACHET_BENCH_DAEMON is not set (run bench/compare_limiter.sh)");
+    return;
+  }
+  cachet::DaemonRateLimiterOptions options;
+  options.timeout = std::chrono::seconds(2);
+  auto limiter = cachet::DaemonRateLimiter::Connect(endpoint, options);
+  if (!limiter) {
+    state.SkipWithError(limiter.error().ToString().c_str());
+    return;
+  }
+  static const std::vector<std::string> keys = MakeKeys(1'000'000);
+  const size_t nkeys = static_cast<size_t>(state.range(0));
+  size_t i = 0;
+  for (auto _ : state) {
+    auto d = (*limiter)->Check(keys[i % nkeys], "regular");
+    if (!d || !d->allowed || !(*limiter)->healthy()) {
+      state.SkipWithError("daemon decision failed");
+      return;
+    }
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_DaemonCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
 
 // What reading the time costs: the limiters' coarse clock against the
 // precise one.

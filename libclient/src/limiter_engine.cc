@@ -64,11 +64,21 @@ LimiterState Unpack(Algorithm a, const CounterTable::Value& v) {
   }
 }
 
-// The table's idle check: nothing in the counter limits a request at `now`.
+// A counter is dropped only once nothing in it limits a request made
+// kIdleMarginMs before `now`. Requests carry the time their process read a
+// moment earlier (another process's clock, a tick behind, or a thread
+// preempted between reading the time and counting): one that still falls
+// in the window a sweep has just dropped would start that window again from
+// zero, admitting a second limit's worth in it.
+constexpr int64_t kIdleMarginMs = 1000;
+
+// The table's idle check: nothing in the counter limits a request at
+// `now` - kIdleMarginMs or later.
 struct IdleAt {
-  int64_t now;
+  explicit IdleAt(int64_t now) : before(now - kIdleMarginMs) {}
+  int64_t before;
   bool operator()(uint64_t meta, const CounterTable::Value& v) const {
-    return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), now);
+    return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), before);
   }
 };
 
@@ -127,6 +137,7 @@ void SlidingLogs::Uncommit(uint64_t id, int64_t at_ms, uint64_t cost) {
 }
 
 uint64_t SlidingLogs::Reclaim(int64_t now) {
+  now -= kIdleMarginMs;  // as for the table's counters
   uint64_t dropped = 0;
   for (Stripe& stripe : stripes_) {
     std::lock_guard<std::mutex> lock(stripe.mu);
@@ -253,6 +264,7 @@ Result<void> LimiterEngine::CheckAll(const RuleSet& rules, uint64_t key_hash, in
   DecisionCombiner result;
   for (size_t i = 0; i < n; ++i) result.Add(Peek(rules[i], ids[i], now, cost), rules[i].rule.shadow, i);
   if (result.allowed()) {
+    if (between_look_and_count_) between_look_and_count_();
     // Count rule by rule. A rule that a concurrent request filled since the
     // peek denies now, and the rules already counted give the cost back.
     bool written[kMaxRulesPerSet] = {};
@@ -262,10 +274,13 @@ Result<void> LimiterEngine::CheckAll(const RuleSet& rules, uint64_t key_hash, in
       auto ok = Commit(r, ids[i], now, cost, d, written[i]);
       const bool denies = ok && !d.allowed && !r.rule.shadow;
       if (!ok || denies) {
+        bool gave_back = false;
         for (size_t j = 0; j < i; ++j) {
           if (written[j]) Uncommit(rules[j], ids[j], now, cost);
+          gave_back |= written[j];
         }
         if (!ok) return ok;
+        if (gave_back) CountGivenBack();
         result = DecisionCombiner();
       }
       result.Add(d, r.rule.shadow, i);
@@ -284,14 +299,18 @@ Result<void> LimiterEngine::CheckAll(const RuleSet& rules, uint64_t key_hash, in
   return {};
 }
 
+namespace {
+// A tally has one writer: no locked instruction.
+void Bump(std::atomic<uint64_t>& n) { n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+}  // namespace
+
 void LimiterEngine::Count(bool allowed, bool shadow_denied) {
   Tally& t = MyTally();
-  auto bump = [](std::atomic<uint64_t>& n) {
-    n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  };
-  bump(allowed ? t.allowed : t.denied);
-  if (shadow_denied) bump(t.shadow_denied);
+  Bump(allowed ? t.allowed : t.denied);
+  if (shadow_denied) Bump(t.shadow_denied);
 }
+
+void LimiterEngine::CountGivenBack() { Bump(MyTally().given_back); }
 
 LimiterEngine::Tally& LimiterEngine::MyTally() {
   struct Entry {
@@ -326,6 +345,7 @@ RateLimiterStats LimiterEngine::Stats() const {
       s.allowed += t->allowed.load(std::memory_order_relaxed);
       s.denied += t->denied.load(std::memory_order_relaxed);
       s.shadow_denied += t->shadow_denied.load(std::memory_order_relaxed);
+      s.given_back += t->given_back.load(std::memory_order_relaxed);
     }
   }
   s.counters = table_->used() + logs_.size();

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,6 +82,11 @@ class LimiterEngine {
   uint64_t ReclaimIdle(uint64_t max_slots);
   RateLimiterStats Stats() const;
 
+  // A seam for tests: runs on the deciding thread after a multi-rule
+  // decision has looked at every rule and before it counts, so a test can
+  // put another decision exactly there. REQUIRES: no Check in flight.
+  void SetBetweenLookAndCountForTesting(std::function<void()> hook) { between_look_and_count_ = std::move(hook); }
+
  private:
   Result<void> CheckOne(const CountedRule& r, uint64_t key_hash, int64_t now, uint64_t cost, Verdict& out);
   // `reported`: the index of the rule the verdict reports.
@@ -93,7 +99,9 @@ class LimiterEngine {
   Verdict Peek(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost);
   void Uncommit(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost);
   void Count(bool allowed, bool shadow_denied);
+  void CountGivenBack();
 
+  std::function<void()> between_look_and_count_;
   std::unique_ptr<CounterTable> table_;
   const Clock& clock_;
   SlidingLogs logs_;
@@ -106,7 +114,7 @@ class LimiterEngine {
   // counting takes no locked instruction. A thread finds its tally through
   // a small thread-local cache keyed by the engine's serial number.
   struct alignas(64) Tally {
-    std::atomic<uint64_t> allowed{0}, denied{0}, shadow_denied{0};
+    std::atomic<uint64_t> allowed{0}, denied{0}, shadow_denied{0}, given_back{0};
   };
   Tally& MyTally();
   const uint64_t serial_;

@@ -14,6 +14,17 @@
 #include "atomics.h"
 #include "segment.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define CACHET_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CACHET_TSAN 1
+#endif
+#endif
+#if defined(CACHET_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace cachet {
 
 using namespace detail;
@@ -68,6 +79,7 @@ struct TableHeader {
   uint64_t capacity;
   uint64_t used;                              // atomic relaxed
   uint64_t reclaim_cursor;                    // atomic relaxed
+  uint64_t repairs;                           // atomic relaxed; was padding (zero) in tables made before it
   alignas(64) pthread_mutex_t locks[kLocks];  // process-shared, robust
 };
 constexpr uint64_t kHeaderBytes = 4096;
@@ -86,13 +98,29 @@ uint64_t Mix(uint64_t x) {  // splitmix64 finalizer: spreads ids over the table
 // runtime calls that lock per process, which would silently stop the table
 // being atomic between processes. On failure `expected` receives the
 // current value, read atomically.
+//
+// ThreadSanitizer cannot see inside the assembly, so under it the CAS tells
+// it what the instruction does: a sequentially consistent read-modify-write
+// of the word, which releases what this thread wrote before it (a success)
+// and acquires what the word's last writer released (always). The
+// annotations use the low word's address, where the table's atomic loads of
+// the word synchronize too.
 bool Cas16(Word* p, Word& expected, Word desired) {
 #if defined(__x86_64__)
+#if defined(CACHET_TSAN)
+  // Before the instruction, so no thread can see the new value without the
+  // release. After a failure it is one too many: it may hide a race on
+  // this thread's earlier writes, never report a false one.
+  __tsan_release(&p->lo);
+#endif
   bool ok;
   __asm__ __volatile__("lock cmpxchg16b %1"
                        : "=@ccz"(ok), "+m"(*p), "+a"(expected.lo), "+d"(expected.hi)
                        : "b"(desired.lo), "c"(desired.hi)
                        : "memory");
+#if defined(CACHET_TSAN)
+  __tsan_acquire(&p->lo);
+#endif
   return ok;
 #else
   __extension__ typedef unsigned __int128 U128;
@@ -144,12 +172,14 @@ class CounterTable::Impl {
 
   static Result<void> Validate(const Segment& segment, const std::string& name) {
     const auto* h = reinterpret_cast<const TableHeader*>(segment.base());
-    if (segment.size() < kHeaderBytes || LoadAcquire(h->magic) != kTableMagic) {
-      if (segment.size() >= kHeaderBytes && h->version != kTableVersion && h->version != 0) {
-        return MakeError(ErrorCode::kVersionMismatch, "counter table '" + name + "' has layout version " +
-                                                          std::to_string(h->version) + ", this library reads " +
-                                                          std::to_string(kTableVersion) + "; remove it to rebuild");
-      }
+    const bool ours = segment.size() >= kHeaderBytes && LoadAcquire(h->magic) == kTableMagic;
+    // Another layout's table (its magic differs too, or only its version).
+    if (segment.size() >= kHeaderBytes && h->version != kTableVersion && (ours || h->version != 0)) {
+      return MakeError(ErrorCode::kVersionMismatch, "counter table '" + name + "' has layout version " +
+                                                        std::to_string(h->version) + ", this library reads " +
+                                                        std::to_string(kTableVersion) + "; remove it to rebuild");
+    }
+    if (!ours) {
       return MakeError(ErrorCode::kCorrupt, "'" + name + "' is not a cachet counter table (or is still being made)");
     }
     if (BytesFor(h->capacity) != segment.size()) {
@@ -207,6 +237,7 @@ class CounterTable::Impl {
   }
 
   uint64_t capacity() const { return capacity_; }
+  uint64_t repairs() const { return LoadRelaxed(header_->repairs); }
   // A process killed between changing a slot and counting it leaves the
   // count off by one: never report below zero or above the capacity.
   uint64_t used() const {
@@ -329,6 +360,7 @@ class CounterTable::Impl {
       if (rc == EOWNERDEAD) {
         impl.RepairStripe(stripe);
         pthread_mutex_consistent(mutex_);
+        AddRelaxed(impl.header_->repairs, uint64_t{1});
       } else if (rc != 0) {
         std::fprintf(stderr, "cachet: cannot lock a counter table stripe: %s\n", std::strerror(rc));
         std::abort();
@@ -412,5 +444,6 @@ CounterTable::Value CounterTable::Load(uint64_t id) const { return impl_->Load(i
 uint64_t CounterTable::Reclaim(uint64_t max_slots, IdleFn idle) { return impl_->Reclaim(max_slots, idle); }
 uint64_t CounterTable::capacity() const { return impl_->capacity(); }
 uint64_t CounterTable::used() const { return impl_->used(); }
+uint64_t CounterTable::repairs() const { return impl_->repairs(); }
 
 }  // namespace cachet

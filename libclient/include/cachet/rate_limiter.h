@@ -12,8 +12,8 @@
 //
 // Counters live in this process, in a fixed-size table of 32-byte slots
 // updated by compare-and-swap (no lock on the decision path). Counters whose
-// windows have passed are reclaimed: when a new key finds its part of the
-// table full, or by ReclaimIdle. SetPolicy swaps the policy at run time; a
+// windows passed more than a second ago are reclaimed: when a new key finds
+// its part of the table full, or by ReclaimIdle. SetPolicy swaps the policy at run time; a
 // rule that keeps its tier, name, algorithm and window keeps its counters
 // (a new limit applies to the requests already counted), others start
 // afresh.
@@ -65,6 +65,11 @@ struct RateLimiterStats {
   uint64_t allowed = 0;
   uint64_t denied = 0;
   uint64_t shadow_denied = 0;  // requests a shadow rule would have denied
+  // Requests that passed every rule's first look, were counted by some and
+  // then denied by a later one (a concurrent request had taken the last of
+  // its room); the rules that had counted them gave the cost back. Contention
+  // on multi-rule tiers; each is also in `denied`.
+  uint64_t given_back = 0;
   uint64_t counters = 0;       // live (key, rule) counters
   uint64_t capacity = 0;       // counters the table can hold
 };

@@ -9,9 +9,9 @@
 // exact under any concurrency; with several rules, a request admitted by one
 // rule and then denied by another (by a concurrent request) is taken back
 // from the first, so a rule never admits more than its limit. Counters whose
-// windows have passed are reclaimed when a new key needs their room, or by
-// ReclaimIdle from any process. The statistics count this handle's
-// decisions; `counters` and `capacity` are the shared table's.
+// windows passed more than a second ago are reclaimed when a new key needs
+// their room, or by ReclaimIdle from any process. The statistics count this
+// handle's decisions; `counters` and `capacity` are the shared table's.
 //
 // Thread and process safety: every method, from any thread of any process.
 #pragma once

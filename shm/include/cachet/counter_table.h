@@ -86,6 +86,10 @@ class CounterTable {
 
   uint64_t capacity() const;
   uint64_t used() const;  // ids placed and not yet dropped
+  // Placement locks taken over from processes that died holding them (each
+  // time, the slots that process left half-placed were freed), since the
+  // table was made.
+  uint64_t repairs() const;
 
   class Impl;
 

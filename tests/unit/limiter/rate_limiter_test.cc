@@ -171,7 +171,13 @@ TEST_F(RateLimiterTest, IdleKeysAreReclaimedOnceTheirWindowsPass) {
   EXPECT_EQ(l->Stats().counters, 1000u);
   EXPECT_EQ(l->Stats().capacity, 4096u);
   EXPECT_EQ(l->ReclaimIdle(4096), 0u);
+  // Not at the window's edge: a request whose clock reads a moment behind
+  // may still count in it. A second later the counters go.
   clock_.Advance(minutes(1));
+  EXPECT_EQ(l->ReclaimIdle(4096), 0u);
+  clock_.Advance(milliseconds(999));
+  EXPECT_EQ(l->ReclaimIdle(4096), 0u);
+  clock_.Advance(milliseconds(1));
   EXPECT_EQ(l->ReclaimIdle(4096), 1000u);
   EXPECT_EQ(l->Stats().counters, 0u);
   EXPECT_EQ(Admit(*l, "k1", "regular", 150), 100);  // a reclaimed key starts a fresh window
@@ -188,11 +194,12 @@ TEST_F(RateLimiterTest, AFullTableRefusesNewKeysUntilOldWindowsPass) {
   EXPECT_GE(placed, 32);  // at least one probe window's worth
   EXPECT_LE(placed, 64);
   EXPECT_EQ(Admit(*l, "k0", "regular", 10), 10);  // keys already placed go on counting
-  // Once their windows pass, new keys take the old keys' slots without a sweep.
-  clock_.Advance(minutes(1));
+  // Once their windows pass (and a second's margin for late clocks), new
+  // keys take the old keys' slots without a sweep.
+  clock_.Advance(minutes(1) + seconds(1));
   for (int i = 0; i < 200; ++i) {
     ASSERT_TRUE(l->Check("new" + std::to_string(i), "regular").has_value()) << i;
-    clock_.Advance(minutes(1));
+    clock_.Advance(minutes(1) + seconds(1));
   }
   EXPECT_LE(l->Stats().counters, 64u);
 }

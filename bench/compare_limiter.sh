@@ -4,7 +4,8 @@
 # a unix socket), fixed window, measured by build/bench/limiter_bench in one
 # run; and cachetd's RATELIMIT op over ipc (cachet::DaemonRateLimiter).
 # Starts and stops its own redis-server and cachetd.
-#   bench/compare_limiter.sh          (BUILD_DIR=build REPEAT=5; FILTER=regex picks benchmarks)
+#   bench/compare_limiter.sh          (BUILD_DIR=build REPEAT=5; FILTER=regex picks benchmarks;
+#                                      CACHETD=path runs another cachetd binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -15,7 +16,7 @@ redis-server --port 0 --unixsocket "$work/redis.sock" --unixsocketperm 700 --sav
   --logfile "$work/redis.log" --daemonize no &
 redis_pid=$!
 printf '[tier.regular]\nper_minute = 1000000000/1m fixed_window\n' >"$work/policy.ini"
-"$build/daemon/cachetd" --segment "cachet-bench-$$" --ipc "ipc://$work/cachetd.sock" --tcp "" --capacity 8MiB \
+"${CACHETD:-$build/daemon/cachetd}" --segment "cachet-bench-$$" --ipc "ipc://$work/cachetd.sock" --tcp "" --capacity 8MiB \
   --rate-limit-policy "$work/policy.ini" --rate-limit-capacity 4194304 --remove-segment-on-exit true \
   --log-file "$work/cachetd.log" &
 cachetd_pid=$!

@@ -176,6 +176,10 @@ Result<void> DaemonConfig::Validate() const {
   if (rate_limit_capacity == 0 || rate_limit_capacity > (uint64_t{1} << 28)) {
     return bad("rate-limit-capacity must be 1 to 268435456 counters");
   }
+  if (!rate_limit_policy.empty() && RateLimitSegment().size() > 255) {
+    return bad("segment is too long to name its rate-limit table '" + RateLimitSegment() +
+               "' (at most 255 characters)");
+  }
   if (!pub.empty() && rate_limit_policy.empty()) {
     return bad("pub is set but rate-limit-policy is not: there is nothing to publish");
   }

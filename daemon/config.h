@@ -35,6 +35,8 @@ struct DaemonConfig {
   uint64_t reply_backlog_total = uint64_t{256} << 20;
 
   CacheOptions CacheOptionsFor() const;
+  // The shared-memory table of the RATELIMIT counters, beside the segment.
+  std::string RateLimitSegment() const { return segment + "-ratelimit"; }
   uint64_t EffectiveMaxFrame() const;
   Result<void> Validate() const;
 };

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cachet/counter_table.h"
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
 
@@ -116,7 +117,7 @@ Result<void> Server::LoadPolicy(const std::string& path) {
   if (limiter_) {
     if (auto ok = limiter_->SetPolicy(parsed->policy); !ok) return ok;
   } else {
-    auto made = RateLimiter::Create(parsed->policy, RateLimiterOptions{config_.rate_limit_capacity});
+    auto made = OpenLimiter(parsed->policy);
     if (!made) return tl::unexpected(made.error());
     limiter_ = std::move(*made);
   }
@@ -127,6 +128,34 @@ Result<void> Server::LoadPolicy(const std::string& path) {
                parsed->policy.tiers.size(), parsed->policy.overrides.size(), parsed->key_tiers.size(), path);
   }
   return {};
+}
+
+// The RATELIMIT counters live in a table beside the cache segment, so a
+// restart (clean, crash or kill -9) continues every window. A table that
+// cannot be used, or was made for another rate-limit-capacity, is rebuilt
+// empty, and the log says why.
+Result<std::unique_ptr<RateLimiter>> Server::OpenLimiter(const RateLimitPolicy& policy) {
+  const std::string name = config_.RateLimitSegment();
+  const RateLimiterOptions options{config_.rate_limit_capacity};
+  auto opened = RateLimiter::Open(name, policy, options);
+  if (opened && (*opened)->Stats().capacity == options.capacity) {
+    log_->info("rate-limit counters in /{}: {} live of {}", name, (*opened)->Stats().counters, options.capacity);
+    return opened;
+  }
+  if (opened) {
+    log_->warn("rate-limit table /{} holds {} counters, rate-limit-capacity is {}; rebuilding it empty", name,
+               (*opened)->Stats().capacity, options.capacity);
+    opened->reset();
+  } else if (opened.error().code == ErrorCode::kCorrupt || opened.error().code == ErrorCode::kVersionMismatch) {
+    log_->warn("rate-limit table /{} cannot be used ({}); rebuilding it empty", name, opened.error().message);
+  } else {
+    return MakeError(opened.error().code, "rate-limit table /" + name + ": " + opened.error().message);
+  }
+  (void)CounterTable::Remove(name);
+  auto made = RateLimiter::Open(name, policy, options);
+  if (!made) return MakeError(made.error().code, "rate-limit table /" + name + ": " + made.error().message);
+  log_->info("rate-limit counters in /{}: a new table for {}", name, options.capacity);
+  return made;
 }
 
 // [topic, version, policy text]. Sent again every second, so a limiter that
@@ -194,6 +223,13 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       log_->info("removed segment /{}", config_.segment);
     } else {
       log_->error("could not remove segment /{}: {}", config_.segment, ok.error().ToString());
+    }
+    limiter_.reset();
+    const std::string counters = config_.RateLimitSegment();
+    if (auto ok = CounterTable::Remove(counters); ok) {
+      log_->info("removed rate-limit table /{}", counters);
+    } else if (ok.error().code != ErrorCode::kNotFound) {
+      log_->error("could not remove rate-limit table /{}: {}", counters, ok.error().ToString());
     }
   } else {
     log_->info("segment /{} kept for a warm restart ({} entries)", config_.segment, cache_->Size());

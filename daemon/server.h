@@ -53,6 +53,7 @@ class Server {
   Result<void> Reload();
   // Reads and validates the rate-limit policy file; adopts it if it changed.
   Result<void> LoadPolicy(const std::string& path);
+  Result<std::unique_ptr<RateLimiter>> OpenLimiter(const RateLimitPolicy& policy);
   void PublishPolicy();
   void Tick();
   void DrainMonitor();
@@ -61,7 +62,7 @@ class Server {
   DaemonConfig config_;
   const std::vector<std::string> args_;  // the command line, re-read on reload
   std::unique_ptr<Cache> cache_;
-  std::unique_ptr<RateLimiter> limiter_;  // decides RATELIMIT requests; set with the policy
+  std::unique_ptr<RateLimiter> limiter_;  // decides RATELIMIT requests; set with the policy; counts in RateLimitSegment()
   std::shared_ptr<spdlog::logger> log_;
   Signals& signals_;
   ReplyBacklog backlog_;  // before context_: its messages live until the context ends

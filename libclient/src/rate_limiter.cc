@@ -87,14 +87,30 @@ Result<std::unique_ptr<RateLimiter>> RateLimiter::Create(RateLimitPolicy policy,
   return Create(std::move(policy), RateLimiterOptions{}, clock);
 }
 
+namespace {
+Result<std::unique_ptr<RateLimiter::Impl>> MakeEngine(const RateLimitPolicy& policy,
+                                                      Result<std::unique_ptr<CounterTable>> table, const Clock& clock) {
+  if (!table) return tl::unexpected(table.error());
+  auto impl = std::make_unique<RateLimiter::Impl>(std::move(*table), clock);
+  impl->Install(policy);
+  return impl;
+}
+}  // namespace
+
 Result<std::unique_ptr<RateLimiter>> RateLimiter::Create(RateLimitPolicy policy, RateLimiterOptions options,
                                                          const Clock& clock) {
   if (auto ok = policy.Validate(); !ok) return tl::unexpected(ok.error());
-  auto table = CounterTable::CreatePrivate(options.capacity);
-  if (!table) return tl::unexpected(table.error());
-  auto impl = std::make_unique<Impl>(std::move(*table), clock);
-  impl->Install(policy);
-  return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(impl)));
+  auto impl = MakeEngine(policy, CounterTable::CreatePrivate(options.capacity), clock);
+  if (!impl) return tl::unexpected(impl.error());
+  return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(*impl)));
+}
+
+Result<std::unique_ptr<RateLimiter>> RateLimiter::Open(const std::string& segment, RateLimitPolicy policy,
+                                                       RateLimiterOptions options, const Clock& clock) {
+  if (auto ok = policy.Validate(); !ok) return tl::unexpected(ok.error());
+  auto impl = MakeEngine(policy, CounterTable::Open(segment, options.capacity), clock);
+  if (!impl) return tl::unexpected(impl.error());
+  return std::unique_ptr<RateLimiter>(new RateLimiter(std::move(*impl)));
 }
 
 Result<Decision> RateLimiter::Check(std::string_view key, std::string_view tier, uint64_t cost) {

@@ -3,10 +3,16 @@
 // closed, local fallback), each reported once and recovered from by itself.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <map>
 
 #include "cachet/client.h"
+#include "cachet/counter_table.h"
 #include "cachet/daemon_rate_limiter.h"
 #include "daemon_process.h"
 
@@ -23,7 +29,11 @@ class DaemonLimiterTest : public ::testing::Test {
     std::ofstream(path_) << "[tier.regular]\nper_minute = 5/1m sliding_window\n";
     ASSERT_TRUE(daemon_.Start());
   }
-  void TearDown() override { std::remove(path_.c_str()); }
+  void TearDown() override {
+    daemon_.Stop();
+    (void)CounterTable::Remove(daemon_.segment() + "-ratelimit");
+    std::remove(path_.c_str());
+  }
 
   DaemonRateLimiterOptions Options(FailureMode mode) {
     DaemonRateLimiterOptions o;
@@ -93,6 +103,8 @@ TEST(DaemonLimiterOptionsTest, CapacityIsConfigurable) {
   ASSERT_TRUE(stats.has_value());
   std::map<std::string, int64_t> s(stats->begin(), stats->end());
   EXPECT_EQ(s["ratelimit_capacity"], 4096);
+  daemon.Stop();
+  (void)CounterTable::Remove(daemon.segment() + "-ratelimit");
   std::remove(path.c_str());
 }
 
@@ -156,6 +168,125 @@ TEST_F(DaemonLimiterTest, RecoversByItselfWhenTheDaemonReturns) {
   EXPECT_TRUE(l->healthy());
   EXPECT_EQ(outages_, 1);
   EXPECT_EQ(recoveries_, 1);
+}
+
+// RATELIMIT counters live in /dev/shm/<segment>-ratelimit, so a restarted
+// daemon continues every window. A token bucket of 10 an hour refills one
+// token every 6 minutes: the real clock the daemon reads cannot change
+// these counts within a test.
+class DaemonLimiterRestartTest : public ::testing::Test {
+ protected:
+  void SetUp() override { std::ofstream(path_) << "[tier.regular]\nper_hour = 10/1h token_bucket\n"; }
+  void TearDown() override {
+    daemon_.Stop();
+    (void)CounterTable::Remove(table_);
+    std::remove(path_.c_str());
+  }
+
+  // Decisions for `key` until the first denial (at most 20): how many were admitted.
+  int AdmittedUntilDenied(const std::string& key) {
+    DaemonRateLimiterOptions o;
+    o.on_failure = FailureMode::kFailClosed;
+    o.timeout = std::chrono::seconds(2);
+    auto l = DaemonRateLimiter::Connect(daemon_.ipc(), o);
+    EXPECT_TRUE(l.has_value()) << l.error().ToString();
+    if (!l) return -1;
+    int n = 0;
+    for (int i = 0; i < 20; ++i) {
+      auto d = (*l)->Check(key, "regular");
+      EXPECT_TRUE(d.has_value() && (*l)->healthy());
+      if (!d || !d->allowed) break;
+      ++n;
+    }
+    return n;
+  }
+  int Admit(const std::string& key, int tries) {
+    DaemonRateLimiterOptions o;
+    o.on_failure = FailureMode::kFailClosed;
+    o.timeout = std::chrono::seconds(2);
+    auto l = std::move(*DaemonRateLimiter::Connect(daemon_.ipc(), o));
+    int n = 0;
+    for (int i = 0; i < tries; ++i) n += l->Check(key, "regular").value().allowed;
+    EXPECT_TRUE(l->healthy());
+    return n;
+  }
+  int64_t Stat(const std::string& name) {
+    auto client = std::move(*Client::Connect(daemon_.ipc()));
+    return testing::StatOf(*client, name);
+  }
+  bool TableExists() const {
+    struct stat st;
+    return stat(("/dev/shm/" + table_).c_str(), &st) == 0;
+  }
+
+  const std::string path_ = "/tmp/" + testing::UniqueSegmentName("dlr") + ".policy";
+  testing::DaemonProcess daemon_{{"--rate-limit-policy", path_, "--rate-limit-capacity", "4096"}};
+  const std::string table_ = daemon_.segment() + "-ratelimit";
+};
+
+TEST_F(DaemonLimiterRestartTest, CountsSurviveKillNine) {
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(Admit("alice", 6), 6);
+  EXPECT_EQ(Admit("bob", 1), 1);
+  EXPECT_EQ(daemon_.Kill(), 128 + SIGKILL);
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(Stat("ratelimit_counters"), 2);  // before any request: the table's, not a new one
+  EXPECT_EQ(AdmittedUntilDenied("alice"), 4);
+  EXPECT_EQ(AdmittedUntilDenied("bob"), 9);
+  EXPECT_TRUE(daemon_.WaitForLog("rate-limit counters in /" + table_ + ": 2 live of 4096"));
+}
+
+TEST_F(DaemonLimiterRestartTest, CountsSurviveACleanStop) {
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(Admit("alice", 3), 3);
+  EXPECT_EQ(daemon_.Stop(), 0);
+  EXPECT_TRUE(TableExists());
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(AdmittedUntilDenied("alice"), 7);
+  EXPECT_EQ(Stat("ratelimit_capacity"), 4096);
+}
+
+TEST_F(DaemonLimiterRestartTest, RemoveSegmentOnExitRemovesTheCountersToo) {
+  daemon_.SetExtraArgs({"--rate-limit-policy", path_, "--rate-limit-capacity", "4096", "--remove-segment-on-exit",
+                        "true"});
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(Admit("alice", 5), 5);
+  EXPECT_TRUE(TableExists());
+  EXPECT_EQ(daemon_.Stop(), 0);
+  EXPECT_FALSE(TableExists());
+  EXPECT_NE(daemon_.log().find("removed rate-limit table /" + table_), std::string::npos) << daemon_.log();
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(AdmittedUntilDenied("alice"), 10);  // a fresh start
+}
+
+TEST_F(DaemonLimiterRestartTest, ATableThatCannotBeUsedIsRebuiltEmpty) {
+  // Another layout's table: a header page whose magic and version are not ours.
+  const int fd = shm_open(("/" + table_).c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, 4096 + 64 * 32), 0);
+  const uint64_t header[2] = {0x3174726574636321ull, 1};
+  ASSERT_EQ(pwrite(fd, header, sizeof header, 0), static_cast<ssize_t>(sizeof header));
+  close(fd);
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_TRUE(daemon_.WaitForLog("rate-limit table /" + table_ + " cannot be used (counter table '" + table_ +
+                                 "' has layout version 1, this library reads 2; remove it to rebuild); rebuilding it "
+                                 "empty"))
+      << daemon_.log();
+  EXPECT_EQ(AdmittedUntilDenied("alice"), 10);
+  EXPECT_EQ(Stat("ratelimit_capacity"), 4096);
+}
+
+TEST_F(DaemonLimiterRestartTest, ANewCapacityRebuildsTheTable) {
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_EQ(Admit("alice", 4), 4);
+  EXPECT_EQ(daemon_.Stop(), 0);
+  daemon_.SetExtraArgs({"--rate-limit-policy", path_, "--rate-limit-capacity", "8192"});
+  ASSERT_TRUE(daemon_.Start());
+  EXPECT_TRUE(daemon_.WaitForLog("rate-limit table /" + table_ +
+                                 " holds 4096 counters, rate-limit-capacity is 8192; rebuilding it empty"))
+      << daemon_.log();
+  EXPECT_EQ(Stat("ratelimit_capacity"), 8192);
+  EXPECT_EQ(AdmittedUntilDenied("alice"), 10);
 }
 
 }  // namespace

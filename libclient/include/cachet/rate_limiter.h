@@ -86,6 +86,18 @@ class RateLimiter {
                                                      const Clock& clock = CoarseClock::Instance());
   static Result<std::unique_ptr<RateLimiter>> Create(RateLimitPolicy policy, RateLimiterOptions options,
                                                      const Clock& clock = CoarseClock::Instance());
+  // Like Create, but the counters live in the named shared-memory table
+  // (/dev/shm/NAME, made with `options.capacity` if missing; an existing
+  // one keeps its own capacity), which outlives the process: a restarted
+  // process (after an exit, a crash or kill -9) continues every window
+  // where it stood. Sliding logs still live in the process and start
+  // afresh. For several processes counting together use ShmRateLimiter,
+  // which refuses sliding logs rather than keep one per process. A table
+  // that cannot be used (another layout, corrupt) is refused with the
+  // reason; CounterTable::Remove removes it.
+  static Result<std::unique_ptr<RateLimiter>> Open(const std::string& segment, RateLimitPolicy policy,
+                                                   RateLimiterOptions options = {},
+                                                   const Clock& clock = CoarseClock::Instance());
   ~RateLimiter();
   RateLimiter(const RateLimiter&) = delete;
   RateLimiter& operator=(const RateLimiter&) = delete;

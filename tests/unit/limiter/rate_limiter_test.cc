@@ -7,8 +7,10 @@
 #include <thread>
 #include <vector>
 
+#include "cachet/counter_table.h"
 #include "cachet/rate_limiter.h"
 #include "limiter_test_util.h"
+#include "test_util.h"
 
 namespace cachet {
 namespace {
@@ -212,6 +214,30 @@ TEST_F(RateLimiterTest, EveryAlgorithmWorksThroughTheLimiter) {
     auto l = Make(p);
     EXPECT_EQ(Admit(*l, "k", "t", 50), 20) << AlgorithmName(a);
   }
+}
+
+// Counters in a named table outlive the limiter: a process that restarts
+// continues each window where it stood (the sliding log, kept in process,
+// starts afresh).
+TEST_F(RateLimiterTest, CountersInANamedTableOutliveTheLimiter) {
+  const std::string name = testing::UniqueSegmentName("rlseg");
+  struct Removed {
+    const std::string& name;
+    ~Removed() { (void)CounterTable::Remove(name); }
+  } removed{name};
+  RateLimitPolicy p = TwoTiers();
+  p.tiers.push_back({"log", {MakeRule("per_minute", 5, minutes(1), Algorithm::kSlidingLog)}});
+  {
+    auto first = std::move(*RateLimiter::Open(name, p, RateLimiterOptions{4096}, clock_));
+    EXPECT_EQ(Admit(*first, "k", "regular", 60), 60);
+    EXPECT_EQ(Admit(*first, "k", "log", 3), 3);
+  }
+  auto again = RateLimiter::Open(name, p, RateLimiterOptions{999}, clock_);  // an existing table keeps its capacity
+  ASSERT_TRUE(again.has_value()) << again.error().ToString();
+  EXPECT_EQ((*again)->Stats().capacity, 4096u);
+  EXPECT_EQ((*again)->Stats().counters, 1u);  // the fixed window's; the log went with the process
+  EXPECT_EQ(Admit(**again, "k", "regular", 100), 40);
+  EXPECT_EQ(Admit(**again, "k", "log", 10), 5);
 }
 
 TEST(RateLimiterThreadsTest, ThreadsOnOneKeyNeverAdmitMoreThanTheLimit) {

@@ -22,6 +22,8 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::minutes;
 
+constexpr milliseconds kPatient{5000};  // a running daemon answers well within this, even under load
+
 class DaemonLimiterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -35,10 +37,13 @@ class DaemonLimiterTest : public ::testing::Test {
     std::remove(path_.c_str());
   }
 
-  DaemonRateLimiterOptions Options(FailureMode mode) {
+  // The outage tests wait out `timeout` once per retry interval: short. The
+  // others talk to a running daemon, whose reply may take a while on a
+  // loaded machine, and a late reply would pass for an outage: long.
+  DaemonRateLimiterOptions Options(FailureMode mode, milliseconds timeout) {
     DaemonRateLimiterOptions o;
     o.on_failure = mode;
-    o.timeout = milliseconds(100);
+    o.timeout = timeout;
     o.retry_interval = milliseconds(500);
     o.on_health_change = [this](bool healthy, const Error&) { (healthy ? recoveries_ : outages_)++; };
     Rule local;
@@ -50,8 +55,8 @@ class DaemonLimiterTest : public ::testing::Test {
     return o;
   }
 
-  std::unique_ptr<DaemonRateLimiter> Connect(FailureMode mode) {
-    auto l = DaemonRateLimiter::Connect(daemon_.ipc(), Options(mode), clock_);
+  std::unique_ptr<DaemonRateLimiter> Connect(FailureMode mode, milliseconds timeout = milliseconds(100)) {
+    auto l = DaemonRateLimiter::Connect(daemon_.ipc(), Options(mode, timeout), clock_);
     EXPECT_TRUE(l.has_value()) << l.error().ToString();
     return std::move(*l);
   }
@@ -69,8 +74,8 @@ class DaemonLimiterTest : public ::testing::Test {
 };
 
 TEST_F(DaemonLimiterTest, ClientsOfOneDaemonShareOneCount) {
-  auto host_a = Connect(FailureMode::kFailClosed);
-  auto host_b = Connect(FailureMode::kFailClosed);
+  auto host_a = Connect(FailureMode::kFailClosed, kPatient);
+  auto host_b = Connect(FailureMode::kFailClosed, kPatient);
   EXPECT_EQ(Admit(*host_a, "alice", 3) + Admit(*host_b, "alice", 10), 5);
   const Decision d = host_a->Check("alice", "regular").value();
   EXPECT_FALSE(d.allowed);
@@ -80,7 +85,7 @@ TEST_F(DaemonLimiterTest, ClientsOfOneDaemonShareOneCount) {
 }
 
 TEST_F(DaemonLimiterTest, StatsReportTheDaemonsDecisionsAndCounters) {
-  auto limiter = Connect(FailureMode::kFailClosed);
+  auto limiter = Connect(FailureMode::kFailClosed, kPatient);
   EXPECT_EQ(Admit(*limiter, "alice", 7), 5);
   EXPECT_EQ(Admit(*limiter, "bob", 1), 1);
   auto client = std::move(*Client::Connect(daemon_.ipc()));
@@ -109,7 +114,7 @@ TEST(DaemonLimiterOptionsTest, CapacityIsConfigurable) {
 }
 
 TEST_F(DaemonLimiterTest, UnknownTierIsAnErrorNotAnOutage) {
-  auto l = Connect(FailureMode::kFailOpen);
+  auto l = Connect(FailureMode::kFailOpen, kPatient);
   auto r = l->Check("alice", "gold");
   ASSERT_FALSE(r.has_value());
   EXPECT_NE(r.error().message.find("gold"), std::string::npos);

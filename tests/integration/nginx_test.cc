@@ -87,7 +87,7 @@ class NginxTest : public ::testing::Test {
       waitpid(nginx_, &status, 0);
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << testing::ReadFile(dir_ + "/error.log");
     }
-    if (service_.Running()) {
+    if (service_.started()) {
       EXPECT_TRUE(service_.Stop());
     }
     (void)system(("rm -rf " + dir_).c_str());

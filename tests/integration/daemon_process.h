@@ -40,6 +40,19 @@ inline int64_t StatOf(Client& client, const std::string& name) {
   return -1;
 }
 
+// Waits (with a deadline) until a same-host client reads through shared
+// memory. It attaches at Connect only if the daemon answers its INFO within
+// 100 ms; otherwise it reads over the socket and tries again, at most once a
+// second, as it reads: a loaded machine makes the first try miss.
+inline bool WaitUntilAttached(Client& client, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  return WaitUntil(
+      [&] {
+        (void)client.Exists("cachet-test-attach");
+        return client.ReadsSharedMemory();
+      },
+      limit, std::chrono::milliseconds(10));
+}
+
 // Runs cachetd with `args` to completion (up to `limit`): for tests of
 // options it must refuse. It always runs on names of its own (a unique
 // segment and ipc path, no tcp endpoint) unless `args` set them, so a

@@ -37,4 +37,11 @@ echo "find_package build: $out"
 out=$("$work/client_example_pc" "ipc:///tmp/$name.sock")
 echo "pkg-config build: $out"
 [ "$out" = "value=hello from cachet visits=2 shared_memory_reads=yes" ]
+# cachetd stops cleanly on SIGTERM (its stderr, with any sanitizer report,
+# is this script's, which the test's runner checks).
+kill "$daemon_pid"
+status=0
+wait "$daemon_pid" || status=$?
+daemon_pid=""
+[ "$status" -eq 0 ] || { echo "cachetd exited with status $status on SIGTERM" >&2; exit 1; }
 echo "installed package: ok"

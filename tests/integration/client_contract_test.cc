@@ -57,6 +57,11 @@ class LossyLink {
     std::lock_guard<std::mutex> lock(mu_);
     return ops_;
   }
+  // When each request arrived.
+  std::vector<std::chrono::steady_clock::time_point> arrivals() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return arrivals_;
+  }
   int replies_lost() const { return lost_.load(); }
 
  private:
@@ -91,6 +96,7 @@ class LossyLink {
           {
             std::lock_guard<std::mutex> lock(mu_);
             ops_.push_back(op);
+            arrivals_.push_back(std::chrono::steady_clock::now());
             n = static_cast<int>(ops_.size());
           }
           waiting[id] = {std::move(frames[0]), lose_(n, op)};
@@ -125,6 +131,7 @@ class LossyLink {
   std::atomic<int> lost_{0};
   mutable std::mutex mu_;
   std::vector<std::string> ops_;
+  std::vector<std::chrono::steady_clock::time_point> arrivals_;
 };
 
 constexpr const char* kPolicy = R"([tier.regular]
@@ -308,13 +315,125 @@ TEST_F(ClientContractTest, AnIncrToAStalledDaemonIsNotRetried) {
   EXPECT_LT(took, milliseconds(2000));
   // The stalled INCR is applied once (the daemon read it before the
   // client closed the connection) or not at all, never more.
-  ASSERT_TRUE(testing::Eventually([&] { return client->Ping().has_value(); }));
+  ASSERT_TRUE(testing::WaitUntil([&] { return client->Ping().has_value(); }));
   const int64_t after = Counter("c");
   EXPECT_TRUE(after == 1 || after == 2) << after;
   const auto next = client->Incr("c");
   ASSERT_TRUE(next.has_value()) << next.error().ToString();
   EXPECT_TRUE(*next == 2 || *next == 3) << *next;
   EXPECT_LE(Counter("c"), 3);
+}
+
+// "Idempotent ops are retried with exponential backoff (2 retries by
+// default)": the defaults, then the schedule of the attempts as the link saw
+// them arrive, and the bound on the whole call (timeout * attempts + backoff).
+TEST_F(ClientContractTest, RetriesFollowAnExponentialBackoffWithinTheirBound) {
+  const ClientOptions defaults;
+  EXPECT_EQ(defaults.retries, 2);
+  EXPECT_EQ(defaults.timeout, milliseconds(1000));
+  EXPECT_EQ(defaults.backoff, milliseconds(20));
+
+  LossyLink link(daemon_.tcp(), [](int, const std::string&) { return true; });
+  ClientOptions o;
+  o.timeout = milliseconds(100);
+  o.retries = 3;
+  o.backoff = milliseconds(200);
+  o.shared_memory_reads = false;
+  auto client = Client::Connect(link.endpoint(), o);
+  ASSERT_TRUE(client.has_value());
+  const auto start = std::chrono::steady_clock::now();
+  auto r = (*client)->Del("k");
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kTimeout);
+  const auto at = link.arrivals();
+  ASSERT_EQ(at.size(), 4u);
+  // Each retry waits out the attempt before it (its timeout counts from
+  // before its connection was made, so that part varies), then 200, 400
+  // and 800 ms: a constant backoff would leave gaps of about 300 ms.
+  for (size_t i = 1; i < at.size(); ++i) {
+    EXPECT_GE(at[i] - at[i - 1], o.backoff * (1 << (i - 1))) << "retry " << i;
+  }
+  // 4 x 100 ms + 1400 ms of backoff; the rest is scheduling slack.
+  EXPECT_GE(took, milliseconds(1800));
+  EXPECT_LT(took, milliseconds(1800 + 1500));
+}
+
+// The reference client discards a reply whose id is not the one it waits
+// for (docs/protocol.md), even on a connection that was never reset: a
+// peer that answers every request twice, first with the previous request's
+// id, is still understood.
+TEST(ClientIdTest, AReplyWithAnotherIdIsDiscarded) {
+  zmq::context_t context(1);
+  zmq::socket_t server(context, zmq::socket_type::router);
+  server.set(zmq::sockopt::linger, 0);
+  server.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = server.get(zmq::sockopt::last_endpoint);
+  std::atomic<bool> stop{false};
+  std::atomic<int> served{0};
+  std::thread peer([&] {
+    while (!stop.load()) {
+      zmq::pollitem_t item{static_cast<void*>(server), 0, ZMQ_POLLIN, 0};
+      if (zmq::poll(&item, 1, milliseconds(20)) == 0) continue;
+      std::vector<zmq::message_t> frames;
+      (void)zmq::recv_multipart(server, std::back_inserter(frames));
+      if (frames.size() != 2) continue;
+      auto handle = msgpack::unpack(static_cast<const char*>(frames[1].data()), frames[1].size());
+      const uint64_t id = handle.get().via.array.ptr[1].as<uint64_t>();
+      for (const uint64_t reply_id : {id - 1, id}) {
+        msgpack::sbuffer buf;
+        msgpack::packer<msgpack::sbuffer> pk(&buf);
+        pk.pack_array(3);
+        pk.pack(reply_id);
+        pk.pack(0);
+        const std::string value = "answer to " + std::to_string(reply_id);
+        pk.pack_bin(static_cast<uint32_t>(value.size()));
+        pk.pack_bin_body(value.data(), static_cast<uint32_t>(value.size()));
+        server.send(zmq::buffer(frames[0].to_string()), zmq::send_flags::sndmore);
+        server.send(zmq::buffer(buf.data(), buf.size()), zmq::send_flags::none);
+      }
+      served.fetch_add(1);
+    }
+  });
+  ClientOptions o;
+  o.retries = 0;
+  o.shared_memory_reads = false;
+  auto client = Client::Connect(endpoint, o);
+  ASSERT_TRUE(client.has_value());
+  // Ids go 1, 2, 3: each answer is the one for its own request.
+  for (uint64_t id = 1; id <= 3; ++id) {
+    auto v = (*client)->Get("k");
+    ASSERT_TRUE(v.has_value()) << v.error().ToString();
+    EXPECT_EQ(*v, std::optional<std::string>("answer to " + std::to_string(id)));
+  }
+  stop.store(true);
+  peer.join();
+  EXPECT_EQ(served.load(), 3);
+}
+
+// A request is never queued toward a daemon that is not there: an INCR
+// that failed with UNAVAILABLE while the daemon was down is not applied when
+// it comes back.
+TEST_F(ClientContractTest, AnIncrThatFoundNoDaemonIsNeverAppliedLater) {
+  const std::string tcp = daemon_.tcp();
+  ClientOptions o;
+  o.timeout = milliseconds(300);
+  auto over_tcp = Client::Connect(tcp, o);
+  auto over_ipc = Client::Connect(daemon_.ipc(), o);
+  ASSERT_TRUE(over_tcp.has_value() && over_ipc.has_value());
+  ASSERT_EQ((*over_tcp)->Incr("n").value(), 1);
+  EXPECT_EQ(daemon_.Kill(), 128 + SIGKILL);
+  for (Client* c : {over_tcp->get(), over_ipc->get()}) {
+    auto r = c->Incr("n");
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().ToString();
+  }
+  ASSERT_TRUE(daemon_.Start(tcp));
+  // Both clients reconnect by themselves; their next INCR is the second one.
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*over_tcp)->Ping().has_value(); }));
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*over_ipc)->Ping().has_value(); }));
+  EXPECT_EQ((*over_ipc)->Incr("n").value(), 2);
+  EXPECT_EQ((*over_tcp)->Get("n").value(), std::optional<std::string>("2"));
 }
 
 // --- Late replies ----------------------------------------------------------
@@ -342,7 +461,7 @@ TEST_F(ClientContractTest, ALateReplyIsNeverTakenForTheNextAnswer) {
       // now on its way, or dropped with the closed connection). `requests`
       // counts each STATS too, itself included.
       int polls = 0;
-      ASSERT_TRUE(testing::Eventually([&] {
+      ASSERT_TRUE(testing::WaitUntil([&] {
         ++polls;
         return testing::StatOf(*direct_, "requests") >= answered + polls + 1;
       })) << "the daemon never answered the stalled GET";
@@ -408,12 +527,12 @@ TEST_F(ClientContractTest, SameHostReadsGoOnWhileTheDaemonIsStoppedOrKilled) {
     ASSERT_TRUE(stalled.stopped());
     read_for_a_while("daemon stopped", false);  // a write would be applied on SIGCONT
   }
-  ASSERT_TRUE(testing::Eventually([&] { return client.Ping().has_value(); }));
+  ASSERT_TRUE(testing::WaitUntil([&] { return client.Ping().has_value(); }));
   EXPECT_EQ(daemon_.Kill(), 128 + SIGKILL);
   read_for_a_while("daemon killed", true);
   // Back, warm: the same segment, the writes work again.
   ASSERT_TRUE(daemon_.Start());
-  ASSERT_TRUE(testing::Eventually([&] { return client.Set("kept", "newer").has_value(); }));
+  ASSERT_TRUE(testing::WaitUntil([&] { return client.Set("kept", "newer").has_value(); }));
   EXPECT_EQ(client.Get("kept").value(), std::optional<std::string>("newer"));
 }
 

@@ -123,7 +123,7 @@ TEST(DaemonContractTest, SigtermAnswersTheRequestsAlreadyReceived) {
       socket.send(zmq::buffer(request), zmq::send_flags::none);
     }
     // Received: every byte is in the kernel's buffer for the daemon.
-    ASSERT_TRUE(testing::Eventually([&] { return ReceiveQueued(port) >= static_cast<int64_t>(bytes); }))
+    ASSERT_TRUE(testing::WaitUntil([&] { return ReceiveQueued(port) >= static_cast<int64_t>(bytes); }))
         << ReceiveQueued(port) << " bytes queued, want " << bytes;
     kill(daemon.pid(), SIGTERM);  // pending until SIGCONT
   }
@@ -205,6 +205,69 @@ TEST(DaemonContractTest, AFlagWinsOverTheFileAtStartAndOnReload) {
   EXPECT_NE(daemon.log().find("kept for a warm restart"), std::string::npos) << daemon.log();
 }
 
+// "Every setting is a command-line flag and a line in the file": each row
+// of the settings table in docs/operations.md is an option of cachetd.
+TEST(DaemonContractTest, HelpListsEverySettingOfTheOperationsTable) {
+  const testing::ProgramResult help = testing::RunProgram({CACHETD_PATH, "--help"});
+  EXPECT_EQ(help.code, 0);
+  for (const char* setting : {"segment", "ipc", "tcp", "capacity", "max-entries", "max-key-size", "max-value-size",
+                              "policy", "max-frame", "log-level", "log-file", "remove-segment-on-exit",
+                              "rate-limit-policy", "rate-limit-capacity", "pub", "config"}) {
+    EXPECT_NE(help.out.find(std::string("--") + setting), std::string::npos) << setting << " missing from:\n"
+                                                                             << help.out;
+  }
+}
+
+// cachectl takes its endpoint from $CACHET_ENDPOINT when --endpoint is not
+// given, and --endpoint wins over it (docs/operations.md, "Command line").
+TEST(DaemonContractTest, CachectlFindsTheDaemonThroughCachetEndpoint) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  const std::string nowhere = "ipc:///tmp/" + testing::UniqueSegmentName("none") + ".sock";
+  ASSERT_EQ(setenv("CACHET_ENDPOINT", daemon.tcp().c_str(), 1), 0);
+  const testing::ProgramResult ping = testing::RunProgram({CACHECTL_PATH, "ping"});
+  const testing::ProgramResult set = testing::RunProgram({CACHECTL_PATH, "set", "from-env", "yes"});
+  const testing::ProgramResult flag_wins =
+      testing::RunProgram({CACHECTL_PATH, "--endpoint", nowhere, "--timeout", "100", "ping"});
+  ASSERT_EQ(setenv("CACHET_ENDPOINT", nowhere.c_str(), 1), 0);
+  const testing::ProgramResult env_nowhere = testing::RunProgram({CACHECTL_PATH, "--timeout", "100", "ping"});
+  unsetenv("CACHET_ENDPOINT");
+  EXPECT_EQ(ping.code, 0) << ping.err;
+  EXPECT_EQ(ping.out, "PONG\n");
+  EXPECT_EQ(set.code, 0) << set.err;
+  EXPECT_EQ(flag_wins.code, 3) << flag_wins.out << flag_wins.err;
+  EXPECT_EQ(env_nowhere.code, 3) << env_nowhere.out << env_nowhere.err;
+  auto client = Connect(daemon.tcp());
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->Get("from-env").value(), std::optional<std::string>("yes"));
+}
+
+// INCR/DECR that would leave the 64-bit range get OVERFLOW over the wire and
+// leave the value as it was (docs/protocol.md).
+TEST(DaemonContractTest, IncrPastTheRangeIsAnOverflowAndChangesNothing) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  auto client = Connect(daemon.tcp());
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(client->Set("top", "9223372036854775806").has_value());
+  EXPECT_EQ(client->Incr("top").value(), INT64_MAX);
+  auto over = client->Incr("top");
+  ASSERT_FALSE(over.has_value());
+  EXPECT_EQ(over.error().code, ErrorCode::kOverflow) << over.error().ToString();
+  EXPECT_EQ(client->Get("top").value(), std::optional<std::string>("9223372036854775807"));
+  ASSERT_TRUE(client->Set("bottom", "-9223372036854775807").has_value());
+  EXPECT_EQ(client->Decr("bottom").value(), INT64_MIN);
+  auto under = client->Decr("bottom");
+  ASSERT_FALSE(under.has_value());
+  EXPECT_EQ(under.error().code, ErrorCode::kOverflow);
+  EXPECT_EQ(client->Get("bottom").value(), std::optional<std::string>("-9223372036854775808"));
+  // A delta that is itself out of range for DECR (negating INT64_MIN).
+  auto negated = client->Decr("fresh", INT64_MIN);
+  ASSERT_FALSE(negated.has_value());
+  EXPECT_EQ(negated.error().code, ErrorCode::kOverflow) << negated.error().ToString();
+  EXPECT_EQ(client->Exists("fresh").value(), false);
+}
+
 // --- Expiry timer ----------------------------------------------------------
 
 // Keys with a short TTL that nobody reads or overwrites are reclaimed by the
@@ -231,7 +294,7 @@ TEST(DaemonContractTest, TheDaemonsTimerReclaimsExpiredKeysNobodyReads) {
   EXPECT_EQ(StatOf(*client, "bytes"), (kKeys + 1) * item_bytes);
   EXPECT_EQ(StatOf(*client, "expirations"), 0);
   // No read, no write: only the timer can reclaim them.
-  ASSERT_TRUE(testing::Eventually([&] { return StatOf(*client, "entries") == 1; }))
+  ASSERT_TRUE(testing::WaitUntil([&] { return StatOf(*client, "entries") == 1; }))
       << "entries stayed at " << StatOf(*client, "entries");
   EXPECT_EQ(StatOf(*client, "bytes"), item_bytes);
   EXPECT_EQ(StatOf(*client, "expirations"), kKeys);
@@ -329,7 +392,7 @@ TEST(PolicySubscriberTest, RefusesABadPublishedPolicyKeepsTheOldOneAndReportsIt)
   auto sub = PolicySubscriber::Start(endpoint, **limiter, [&](const PolicyFile&) { callbacks.fetch_add(1); });
   ASSERT_TRUE(sub.has_value()) << sub.error().ToString();
   // Published again and again, as the daemon does, until the subscriber has joined.
-  ASSERT_TRUE(testing::Eventually([&] {
+  ASSERT_TRUE(testing::WaitUntil([&] {
     publish("1", "[tier.regular]\nper_minute = 3/1m fixed_window\n");
     return (*sub)->version() == 1;
   }));
@@ -338,7 +401,7 @@ TEST(PolicySubscriberTest, RefusesABadPublishedPolicyKeepsTheOldOneAndReportsIt)
   for (int i = 0; i < 2; ++i) EXPECT_TRUE((*limiter)->Check("user", "regular").value().allowed);
 
   const std::string bad = "[tier.regular]\nper_minute = 3/1m fixed_window\nper_hour = lots\n";
-  ASSERT_TRUE(testing::Eventually([&] {
+  ASSERT_TRUE(testing::WaitUntil([&] {
     publish("2", bad);
     return (*sub)->rejected() == 1;
   }));
@@ -357,7 +420,7 @@ TEST(PolicySubscriberTest, RefusesABadPublishedPolicyKeepsTheOldOneAndReportsIt)
   EXPECT_FALSE((*limiter)->Check("user", "regular").value().allowed);
 
   // The next good version is installed (the limit rises, the count stays).
-  ASSERT_TRUE(testing::Eventually([&] {
+  ASSERT_TRUE(testing::WaitUntil([&] {
     publish("3", "[tier.regular]\nper_minute = 5/1m fixed_window\n");
     return (*sub)->version() == 3;
   }));

@@ -1,6 +1,5 @@
 // Deterministic control of a running server for contract tests: suspend it
-// (SIGSTOP) for a scope so that replies become late or never come, and poll
-// for an outcome with a deadline.
+// (SIGSTOP) for a scope, so that replies become late or never come.
 #pragma once
 
 #include <signal.h>
@@ -11,19 +10,9 @@
 #include <string>
 #include <thread>
 
-namespace cachet::testing {
+#include "test_util.h"
 
-// Polls `done` every few milliseconds until it holds or `limit` passes;
-// returns its last value.
-template <typename Predicate>
-bool Eventually(Predicate done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    if (done()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return done();
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
+namespace cachet::testing {
 
 // The scheduler state of `pid` from /proc ('R', 'S', 'T' for stopped, ...),
 // or '?' when it is gone.
@@ -42,7 +31,7 @@ class Suspended {
  public:
   explicit Suspended(pid_t pid) : pid_(pid) {
     kill(pid_, SIGSTOP);
-    stopped_ = Eventually([&] { return ProcessState(pid_) == 'T'; }, std::chrono::seconds(5));
+    stopped_ = WaitUntil([&] { return ProcessState(pid_) == 'T'; }, std::chrono::seconds(5));
   }
   ~Suspended() { Resume(); }
   Suspended(const Suspended&) = delete;

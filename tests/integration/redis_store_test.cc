@@ -1,6 +1,6 @@
 // The Redis store's promises (docs/operations.md "Where the counts live",
 // docs/design.md "The rate limiter"), against Debian's redis-server started
-// by the test on a free loopback tcp port:
+// by the test on a free loopback tcp port (tests/redis_server.h):
 //   * decisions over tcp, shared by every limiter of that Redis, state in
 //     one hash per key and rule that expires when idle;
 //   * a SCRIPT FLUSH (or a restarted Redis that lost its scripts) costs no
@@ -8,13 +8,7 @@
 //   * on a dead Redis each failure mode decides as documented, the outage is
 //     reported once, Redis is not asked again before the retry interval, and
 //     decisions go back to it by themselves.
-#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -22,8 +16,7 @@
 
 #include "cachet/redis_rate_limiter.h"
 #include "limiter_test_util.h"
-#include "process_control.h"
-#include "test_util.h"
+#include "redis_server.h"
 
 namespace cachet {
 namespace {
@@ -35,76 +28,18 @@ struct RedisReplyFree {
   void operator()(redisReply* r) const { freeReplyObject(r); }
 };
 using ReplyPtr = std::unique_ptr<redisReply, RedisReplyFree>;
-struct RedisContextFree {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
 
-// A port on loopback nobody listens on at the moment of asking.
-int FreeLoopbackPort() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = -1;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
+// One command to `redis` on a connection of its own; nullptr when Redis is unreachable.
+ReplyPtr Command(const testing::RedisServer& redis, const std::string& command) {
+  const std::string address = redis.address();
+  const size_t colon = address.rfind(':');
+  redisContext* c =
+      redisConnectWithTimeout(address.substr(0, colon).c_str(), std::stoi(address.substr(colon + 1)), timeval{1, 0});
+  ReplyPtr reply;
+  if (c != nullptr && c->err == 0) reply.reset(static_cast<redisReply*>(redisCommand(c, command.c_str())));
+  if (c != nullptr) redisFree(c);
+  return reply;
 }
-
-// redis-server on 127.0.0.1:<free port>, no persistence, ready once it
-// answers PING (not when its socket exists).
-class TcpRedis {
- public:
-  TcpRedis() { EXPECT_TRUE(Start()) << "redis-server did not answer PING"; }
-  ~TcpRedis() { Kill(); }
-
-  // Starts (again, on the same port once it has one); true once PING answers.
-  bool Start() {
-    for (int attempt = 0; attempt < 5; ++attempt) {
-      if (port_ < 0) port_ = FreeLoopbackPort();
-      pid_ = testing::Launch({"/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", std::to_string(port_), "--save",
-                              "", "--appendonly", "no", "--logfile", ""},
-                             "/dev/null");
-      if (testing::Eventually([&] { return Ping() || Exited(); }) && !Exited()) return true;
-      Kill();
-      port_ = -1;  // taken meanwhile by someone else: another port
-    }
-    return false;
-  }
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
-  // One command on a connection of its own; nullptr when Redis is unreachable.
-  ReplyPtr Command(const std::string& command) const {
-    std::unique_ptr<redisContext, RedisContextFree> c(redisConnectWithTimeout("127.0.0.1", port_, {1, 0}));
-    if (!c || c->err) return nullptr;
-    return ReplyPtr(static_cast<redisReply*>(redisCommand(c.get(), command.c_str())));
-  }
-
- private:
-  bool Ping() const {
-    ReplyPtr r = Command("PING");
-    return r && r->type == REDIS_REPLY_STATUS && std::string(r->str) == "PONG";
-  }
-  bool Exited() {
-    int status = 0;
-    if (pid_ > 0 && waitpid(pid_, &status, WNOHANG) == pid_) pid_ = -1;
-    return pid_ <= 0;
-  }
-
-  int port_ = -1;
-  pid_t pid_ = -1;
-};
 
 RateLimitPolicy Policy(uint64_t limit) {
   RateLimitPolicy p;
@@ -114,6 +49,8 @@ RateLimitPolicy Policy(uint64_t limit) {
 
 class RedisStoreTest : public ::testing::Test {
  protected:
+  void SetUp() override { ASSERT_TRUE(redis_.Start()); }
+
   std::unique_ptr<RedisRateLimiter> Connect(const RateLimitPolicy& p, FailureMode mode,
                                             std::optional<RateLimitPolicy> fallback = std::nullopt) {
     DaemonRateLimiterOptions o;
@@ -130,7 +67,7 @@ class RedisStoreTest : public ::testing::Test {
     return l ? std::move(*l) : nullptr;
   }
 
-  TcpRedis redis_;
+  testing::RedisServer redis_{testing::RedisServer::Listen::kTcp};
   FakeClock clock_{1'700'000'040'000};  // the start of a minute
   int outages_ = 0, recoveries_ = 0;
   std::string last_outage_;
@@ -154,10 +91,10 @@ TEST_F(RedisStoreTest, OverTcpLimitersShareOneCountKeptInAnExpiringHash) {
   EXPECT_EQ(denied->retry_after, milliseconds(60'000));  // the clock is at a minute's start
   EXPECT_EQ(denied->rule, "per_minute");
   // The state: one hash for (tier, rule, key), expiring when idle.
-  ReplyPtr type = redis_.Command("TYPE cachet:rl:regular/per_minute:user");
+  ReplyPtr type = Command(redis_, "TYPE cachet:rl:regular/per_minute:user");
   ASSERT_TRUE(type);
   EXPECT_EQ(std::string(type->str), "hash");
-  ReplyPtr ttl = redis_.Command("PTTL cachet:rl:regular/per_minute:user");
+  ReplyPtr ttl = Command(redis_, "PTTL cachet:rl:regular/per_minute:user");
   ASSERT_TRUE(ttl);
   EXPECT_GT(ttl->integer, 0);
   EXPECT_LE(ttl->integer, 2 * 60'000 + 1000);
@@ -171,7 +108,7 @@ TEST_F(RedisStoreTest, AfterScriptFlushRedisStillDecidesWithTheCountIntact) {
   auto l = Connect(Policy(5), FailureMode::kFailClosed);
   ASSERT_TRUE(l);
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(l->Check("user", "regular").value().allowed);
-  ReplyPtr flushed = redis_.Command("SCRIPT FLUSH");
+  ReplyPtr flushed = Command(redis_, "SCRIPT FLUSH");
   ASSERT_TRUE(flushed);
   ASSERT_EQ(flushed->type, REDIS_REPLY_STATUS);
   auto d = l->Check("user", "regular");
@@ -194,7 +131,7 @@ TEST_F(RedisStoreTest, ADeadRedisIsHandledByEachFailureMode) {
     outages_ = recoveries_ = 0;
     auto l = Connect(Policy(100), mode, fallback);
     ASSERT_TRUE(l);
-    ASSERT_TRUE(redis_.Command("FLUSHALL"));
+    ASSERT_TRUE(Command(redis_, "FLUSHALL"));
     auto first = l->Check("user", "regular");
     ASSERT_TRUE(first.has_value() && first->allowed);
     EXPECT_EQ(first->remaining, 99u);
@@ -242,7 +179,7 @@ TEST_F(RedisStoreTest, ADeadRedisIsHandledByEachFailureMode) {
       EXPECT_EQ(still->rule, "local");
     }
     EXPECT_EQ(recoveries_, 0);
-    ReplyPtr keys = redis_.Command("DBSIZE");
+    ReplyPtr keys = Command(redis_, "DBSIZE");
     ASSERT_TRUE(keys);
     EXPECT_EQ(keys->integer, 0) << "no decision reached the new Redis";
 

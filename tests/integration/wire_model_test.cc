@@ -431,7 +431,7 @@ void RunAgainstTheModel(const std::vector<std::string>& daemon_args, bool may_ev
     ASSERT_TRUE(daemon.Start(tcp));
     ASSERT_NE(daemon.log().find("warm restart"), std::string::npos) << daemon.log();
     for (Client* c : {ipc_client.get(), tcp_client.get()}) {
-      ASSERT_TRUE(testing::Eventually([&] { return c->Ping().has_value(); })) << c->endpoint();
+      ASSERT_TRUE(testing::WaitUntil([&] { return c->Ping().has_value(); })) << c->endpoint();
     }
     ASSERT_TRUE(model.VerifyAll(*tcp_client, "tcp"));
     ASSERT_TRUE(model.VerifyAll(*ipc_client, "ipc"));

@@ -1,5 +1,6 @@
 #include "cachet/client.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,7 +19,6 @@ namespace {
 
 // Shared-memory reads re-check the daemon's segment (INFO) at most this often.
 constexpr std::chrono::milliseconds kSegmentCheckInterval{1000};
-constexpr uint32_t kReadsBetweenClockChecks = 1024;
 constexpr std::chrono::milliseconds kSegmentCheckTimeout{100};
 
 // One ZeroMQ context (one I/O thread) for every Client of the process: a
@@ -38,9 +38,13 @@ zmq::context_t& SharedContext() {
   return *context;
 }
 
-int64_t SteadyMs() {
-  using namespace std::chrono;
-  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+// CLOCK_MONOTONIC_COARSE in milliseconds: a few nanoseconds a read (vDSO,
+// no syscall) at the kernel tick's resolution, plenty for a 1 s interval,
+// so shared-memory reads can afford to look at it every time.
+int64_t CoarseSteadyMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
 Error Unexpected(const char* what) {
@@ -86,7 +90,7 @@ class Client::Impl {
       std::lock_guard<std::mutex> lock(mu_);
       // Without the daemon there is no segment yet: reads go over the socket
       // until a later check attaches.
-      last_check_ms_.store(SteadyMs(), std::memory_order_relaxed);
+      last_check_ms_.store(CoarseSteadyMs(), std::memory_order_relaxed);
       (void)RefreshSegmentLocked();
     }
     return {};
@@ -124,11 +128,12 @@ class Client::Impl {
   // Lock-free read through the segment, or nullptr when not attached.
   Cache* SharedMemory() {
     Cache* shm = shm_.load(std::memory_order_acquire);
-    // Attached: look at the clock now and then; not attached (no daemon at
-    // start): try to attach at most once per check interval.
-    // A per-thread count: readers on many threads share no counter line.
-    static thread_local uint32_t reads = 0;
-    if (shm == nullptr || ++reads % kReadsBetweenClockChecks == 0) {
+    // Once the check interval has passed, ask the daemon again (attached:
+    // has it rebuilt the segment? not attached: is there one now?). By the
+    // clock, not by a count of reads: a client that reads rarely must notice
+    // a rebuilt segment as soon as one that reads all the time.
+    if (shm == nullptr ||
+        CoarseSteadyMs() - last_check_ms_.load(std::memory_order_relaxed) >= kSegmentCheckInterval.count()) {
       MaybeRecheckSegment();
       shm = shm_.load(std::memory_order_acquire);
     }
@@ -139,7 +144,7 @@ class Client::Impl {
   // with a new segment, or there may be one to attach for the first time.
   void MaybeRecheckSegment() {
     if (endpoint_.rfind("ipc://", 0) != 0 || !options_.shared_memory_reads) return;
-    const int64_t now = SteadyMs();
+    const int64_t now = CoarseSteadyMs();
     if (now - last_check_ms_.load(std::memory_order_relaxed) < kSegmentCheckInterval.count()) return;
     std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
     if (!lock.owns_lock()) return;  // another thread is talking to the daemon; check later

@@ -436,6 +436,38 @@ TEST_F(ClientContractTest, AnIncrThatFoundNoDaemonIsNeverAppliedLater) {
   EXPECT_EQ((*over_tcp)->Get("n").value(), std::optional<std::string>("2"));
 }
 
+// "Same-host clients notice the new generation within a second and
+// re-attach by themselves" (docs/operations.md): also a client that reads
+// rarely. It used to look at the clock every 1,024 reads only, so a client
+// reading ten times a second kept reading the old, removed segment for
+// minutes.
+TEST(SegmentCheckTest, ARareReaderNoticesARebuiltSegmentWithinSeconds) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  auto client = Client::Connect(daemon.ipc());
+  ASSERT_TRUE(client.has_value());
+  ASSERT_TRUE((*client)->ReadsSharedMemory());
+  ASSERT_TRUE((*client)->Set("old", "1").value());
+  EXPECT_EQ(daemon.Stop(), 0);
+  daemon.SetExtraArgs({"--capacity", "16MiB"});  // another layout: rebuilt empty
+  ASSERT_TRUE(daemon.Start());
+  ASSERT_NE(daemon.log().find("rebuilding it empty (generation 2)"), std::string::npos) << daemon.log();
+  // Ten reads a second: a check a second (plus a failed one while the
+  // client reconnects) re-attaches within a few of them.
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(testing::WaitUntil(
+      [&] {
+        auto v = (*client)->Get("old");
+        return v && !*v;
+      },
+      std::chrono::seconds(5), milliseconds(100)))
+      << "still reading the removed segment after 5 s";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_TRUE((*client)->ReadsSharedMemory());
+  ASSERT_TRUE((*client)->Set("new", "2").value());
+  EXPECT_EQ((*client)->Get("new").value(), std::optional<std::string>("2"));
+}
+
 // --- Late replies ----------------------------------------------------------
 
 // A GET times out while the daemon is stopped; when it resumes, it answers

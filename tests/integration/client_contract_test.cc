@@ -134,8 +134,10 @@ class LossyLink {
   std::vector<std::chrono::steady_clock::time_point> arrivals_;
 };
 
+// A day's window (aligned to UTC days): a test on the real clock cannot
+// straddle its boundary unless it runs at midnight.
 constexpr const char* kPolicy = R"([tier.regular]
-per_minute = 100/1m fixed_window
+per_day = 100/1d fixed_window
 )";
 
 class ClientContractTest : public ::testing::Test {

@@ -140,9 +140,15 @@ TEST_P(DaemonOpsTest, StatsReportCounters) {
   EXPECT_EQ(grew("hits"), 1);
   EXPECT_EQ(grew("misses"), 1);
   // Over ipc, reads come from shared memory: the daemon saw the SET and
-  // this STATS. Over tcp it also saw the two GETs.
+  // this STATS, and one INFO more if a second passed before a read (the
+  // client's segment check, by the clock). Over tcp it also saw the two GETs.
   const bool ipc = GetParam() == Transport::kIpc;
-  EXPECT_EQ(grew("requests"), ipc ? 2 : 4);
+  if (ipc) {
+    const int64_t requests = grew("requests");
+    EXPECT_TRUE(requests == 2 || requests == 3) << requests;
+  } else {
+    EXPECT_EQ(grew("requests"), 4);
+  }
   EXPECT_EQ(stat("entries"), 1);
   for (const char* zero : {"deletes", "evictions", "expirations", "errors", "dropped_frames", "reloads", "repairs",
                            "ratelimit_allowed", "ratelimit_denied", "ratelimit_counters"}) {

@@ -428,7 +428,10 @@ TEST_F(ClientContractTest, AnIncrThatFoundNoDaemonIsNeverAppliedLater) {
   for (Client* c : {over_tcp->get(), over_ipc->get()}) {
     auto r = c->Incr("n");
     ASSERT_FALSE(r.has_value());
-    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().ToString();
+    // UNAVAILABLE, or TIMEOUT when it went out on the dead connection
+    // before ZeroMQ saw it close: lost with that connection either way.
+    EXPECT_TRUE(r.error().code == ErrorCode::kUnavailable || r.error().code == ErrorCode::kTimeout)
+        << r.error().ToString();
   }
   ASSERT_TRUE(daemon_.Start(tcp));
   // Both clients reconnect by themselves; their next INCR is the second one.

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <map>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <set>
 #include <string>
@@ -83,6 +84,9 @@ struct Shape {
   int keys;
   int ops;  // about 1 s each, unsanitized
 };
+
+// gtest names a parameter by this, not by its bytes.
+void PrintTo(const Shape& shape, std::ostream* os) { *os << shape.name; }
 
 struct Entry {
   std::string value;

@@ -228,7 +228,7 @@ TEST_P(KilledMoveTest, WritersKilledMidMoveLoseNoItem) {
   Make(o);
   const uint64_t item_bytes = (24 + 6 + kFixedValueBytes + 7) / 8 * 8;
   auto key = [](int i) {
-    char k[8];
+    char k[16];
     std::snprintf(k, sizeof k, "key%03d", i);
     return std::string(k);
   };

@@ -48,6 +48,18 @@ __attribute__((noinline)) void* operator new(std::size_t n) {
   throw std::bad_alloc();
 }
 __attribute__((noinline)) void* operator new[](std::size_t n) { return ::operator new(n); }
+// The nothrow forms too (the repair asks for its memory with one), so that
+// every allocation is paired with the free() below, under ASan as well.
+__attribute__((noinline)) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  try {
+    return ::operator new(n);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+}
+__attribute__((noinline)) void* operator new[](std::size_t n, const std::nothrow_t& tag) noexcept {
+  return ::operator new(n, tag);
+}
 __attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
 __attribute__((noinline)) void operator delete[](void* p) noexcept { std::free(p); }
 __attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }

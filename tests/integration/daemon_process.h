@@ -21,6 +21,7 @@
 
 #include "cachet/cache.h"
 #include "cachet/client.h"
+#include "cachet/counter_table.h"
 #include "child_process.h"
 #include "test_util.h"
 
@@ -53,6 +54,14 @@ inline bool WaitUntilAttached(Client& client, std::chrono::milliseconds limit = 
       limit, std::chrono::milliseconds(10));
 }
 
+// Removes what a cachetd on `segment` leaves in /dev/shm: the cache segment,
+// its rate-limit counter table and its instance lock file (kept after kill -9).
+inline void RemoveDaemonFiles(const std::string& segment) {
+  (void)Cache::RemoveNamed(segment);
+  (void)CounterTable::Remove(segment + "-ratelimit");
+  unlink(("/dev/shm/" + segment + ".lock").c_str());
+}
+
 // Runs cachetd with `args` to completion (up to `limit`): for tests of
 // options it must refuse. It always runs on names of its own (a unique
 // segment and ipc path, no tcp endpoint) unless `args` set them, so a
@@ -70,7 +79,7 @@ inline ProgramResult RunCachetd(std::vector<std::string> args,
   if (!has("--tcp")) command.insert(command.end(), {"--tcp", ""});
   command.insert(command.end(), args.begin(), args.end());
   ProgramResult r = RunProgram(command, limit);
-  (void)Cache::RemoveNamed(id);
+  RemoveDaemonFiles(id);
   unlink(socket.c_str());
   return r;
 }
@@ -85,7 +94,7 @@ class DaemonProcess {
   }
   ~DaemonProcess() {
     Stop();
-    (void)Cache::RemoveNamed(segment_);
+    RemoveDaemonFiles(segment_);
     unlink(("/tmp/" + segment_ + ".sock").c_str());
     unlink(log_path_.c_str());
   }

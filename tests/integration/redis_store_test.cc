@@ -57,7 +57,7 @@ class RedisStoreTest : public ::testing::Test {
     o.on_failure = mode;
     o.timeout = milliseconds(500);
     o.retry_interval = milliseconds(1000);
-    o.fallback_policy = std::move(fallback);
+    if (fallback) o.fallback_policy.emplace(std::move(*fallback));
     o.on_health_change = [this](bool healthy, const Error& why) {
       (healthy ? recoveries_ : outages_)++;
       last_outage_ = why.ToString();

@@ -17,6 +17,14 @@ using std::chrono::milliseconds;
 
 constexpr size_t kValueBytes = 60000;
 constexpr int64_t kMiB = 1 << 20;
+// Resident memory a bounded backlog may still add. Under AddressSanitizer
+// freed reply buffers sit in its quarantine (256 MiB at most) before reuse,
+// so RSS says less there; the backlog figures below stay exact either way.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int64_t kAllocatorSlack = 256 * kMiB;
+#else
+constexpr int64_t kAllocatorSlack = 0;
+#endif
 
 // Resident memory of a process, from /proc/<pid>/status (VmRSS, in kB).
 int64_t ResidentBytes(pid_t pid) {
@@ -149,7 +157,7 @@ TEST_F(BackpressureTest, ClientThatNeverReadsIsCappedAndItsDroppedRepliesCounted
               "%lld replies dropped\n",
               static_cast<long long>(rss_before >> 10), static_cast<long long>(rss_flooded >> 10), kGets, kValueBytes,
               static_cast<long long>(backlog), static_cast<long long>(dropped));
-  EXPECT_LT(rss_flooded - rss_before, 24 * kMiB);
+  EXPECT_LT(rss_flooded - rss_before, 24 * kMiB + kAllocatorSlack);
   EXPECT_LE(backlog, 4 * kMiB + static_cast<int64_t>(kValueBytes) + 256);
   EXPECT_GT(dropped, 0);
 
@@ -175,7 +183,7 @@ TEST_F(BackpressureTest, TotalBacklogBoundsManyClientsThatNeverRead) {
   const int64_t backlog = Stat("reply_backlog_bytes");
   // The total plus at most one reply per connection that owed nothing.
   EXPECT_LE(backlog, 8 * kMiB + (kFlooders + 1) * static_cast<int64_t>(kValueBytes + 256));
-  EXPECT_LT(rss_flooded - rss_before, 32 * kMiB);
+  EXPECT_LT(rss_flooded - rss_before, 32 * kMiB + kAllocatorSlack);
   const int64_t dropped = Stat("dropped_replies");
   int64_t received = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -145,7 +145,7 @@ class WireModel {
     // The daemon's now lies in [t0, t1]; a key is live while now < deadline.
     // One millisecond of slack for the clocks' rounding.
     if (e.hi != kNever && t0 >= e.hi + 1) return Known::kDead;
-    if (t1 + 1 < e.lo) return may_evict_ ? Known::kEither : Known::kAlive;
+    if (t1 != kNever && t1 + 1 < e.lo) return may_evict_ ? Known::kEither : Known::kAlive;
     return Known::kEither;
   }
 

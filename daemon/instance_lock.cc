@@ -52,7 +52,8 @@ Result<InstanceLock> InstanceLock::Acquire(const std::string& segment) {
     }
     // A holder that exited between our open and our flock removed the file:
     // our lock is then on a file nobody else will find. Start again.
-    struct stat held {}, named {};
+    struct stat held {
+    }, named{};
     if (fstat(fd, &held) != 0 || stat(path.c_str(), &named) != 0 || held.st_ino != named.st_ino ||
         held.st_dev != named.st_dev) {
       close(fd);

@@ -24,9 +24,9 @@ using cachet::daemon::DaemonConfig;
 constexpr const char* kVersion = "0.1.0";
 
 // Exit codes (docs/operations.md).
-constexpr int kExitFailed = 1;     // a failure while starting or serving
-constexpr int kExitRefused = 2;    // the configuration cannot be used: bad value, file, endpoint
-constexpr int kExitInUse = 3;      // another cachetd serves this segment
+constexpr int kExitFailed = 1;   // a failure while starting or serving
+constexpr int kExitRefused = 2;  // the configuration cannot be used: bad value, file, endpoint
+constexpr int kExitInUse = 3;    // another cachetd serves this segment
 
 // Refusals before the daemon runs are one line on stderr.
 int Refuse(int code, const std::string& message) {

@@ -35,8 +35,7 @@ struct Signals {
 
 class Server {
  public:
-  Server(DaemonConfig config, std::vector<std::string> args, std::shared_ptr<spdlog::logger> logger,
-         Signals& signals);
+  Server(DaemonConfig config, std::vector<std::string> args, std::shared_ptr<spdlog::logger> logger, Signals& signals);
   ~Server();
 
   // Binds every configured endpoint, before the segment is made; fails with
@@ -62,7 +61,8 @@ class Server {
   DaemonConfig config_;
   const std::vector<std::string> args_;  // the command line, re-read on reload
   std::unique_ptr<Cache> cache_;
-  std::unique_ptr<RateLimiter> limiter_;  // decides RATELIMIT requests; set with the policy; counts in RateLimitSegment()
+  std::unique_ptr<RateLimiter>
+      limiter_;  // decides RATELIMIT requests; set with the policy; counts in RateLimitSegment()
   std::shared_ptr<spdlog::logger> log_;
   Signals& signals_;
   ReplyBacklog backlog_;  // before context_: its messages live until the context ends

@@ -37,8 +37,8 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <boost/program_options.hpp>
 #include <httplib.h>
+#include <boost/program_options.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -161,8 +161,8 @@ struct Args {
 Args Parse(int argc, char** argv) {
   Args a;
   po::options_description o("options");
-  o.add_options()("help,h", "print this help and exit")(
-      "policy", po::value(&a.policy)->value_name("FILE"), "rate-limit policy file: tiers, rules, API keys (required)")(
+  o.add_options()("help,h", "print this help and exit")("policy", po::value(&a.policy)->value_name("FILE"),
+                                                        "rate-limit policy file: tiers, rules, API keys (required)")(
       "host", po::value(&a.host)->default_value("127.0.0.1"), "address to listen on")(
       "port", po::value(&a.port)->default_value(8080), "port to listen on; 0 picks a free one")(
       "threads", po::value(&a.threads)->default_value(8), "threads answering requests (one per open connection)")(
@@ -205,9 +205,12 @@ Args Parse(int argc, char** argv) {
   if (a.threads < 1 || a.threads > 1024) Refuse("--threads must be 1 to 1024");
   if (a.timeout_ms < 1 || a.retry_ms < 1) Refuse("--store-timeout-ms and --retry-ms must be at least 1");
   const std::vector<std::pair<const char*, std::vector<std::string>>> applies = {
-      {"capacity", {"memory", "shm"}},         {"shm-name", {"shm"}},
-      {"daemon", {"cachetd"}},                 {"redis", {"redis"}},
-      {"on-failure", {"cachetd", "redis"}},    {"store-timeout-ms", {"cachetd", "redis"}},
+      {"capacity", {"memory", "shm"}},
+      {"shm-name", {"shm"}},
+      {"daemon", {"cachetd"}},
+      {"redis", {"redis"}},
+      {"on-failure", {"cachetd", "redis"}},
+      {"store-timeout-ms", {"cachetd", "redis"}},
       {"retry-ms", {"cachetd", "redis"}},
   };
   if (a.store != "memory" && a.store != "shm" && a.store != "cachetd" && a.store != "redis") {

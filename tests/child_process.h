@@ -130,8 +130,7 @@ class ChildProcess {
       Reap(0);
     }
     if (!was_running || exit_code_ != 128 + SIGKILL) {
-      ADD_FAILURE() << name_ << " had already ended (" << Describe(exit_code_) << ") when the test killed it"
-                    << Tail();
+      ADD_FAILURE() << name_ << " had already ended (" << Describe(exit_code_) << ") when the test killed it" << Tail();
     }
     CheckOutput();
     return exit_code_;

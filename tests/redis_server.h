@@ -51,8 +51,8 @@ class RedisServer {
     if (child_) return ::testing::AssertionFailure() << "redis-server is already running";
     for (int attempt = 0; attempt < 5; ++attempt) {
       if (listen_ == Listen::kTcp && (port_ == 0 || attempt > 0)) port_ = FreeLoopbackPort();
-      std::vector<std::string> args = {REDIS_SERVER_PATH, "--save", "", "--appendonly", "no", "--dir", dir_,
-                                       "--logfile", dir_ + "/redis.log"};
+      std::vector<std::string> args = {REDIS_SERVER_PATH, "--save", "",          "--appendonly",     "no",
+                                       "--dir",           dir_,     "--logfile", dir_ + "/redis.log"};
       if (listen_ == Listen::kTcp) {
         args.insert(args.end(), {"--bind", "127.0.0.1", "--port", std::to_string(port_)});
       } else {

@@ -83,8 +83,7 @@ LogId Cache::Impl::ChooseVictimLocked() const {
   const LogState& main = header_->logs[kMainLog];
   if (options_.policy != EvictionPolicy::kS3Fifo || small.head == small.tail) return kMainLog;
   if (main.head == main.tail) return kSmallLog;
-  const bool small_full =
-      small.live_bytes >= small_target_bytes_ || small.live_items >= small_target_items_;
+  const bool small_full = small.live_bytes >= small_target_bytes_ || small.live_items >= small_target_items_;
   return small_full ? kSmallLog : kMainLog;
 }
 

@@ -155,7 +155,7 @@ struct alignas(64) SegmentHeader {
   uint8_t move_log;
   uint8_t move_freq;
   uint8_t move_reserved[2];
-  uint64_t moves_finished;  // atomic relaxed: moves a repair completed from the move buffer
+  uint64_t moves_finished;       // atomic relaxed: moves a repair completed from the move buffer
   pthread_mutex_t writer_mutex;  // process-shared, robust
 
   // Counters (atomic relaxed).

@@ -153,10 +153,11 @@ TEST_F(BackpressureTest, ClientThatNeverReadsIsCappedAndItsDroppedRepliesCounted
   const int64_t rss_flooded = ResidentBytes(daemon_->pid());
   const int64_t backlog = Stat("reply_backlog_bytes");
   const int64_t dropped = Stat("dropped_replies");
-  std::printf("cachetd VmRSS %lld KiB before, %lld KiB with %d unread GETs of %zu bytes; backlog %lld bytes, "
-              "%lld replies dropped\n",
-              static_cast<long long>(rss_before >> 10), static_cast<long long>(rss_flooded >> 10), kGets, kValueBytes,
-              static_cast<long long>(backlog), static_cast<long long>(dropped));
+  std::printf(
+      "cachetd VmRSS %lld KiB before, %lld KiB with %d unread GETs of %zu bytes; backlog %lld bytes, "
+      "%lld replies dropped\n",
+      static_cast<long long>(rss_before >> 10), static_cast<long long>(rss_flooded >> 10), kGets, kValueBytes,
+      static_cast<long long>(backlog), static_cast<long long>(dropped));
   EXPECT_LT(rss_flooded - rss_before, 24 * kMiB + kAllocatorSlack);
   EXPECT_LE(backlog, 4 * kMiB + static_cast<int64_t>(kValueBytes) + 256);
   EXPECT_GT(dropped, 0);

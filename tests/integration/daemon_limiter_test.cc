@@ -252,8 +252,8 @@ TEST_F(DaemonLimiterRestartTest, CountsSurviveACleanStop) {
 }
 
 TEST_F(DaemonLimiterRestartTest, RemoveSegmentOnExitRemovesTheCountersToo) {
-  daemon_.SetExtraArgs({"--rate-limit-policy", path_, "--rate-limit-capacity", "4096", "--remove-segment-on-exit",
-                        "true"});
+  daemon_.SetExtraArgs(
+      {"--rate-limit-policy", path_, "--rate-limit-capacity", "4096", "--remove-segment-on-exit", "true"});
   ASSERT_TRUE(daemon_.Start());
   EXPECT_EQ(Admit("alice", 5), 5);
   EXPECT_TRUE(TableExists());

@@ -147,10 +147,14 @@ class DaemonProcess {
   // SIGTERM and wait; returns the exit status (or -1 if not running). Fails
   // the test unless cachetd exits with 0 in time and reports no sanitizer
   // error.
-  int Stop() { return End([](ChildProcess& c) { return c.Stop(); }); }
+  int Stop() {
+    return End([](ChildProcess& c) { return c.Stop(); });
+  }
   // SIGKILL: the opt-out from the exit check, for kill tests. Fails the test
   // if cachetd had already died by itself.
-  int Kill() { return End([](ChildProcess& c) { return c.Kill(); }); }
+  int Kill() {
+    return End([](ChildProcess& c) { return c.Kill(); });
+  }
   void Hup() const { Signal(SIGHUP); }
   // Any other signal (SIGSTOP/SIGCONT to stall it); Stop() resumes a stopped daemon.
   void Signal(int sig) const {
@@ -159,10 +163,12 @@ class DaemonProcess {
 
   // Waits (with a deadline) until the log contains `text` after `from` bytes.
   bool WaitForLog(const std::string& text, size_t from = 0, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
-    return WaitUntil([&] {
-      const std::string log = ReadFile(log_path_);
-      return log.size() > from && log.find(text, from) != std::string::npos;
-    }, limit);
+    return WaitUntil(
+        [&] {
+          const std::string log = ReadFile(log_path_);
+          return log.size() > from && log.find(text, from) != std::string::npos;
+        },
+        limit);
   }
 
   const std::string& ipc() const { return ipc_; }

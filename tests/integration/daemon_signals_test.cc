@@ -56,7 +56,8 @@ TEST(DaemonSignalsTest, SighupStormUnderWriteLoadNeitherKillsTheDaemonNorLosesRe
   while (!storm_done || answered < sent) {
     while (!storm_done && sent - answered < kInFlight) {
       ++sent;
-      const std::string request = testing::RawRequest(sent, "SET", {"k" + std::to_string(sent % 64), std::string(100, 'v')});
+      const std::string request =
+          testing::RawRequest(sent, "SET", {"k" + std::to_string(sent % 64), std::string(100, 'v')});
       ASSERT_TRUE(dealer.send(zmq::buffer(request), zmq::send_flags::none));
     }
     zmq::pollitem_t in{static_cast<void*>(dealer), 0, ZMQ_POLLIN, 0};

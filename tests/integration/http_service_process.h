@@ -96,8 +96,8 @@ class ServiceProcess {
       }
       pid_ = -1;
     } else {
-      return ::testing::AssertionFailure() << "http_service exited by itself (status " << status_
-                                           << ") before SIGTERM: " << output();
+      return ::testing::AssertionFailure()
+             << "http_service exited by itself (status " << status_ << ") before SIGTERM: " << output();
     }
     const std::string out = output();
     if (!WIFEXITED(status_) || WEXITSTATUS(status_) != 0) {

@@ -177,7 +177,8 @@ TEST_F(HttpServiceTest, HelpPrintsUsageAndExitsZero) {
   const auto r = testing::RunService({"--help"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(r.output.rfind("usage: http_service --policy FILE [options]\n", 0), 0u) << r.output;
-  for (const char* option : {"--store", "--shm-name", "--daemon", "--redis", "--on-failure", "--trusted-proxy", "--pub"}) {
+  for (const char* option :
+       {"--store", "--shm-name", "--daemon", "--redis", "--on-failure", "--trusted-proxy", "--pub"}) {
     EXPECT_NE(r.output.find(option), std::string::npos) << option;
   }
 }

@@ -68,8 +68,8 @@ TEST_F(LivePolicyTest, SighupWithANewLimitTakesEffectWithoutRestart) {
   Write(raised);
   const size_t mark = daemon_.log().size();
   daemon_.Hup();
-  ASSERT_TRUE(daemon_.WaitForLog("rate-limit policy version " + std::to_string(PolicySubscriber::VersionOf(raised)),
-                                 mark))
+  ASSERT_TRUE(
+      daemon_.WaitForLog("rate-limit policy version " + std::to_string(PolicySubscriber::VersionOf(raised)), mark))
       << daemon_.log();
   ASSERT_TRUE(WaitForPolicy(raised)) << subscriber_->last_error();
   EXPECT_EQ(Admit("alice", 20), 5);

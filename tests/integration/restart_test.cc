@@ -152,7 +152,8 @@ void KillInsideTheStore(testing::DaemonProcess& daemon, int looks) {
         },
         std::chrono::seconds(5), milliseconds(0));
     uint64_t sp = 0, pc = 0;
-    if (stopped && std::sscanf(testing::ReadFile(proc + "/syscall").c_str(), "-1 %" SCNx64 " %" SCNx64, &sp, &pc) == 2 &&
+    if (stopped &&
+        std::sscanf(testing::ReadFile(proc + "/syscall").c_str(), "-1 %" SCNx64 " %" SCNx64, &sp, &pc) == 2 &&
         std::any_of(code.begin(), code.end(), [&](const auto& r) { return pc >= r.first && pc < r.second; })) {
       break;
     }
@@ -243,7 +244,8 @@ TEST(RestartTest, KillNineUnderWriteLoadNeverYieldsAWrongValue) {
       for (size_t i = 0; i < keys.size(); ++i) {
         if (!(*values)[i]) continue;
         ++found;
-        ASSERT_TRUE(CheckValue(keys[i], *(*values)[i])) << "round " << round << ": " << keys[i] << " = " << *(*values)[i];
+        ASSERT_TRUE(CheckValue(keys[i], *(*values)[i]))
+            << "round " << round << ": " << keys[i] << " = " << *(*values)[i];
       }
     }
     EXPECT_GT(found, 0) << "round " << round << ": the warm restart kept nothing";

@@ -8,9 +8,9 @@
 
 #include <zmq_addon.hpp>
 
+#include <cstdio>
 #include <fstream>
 #include <map>
-#include <cstdio>
 #include <sstream>
 
 #include "cachet/client.h"

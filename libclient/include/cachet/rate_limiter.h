@@ -70,8 +70,8 @@ struct RateLimiterStats {
   // its room); the rules that had counted them gave the cost back. Contention
   // on multi-rule tiers; each is also in `denied`.
   uint64_t given_back = 0;
-  uint64_t counters = 0;       // live (key, rule) counters
-  uint64_t capacity = 0;       // counters the table can hold
+  uint64_t counters = 0;  // live (key, rule) counters
+  uint64_t capacity = 0;  // counters the table can hold
 };
 
 struct RateLimiterOptions {

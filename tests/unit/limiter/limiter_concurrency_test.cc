@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "../../../libclient/src/limiter_engine.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/shm_rate_limiter.h"
-#include "../../../libclient/src/limiter_engine.h"
 #include "limiter_test_util.h"
 #include "test_util.h"
 
@@ -123,8 +123,8 @@ TYPED_TEST(LimiterConcurrencyTest, PolicyChangesWhileThreadsDecideKeepTheCountEx
 // no live one does, and each new key admits exactly its limit.
 TYPED_TEST(LimiterConcurrencyTest, IdleReclaimWhileThreadsPlaceNewKeysDropsOnlyIdleCounters) {
   constexpr int kOld = 2000, kNewPerThread = 500, kLimit = 3;
-  auto l = this->store_.Open(Tier("t", {MakeRule("per_minute", kLimit, minutes(1), Algorithm::kFixedWindow)}),
-                             this->clock_);
+  auto l =
+      this->store_.Open(Tier("t", {MakeRule("per_minute", kLimit, minutes(1), Algorithm::kFixedWindow)}), this->clock_);
   ASSERT_NE(l, nullptr);
   for (int i = 0; i < kOld; ++i) ASSERT_TRUE(l->Check("old" + std::to_string(i), "t").value().allowed);
   ASSERT_EQ(l->Stats().counters, uint64_t{kOld});
@@ -217,8 +217,8 @@ TYPED_TEST(GiveBackTest, AMultiRuleTierGivesTheCostBackWhenALaterRuleDenies) {
 TYPED_TEST(LimiterConcurrencyTest, AMultiRuleTierCountsExactlyWhatItAdmitsUnderContention) {
   constexpr int kKeys = 2000;
   const Rule roomy = MakeRule("roomy", 1'000'000, minutes(1), Algorithm::kFixedWindow);
-  auto l = this->store_.Open(Tier("t", {roomy, MakeRule("tight", 1, minutes(1), Algorithm::kFixedWindow)}),
-                             this->clock_);
+  auto l =
+      this->store_.Open(Tier("t", {roomy, MakeRule("tight", 1, minutes(1), Algorithm::kFixedWindow)}), this->clock_);
   ASSERT_NE(l, nullptr);
   std::atomic<int> admitted{0}, arrived{0};
   this->OnThreads([&](int) {

@@ -163,8 +163,8 @@ TEST_F(ShmLimiterTest, ProcessesKilledMidDecisionCorruptNothing) {
     // Until both are deep in their loops, then a moment more that differs
     // from round to round.
     const auto deadline = std::chrono::steady_clock::now() + seconds(10);
-    while (std::chrono::steady_clock::now() < deadline &&
-           (ledgers[round * kPerRound].admitted.load() < 1000 || ledgers[round * kPerRound + 1].admitted.load() < 1000)) {
+    while (std::chrono::steady_clock::now() < deadline && (ledgers[round * kPerRound].admitted.load() < 1000 ||
+                                                           ledgers[round * kPerRound + 1].admitted.load() < 1000)) {
       std::this_thread::yield();
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100 + 331 * (round % 7)));

@@ -87,8 +87,9 @@ TEST(TierResolverTest, IdentifyAsksTheCallbackAndNotForAMissingKey) {
 // The attack the call exists for: a client inventing a new API key for each
 // request still gets only its address's allowance.
 TEST(TierResolverTest, InventedKeysShareTheAllowanceOfTheirAddress) {
-  const PolicyFile file = Parse("[tier.anonymous]\nr = 3/1m fixed_window\n[tier.premium]\nr = 100/1m\n"
-                                "[keys]\nkey-a = premium\n");
+  const PolicyFile file = Parse(
+      "[tier.anonymous]\nr = 3/1m fixed_window\n[tier.premium]\nr = 100/1m\n"
+      "[keys]\nkey-a = premium\n");
   FakeClock clock;
   auto limiter = RateLimiter::Create(file.policy, clock);
   ASSERT_TRUE(limiter.has_value()) << limiter.error().ToString();

@@ -188,16 +188,25 @@ TEST_F(CorruptionTest, RepairDropsEachBadIndexEntryAndOnlyIt) {
     std::function<void(CorruptionTest&, uint64_t&)> apply;
   };
   const std::vector<Poke> pokes = {
-      {"offset past the segment", [](CorruptionTest& t, uint64_t& slot) { slot = (slot & ~uint64_t{0xffffffff}) | (t.size_ / 8 + 1000); }},
-      {"offset inside the index", [](CorruptionTest& t, uint64_t& slot) { slot = (slot & ~uint64_t{0xffffffff}) | (t.header().buckets_offset / 8); }},
+      {"offset past the segment",
+       [](CorruptionTest& t, uint64_t& slot) { slot = (slot & ~uint64_t{0xffffffff}) | (t.size_ / 8 + 1000); }},
+      {"offset inside the index",
+       [](CorruptionTest& t, uint64_t& slot) {
+         slot = (slot & ~uint64_t{0xffffffff}) | (t.header().buckets_offset / 8);
+       }},
       {"offset in the middle of an item", [](CorruptionTest&, uint64_t& slot) { slot += 1; }},
       {"another key's tag", [](CorruptionTest&, uint64_t& slot) { slot ^= uint64_t{0x5a5a} << 48; }},
       {"another lap", [](CorruptionTest&, uint64_t& slot) { slot ^= uint64_t{1} << 32; }},
-      {"key bytes changed", [](CorruptionTest& t, uint64_t& slot) { reinterpret_cast<char*>(&t.item(slot) + 1)[0] ^= 0x20; }},
+      {"key bytes changed",
+       [](CorruptionTest& t, uint64_t& slot) { reinterpret_cast<char*>(&t.item(slot) + 1)[0] ^= 0x20; }},
       {"key length zero", [](CorruptionTest& t, uint64_t& slot) { t.item(slot).meta &= ~(uint64_t{0xffff} << 32); }},
       {"value length past the log", [](CorruptionTest& t, uint64_t& slot) { t.item(slot).meta |= 0x7ffffff0u; }},
-      {"padding kind", [](CorruptionTest& t, uint64_t& slot) { t.item(slot).meta = (t.item(slot).meta & ~(uint64_t{0xff} << 48)) | uint64_t{2} << 48; }},
-      {"head moved past it", [](CorruptionTest& t, uint64_t& slot) {
+      {"padding kind",
+       [](CorruptionTest& t, uint64_t& slot) {
+         t.item(slot).meta = (t.item(slot).meta & ~(uint64_t{0xff} << 48)) | uint64_t{2} << 48;
+       }},
+      {"head moved past it",
+       [](CorruptionTest& t, uint64_t& slot) {
          // The first item of the log is now outside [head, tail).
          const ItemHeader& first = t.item(slot);
          ASSERT_EQ(first.pos, 0u);

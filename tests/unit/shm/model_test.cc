@@ -75,7 +75,9 @@ bool PlausibleFor(const std::string& key, const std::string& value) {
   return all_digits(digits) && value == ValueFor(key, std::stoull(digits), value.size());
 }
 
-uint64_t ItemBytes(const std::string& key, const std::string& value) { return (24 + key.size() + value.size() + 7) / 8 * 8; }
+uint64_t ItemBytes(const std::string& key, const std::string& value) {
+  return (24 + key.size() + value.size() + 7) / 8 * 8;
+}
 
 struct Shape {
   const char* name;
@@ -207,8 +209,8 @@ class Model {
       map_[key] = Entry{std::to_string(delta), 0};
     } else {
       int64_t old = 0;
-      bool integer = !e->value.empty() && e->value.size() <= 20 &&
-                     e->value.find_first_not_of("-0123456789") == std::string::npos;
+      bool integer =
+          !e->value.empty() && e->value.size() <= 20 && e->value.find_first_not_of("-0123456789") == std::string::npos;
       if (integer) {
         try {
           size_t used = 0;

@@ -17,9 +17,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -320,8 +320,8 @@ TEST_P(KilledMoveTest, DISABLED_WritersKilledMidMoveLoseNoItem) {
         ASSERT_TRUE(cache_->Set(key(i), FixedValue(key(i), 0)).has_value());  // for the next rounds
         continue;
       }
-      ASSERT_TRUE(v.has_value()) << key(i) << " lost at kill " << kills << " (the writer was writing key"
-                                 << writing << ")";
+      ASSERT_TRUE(v.has_value()) << key(i) << " lost at kill " << kills << " (the writer was writing key" << writing
+                                 << ")";
       ASSERT_TRUE(CheckFixedValue(key(i), *v)) << *v;
     }
     const CacheStats s = cache_->Stats();

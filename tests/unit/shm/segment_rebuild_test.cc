@@ -67,9 +67,8 @@ TEST_P(SegmentRebuildTest, UnusableSegmentIsRebuiltEmptyWithANewGeneration) {
   Poke(daemon.segment(), damage.offset, &damage.value, sizeof damage.value);
   ASSERT_FALSE(Cache::OpenNamed(daemon.segment()).has_value());
 
-  const auto before = std::chrono::duration_cast<std::chrono::seconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
+  const auto before =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   ASSERT_TRUE(daemon.Start());
   const std::string log = daemon.log();
   EXPECT_NE(log.find("cannot be used"), std::string::npos) << log;

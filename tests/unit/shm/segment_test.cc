@@ -83,7 +83,8 @@ class SegmentTest : public ::testing::Test {
       detail::Bucket bucket;
       Peek(h.buckets_offset + b * sizeof bucket, &bucket, sizeof bucket);
       for (uint32_t i = 0; i < detail::kSlotsPerBucket; ++i) {
-        if (bucket.slots[i] != 0) found = {h.buckets_offset + b * sizeof bucket + i * sizeof(uint64_t), bucket.slots[i]};
+        if (bucket.slots[i] != 0)
+          found = {h.buckets_offset + b * sizeof bucket + i * sizeof(uint64_t), bucket.slots[i]};
       }
     }
     return found;

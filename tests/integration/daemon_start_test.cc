@@ -19,32 +19,15 @@ bool Exists(const std::string& path) {
 }
 
 struct Outcome {
-  int code = -1;  // exit code; -1 if it was still running after 10 s (then killed)
-  std::string output;
+  int code = -1;       // exit code, or 128 + signal
+  std::string output;  // stdout and stderr
 };
 
-// Runs cachetd with `args` and waits (with a deadline) for it to exit.
-Outcome RunCachetd(std::vector<std::string> args) {
-  const std::string output = "/tmp/" + testing::UniqueSegmentName("start") + ".out";
-  args.insert(args.begin(), CACHETD_PATH);
-  const pid_t pid = testing::Launch(args, output);
-  Outcome outcome;
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      outcome.output = testing::ReadFile(output);
-      std::remove(output.c_str());
-      return outcome;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a child with a deadline
-  }
-  outcome.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  outcome.output = testing::ReadFile(output);
-  std::remove(output.c_str());
-  return outcome;
+// Runs cachetd with `args` until it exits (checked for sanitizer reports and
+// a deadline by RunProgram), then removes what it may have left.
+Outcome RunToExit(std::vector<std::string> args) {
+  const testing::ProgramResult r = testing::RunCachetd(std::move(args));
+  return {r.code, r.out + r.err};
 }
 
 int Lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
@@ -68,8 +51,8 @@ TEST_F(DaemonStartTest, SecondDaemonOnTheSameSegmentIsRefusedAndTheFirstKeepsSer
 
   // Other endpoints and another capacity: before the lock, this one
   // rebuilt the first's segment under it, or served beside it.
-  const Outcome second = RunCachetd({"--segment", first.segment(), "--ipc", "ipc://" + ipc_path_, "--tcp",
-                                     "tcp://127.0.0.1:*", "--capacity", "4MiB", "--max-value-size", "64KiB"});
+  const Outcome second = RunToExit({"--segment", first.segment(), "--ipc", "ipc://" + ipc_path_, "--tcp",
+                                    "tcp://127.0.0.1:*", "--capacity", "4MiB", "--max-value-size", "64KiB"});
   EXPECT_EQ(second.code, 3) << second.output;
   EXPECT_EQ(second.output, "cachetd: segment /" + first.segment() + " is in use by another cachetd (pid " +
                                std::to_string(first.pid()) + ", lock /dev/shm/" + first.segment() +
@@ -99,7 +82,7 @@ TEST_F(DaemonStartTest, RestartAfterKillNineTakesTheLockAgain) {
 }
 
 TEST_F(DaemonStartTest, UnbindableTcpEndpointExitsTwoWithOneLineAndNoSegment) {
-  const Outcome o = RunCachetd({"--segment", segment_, "--ipc", "ipc://" + ipc_path_, "--tcp", "tcp://999.1.1.1:5"});
+  const Outcome o = RunToExit({"--segment", segment_, "--ipc", "ipc://" + ipc_path_, "--tcp", "tcp://999.1.1.1:5"});
   EXPECT_EQ(o.code, 2) << o.output;
   EXPECT_EQ(Lines(o.output), 1) << o.output;
   EXPECT_EQ(o.output.rfind("cachetd: cannot bind tcp://999.1.1.1:5: ", 0), 0u) << o.output;
@@ -110,7 +93,7 @@ TEST_F(DaemonStartTest, UnbindableTcpEndpointExitsTwoWithOneLineAndNoSegment) {
 
 TEST_F(DaemonStartTest, IpcPathInAMissingFolderExitsTwoWithOneLineAndNoSegment) {
   const std::string endpoint = "ipc:///tmp/" + segment_ + "-missing/cachetd.sock";
-  const Outcome o = RunCachetd({"--segment", segment_, "--ipc", endpoint, "--tcp", "tcp://127.0.0.1:*"});
+  const Outcome o = RunToExit({"--segment", segment_, "--ipc", endpoint, "--tcp", "tcp://127.0.0.1:*"});
   EXPECT_EQ(o.code, 2) << o.output;
   EXPECT_EQ(o.output, "cachetd: cannot bind " + endpoint + ": No such file or directory\n");
   EXPECT_FALSE(Exists("/dev/shm/" + segment_));
@@ -122,7 +105,7 @@ TEST_F(DaemonStartTest, IpcEndpointOfAnotherDaemonIsNotTakenFromIt) {
   ASSERT_TRUE(first.Start());
   // Another segment, the same ipc path: ZeroMQ would replace the first's
   // socket file and take every new same-host client from it.
-  const Outcome o = RunCachetd({"--segment", segment_, "--ipc", first.ipc(), "--tcp", "tcp://127.0.0.1:*"});
+  const Outcome o = RunToExit({"--segment", segment_, "--ipc", first.ipc(), "--tcp", "tcp://127.0.0.1:*"});
   EXPECT_EQ(o.code, 2) << o.output;
   EXPECT_EQ(o.output, "cachetd: cannot bind " + first.ipc() + ": another process is listening there\n");
   EXPECT_FALSE(Exists("/dev/shm/" + segment_));

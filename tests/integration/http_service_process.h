@@ -124,23 +124,10 @@ struct RunResult {
   std::string output;
 };
 inline RunResult RunService(const std::vector<std::string>& args) {
-  const std::string out = "/tmp/" + UniqueSegmentName("http-run") + ".out";
   std::vector<std::string> argv = {HTTP_SERVICE_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
-  const pid_t pid = Launch(argv, out);
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  RunResult r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), ReadFile(out)};
-  unlink(out.c_str());
-  return r;
+  const ProgramResult r = RunProgram(std::move(argv), std::chrono::seconds(10));
+  return {r.code, r.out + r.err};
 }
 
 }  // namespace cachet::testing

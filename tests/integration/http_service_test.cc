@@ -8,8 +8,6 @@
 // The service runs on the real clock. Limits are token buckets refilling one
 // request per 864 s or slower, so no test, however slow, sees a refill: every
 // count and `Remaining` asserted below is certain.
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -19,6 +17,7 @@
 #include "cachet/shm_rate_limiter.h"
 #include "daemon_process.h"
 #include "http_service_process.h"
+#include "redis_server.h"
 
 namespace cachet {
 namespace {
@@ -292,50 +291,6 @@ TEST_F(FailureModeTest, LocalFallbackCountsWithThePolicyFile) {
 
 // --- Two instances, one store ----------------------------------------------------
 
-// A redis-server of the test's own, on a unix socket, ready once it answers PING.
-class RedisServer {
- public:
-  RedisServer() {
-    (void)system(("mkdir -p " + dir_).c_str());
-    pid_ = testing::Launch({"/usr/bin/redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm", "700",
-                            "--save", "", "--appendonly", "no", "--dir", dir_},
-                           dir_ + "/redis.log");
-  }
-  ~RedisServer() {
-    kill(pid_, SIGTERM);
-    waitpid(pid_, nullptr, 0);
-    (void)system(("rm -rf " + dir_).c_str());
-  }
-  bool WaitReady() const {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (Ping()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
-  }
-  std::string address() const { return "unix:" + socket_; }
-  std::string log() const { return testing::ReadFile(dir_ + "/redis.log"); }
-
- private:
-  bool Ping() const {
-    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_.c_str());
-    char reply[8] = {};
-    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                    send(fd, "PING\r\n", 6, MSG_NOSIGNAL) == 6 && recv(fd, reply, 7, 0) == 7 &&
-                    std::string(reply) == "+PONG\r\n";
-    close(fd);
-    return ok;
-  }
-
-  const std::string dir_ = NewPath("redis", "");
-  const std::string socket_ = dir_ + "/redis.sock";
-  pid_t pid_ = -1;
-};
-
 class SharedStoreTest : public ::testing::TestWithParam<std::string> {
  protected:
   void TearDown() override {
@@ -356,7 +311,7 @@ class SharedStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(SharedStoreTest, TwoInstancesAdmitExactlyTheLimitForOneKey) {
   std::ofstream(path_) << "[tier.anonymous]\nper_day = 20/1d token_bucket\n";
   std::unique_ptr<testing::DaemonProcess> daemon;
-  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<testing::RedisServer> redis;
   std::vector<std::string> args = {"--policy", path_, "--store", GetParam()};
   if (GetParam() == "shm") {
     args.insert(args.end(), {"--shm-name", shm_name_});
@@ -365,8 +320,8 @@ TEST_P(SharedStoreTest, TwoInstancesAdmitExactlyTheLimitForOneKey) {
     ASSERT_TRUE(daemon->Start());
     args.insert(args.end(), {"--daemon", daemon->ipc(), "--on-failure", "closed", "--store-timeout-ms", "2000"});
   } else {
-    redis = std::make_unique<RedisServer>();
-    ASSERT_TRUE(redis->WaitReady()) << redis->log();
+    redis = std::make_unique<testing::RedisServer>();
+    ASSERT_TRUE(redis->Start());
     args.insert(args.end(), {"--redis", redis->address(), "--on-failure", "closed", "--store-timeout-ms", "2000"});
   }
   for (auto& s : services_) ASSERT_TRUE(s.Start(args));

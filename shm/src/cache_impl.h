@@ -131,6 +131,9 @@ class Cache::Impl {
   // Completes the move recorded in the header, if its writer died after the
   // head passed the original; clears the record. True if it appended the copy.
   bool FinishMoveLocked() noexcept;
+  // The logical position of a whole copy of the move buffer's `bytes` that
+  // ends at the tail of log `id`, if the dead writer appended one.
+  std::optional<uint64_t> CopyAtTailLocked(detail::LogId id, uint64_t bytes) const noexcept;
 
   std::unique_ptr<detail::Segment> segment_;
   const Clock& clock_;

@@ -8,10 +8,12 @@
 // Slots naming anything but a whole, well-formed item with the slot's tag
 // and lap inside its log's live window are dropped; live counts, TTL counts
 // and bucket overflow counts are recomputed from the slots that remain.
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 
 #include "atomics.h"
 #include "cache_impl.h"
@@ -81,11 +83,39 @@ bool Cache::Impl::FinishMoveLocked() noexcept {
   }
   // The head has not passed the original: it is whole, and the slot stays.
   if (pos >= log.head) return false;
-  if (RoomNeeded(log, bytes) > TailRoom(log)) return false;  // the writer would have evicted it
-  StoreRelease(slot, AppendLocked(id, move_buffer_, bytes, moving & 0xffff'0000'0000'0000ull));
+  const uint64_t tag_bits = moving & 0xffff'0000'0000'0000ull;
+  if (const std::optional<uint64_t> appended = CopyAtTailLocked(id, bytes)) {
+    // The writer died after appending the copy, before the slot named it.
+    StoreRelease(slot, MakeSlot(tag_bits, LapOf(shape, *appended), (shape.base + PhysOf(shape, *appended)) / 8));
+  } else if (RoomNeeded(log, bytes) <= TailRoom(log)) {
+    StoreRelease(slot, AppendLocked(id, move_buffer_, bytes, tag_bits));
+  } else {
+    return false;  // no room even for the copy: the writer would have evicted it
+  }
   StoreRelaxed(buckets_[b].freq[i], header_->move_freq);
   AddRelaxed(header_->moves_finished, uint64_t{1});
   return true;
+}
+
+std::optional<uint64_t> Cache::Impl::CopyAtTailLocked(LogId id, uint64_t bytes) const noexcept {
+  const LogShape& shape = shapes_[id];
+  const LogState& log = header_->logs[id];
+  // The item that ends at the tail; an item that ended at the physical end
+  // left the tail at the start of the next lap.
+  uint64_t end = log.tail;
+  if (PhysOf(shape, end) == 0 && LapOf(shape, end) > 0) end = ((LapOf(shape, end) - 1) << shape.lap_shift) + shape.size;
+  if (PhysOf(shape, end) < bytes || end - bytes < log.head) return std::nullopt;
+  const uint64_t pos = end - bytes;
+  const auto* item = reinterpret_cast<const uint64_t*>(base_ + shape.base + PhysOf(shape, pos));
+  // Whole and published (pos is stored last), and the same bytes as the
+  // move buffer apart from pos: then it is the copy, or a dead twin of it
+  // that no other slot names (one slot per key), which serves as well.
+  constexpr size_t kPosWord = offsetof(ItemHeader, pos) / 8;
+  if (item[kPosWord] != pos) return std::nullopt;
+  for (size_t w = 0; w < bytes / 8; ++w) {
+    if (w != kPosWord && item[w] != move_buffer_[w]) return std::nullopt;
+  }
+  return pos;
 }
 
 size_t Cache::Impl::RepairLocked() noexcept {

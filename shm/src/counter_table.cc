@@ -194,9 +194,14 @@ class CounterTable::Impl {
       Word current;
       Slot* s = FindLive(id, current);
       if (s == nullptr) {
-        auto placed = Place(id, meta, idle, current);
+        // A new id goes live with its first value, never with an empty one a
+        // sweep could take for idle in the instant before the first update.
+        const std::optional<Value> first = fn(Value{});
+        bool placed_now = false;
+        auto placed = Place(id, meta, idle, first.value_or(Value{}), current, &placed_now);
         if (!placed) return tl::unexpected(placed.error());
-        s = *placed;
+        if (placed_now) return first.has_value();
+        s = *placed;  // another thread or process placed it meanwhile: update its value
       }
       // The slot stays id's while its generation does; a freed slot sends
       // us back to find (or place) the id again.
@@ -299,30 +304,32 @@ class CounterTable::Impl {
   // Places `id` under its stripe's lock: the first free slot of its window,
   // after dropping idle ones if none is free. Out of line: Update's fast
   // path stays small.
-  __attribute__((noinline, cold)) Result<Slot*> Place(uint64_t id, uint64_t meta, IdleFn idle, Word& value) {
+  // `*placed_now` tells whether we placed it (live with `initial`) or found
+  // it placed by another (its value in `value`).
+  __attribute__((noinline, cold)) Result<Slot*> Place(uint64_t id, uint64_t meta, IdleFn idle, const Value& initial,
+                                                      Word& value, bool* placed_now) {
     const uint64_t stripe = (Mix(id) >> 7) % kLocks;
     StripeLock lock(*this, stripe);
     if (Slot* s = FindLive(id, value)) return s;  // placed while we waited
+    *placed_now = true;
     // First any free slot, window by window; then idle ones, dropped.
     for (int pass = 0; pass < 2; ++pass) {
       for (int window = 0; window < kWindows; ++window) {
         uint64_t i = Home(id, window);
         for (uint64_t n = 0; n < kProbe; ++n, i = Next(i)) {
           if (pass == 1) (void)TryFree(slots_[i], idle);
-          // The caller starts from the value the slot went live with: read
-          // after the lock goes, the slot may already be another id's.
-          if (Claim(slots_[i], id, meta, stripe, value)) return &slots_[i];
+          if (Claim(slots_[i], id, meta, stripe, initial)) return &slots_[i];
         }
       }
     }
+    *placed_now = false;
     return MakeError(ErrorCode::kNoSpace, "counter table has no room for this id (" + std::to_string(capacity_) +
                                               " slots, " + std::to_string(used()) +
                                               " in use); give it a larger capacity");
   }
 
-  // Makes a free `s` id's and sets `live` to the value it went live with.
-  // REQUIRES: the stripe's lock.
-  bool Claim(Slot& s, uint64_t id, uint64_t meta, uint64_t stripe, Word& live) {
+  // Makes a free `s` id's, live with `initial`. REQUIRES: the stripe's lock.
+  bool Claim(Slot& s, uint64_t id, uint64_t meta, uint64_t stripe, const Value& initial) {
     Word w = LoadWord(s.value);
     uint64_t gen = 0;
     bool claimed = false;
@@ -336,8 +343,8 @@ class CounterTable::Impl {
     StoreRelaxed(s.meta, meta);
     StoreRelease(s.id, id);
     Word expected{MakeLo(stripe, kPlacing, gen), 0};
-    live = Word{MakeLo(0, kLive, gen), 0};
-    (void)Cas16(&s.value, expected, live);  // only we move it out of placing
+    (void)Cas16(&s.value, expected,
+                Word{MakeLo(initial.lo & kMaxLo, kLive, gen), initial.hi});  // only we move it out of placing
     __atomic_fetch_add(&header_->used, uint64_t{1}, __ATOMIC_RELAXED);
     return true;
   }

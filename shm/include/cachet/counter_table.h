@@ -73,10 +73,12 @@ class CounterTable {
   CounterTable(const CounterTable&) = delete;
   CounterTable& operator=(const CounterTable&) = delete;
 
-  // Applies `fn` atomically to the counter of `id` (not 0). A new id starts
-  // at zero and is placed with `meta`; if its probe window is full, counters
-  // `idle` approves there are dropped to make room. Returns whether `fn`'s
-  // value was written. NO_SPACE when the window holds no free or idle slot.
+  // Applies `fn` atomically to the counter of `id` (not 0). A new id is
+  // placed with `meta` and goes live with `fn`'s value from zero (zero if
+  // `fn` declines); if its probe window is full, counters `idle` approves
+  // there are dropped to make room. `fn` may run more than once (on
+  // contention): only its last call's value is written. Returns whether
+  // `fn`'s value was written. NO_SPACE when the window holds no free or idle slot.
   Result<bool> Update(uint64_t id, uint64_t meta, UpdateFn fn, IdleFn idle);
   // The current value, zero for an id not in the table.
   Value Load(uint64_t id) const;

@@ -151,12 +151,9 @@ TYPED_TEST(LimiterConcurrencyTest, IdleReclaimWhileThreadsPlaceNewKeysDropsOnlyI
   sweeper.join();
   dropped += l->ReclaimIdle(1 << 16);  // whatever the sweeper had not reached
   EXPECT_EQ(wrong.load(), 0);
-  // Every old counter went. A sweep may also free a slot in the instant
-  // between a placer making it live (empty) and its first count: the placer's
-  // CAS then fails and it places the key again, so nothing is lost, but the
-  // sweep counted that slot too. Hence at least kOld, and few more.
-  EXPECT_GE(dropped.load(), uint64_t{kOld});
-  EXPECT_LE(dropped.load(), uint64_t{kOld} + kThreads * kNewPerThread / 10);
+  // Exactly the old counters went: a new key's counter goes live with its
+  // first count, so no sweep can take it for idle before that count.
+  EXPECT_EQ(dropped.load(), uint64_t{kOld});
   EXPECT_EQ(l->Stats().counters, uint64_t{kThreads * kNewPerThread});
 }
 

@@ -15,7 +15,8 @@ packages=(
   libgtest-dev libbenchmark-dev         # tests and benchmarks
   libhiredis-dev redis-server redis-tools bc  # side-by-side benchmark against Redis
   libcpp-httplib-dev                    # the HTTP example in front of the rate limiter
-  nlohmann-json3-dev                    # cachectl --json
+  nlohmann-json3-dev                    # cachectl --json, etcd's JSON gateway
+  etcd-server etcd-client               # the cluster's control plane (tests start their own etcd)
   nginx-light                           # auth_request test (tests start their own nginx)
   wrk                                   # bench/wrk_http_service.sh
 )
@@ -34,13 +35,14 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
   as_root=(sudo)
 fi
-# redis-server and nginx-light are here for the tests and benchmarks, which
-# start their own on loopback. Debian would start their system services on
-# install (and fail the install if port 6379 or 80 is taken): a policy-rc.d
-# forbids that while apt runs, unless the machine already has one.
+# redis-server, nginx-light and etcd-server are here for the tests and
+# benchmarks, which start their own on loopback. Debian would start their
+# system services on install (and fail the install if port 6379, 80 or 2379
+# is taken): a policy-rc.d forbids that while apt runs, unless the machine
+# already has one.
 servers=()
 for p in "${missing[@]}"; do
-  case "$p" in redis-server | nginx-light) servers+=("$p") ;; esac
+  case "$p" in redis-server | nginx-light | etcd-server) servers+=("$p") ;; esac
 done
 policy=/usr/sbin/policy-rc.d
 if [ ${#servers[@]} -gt 0 ] && [ ! -e "$policy" ]; then
@@ -57,7 +59,11 @@ echo "install-deps: installing ${missing[*]}"
 # Keep them from starting at the next boot too, where systemd runs.
 if [ ${#servers[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
   for p in "${servers[@]}"; do
-    unit=${p%-light}  # nginx-light installs nginx.service
+    case "$p" in
+      nginx-light) unit=nginx ;; # nginx-light installs nginx.service
+      etcd-server) unit=etcd ;;  # and etcd-server etcd.service
+      *) unit=$p ;;
+    esac
     "${as_root[@]}" systemctl disable --quiet "$unit" 2>/dev/null || true
   done
   echo "install-deps: left the ${servers[*]} system services disabled; cachet's tests start their own"

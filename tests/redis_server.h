@@ -11,8 +11,6 @@
 // "redis".
 #pragma once
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -108,22 +106,6 @@ class RedisServer {
   }
 
  private:
-  // A loopback port nobody listens on now (the kernel's choice for port 0).
-  static int FreeLoopbackPort() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    int port = 0;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-    close(fd);
-    return port;
-  }
-
   const Listen listen_;
   const std::string dir_ = "/tmp/" + UniqueSegmentName("redis");
   const std::string socket_ = dir_ + "/redis.sock";

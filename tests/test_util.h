@@ -2,8 +2,10 @@
 #pragma once
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -44,6 +46,25 @@ bool WaitUntil(Predicate&& done, std::chrono::milliseconds limit = std::chrono::
     std::this_thread::sleep_for(interval);  // polling another process, with a deadline
   }
   return done();
+}
+
+// A loopback TCP port nobody listens on now (the kernel's choice for port
+// 0), or 0 if none could be had. Another process may take it before the
+// caller binds it: servers started on it are tried again on another.
+inline int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 // In a forked child about to exec a server: if the test process dies (a

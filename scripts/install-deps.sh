@@ -19,6 +19,7 @@ packages=(
   etcd-server etcd-client               # the cluster's control plane (tests start their own etcd)
   nginx-light                           # auth_request test (tests start their own nginx)
   wrk                                   # bench/wrk_http_service.sh
+  iproute2                              # cluster tests: network namespaces, veths and a bridge (ip)
 )
 
 missing=()

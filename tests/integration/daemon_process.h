@@ -105,8 +105,9 @@ class DaemonProcess {
   ::testing::AssertionResult Start(const std::string& tcp = "tcp://127.0.0.1:*") {
     if (child_) return ::testing::AssertionFailure() << "cachetd is already running (pid " << pid() << ")";
     const size_t log_before = ReadFile(log_path_).size();
-    std::vector<std::string> args = {CACHETD_PATH, "--segment", segment_,     "--ipc",  ipc_,
-                                     "--tcp",      tcp,         "--log-file", log_path_};
+    std::vector<std::string> args = prefix_;
+    args.insert(args.end(),
+                {CACHETD_PATH, "--segment", segment_, "--ipc", ipc_, "--tcp", tcp, "--log-file", log_path_});
     // Small defaults for tests, unless the test sets its own.
     for (const auto& [flag, value] :
          {std::pair<const char*, const char*>{"--capacity", "8MiB"}, {"--max-value-size", "64KiB"}}) {
@@ -143,6 +144,9 @@ class DaemonProcess {
 
   // Arguments for the next Start (a restart with another configuration).
   void SetExtraArgs(std::vector<std::string> args) { extra_ = std::move(args); }
+  // Words put before cachetd's command line, for a wrapper that execs it
+  // (`ip netns exec <ns>`: cachetd in a network namespace).
+  void SetCommandPrefix(std::vector<std::string> prefix) { prefix_ = std::move(prefix); }
 
   // SIGTERM and wait; returns the exit status (or -1 if not running). Fails
   // the test unless cachetd exits with 0 in time and reports no sanitizer
@@ -191,7 +195,7 @@ class DaemonProcess {
     return code;
   }
 
-  std::vector<std::string> extra_;
+  std::vector<std::string> extra_, prefix_;
   std::string segment_, ipc_, tcp_, log_path_;
   std::optional<ChildProcess> child_;
 };

@@ -255,7 +255,7 @@ Result<Answer> EtcdTransport::Call(const char* path, const Json& request, Failov
         answer.append(bytes);
         return true;
       });
-      if (posted && too_large) {
+      if (too_large) {  // the receiver ended it
         posted = tl::unexpected(AttemptFailure{
             Error{ErrorCode::kProtocol, "etcd at " + c.endpoint.url + ": POST " + path + ": an answer over " +
                                             std::to_string(kMaxAnswerBytes) + " bytes"},

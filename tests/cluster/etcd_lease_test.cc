@@ -102,7 +102,9 @@ TEST_F(LeaseKeeperTest, ReportsTheLossWhenEtcdIsKilled) {
   const auto killed = Clock::now();
   ASSERT_TRUE(WaitUntil([&] { return recorder.calls() > 0; }, std::chrono::seconds(5)));
   const auto after = recorder.at() - killed;
-  EXPECT_LT(after, milliseconds(1300));  // TTL 1 s from the last keepalive, before the kill
+  // TTL 1 s from the last keepalive sent before the kill, and slack for a
+  // loaded machine (the report itself is due at the TTL).
+  EXPECT_LT(after, milliseconds(1500));
   EXPECT_TRUE(keeper.lost());
   EXPECT_EQ(recorder.error().code, ErrorCode::kTimeout);
   EXPECT_NE(recorder.error().message.find(std::to_string(keeper.lease_id())), std::string::npos)
@@ -120,7 +122,7 @@ TEST_F(LeaseKeeperTest, ReportsTheLossWhenEtcdHangs) {
   ASSERT_TRUE(WaitUntil([&] { return recorder.calls() > 0; }, std::chrono::seconds(5)));
   const auto after = recorder.at() - paused;
   etcd_.Resume();
-  EXPECT_LT(after, milliseconds(1300));
+  EXPECT_LT(after, milliseconds(1500));
   EXPECT_EQ(recorder.error().code, ErrorCode::kTimeout);
   EXPECT_TRUE(keeper.lost());
 }

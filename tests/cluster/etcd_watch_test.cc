@@ -239,6 +239,18 @@ TEST_F(EtcdWatchTest, AHungEtcdIsReportedLostAfterTheIdleTimeout) {
             (std::vector<std::string>{"P /s/k=v@" + std::to_string(start), "P /s/k=w@" + std::to_string(later)}));
 }
 
+TEST_F(EtcdWatchTest, OpensTheStreamOnTheNextEndpointWhenTheFirstIsDead) {
+  const std::string dead = "http://127.0.0.1:" + std::to_string(FreeLoopbackPort());
+  const int64_t start = Put("/n/k", "v");
+  Recorder recorder;
+  auto watch = EtcdWatch::Start(EtcdOptions{dead + "," + etcd_.endpoint(), milliseconds(1000)},
+                                WatchOptions{"/n/", true, start}, recorder.Callback());
+  ASSERT_TRUE(watch.has_value()) << watch.error().ToString();
+  ASSERT_TRUE(WaitUntil([&] { return recorder.Events().size() == 1; }));
+  EXPECT_EQ(Describe(recorder.Events()), (std::vector<std::string>{"P /n/k=v@" + std::to_string(start)}));
+  EXPECT_TRUE(recorder.Of(WatchUpdate::Kind::kLost).empty());
+}
+
 TEST(EtcdWatchUnreachableTest, NoEndpointIsReportedLostNamingIt) {
   const std::string dead = "http://127.0.0.1:" + std::to_string(FreeLoopbackPort());
   Recorder recorder;

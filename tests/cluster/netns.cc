@@ -3,12 +3,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
-#include <regex>
 #include <set>
 #include <sstream>
 
@@ -28,26 +28,45 @@ std::string Base36(uint64_t n) {
   return out;
 }
 
-// The networks that names belong to: "<base36 pid>n<counter>". Names of
-// namespaces are "cachet-<id>-h<i>"; of links "ct<id>b" (the bridge) and
-// "ct<id>h<i>" (a veth).
-const std::regex& NamespacePattern() {
-  static const std::regex pattern("^cachet-([0-9a-z]+)n([0-9]+)-h[0-9]+$");
-  return pattern;
+bool AllDigits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
-const std::regex& LinkPattern() {
-  static const std::regex pattern("^ct([0-9a-z]+)n([0-9]+)(b|h[0-9]+)$");
-  return pattern;
+
+// The network a name belongs to: its id "<base36 pid>n<counter>", from
+// names of namespaces "cachet-<id>-h<i>" and of links "ct<id>b" (the
+// bridge) and "ct<id>h<i>" (a veth); nullopt for any other name.
+struct NetworkId {
+  std::string pid36, counter;
+  std::string id() const { return pid36 + "n" + counter; }
+};
+std::optional<NetworkId> ParseName(const std::string& name, bool is_namespace) {
+  const std::string prefix = is_namespace ? kNamespacePrefix : kLinkPrefix;
+  if (name.rfind(prefix, 0) != 0) return std::nullopt;
+  std::string rest = name.substr(prefix.size());
+  if (!is_namespace && !rest.empty() && rest.back() == 'b') {
+    rest.pop_back();
+  } else {
+    const size_t h = rest.rfind(is_namespace ? "-h" : "h");
+    if (h == std::string::npos || !AllDigits(rest.substr(h + (is_namespace ? 2 : 1)))) return std::nullopt;
+    rest.resize(h);
+  }
+  const size_t n = rest.rfind('n');
+  if (n == std::string::npos || n == 0 || !AllDigits(rest.substr(n + 1))) return std::nullopt;
+  NetworkId parsed{rest.substr(0, n), rest.substr(n + 1)};
+  const bool base36 = std::all_of(parsed.pid36.begin(), parsed.pid36.end(),
+                                  [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z'); });
+  if (!base36) return std::nullopt;
+  return parsed;
 }
 
 bool ProcessAlive(pid_t pid) { return kill(pid, 0) == 0 || errno == EPERM; }
 
-// True if a name of network `pid36` + "n" + `counter` was left behind:
+// True if a name of `network` was left behind:
 // its process is gone, or it is this very id (an earlier process with our pid).
-bool Stale(const std::string& pid36, const std::string& counter, const std::string& own_id) {
-  if (pid36 + "n" + counter == own_id) return true;
-  if (pid36.size() > 8) return false;  // not a pid: not one of ours
-  const unsigned long long pid = std::stoull(pid36, nullptr, 36);
+bool Stale(const NetworkId& network, const std::string& own_id) {
+  if (network.id() == own_id) return true;
+  if (network.pid36.size() > 8) return false;  // not a pid: not one of ours
+  const unsigned long long pid = std::stoull(network.pid36, nullptr, 36);
   return pid != static_cast<unsigned long long>(getpid()) && !ProcessAlive(static_cast<pid_t>(pid));
 }
 
@@ -85,10 +104,10 @@ Result<std::vector<std::string>> LinkNames() {
 
 // Removes every namespace and link of a stale network (see Stale).
 void RemoveStale(const std::string& own_id) {
-  std::smatch m;
   if (auto links = LinkNames()) {
     for (const std::string& name : *links) {
-      if (std::regex_match(name, m, LinkPattern()) && Stale(m[1], m[2], own_id)) {
+      const std::optional<NetworkId> network = ParseName(name, /*is_namespace=*/false);
+      if (network && Stale(*network, own_id)) {
         std::fprintf(stderr, "TestNetwork: removing %s, left by an earlier run\n", name.c_str());
         (void)RunIp({"link", "del", name});
       }
@@ -96,7 +115,8 @@ void RemoveStale(const std::string& own_id) {
   }
   if (auto namespaces = NamespaceNames()) {
     for (const std::string& name : *namespaces) {
-      if (std::regex_match(name, m, NamespacePattern()) && Stale(m[1], m[2], own_id)) {
+      const std::optional<NetworkId> network = ParseName(name, /*is_namespace=*/true);
+      if (network && Stale(*network, own_id)) {
         std::fprintf(stderr, "TestNetwork: removing namespace %s, left by an earlier run\n", name.c_str());
         (void)RunIp({"netns", "del", name});
       }
@@ -224,7 +244,6 @@ void TestNetwork::Remove() {
   (void)RunIp({"link", "del", bridge_});
   // Check that nothing of this network is left.
   std::vector<std::string> left;
-  std::smatch m;
   auto links = LinkNames();
   auto namespaces = NamespaceNames();
   if (!links || !namespaces) {
@@ -233,10 +252,12 @@ void TestNetwork::Remove() {
     return;
   }
   for (const std::string& name : *links) {
-    if (std::regex_match(name, m, LinkPattern()) && m[1].str() + "n" + m[2].str() == id_) left.push_back(name);
+    const std::optional<NetworkId> network = ParseName(name, /*is_namespace=*/false);
+    if (network && network->id() == id_) left.push_back(name);
   }
   for (const std::string& name : *namespaces) {
-    if (std::regex_match(name, m, NamespacePattern()) && m[1].str() + "n" + m[2].str() == id_) left.push_back(name);
+    const std::optional<NetworkId> network = ParseName(name, /*is_namespace=*/true);
+    if (network && network->id() == id_) left.push_back(name);
   }
   if (!left.empty()) {
     std::string names;

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <functional>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
 
 namespace cachet::testing {
@@ -88,18 +87,46 @@ std::optional<int> Step(ValueTable& values, int state, const KeyOp& op) {
   return std::nullopt;
 }
 
-// The search's memo: (set of operations placed, register state) pairs seen.
-struct Configuration {
-  std::vector<uint64_t> placed;
-  int state;
-  bool operator==(const Configuration& other) const { return state == other.state && placed == other.placed; }
-};
-struct ConfigurationHash {
-  size_t operator()(const Configuration& c) const {
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ static_cast<uint64_t>(c.state);
-    for (const uint64_t w : c.placed) h = (h ^ w) * 0x100000001b3ULL + (h >> 29);
-    return static_cast<size_t>(h);
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// The search's memo: the (set of operations placed, register state) pairs
+// seen. The sets are stored end to end in one arena and found by a Zobrist
+// hash (an XOR of one random word per operation placed), which the search
+// keeps up to date as it places and takes back operations.
+class Memo {
+ public:
+  explicit Memo(size_t ops) {
+    for (size_t i = 0; i < ops; ++i) keys_.push_back(SplitMix64(i));
   }
+  uint64_t Key(int op) const { return keys_[static_cast<size_t>(op)]; }
+
+  // Records (placed, state); false if it was seen before.
+  bool Insert(const std::vector<uint64_t>& placed, uint64_t placed_hash, int state) {
+    const uint64_t hash = placed_hash ^ SplitMix64(~static_cast<uint64_t>(state));
+    const auto [first, last] = index_.equal_range(hash);
+    for (auto it = first; it != last; ++it) {
+      if (it->second.state == state && std::equal(placed.begin(), placed.end(), arena_.begin() + it->second.offset)) {
+        return false;
+      }
+    }
+    index_.emplace(hash, Slot{static_cast<ptrdiff_t>(arena_.size()), state});
+    arena_.insert(arena_.end(), placed.begin(), placed.end());
+    return true;
+  }
+
+ private:
+  struct Slot {
+    ptrdiff_t offset;  // of the set's words in arena_
+    int state;
+  };
+  std::vector<uint64_t> keys_;
+  std::vector<uint64_t> arena_;
+  std::unordered_multimap<uint64_t, Slot> index_;
 };
 
 // The outcome for one key: linearizable, not (with the explanation), or out of budget.
@@ -120,7 +147,8 @@ class KeySearch {
   KeyVerdict Run(uint64_t budget, uint64_t* steps) {
     const size_t n = ops_.size();
     std::vector<uint64_t> placed((n + 63) / 64, 0);
-    std::unordered_set<Configuration, ConfigurationHash> seen;
+    uint64_t placed_hash = 0;
+    Memo seen(n);
     struct Frame {
       int entry;
       int state_before;
@@ -142,7 +170,8 @@ class KeySearch {
         const std::optional<int> next = Step(values_, state, ops_[e.op]);
         if (next) {
           placed[e.op / 64] |= uint64_t{1} << (e.op % 64);
-          if (seen.insert(Configuration{placed, *next}).second) {
+          if (seen.Insert(placed, placed_hash ^ seen.Key(e.op), *next)) {
+            placed_hash ^= seen.Key(e.op);
             stack.push_back({entry, state});
             state = *next;
             Lift(entry);
@@ -166,6 +195,7 @@ class KeySearch {
       state = frame.state_before;
       const int op = entries_[frame.entry].op;
       placed[op / 64] &= ~(uint64_t{1} << (op % 64));
+      placed_hash ^= seen.Key(op);
       Unlift(frame.entry);
       entry = entries_[frame.entry].next;
     }

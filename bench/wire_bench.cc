@@ -58,9 +58,11 @@ class Conn {
   virtual bool Ping() = 0;
 };
 
+// Calls go through cachet::KeyValueClient, as an application written for
+// one node or a cluster makes them (virtual dispatch included).
 class CachetConn : public Conn {
  public:
-  explicit CachetConn(std::unique_ptr<cachet::Client> c) : c_(std::move(c)) {}
+  explicit CachetConn(std::unique_ptr<cachet::KeyValueClient> c) : c_(std::move(c)) {}
   bool Get(const std::vector<std::string>& keys) override {
     if (keys.size() == 1) {
       auto r = c_->GetInto(keys[0], &value_);
@@ -90,7 +92,7 @@ class CachetConn : public Conn {
     if (!ok) std::fprintf(stderr, "cachet: %s\n", why.c_str());
     return ok;
   }
-  std::unique_ptr<cachet::Client> c_;
+  std::unique_ptr<cachet::KeyValueClient> c_;
   std::string value_;
 };
 

@@ -432,6 +432,7 @@ Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<s
   for (size_t i = 0; i < keys.size(); ++i) {
     if (auto ok = impl_->CheckKey(keys[i], i); !ok) return tl::unexpected(ok.error());
   }
+  if (keys.empty()) return out;  // the wire has no empty MGET
   if (Cache* shm = impl_->SharedMemory()) {
     for (size_t i = 0; i < keys.size(); ++i) out[i] = shm->Get(keys[i]);
     return out;
@@ -459,6 +460,7 @@ Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>
       return tl::unexpected(ok.error());
     }
   }
+  if (items.empty()) return {};  // the wire has no empty MSET
   return VoidPayload(impl_->Call(Op::kMSet, static_cast<uint32_t>(items.size() * 2), true, [&](wire::Writer& w) {
     for (const auto& [k, v] : items) {
       w.Bytes(k);

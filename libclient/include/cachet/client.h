@@ -19,6 +19,11 @@
 // rebuilt after a failure, and the shared-memory segment is re-attached when
 // the daemon rebuilt it (new generation).
 //
+// Client implements KeyValueClient (cachet/key_value_client.h, where the
+// shared operations' contract is), so code written against that interface
+// runs on one node or, with ClusterClient, on a cluster; Scan, Stats, Flush,
+// Reload and RateLimit are this daemon's own.
+//
 // Thread safety: a Client may be shared by threads. Shared-memory reads run
 // in parallel without a lock; socket round trips are serialized by a mutex
 // inside the Client (use one Client per thread for parallel writes).
@@ -34,6 +39,7 @@
 #include <vector>
 
 #include "cachet/cache.h"
+#include "cachet/key_value_client.h"
 #include "cachet/rate_limit.h"
 #include "cachet/result.h"
 
@@ -54,30 +60,30 @@ struct ClientOptions {
 // STATS as name/value pairs, in the daemon's order.
 using StatsList = std::vector<std::pair<std::string, int64_t>>;
 
-class Client {
+class Client : public KeyValueClient {
  public:
   static Result<std::unique_ptr<Client>> Connect(const std::string& endpoint, const ClientOptions& options = {});
-  ~Client();
+  ~Client() override;
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  Result<void> Ping();
-  Result<std::optional<std::string>> Get(std::string_view key);
+  Result<void> Ping() final;
+  Result<std::optional<std::string>> Get(std::string_view key) final;
   // Like Get, reusing `value`'s buffer (no allocation on the shared-memory
   // path once it is large enough). True on a hit; on a miss `*value` is unspecified.
-  Result<bool> GetInto(std::string_view key, std::string* value);
-  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {});
-  Result<bool> Del(std::string_view key);
-  Result<bool> Exists(std::string_view key);
+  Result<bool> GetInto(std::string_view key, std::string* value) final;
+  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {}) final;
+  Result<bool> Del(std::string_view key) final;
+  Result<bool> Exists(std::string_view key) final;
   // ttl <= 0 deletes the key. False if the key is absent.
-  Result<bool> Expire(std::string_view key, std::chrono::milliseconds ttl);
+  Result<bool> Expire(std::string_view key, std::chrono::milliseconds ttl) final;
   // Remaining TTL, Cache::kNoExpiry if none; empty optional if the key is absent.
-  Result<std::optional<std::chrono::milliseconds>> Ttl(std::string_view key);
+  Result<std::optional<std::chrono::milliseconds>> Ttl(std::string_view key) final;
   Result<int64_t> Incr(std::string_view key, int64_t delta = 1,
-                       std::chrono::milliseconds ttl_on_create = std::chrono::milliseconds(0));
-  Result<int64_t> Decr(std::string_view key, int64_t delta = 1);
-  Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys);
-  Result<void> MSet(const std::vector<std::pair<std::string, std::string>>& items);
+                       std::chrono::milliseconds ttl_on_create = std::chrono::milliseconds(0)) final;
+  Result<int64_t> Decr(std::string_view key, int64_t delta = 1) final;
+  Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys) final;
+  Result<void> MSet(const std::vector<std::pair<std::string, std::string>>& items) final;
   Result<Cache::ScanPage> Scan(uint64_t cursor, std::string_view pattern = {}, uint32_t count = 64);
   Result<StatsList> Stats();
   Result<void> Flush();

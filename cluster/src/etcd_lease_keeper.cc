@@ -2,14 +2,12 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <exception>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "etcd_transport.h"
+#include "etcd_worker.h"
 
 namespace cachet::cluster {
 
@@ -41,8 +39,6 @@ struct LeaseKeeper::Impl {
 
   void Run();
   void Lose(Error why);
-  // Stops the thread and waits for it (promptly: it shuts the connections down).
-  void Stop();
 
   const std::unique_ptr<detail::EtcdTransport> transport;
   const Lease lease;
@@ -51,12 +47,7 @@ struct LeaseKeeper::Impl {
   // The lease lives at least until here (only the keeper's thread moves it).
   Clock::time_point expires;
   std::atomic<bool> lost{false};
-
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;  // GUARDED_BY(mu)
-  bool done = false;  // GUARDED_BY(mu)
-  std::thread thread;
+  detail::EtcdWorker worker{*transport};  // last: stopped before the rest goes
 };
 
 void LeaseKeeper::Impl::Lose(Error why) {
@@ -70,11 +61,7 @@ void LeaseKeeper::Impl::Run() {
   Clock::time_point next = Clock::now() + interval;
   Error last_failure;
   const std::string name = "etcd lease " + std::to_string(lease.id);
-  while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      if (cv.wait_until(lock, std::min(next, expires), [this] { return stop; })) break;
-    }
+  while (!worker.WaitUntil(std::min(next, expires))) {
     const Clock::time_point sent = Clock::now();
     if (sent >= expires) {
       Lose(Error{ErrorCode::kTimeout,
@@ -105,27 +92,6 @@ void LeaseKeeper::Impl::Run() {
       next = Clock::now() + retry;
     }
   }
-  std::lock_guard<std::mutex> lock(mu);
-  done = true;
-  cv.notify_all();
-}
-
-void LeaseKeeper::Impl::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-  }
-  cv.notify_all();
-  // As in EtcdWatch: shut the connections down until the thread has seen it.
-  std::unique_lock<std::mutex> lock(mu);
-  while (!done) {
-    lock.unlock();
-    transport->Stop();
-    lock.lock();
-    cv.wait_for(lock, milliseconds(10), [this] { return done; });
-  }
-  lock.unlock();
-  if (thread.joinable()) thread.join();
 }
 
 Result<LeaseKeeper> LeaseKeeper::Start(const EtcdOptions& etcd, const LeaseKeeperOptions& options,
@@ -142,7 +108,7 @@ Result<LeaseKeeper> LeaseKeeper::Start(const EtcdOptions& etcd, const LeaseKeepe
     if (interval == milliseconds(0)) interval = std::max(milliseconds(1), Impl::Seconds(lease->ttl_seconds) / 3);
     auto impl = std::make_unique<Impl>(std::move(*transport), *lease, interval, std::move(on_lost), asked);
     Impl* raw = impl.get();
-    impl->thread = std::thread([raw] { raw->Run(); });
+    impl->worker.Start([raw] { raw->Run(); });
     return LeaseKeeper(std::move(impl));
   } catch (const std::exception& e) {
     return MakeError(ErrorCode::kInternal, std::string("etcd lease keeper: ") + e.what());
@@ -153,13 +119,13 @@ LeaseKeeper::LeaseKeeper(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LeaseKeeper::LeaseKeeper(LeaseKeeper&&) noexcept = default;
 LeaseKeeper& LeaseKeeper::operator=(LeaseKeeper&& other) noexcept {
   if (this != &other) {
-    if (impl_) impl_->Stop();
+    if (impl_) impl_->worker.Stop();
     impl_ = std::move(other.impl_);
   }
   return *this;
 }
 LeaseKeeper::~LeaseKeeper() {
-  if (impl_) impl_->Stop();
+  if (impl_) impl_->worker.Stop();
 }
 
 int64_t LeaseKeeper::lease_id() const { return impl_->lease.id; }
@@ -167,7 +133,7 @@ int64_t LeaseKeeper::ttl_seconds() const { return impl_->lease.ttl_seconds; }
 bool LeaseKeeper::lost() const { return impl_->lost.load(std::memory_order_acquire); }
 
 Result<void> LeaseKeeper::Revoke() {
-  impl_->Stop();
+  impl_->worker.Stop();
   // A fresh transport: Stop() has closed the keeper's own for good.
   auto transport = detail::EtcdTransport::Create(impl_->transport->options());
   if (!transport) return tl::unexpected(transport.error());

@@ -1,13 +1,11 @@
 #include "cachet/cluster/etcd_watch.h"
 
 #include <atomic>
-#include <condition_variable>
 #include <exception>
-#include <mutex>
-#include <thread>
 #include <utility>
 
 #include "etcd_transport.h"
+#include "etcd_worker.h"
 
 namespace cachet::cluster {
 
@@ -42,33 +40,20 @@ struct EtcdWatch::Impl {
   StreamEnd RunStream();
   // Handles one message of the stream; false ends the stream (`end` says why).
   bool OnMessage(const Answer& message, StreamEnd& end);
-  void Stop();
 
   const std::unique_ptr<detail::EtcdTransport> transport;
   const WatchOptions options;
   const Callback callback;
   std::atomic<int64_t> next_revision;
-
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;  // GUARDED_BY(mu)
-  bool done = false;  // GUARDED_BY(mu): Run() has returned
-  std::thread thread;
+  detail::EtcdWorker worker{*transport};  // last: stopped before the rest goes
 };
 
 void EtcdWatch::Impl::Run() {
   bool lost_reported = false;
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (stop) break;
-    }
+  while (!worker.stopping()) {
     const auto opened_at = std::chrono::steady_clock::now();
     StreamEnd end = RunStream();
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (stop) break;
-    }
+    if (worker.stopping()) break;
     const bool healthy = end.created && !end.faulty;
     if (healthy) {
       lost_reported = false;
@@ -82,12 +67,8 @@ void EtcdWatch::Impl::Run() {
     // A stream that ran a while is opened again at once; otherwise wait, so
     // an etcd that accepts and drops streams is not hammered.
     if (healthy && std::chrono::steady_clock::now() - opened_at >= options.retry_interval) continue;
-    std::unique_lock<std::mutex> lock(mu);
-    cv.wait_for(lock, options.retry_interval, [this] { return stop; });
+    worker.WaitUntil(std::chrono::steady_clock::now() + options.retry_interval);
   }
-  std::lock_guard<std::mutex> lock(mu);
-  done = true;
-  cv.notify_all();
 }
 
 EtcdWatch::Impl::StreamEnd EtcdWatch::Impl::RunStream() {
@@ -212,26 +193,6 @@ bool EtcdWatch::Impl::OnMessage(const Answer& message, StreamEnd& end) {
   return true;
 }
 
-void EtcdWatch::Impl::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    stop = true;
-  }
-  cv.notify_all();
-  // Shutting the connection down ends a stream blocked on a silent etcd.
-  // Repeated: a connection being opened when the first Stop() ran is shut
-  // down by a later one.
-  std::unique_lock<std::mutex> lock(mu);
-  while (!done) {
-    lock.unlock();
-    transport->Stop();
-    lock.lock();
-    cv.wait_for(lock, std::chrono::milliseconds(10), [this] { return done; });
-  }
-  lock.unlock();
-  if (thread.joinable()) thread.join();
-}
-
 Result<EtcdWatch> EtcdWatch::Start(const EtcdOptions& etcd, WatchOptions options, Callback callback) {
   if (auto valid = options.Validate(); !valid) return tl::unexpected(valid.error());
   if (!callback) return MakeError(ErrorCode::kInvalidArgument, "watch needs a callback");
@@ -240,7 +201,7 @@ Result<EtcdWatch> EtcdWatch::Start(const EtcdOptions& etcd, WatchOptions options
   try {
     auto impl = std::make_unique<Impl>(std::move(*transport), std::move(options), std::move(callback));
     Impl* raw = impl.get();
-    impl->thread = std::thread([raw] { raw->Run(); });
+    impl->worker.Start([raw] { raw->Run(); });
     return EtcdWatch(std::move(impl));
   } catch (const std::exception& e) {
     return MakeError(ErrorCode::kInternal, std::string("etcd watch: cannot start its thread: ") + e.what());
@@ -251,13 +212,13 @@ EtcdWatch::EtcdWatch(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EtcdWatch::EtcdWatch(EtcdWatch&&) noexcept = default;
 EtcdWatch& EtcdWatch::operator=(EtcdWatch&& other) noexcept {
   if (this != &other) {
-    if (impl_) impl_->Stop();
+    if (impl_) impl_->worker.Stop();
     impl_ = std::move(other.impl_);
   }
   return *this;
 }
 EtcdWatch::~EtcdWatch() {
-  if (impl_) impl_->Stop();
+  if (impl_) impl_->worker.Stop();
 }
 
 int64_t EtcdWatch::next_revision() const { return impl_->next_revision.load(std::memory_order_relaxed); }

@@ -16,7 +16,8 @@ namespace {
 // Raw strings as read, so that sizes and names get our own checks and messages.
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
-      log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total;
+      log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
+      node_id, advertise, etcd;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -44,7 +45,13 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "reply-backlog-per-client", po::value(&r.backlog_per_client)->default_value("16MiB"),
       "reply bytes one connection may leave unread before further replies to it are dropped (dropped_replies)")(
       "reply-backlog-total", po::value(&r.backlog_total)->default_value("256MiB"),
-      "unread reply bytes of all connections together before replies to those owing any are dropped");
+      "unread reply bytes of all connections together before replies to those owing any are dropped")(
+      "cluster", po::value(&r.cluster)->default_value(""),
+      "join the cluster of this name (needs node-id and etcd); empty: a single node")(
+      "node-id", po::value(&r.node_id)->default_value(""), "this node's id in the cluster, the same across restarts")(
+      "advertise", po::value(&r.advertise)->default_value(""),
+      "tcp:// endpoint other nodes and clients reach this node at; default: the tcp endpoint")(
+      "etcd", po::value(&r.etcd)->default_value(""), "the cluster's etcd endpoints, e.g. http://10.0.0.9:2379,...");
   return o;
 }
 
@@ -117,6 +124,10 @@ Result<DaemonConfig> Convert(const Raw& r) {
   auto total = size("reply-backlog-total", r.backlog_total);
   if (!total) return tl::unexpected(total.error());
   c.reply_backlog_total = *total;
+  c.cluster.name = r.cluster;
+  c.cluster.node_id = r.node_id;
+  c.cluster.etcd = r.etcd;
+  c.cluster.advertise = r.advertise;  // empty: the tcp endpoint as bound (Server::JoinCluster)
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -188,6 +199,7 @@ Result<void> DaemonConfig::Validate() const {
     return bad("reply-backlog-total must be at least reply-backlog-per-client");
   }
   if (auto ok = CacheOptionsFor().Validate(); !ok) return bad(ok.error().message);
+  if (auto ok = cluster.Validate(); !ok) return bad(ok.error().message);
   return {};
 }
 
@@ -253,6 +265,10 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.max_frame_bytes != b.max_frame_bytes) changed.push_back("max-frame");
   if (a.rate_limit_capacity != b.rate_limit_capacity) changed.push_back("rate-limit-capacity");
   if (a.pub != b.pub) changed.push_back("pub");
+  if (a.cluster.name != b.cluster.name) changed.push_back("cluster");
+  if (a.cluster.node_id != b.cluster.node_id) changed.push_back("node-id");
+  if (a.cluster.advertise != b.cluster.advertise) changed.push_back("advertise");
+  if (a.cluster.etcd != b.cluster.etcd) changed.push_back("etcd");
   return changed;
 }
 

@@ -12,6 +12,17 @@
 
 namespace cachet::daemon {
 
+// Membership of a cluster (cluster_node.h); all empty for a single node.
+struct ClusterSettings {
+  std::string name;       // empty: not in a cluster
+  std::string node_id;    // unique in the cluster; stays the same across restarts
+  std::string advertise;  // tcp:// endpoint other nodes and clients reach this node at
+  std::string etcd;       // etcd client URLs, comma-separated
+
+  bool enabled() const { return !name.empty(); }
+  Result<void> Validate() const;
+};
+
 struct DaemonConfig {
   std::string config_file;                      // empty: defaults and flags only
   std::string segment = "cachet";               // shared-memory name (/dev/shm/cachet)
@@ -33,6 +44,7 @@ struct DaemonConfig {
   // before further replies are dropped (ReplyBacklog).
   uint64_t reply_backlog_per_client = uint64_t{16} << 20;
   uint64_t reply_backlog_total = uint64_t{256} << 20;
+  ClusterSettings cluster;
 
   CacheOptions CacheOptionsFor() const;
   // The shared-memory table of the RATELIMIT counters, beside the segment.

@@ -152,6 +152,10 @@ int main(int argc, char** argv) {
     (*log)->error("{}", cache.error().ToString());
     return kExitFailed;
   }
+  if (auto joined = server.JoinCluster(**cache); !joined) {
+    (*log)->error("cannot join cluster '{}': {}", config.cluster.name, joined.error().ToString());
+    return kExitFailed;
+  }
   const cachet::CacheStats s = (*cache)->Stats();
   (*log)->info("cachetd {} ready: pid {}, segment /{}, capacity {} MiB, {} eviction, {} entries", kVersion, getpid(),
                config.segment, s.capacity_bytes >> 20, cachet::EvictionPolicyName(config.policy), s.entries);

@@ -7,12 +7,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "cachet/cluster/slot.h"
 #include "cachet/counter_table.h"
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
 
 #include "../libclient/src/protocol.h"
 #include "../libclient/src/zmq_io.h"
+#include "cluster_node.h"
 
 namespace cachet::daemon {
 
@@ -87,6 +89,7 @@ Result<void> Server::Bind() {
       return MakeError(ErrorCode::kIo, "cannot bind " + endpoint + ": " + e.what());
     }
     bound.push_back(router_.get(zmq::sockopt::last_endpoint));
+    if (endpoint == config_.tcp) bound_tcp_ = bound.back();
   }
   if (!config_.pub.empty()) {
     try {
@@ -173,6 +176,22 @@ void Server::PublishPolicy() {
   }
 }
 
+Result<void> Server::JoinCluster(Cache& cache) {
+  if (!config_.cluster.enabled()) return {};
+  ClusterSettings settings = config_.cluster;
+  if (settings.advertise.empty()) {
+    // The tcp endpoint as bound (a port of 0 or * resolved).
+    if (bound_tcp_.empty()) {
+      return MakeError(ErrorCode::kInvalidArgument, "a cluster node needs a tcp endpoint (tcp, or advertise)");
+    }
+    settings.advertise = bound_tcp_;
+  }
+  auto joined = ClusterNode::Join(settings, cache, log_);
+  if (!joined) return tl::unexpected(joined.error());
+  cluster_ = std::move(*joined);
+  return {};
+}
+
 int Server::Run(std::unique_ptr<Cache> cache) {
   cache_ = std::move(cache);
   started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
@@ -215,6 +234,10 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     }
   }
   log_->info("stopping: answered {} requests in flight, closing sockets", drained);
+  if (cluster_) {
+    cluster_.reset();  // revokes the registration: the node is down for the cluster now
+    log_->info("left cluster '{}'", config_.cluster.name);
+  }
   router_.close();
   monitor_.close();
   if (config_.remove_segment_on_exit) {
@@ -323,6 +346,15 @@ void Server::SendReply(const zmq::message_t& routing_id, bool req_envelope, cons
   }
 }
 
+// One op to run: a decoded request, or the read an ASK wraps (`asking`).
+struct Server::Call {
+  uint64_t id;
+  Op op;
+  const msgpack::object* args;
+  uint32_t arg_count;
+  bool asking;  // served here even if this node no longer owns the slot
+};
+
 void Server::Handle(const char* data, size_t size, wire::Writer& out) {
   uint64_t id = 0;
   auto request = wire::DecodeRequest(data, size, &id);
@@ -331,10 +363,10 @@ void Server::Handle(const char* data, size_t size, wire::Writer& out) {
     out.ErrorReply(id, request.error());
     return;
   }
-  Dispatch(*request, out);
+  Dispatch(Call{request->id, request->op, request->args, request->arg_count, false}, out);
 }
 
-void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
+void Server::Dispatch(const Call& r, wire::Writer& out) {
   const msgpack::object* a = r.args;
   auto fail = [&](const Error& e) {
     ++errors_;
@@ -351,6 +383,42 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
   const uint32_t max_key = config_.max_key_size;
   const uint32_t max_value = config_.max_value_size;
   static thread_local std::string value;
+  // Cluster: a key whose slot another node serves gets MOVED (CLUSTER_DOWN
+  // if none can); on a slot this node is importing, a read that misses gets
+  // ASK, and an op whose result depends on a key not imported yet is told
+  // to retry. A single node serves every key.
+  ClusterNode::Route route;
+  auto elsewhere = [&](std::string_view key, bool write) {
+    if (!cluster_) return false;
+    route = cluster_->RouteKey(key, write, r.asking);
+    if (route.status == ErrorCode::kOk) return false;
+    ++redirects_;
+    if (route.status == ErrorCode::kMoved) {
+      wire::WriteRedirect(out, r.id, ErrorCode::kMoved, {route.message, route.epoch, route.slot, route.endpoint});
+    } else {
+      out.ErrorReply(r.id, Error{route.status, route.message});
+    }
+    return true;
+  };
+  auto ask = [&] {
+    ++redirects_;
+    wire::WriteRedirect(out, r.id, ErrorCode::kAsk,
+                        {"slot " + std::to_string(route.slot) + " is being imported from " + route.endpoint +
+                             " and this key is not here yet",
+                         route.epoch, route.slot, route.endpoint});
+  };
+  // For an op that needs the key's current value: false (and the reply
+  // written) while that value may still be at the slot's previous owner.
+  auto present_or_settled = [&](std::string_view key) {
+    if (!route.ask_on_miss() || cache_->Contains(key)) return true;
+    ++redirects_;
+    out.ErrorReply(r.id, Error{ErrorCode::kClusterDown, "slot " + std::to_string(route.slot) +
+                                                            " is being imported and this key is not here yet; retry"});
+    return false;
+  };
+  auto guard = [&](std::string_view key) {
+    return cluster_ ? cluster_->GuardWrite(key) : std::unique_lock<std::mutex>();
+  };
 
   switch (r.op) {
     case Op::kPing:
@@ -379,9 +447,12 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (!arity(1, 1)) return;
       auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
+      if (elsewhere(*key, false)) return;
       if (cache_->GetInto(*key, &value)) {
         ok();
         out.Bytes(value);
+      } else if (route.ask_on_miss()) {
+        ask();
       } else {
         out.BeginReply(r.id, ErrorCode::kNotFound);
         out.Nil();
@@ -409,6 +480,9 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
                             : *cond == 2 ? SetCondition::kIfPresent
                                          : SetCondition::kAlways;
       }
+      if (elsewhere(*key, true)) return;
+      if (options.condition != SetCondition::kAlways && !present_or_settled(*key)) return;
+      auto lock = guard(*key);
       auto stored = cache_->Set(*key, *val, options);
       if (!stored) return fail(stored.error());
       ok();
@@ -420,7 +494,12 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (!arity(1, 1)) return;
       auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
-      const bool result = r.op == Op::kDel ? cache_->Erase(*key) : cache_->Contains(*key);
+      const bool del = r.op == Op::kDel;
+      if (elsewhere(*key, del)) return;
+      if (del && !present_or_settled(*key)) return;
+      auto lock = del ? guard(*key) : std::unique_lock<std::mutex>();
+      const bool result = del ? cache_->Erase(*key) : cache_->Contains(*key);
+      if (!del && !result && route.ask_on_miss()) return ask();
       ok();
       out.Bool(result);
       return;
@@ -431,6 +510,8 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (!key) return fail(key.error());
       auto ttl = wire::TtlArg(a[1], wire::TtlUse::kExpire);
       if (!ttl) return fail(ttl.error());
+      if (elsewhere(*key, true) || !present_or_settled(*key)) return;
+      auto lock = guard(*key);
       ok();
       out.Bool(cache_->Expire(*key, *ttl));
       return;
@@ -439,7 +520,9 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       if (!arity(1, 1)) return;
       auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
+      if (elsewhere(*key, false)) return;
       const auto ttl = cache_->Ttl(*key);
+      if (!ttl && route.ask_on_miss()) return ask();
       if (!ttl) {
         out.BeginReply(r.id, ErrorCode::kNotFound);
         out.Nil();
@@ -470,6 +553,8 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
         if (!t) return fail(t.error());
         ttl = *t;
       }
+      if (elsewhere(*key, true) || !present_or_settled(*key)) return;
+      auto lock = guard(*key);
       auto result = cache_->Incr(*key, delta, ttl);
       if (!result) return fail(result.error());
       ok();
@@ -481,6 +566,20 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       // Every key is checked before any is read: one bad key answers the whole request.
       for (uint32_t i = 0; i < r.arg_count; ++i) {
         if (auto key = wire::KeyArg(a[i], max_key, i); !key) return fail(key.error());
+      }
+      // In a cluster every key must be this node's: the first that is not
+      // answers the whole request (a cluster client splits MGET by node).
+      bool importing = false;
+      for (uint32_t i = 0; i < r.arg_count; ++i) {
+        if (elsewhere(*wire::BytesArg(a[i], "key"), false)) return;
+        importing = importing || route.ask_on_miss();
+      }
+      if (importing) {
+        for (uint32_t i = 0; i < r.arg_count; ++i) {
+          const std::string_view key = *wire::BytesArg(a[i], "key");
+          route = cluster_->RouteKey(key, false, r.asking);
+          if (route.ask_on_miss() && !cache_->Contains(key)) return ask();
+        }
       }
       ok();
       out.Array(r.arg_count);
@@ -511,6 +610,10 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
         if (auto val = wire::ValueArg(a[i + 1], max_value, i / 2); !val) return fail(val.error());
       }
       for (uint32_t i = 0; i < r.arg_count; i += 2) {
+        if (elsewhere(*wire::BytesArg(a[i], "key"), true)) return;
+      }
+      for (uint32_t i = 0; i < r.arg_count; i += 2) {
+        auto lock = guard(*wire::BytesArg(a[i], "key"));
         auto stored = cache_->Set(*wire::BytesArg(a[i], "key"), *wire::BytesArg(a[i + 1], "value"));
         if (!stored) return fail(stored.error());
       }
@@ -582,6 +685,30 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
       wire::WriteDecision(out, *d);
       return;
     }
+    case Op::kAsk: {
+      // A read the old owner of a slot being moved serves (docs/protocol.md, "Cluster").
+      if (!arity(1, UINT32_MAX)) return;
+      auto name = wire::BytesArg(a[0], "op");
+      if (!name) return fail(name.error());
+      const std::optional<Op> inner = wire::ParseOp(*name);
+      if (!inner || (*inner != Op::kGet && *inner != Op::kExists && *inner != Op::kTtl && *inner != Op::kMGet)) {
+        return fail(
+            Error{ErrorCode::kInvalidArgument, "ASK wraps GET, EXISTS, TTL or MGET, not '" + std::string(*name) + "'"});
+      }
+      return Dispatch(Call{r.id, *inner, a + 1, r.arg_count - 1, true}, out);
+    }
+    case Op::kCluster:
+    case Op::kSlotDump:
+      if (!cluster_) {
+        return fail(
+            Error{ErrorCode::kInvalidArgument,
+                  std::string(wire::OpName(r.op)) + ": this cachetd is not a cluster node (no cluster settings)"});
+      }
+      if (r.op == Op::kSlotDump) return SlotDump(r, out);
+      if (!arity(0, 0)) return;
+      ok();
+      WriteClusterView(out);
+      return;
     case Op::kReload: {
       if (!arity(0, 0)) return;
       auto reloaded = Reload();
@@ -592,6 +719,84 @@ void Server::Dispatch(const wire::Request& r, wire::Writer& out) {
     }
   }
   fail(Error{ErrorCode::kUnknownOp, "op not handled"});
+}
+
+void Server::WriteClusterView(wire::Writer& out) {
+  const std::shared_ptr<const ClusterView> view = cluster_->view();
+  out.Map(5);
+  out.Str("cluster");
+  out.Str(config_.cluster.name);
+  out.Str("node");
+  out.Str(config_.cluster.node_id);
+  out.Str("epoch");
+  out.Uint(view->epoch);
+  out.Str("map");
+  out.Str(view->map_json);
+  out.Str("nodes");
+  out.Map(static_cast<uint32_t>(view->endpoints.size()));
+  for (const auto& [id, endpoint] : view->endpoints) {
+    out.Str(id);
+    out.Str(endpoint);
+  }
+}
+
+// SLOTDUMP epoch first last cursor count: a page of the keys of slots
+// first..last, for the node importing them. Refused until this node has
+// seen the importer's epoch: from that epoch on it takes no more writes to
+// those slots, so every write it acknowledged is in the pages.
+void Server::SlotDump(const Call& r, wire::Writer& out) {
+  if (r.arg_count != 5) {
+    ++errors_;
+    return out.ErrorReply(
+        r.id, Error{ErrorCode::kWrongArity, "SLOTDUMP takes epoch, first_slot, last_slot, cursor, count; got " +
+                                                std::to_string(r.arg_count) + " arguments"});
+  }
+  uint64_t v[5];
+  const char* names[5] = {"epoch", "first_slot", "last_slot", "cursor", "count"};
+  for (int i = 0; i < 5; ++i) {
+    auto n = wire::UintArg(r.args[i], names[i]);
+    if (!n) {
+      ++errors_;
+      return out.ErrorReply(r.id, n.error());
+    }
+    v[i] = *n;
+  }
+  const auto [epoch, first, last, cursor, count] = std::tie(v[0], v[1], v[2], v[3], v[4]);
+  if (first > last || last >= cluster::kSlotCount || count == 0 || count > wire::kMaxScanCount) {
+    ++errors_;
+    return out.ErrorReply(r.id, Error{ErrorCode::kInvalidArgument,
+                                      "SLOTDUMP needs first_slot <= last_slot < 16384 and a count of 1 to 100000"});
+  }
+  if (cluster_->epoch() < epoch) {
+    return out.ErrorReply(
+        r.id, Error{ErrorCode::kClusterDown, "this node is at map epoch " + std::to_string(cluster_->epoch()) +
+                                                 ", behind " + std::to_string(epoch) + "; retry"});
+  }
+  const Cache::ScanPage page = cache_->Scan(cursor, {}, count);
+  struct Item {
+    std::string key, value;
+    int64_t ttl_ms;
+  };
+  std::vector<Item> items;
+  for (const std::string& key : page.keys) {
+    const uint32_t slot = cluster::SlotOf(key);
+    if (slot < first || slot > last) continue;
+    Item item{key, {}, 0};
+    const auto ttl = cache_->Ttl(key);
+    if (!ttl || !cache_->GetInto(key, &item.value)) continue;  // gone meanwhile
+    // A key about to expire keeps at least 1 ms: 0 would mean "no expiry".
+    item.ttl_ms = *ttl == Cache::kNoExpiry ? 0 : std::max<int64_t>(ttl->count(), 1);
+    items.push_back(std::move(item));
+  }
+  out.BeginReply(r.id, ErrorCode::kOk);
+  out.Array(2);
+  out.Uint(page.cursor);
+  out.Array(static_cast<uint32_t>(items.size() * 3));
+  for (const Item& item : items) {
+    out.Bytes(item.key);
+    out.Bytes(item.value);
+    out.Int(item.ttl_ms);
+  }
 }
 
 void Server::WriteStats(wire::Writer& out) {
@@ -626,8 +831,23 @@ void Server::WriteStats(wire::Writer& out) {
       {"ratelimit_counters", static_cast<int64_t>(l.counters)},
       {"ratelimit_capacity", static_cast<int64_t>(l.capacity)},
   };
-  out.Map(static_cast<uint32_t>(std::size(rows)));
+  std::vector<std::pair<const char*, int64_t>> cluster_rows;
+  if (cluster_) {
+    const ClusterNode::Stats c = cluster_->stats();
+    cluster_rows = {{"cluster_epoch", static_cast<int64_t>(c.epoch)},
+                    {"cluster_owned_slots", static_cast<int64_t>(c.owned_slots)},
+                    {"cluster_importing_slots", static_cast<int64_t>(c.importing_slots)},
+                    {"cluster_imported_keys", static_cast<int64_t>(c.imported_keys)},
+                    {"cluster_import_failures", static_cast<int64_t>(c.import_failures)},
+                    {"cluster_redirects", static_cast<int64_t>(redirects_)},
+                    {"cluster_registered", c.registered ? 1 : 0}};
+  }
+  out.Map(static_cast<uint32_t>(std::size(rows) + cluster_rows.size()));
   for (const auto& [name, v] : rows) {
+    out.Str(name);
+    out.Int(v);
+  }
+  for (const auto& [name, v] : cluster_rows) {
     out.Str(name);
     out.Int(v);
   }

@@ -27,6 +27,8 @@ class Writer;
 
 namespace cachet::daemon {
 
+class ClusterNode;
+
 // Set from signal handlers (async-signal-safe), read by the loop.
 struct Signals {
   volatile std::sig_atomic_t stop = 0;
@@ -41,14 +43,21 @@ class Server {
   // Binds every configured endpoint, before the segment is made; fails with
   // the endpoint and the reason (and then has logged nothing).
   Result<void> Bind();
+  // With cluster settings: registers this node and follows the cluster
+  // (ClusterNode), serving `cache`, which must outlive the server; fails with
+  // the reason. Nothing to do for a single node.
+  Result<void> JoinCluster(Cache& cache);
   // Serves `cache` until SIGTERM/SIGINT; returns the process exit code.
   int Run(std::unique_ptr<Cache> cache);
 
  private:
   void HandleMessage();
   void Handle(const char* data, size_t size, wire::Writer& out);
-  void Dispatch(const wire::Request& request, wire::Writer& out);
+  struct Call;  // server.cc
+  void Dispatch(const Call& call, wire::Writer& out);
   void WriteStats(wire::Writer& out);
+  void WriteClusterView(wire::Writer& out);
+  void SlotDump(const Call& call, wire::Writer& out);
   Result<void> Reload();
   // Reads and validates the rate-limit policy file; adopts it if it changed.
   Result<void> LoadPolicy(const std::string& path);
@@ -61,6 +70,8 @@ class Server {
   DaemonConfig config_;
   const std::vector<std::string> args_;  // the command line, re-read on reload
   std::unique_ptr<Cache> cache_;
+  std::unique_ptr<ClusterNode> cluster_;
+  std::string bound_tcp_;  // the tcp endpoint as bound  // set when in a cluster; refers to *cache_
   std::unique_ptr<RateLimiter>
       limiter_;  // decides RATELIMIT requests; set with the policy; counts in RateLimitSegment()
   std::shared_ptr<spdlog::logger> log_;
@@ -84,6 +95,7 @@ class Server {
   uint64_t dropped_replies_reported_ = 0;
   std::chrono::steady_clock::time_point last_drop_report_;
   uint64_t reloads_ = 0;
+  uint64_t redirects_ = 0;  // MOVED, ASK and CLUSTER_DOWN replies
   int64_t connected_clients_ = 0;
   uint64_t requests_at_last_second_ = 0;
   double ops_per_second_ = 0;

@@ -52,14 +52,7 @@ Error Unexpected(const char* what) {
 }
 
 // Maps a non-OK reply to an Error carrying the daemon's message.
-Error ReplyError(const wire::Reply& reply) {
-  std::string message = "daemon replied ";
-  message += ErrorCodeName(reply.status);
-  if (reply.payload->type == msgpack::type::STR) {
-    message.assign(reply.payload->via.str.ptr, reply.payload->via.str.size);
-  }
-  return Error{reply.status, message};
-}
+Error ReplyError(const wire::Reply& reply) { return wire::ReplyError(reply.status, *reply.payload); }
 
 bool IsBytes(const msgpack::object& o) { return o.type == msgpack::type::BIN || o.type == msgpack::type::STR; }
 std::string ToString(const msgpack::object& o) {

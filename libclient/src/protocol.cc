@@ -9,9 +9,9 @@ namespace cachet::wire {
 
 namespace {
 
-constexpr std::array<const char*, 17> kOpNames = {"PING",   "INFO",  "GET",   "SET",    "DEL",      "EXISTS",
-                                                  "EXPIRE", "TTL",   "INCR",  "DECR",   "MGET",     "MSET",
-                                                  "SCAN",   "FLUSH", "STATS", "RELOAD", "RATELIMIT"};
+constexpr std::array<const char*, 20> kOpNames = {
+    "PING", "INFO", "GET",  "SET",   "DEL",   "EXISTS", "EXPIRE",    "TTL",     "INCR", "DECR",
+    "MGET", "MSET", "SCAN", "FLUSH", "STATS", "RELOAD", "RATELIMIT", "CLUSTER", "ASK",  "SLOTDUMP"};
 
 // array, map, str, bin, ext, depth. The decoder allocates an array's or a
 // map's items when it reads the header, before their bytes: as every item
@@ -276,6 +276,51 @@ void Writer::BeginReply(uint64_t id, ErrorCode status) {
   packer_.pack_array(3);
   packer_.pack_uint64(id);
   packer_.pack_uint16(static_cast<uint16_t>(status));
+}
+
+void WriteRedirect(Writer& out, uint64_t id, ErrorCode status, const Redirect& r) {
+  out.BeginReply(id, status);
+  out.Map(4);
+  out.Str("message");
+  out.Str(r.message);
+  out.Str("epoch");
+  out.Uint(r.epoch);
+  out.Str("slot");
+  out.Uint(r.slot);
+  out.Str("endpoint");
+  out.Str(r.endpoint);
+}
+
+std::optional<Redirect> ReadRedirect(const msgpack::object& payload) {
+  if (payload.type != msgpack::type::MAP) return std::nullopt;
+  Redirect r;
+  int seen = 0;
+  for (const msgpack::object_kv& kv : payload.via.map) {
+    if (kv.key.type != msgpack::type::STR) continue;
+    const std::string_view name(kv.key.via.str.ptr, kv.key.via.str.size);
+    const msgpack::object& v = kv.val;
+    if (name == "message" && v.type == msgpack::type::STR) {
+      r.message.assign(v.via.str.ptr, v.via.str.size);
+      seen |= 1;
+    } else if (name == "epoch" && v.type == msgpack::type::POSITIVE_INTEGER) {
+      r.epoch = v.via.u64;
+      seen |= 2;
+    } else if (name == "slot" && v.type == msgpack::type::POSITIVE_INTEGER && v.via.u64 <= UINT32_MAX) {
+      r.slot = static_cast<uint32_t>(v.via.u64);
+      seen |= 4;
+    } else if (name == "endpoint" && v.type == msgpack::type::STR) {
+      r.endpoint.assign(v.via.str.ptr, v.via.str.size);
+      seen |= 8;
+    }
+  }
+  if (seen != 15) return std::nullopt;
+  return r;
+}
+
+Error ReplyError(ErrorCode status, const msgpack::object& payload) {
+  if (payload.type == msgpack::type::STR) return Error{status, std::string(payload.via.str.ptr, payload.via.str.size)};
+  if (std::optional<Redirect> r = ReadRedirect(payload)) return Error{status, r->message};
+  return Error{status, std::string("daemon replied ") + ErrorCodeName(status)};
 }
 
 void Writer::ErrorReply(uint64_t id, const Error& error) {

@@ -43,6 +43,9 @@ enum class Op : uint8_t {
   kStats,
   kReload,
   kRateLimit,
+  kCluster,
+  kAsk,
+  kSlotDump,
 };
 const char* OpName(Op op);
 std::optional<Op> ParseOp(std::string_view name);
@@ -114,6 +117,21 @@ Result<std::string_view> ValueArg(const msgpack::object& o, uint32_t max_value_s
 Result<std::chrono::milliseconds> TtlArg(const msgpack::object& o, TtlUse use);
 
 class Writer;
+
+// The payload of a MOVED or ASK reply: where the key's slot is served, and
+// the map epoch the node answered by.
+struct Redirect {
+  std::string message;
+  uint64_t epoch = 0;
+  uint32_t slot = 0;
+  std::string endpoint;
+};
+void WriteRedirect(Writer& out, uint64_t id, ErrorCode status, const Redirect& redirect);
+// Nullopt unless `payload` is a well-formed redirect map.
+std::optional<Redirect> ReadRedirect(const msgpack::object& payload);
+// The error a non-OK reply stands for: its code and message (for MOVED and
+// ASK, the redirect's message).
+Error ReplyError(ErrorCode status, const msgpack::object& payload);
 
 // RATELIMIT's payload: [allowed, limit, remaining, reset_ms, retry_after_ms,
 // window_ms, rule, shadow_denied].

@@ -36,6 +36,9 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kTimeout: return "TIMEOUT";
     case ErrorCode::kUnavailable: return "UNAVAILABLE";
     case ErrorCode::kProtocol: return "PROTOCOL";
+    case ErrorCode::kMoved: return "MOVED";
+    case ErrorCode::kAsk: return "ASK";
+    case ErrorCode::kClusterDown: return "CLUSTER_DOWN";
   }
   return "UNKNOWN";
 }

@@ -142,6 +142,9 @@ class DaemonProcess {
                                          << ReadFile(log_path_);
   }
 
+  // Everything cachetd logged so far.
+  std::string Log() const { return ReadFile(log_path_); }
+
   // Arguments for the next Start (a restart with another configuration).
   void SetExtraArgs(std::vector<std::string> args) { extra_ = std::move(args); }
   // Words put before cachetd's command line, for a wrapper that execs it

@@ -208,12 +208,27 @@ TEST(WireStatusTableTest, ProtocolMdTableNamesEveryCodeAsTheLibraryDoes) {
     char name[64] = {};
     if (std::sscanf(line.c_str(), "| %d | `%63[A-Z_]` |", &code, name) == 2) table[code] = name;
   }
-  const std::map<int, std::string> fixed = {
-      {0, "OK"},           {1, "INVALID_ARGUMENT"}, {2, "KEY_TOO_LARGE"},        {3, "VALUE_TOO_LARGE"},
-      {4, "NO_SPACE"},     {5, "NOT_FOUND"},        {10, "NOT_INTEGER"},         {11, "OVERFLOW"},
-      {12, "INTERNAL"},    {13, "BAD_REQUEST"},     {14, "UNSUPPORTED_VERSION"}, {15, "UNKNOWN_OP"},
-      {16, "WRONG_ARITY"}, {17, "WRONG_TYPE"},      {18, "FRAME_TOO_LARGE"},     {19, "TIMEOUT"},
-      {20, "UNAVAILABLE"}, {21, "PROTOCOL"}};
+  const std::map<int, std::string> fixed = {{0, "OK"},
+                                            {1, "INVALID_ARGUMENT"},
+                                            {2, "KEY_TOO_LARGE"},
+                                            {3, "VALUE_TOO_LARGE"},
+                                            {4, "NO_SPACE"},
+                                            {5, "NOT_FOUND"},
+                                            {10, "NOT_INTEGER"},
+                                            {11, "OVERFLOW"},
+                                            {12, "INTERNAL"},
+                                            {13, "BAD_REQUEST"},
+                                            {14, "UNSUPPORTED_VERSION"},
+                                            {15, "UNKNOWN_OP"},
+                                            {16, "WRONG_ARITY"},
+                                            {17, "WRONG_TYPE"},
+                                            {18, "FRAME_TOO_LARGE"},
+                                            {19, "TIMEOUT"},
+                                            {20, "UNAVAILABLE"},
+                                            {21, "PROTOCOL"},
+                                            {22, "MOVED"},
+                                            {23, "ASK"},
+                                            {24, "CLUSTER_DOWN"}};
   EXPECT_EQ(table, fixed);
   for (const auto& [code, name] : fixed) {
     EXPECT_EQ(ErrorCodeName(static_cast<ErrorCode>(code)), name) << code;
@@ -223,6 +238,87 @@ TEST(WireStatusTableTest, ProtocolMdTableNamesEveryCodeAsTheLibraryDoes) {
   const std::pair<int, const char*> segment_codes[] = {
       {6, "ALREADY_EXISTS"}, {7, "VERSION_MISMATCH"}, {8, "CORRUPT"}, {9, "IO"}};
   for (const auto& [code, name] : segment_codes) EXPECT_STREQ(ErrorCodeName(static_cast<ErrorCode>(code)), name);
+}
+
+// A daemon without cluster settings: ASK runs the read it wraps (and only a
+// read), and the cluster ops say why they are refused.
+TEST_F(WireContractTest, ASingleNodeServesAskedReadsAndRefusesClusterOps) {
+  const auto str = [](const char* s) { return [s](Packer& pk) { pk.pack(std::string(s)); }; };
+  Expect(PackRequest(1, "SET", 2,
+                     [](Packer& pk) {
+                       pk.pack(std::string("k"));
+                       pk.pack(std::string("v"));
+                     }),
+         1, 0);
+  const testing::WireReply hit = wire_->Call(PackRequest(2, "ASK", 2, [](Packer& pk) {
+    pk.pack(std::string("GET"));
+    pk.pack(std::string("k"));
+  }));
+  EXPECT_EQ(hit.status, 0u) << hit.message;
+  ASSERT_EQ(hit.payload().type, msgpack::type::BIN);
+  EXPECT_EQ(std::string(hit.payload().via.bin.ptr, hit.payload().via.bin.size), "v");
+  Expect(PackRequest(3, "ASK", 2,
+                     [](Packer& pk) {
+                       pk.pack(std::string("GET"));
+                       pk.pack(std::string("absent"));
+                     }),
+         3, 5);
+  Expect(PackRequest(4, "ASK", 3,
+                     [](Packer& pk) {
+                       pk.pack(std::string("SET"));
+                       pk.pack(std::string("k"));
+                       pk.pack(std::string("w"));
+                     }),
+         4, 1, "ASK wraps GET, EXISTS, TTL or MGET");
+  Expect(PackRequest(5, "ASK", 1, str("GET")), 5, 16);  // GET without its key
+  Expect(PackRequest(6, "ASK"), 6, 16);
+  Expect(PackRequest(7, "CLUSTER"), 7, 1, "not a cluster node");
+  Expect(PackRequest(8, "SLOTDUMP", 5,
+                     [](Packer& pk) {
+                       for (int i = 0; i < 5; ++i) pk.pack(0);
+                     }),
+         8, 1, "not a cluster node");
+  // The value was not changed by the refused ASK SET.
+  const testing::WireReply after = wire_->Call(PackRequest(9, "GET", 1, str("k")));
+  ASSERT_EQ(after.status, 0u);
+  EXPECT_EQ(std::string(after.payload().via.bin.ptr, after.payload().via.bin.size), "v");
+}
+
+// MOVED and ASK carry a map, which the client library turns into an error
+// with the node's message, and from which a cluster client reads where to go.
+TEST(WireRedirectTest, ARedirectMapRoundTripsAndAnythingElseIsNotARedirect) {
+  wire::Writer out;
+  wire::WriteRedirect(out, 9, ErrorCode::kMoved, {"slot 12 is served by node b", 41, 12, "tcp://127.0.0.2:7379"});
+  auto reply = wire::DecodeReply(out.data(), out.size());
+  ASSERT_TRUE(reply.has_value()) << reply.error().ToString();
+  EXPECT_EQ(reply->id, 9u);
+  EXPECT_EQ(static_cast<int>(reply->status), 22);
+  const std::optional<wire::Redirect> r = wire::ReadRedirect(*reply->payload);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->message, "slot 12 is served by node b");
+  EXPECT_EQ(r->epoch, 41u);
+  EXPECT_EQ(r->slot, 12u);
+  EXPECT_EQ(r->endpoint, "tcp://127.0.0.2:7379");
+  const Error e = wire::ReplyError(reply->status, *reply->payload);
+  EXPECT_EQ(e.code, ErrorCode::kMoved);
+  EXPECT_EQ(e.message, "slot 12 is served by node b");
+
+  // A map without the endpoint, or a string, is no redirect.
+  wire::Writer partial;
+  partial.BeginReply(10, ErrorCode::kAsk);
+  partial.Map(1);
+  partial.Str("epoch");
+  partial.Uint(3);
+  auto bad = wire::DecodeReply(partial.data(), partial.size());
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_FALSE(wire::ReadRedirect(*bad->payload).has_value());
+  EXPECT_EQ(wire::ReplyError(bad->status, *bad->payload).message, "daemon replied ASK");
+  wire::Writer text;
+  text.ErrorReply(11, Error{ErrorCode::kClusterDown, "no shard map yet"});
+  auto down = wire::DecodeReply(text.data(), text.size());
+  ASSERT_TRUE(down.has_value());
+  EXPECT_FALSE(wire::ReadRedirect(*down->payload).has_value());
+  EXPECT_EQ(wire::ReplyError(down->status, *down->payload).ToString(), "CLUSTER_DOWN: no shard map yet");
 }
 
 // ------------------------------------------------------------ the example

@@ -38,6 +38,10 @@ enum class ErrorCode : uint16_t {
   kTimeout = 19,        // client: no reply within the timeout (after retries)
   kUnavailable = 20,    // client: the daemon cannot be reached
   kProtocol = 21,       // client: the reply was not a valid protocol reply
+  // Cluster (docs/protocol.md, "Cluster").
+  kMoved = 22,        // the key's slot is served by another node (the reply names it)
+  kAsk = 23,          // the slot is being imported here and the key is not here yet: ask the old owner
+  kClusterDown = 24,  // the node cannot serve the slot now (no map yet, control plane lost)
 };
 
 const char* ErrorCodeName(ErrorCode code);

@@ -1,0 +1,291 @@
+// cachetd as a cluster node, against a real etcd and real daemons on
+// loopback: the first node makes the map, a node answers MOVED for slots it
+// does not serve, a join moves slots and their keys to the new node, writes
+// made while a slot is imported win over the imported copy, and reads of keys
+// not imported yet are sent back to the old owner with ASK.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cachet/client.h"
+#include "cachet/cluster/etcd_client.h"
+#include "cachet/cluster/shard_map.h"
+#include "cachet/cluster/slot.h"
+#include "etcd_server.h"
+#include "integration/daemon_process.h"
+#include "integration/raw_wire.h"
+
+namespace cachet {
+namespace {
+
+using testing::DaemonProcess;
+using testing::Packer;
+using testing::PackRequest;
+
+class ClusterNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(etcd_.Start());
+    cluster::EtcdOptions options;
+    options.endpoints = etcd_.endpoint();
+    auto client = cluster::EtcdClient::Create(options);
+    ASSERT_TRUE(client.has_value()) << client.error().ToString();
+    etcd_client_.emplace(std::move(*client));
+  }
+
+  // A node of cluster `name_` with id `id`, started.
+  DaemonProcess& StartNode(const std::string& id) {
+    auto& node = nodes_[id];
+    node = std::make_unique<DaemonProcess>(
+        std::vector<std::string>{"--cluster", name_, "--node-id", id, "--etcd", etcd_.endpoint()});
+    EXPECT_TRUE(node->Start());
+    return *node;
+  }
+
+  std::unique_ptr<Client> Connect(const std::string& id) {
+    ClientOptions o;
+    o.retries = 0;
+    auto c = Client::Connect(nodes_.at(id)->tcp(), o);
+    EXPECT_TRUE(c.has_value()) << c.error().ToString();
+    return c ? std::move(*c) : nullptr;
+  }
+
+  std::map<std::string, int64_t> Stats(const std::string& id) {
+    std::map<std::string, int64_t> stats;
+    auto c = Connect(id);
+    if (!c) return stats;
+    auto s = c->Stats();
+    EXPECT_TRUE(s.has_value()) << s.error().ToString();
+    if (s) stats.insert(s->begin(), s->end());
+    return stats;
+  }
+
+  // The map in etcd and its epoch (mod_revision).
+  cluster::ShardMap Map() {
+    auto kv = etcd_client_->Get("/cachet/" + name_ + "/map");
+    EXPECT_TRUE(kv.has_value() && kv->has_value());
+    auto map = cluster::ShardMap::FromJson((*kv)->value);
+    EXPECT_TRUE(map.has_value()) << map.error().ToString();
+    map->set_epoch(static_cast<uint64_t>((*kv)->mod_revision));
+    return *map;
+  }
+
+  // Writes the plan for `nodes` as an operator's tool does; returns its epoch.
+  uint64_t Replan(const std::vector<std::string>& nodes) {
+    const cluster::ShardMap current = Map();
+    auto next = cluster::Plan(&current, nodes, 1);
+    EXPECT_TRUE(next.has_value()) << next.error().ToString();
+    const std::string key = "/cachet/" + name_ + "/map";
+    auto txn = etcd_client_->Txn(
+        {cluster::Compare::ModRevision(key, cluster::Compare::Op::kEqual, static_cast<int64_t>(current.epoch()))},
+        {cluster::TxnOp::Put(key, next->ToJson())}, {});
+    EXPECT_TRUE(txn.has_value() && txn->succeeded);
+    return txn ? static_cast<uint64_t>(txn->revision) : 0;
+  }
+
+  // Waits until node `id` serves the map of `epoch` and imports nothing.
+  bool WaitSettled(const std::string& id, uint64_t epoch) {
+    return testing::WaitUntil(
+        [&] {
+          auto s = Stats(id);
+          return s["cluster_epoch"] == static_cast<int64_t>(epoch) && s["cluster_importing_slots"] == 0;
+        },
+        std::chrono::seconds(20));
+  }
+
+  std::string Owner(const cluster::ShardMap& map, const std::string& key) { return map.ShardForKey(key).nodes.front(); }
+
+  testing::EtcdServer etcd_;
+  std::optional<cluster::EtcdClient> etcd_client_;
+  const std::string name_ = testing::UniqueSegmentName("c");
+  std::map<std::string, std::unique_ptr<DaemonProcess>> nodes_;
+};
+
+TEST_F(ClusterNodeTest, TheFirstNodeMakesTheMapAndServesEverySlot) {
+  StartNode("a");
+  const cluster::ShardMap map = Map();
+  ASSERT_EQ(map.shards().size(), 1u);
+  EXPECT_EQ(map.shards()[0].nodes, std::vector<std::string>{"a"});
+  EXPECT_EQ(map.shards()[0].SlotCount(), cluster::kSlotCount);
+
+  auto c = Connect("a");
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->Set("k", "v").has_value());
+  EXPECT_EQ(c->Get("k").value(), "v");
+  auto stats = Stats("a");
+  EXPECT_EQ(stats["cluster_epoch"], static_cast<int64_t>(map.epoch()));
+  EXPECT_EQ(stats["cluster_owned_slots"], cluster::kSlotCount);
+  EXPECT_EQ(stats["cluster_registered"], 1);
+
+  // CLUSTER: the node's view, with the map as etcd holds it.
+  testing::RawWire wire(nodes_.at("a")->tcp());
+  const testing::WireReply reply = wire.Call(PackRequest(1, "CLUSTER"));
+  ASSERT_EQ(reply.status, 0u) << reply.message;
+  std::map<std::string, msgpack::object> fields;
+  for (const auto& kv : reply.payload().via.map) fields[kv.key.as<std::string>()] = kv.val;
+  EXPECT_EQ(fields.at("cluster").as<std::string>(), name_);
+  EXPECT_EQ(fields.at("node").as<std::string>(), "a");
+  EXPECT_EQ(fields.at("epoch").as<uint64_t>(), map.epoch());
+  EXPECT_EQ(cluster::ShardMap::FromJson(fields.at("map").as<std::string>()).value(), map);
+  const auto directory = fields.at("nodes").as<std::map<std::string, std::string>>();
+  EXPECT_EQ(directory, (std::map<std::string, std::string>{{"a", nodes_.at("a")->tcp()}}));
+}
+
+TEST_F(ClusterNodeTest, ANodeThatDoesNotServeAKeysSlotAnswersMovedWithTheOwner) {
+  StartNode("a");
+  StartNode("b");  // registered, but the map still gives every slot to a
+  const cluster::ShardMap map = Map();
+  ASSERT_TRUE(testing::WaitUntil([&] { return Stats("b")["cluster_epoch"] == static_cast<int64_t>(map.epoch()); }));
+
+  testing::RawWire wire(nodes_.at("b")->tcp());
+  const testing::WireReply reply = wire.Call(PackRequest(7, "SET", 2, [](Packer& pk) {
+    pk.pack(std::string("user:42"));
+    pk.pack(std::string("x"));
+  }));
+  ASSERT_EQ(reply.status, 22u);  // MOVED
+  EXPECT_EQ(reply.id, 7u);
+  std::map<std::string, msgpack::object> fields;
+  for (const auto& kv : reply.payload().via.map) fields[kv.key.as<std::string>()] = kv.val;
+  EXPECT_EQ(fields.at("endpoint").as<std::string>(), nodes_.at("a")->tcp());
+  EXPECT_EQ(fields.at("epoch").as<uint64_t>(), map.epoch());
+  EXPECT_EQ(fields.at("slot").as<uint32_t>(), cluster::SlotOf("user:42"));
+  EXPECT_NE(fields.at("message").as<std::string>().find("node 'a'"), std::string::npos);
+
+  // Through the client library: the error says where, and nothing was stored on b.
+  auto b = Connect("b");
+  ASSERT_TRUE(b);
+  auto get = b->Get("user:42");
+  ASSERT_FALSE(get.has_value());
+  EXPECT_EQ(get.error().code, ErrorCode::kMoved);
+  EXPECT_EQ(Stats("b")["entries"], 0);
+  // An ASK-wrapped read is served by b from its own store (a miss here).
+  const testing::WireReply asked = wire.Call(PackRequest(8, "ASK", 2, [](Packer& pk) {
+    pk.pack(std::string("GET"));
+    pk.pack(std::string("user:42"));
+  }));
+  EXPECT_EQ(asked.status, 5u);
+}
+
+TEST_F(ClusterNodeTest, AJoinMovesAboutHalfTheSlotsAndEveryKeyOfThemToTheNewNode) {
+  StartNode("a");
+  auto a = Connect("a");
+  ASSERT_TRUE(a);
+  constexpr int kKeys = 3000;
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_TRUE(a->Set("key" + std::to_string(i), "value" + std::to_string(i)).has_value());
+  }
+  StartNode("b");
+  const uint64_t epoch = Replan({"a", "b"});
+  ASSERT_TRUE(WaitSettled("b", epoch));
+  ASSERT_TRUE(WaitSettled("a", epoch));
+
+  const cluster::ShardMap map = Map();
+  ASSERT_EQ(map.epoch(), epoch);
+  auto b = Connect("b");
+  ASSERT_TRUE(b);
+  int on_b = 0;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = "key" + std::to_string(i);
+    const bool b_owns = Owner(map, key) == "b";
+    on_b += b_owns;
+    Client& owner = b_owns ? *b : *a;
+    Client& other = b_owns ? *a : *b;
+    ASSERT_EQ(owner.Get(key).value(), "value" + std::to_string(i)) << key;
+    auto moved = other.Get(key);
+    ASSERT_FALSE(moved.has_value()) << key;
+    EXPECT_EQ(moved.error().code, ErrorCode::kMoved) << key;
+  }
+  // One shard per node: b took half the slots, and the keys in them.
+  EXPECT_EQ(Stats("b")["cluster_owned_slots"], cluster::kSlotCount / 2);
+  EXPECT_EQ(Stats("b")["cluster_imported_keys"], on_b);
+  EXPECT_GT(on_b, kKeys / 2 - 200);
+  EXPECT_LT(on_b, kKeys / 2 + 200);
+
+  // And back: b leaves the map, a imports b's keys again, including one
+  // written on b after the join.
+  ASSERT_TRUE(b->Set(std::string("key0"), "rewritten").has_value() || Owner(map, "key0") != "b");
+  const uint64_t back = Replan({"a"});
+  ASSERT_TRUE(WaitSettled("a", back));
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = "key" + std::to_string(i);
+    const std::string want = key == "key0" && Owner(map, "key0") == "b" ? "rewritten" : "value" + std::to_string(i);
+    ASSERT_EQ(a->Get(key).value(), want) << key;
+  }
+}
+
+// The old owner stalls (SIGSTOP) while the new one imports: the new owner
+// serves writes at once, sends reads of keys it has not got to the old
+// owner (ASK), asks read-modify-write ops to retry, and after the import
+// keeps what was written on it rather than the older imported copy.
+TEST_F(ClusterNodeTest, WritesDuringAnImportWinAndMissingKeysAreAskedOfTheOldOwner) {
+  StartNode("a");
+  StartNode("b");
+  auto a = Connect("a");
+  ASSERT_TRUE(a);
+  const cluster::ShardMap before = Map();
+  auto after = cluster::Plan(&before, {"a", "b"}, 1);
+  ASSERT_TRUE(after.has_value());
+  // Keys that move to b.
+  std::vector<std::string> moving;
+  for (int i = 0; moving.size() < 3; ++i) {
+    const std::string key = "m" + std::to_string(i);
+    if (after->ShardForKey(key).nodes.front() == "b") moving.push_back(key);
+  }
+  for (const std::string& key : moving) ASSERT_TRUE(a->Set(key, "old").has_value());
+  ASSERT_TRUE(a->Set(moving[2], "7").has_value());
+
+  nodes_.at("a")->Signal(SIGSTOP);
+  const uint64_t epoch = Replan({"a", "b"});
+  ASSERT_TRUE(testing::WaitUntil([&] { return Stats("b")["cluster_epoch"] == static_cast<int64_t>(epoch); }));
+  EXPECT_GT(Stats("b")["cluster_importing_slots"], 0);
+
+  auto b = Connect("b");
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->Set(moving[0], "new").has_value());
+  testing::RawWire wire(nodes_.at("b")->tcp());
+  const testing::WireReply miss = wire.Call(PackRequest(3, "GET", 1, [&](Packer& pk) { pk.pack(moving[1]); }));
+  EXPECT_EQ(miss.status, 23u);  // ASK
+  std::map<std::string, msgpack::object> fields;
+  for (const auto& kv : miss.payload().via.map) fields[kv.key.as<std::string>()] = kv.val;
+  EXPECT_EQ(fields.at("endpoint").as<std::string>(), nodes_.at("a")->tcp());
+  auto incr = b->Incr(moving[2]);
+  ASSERT_FALSE(incr.has_value());
+  EXPECT_EQ(incr.error().code, ErrorCode::kClusterDown);
+
+  nodes_.at("a")->Signal(SIGCONT);
+  ASSERT_TRUE(WaitSettled("b", epoch));
+  EXPECT_EQ(b->Get(moving[0]).value(), "new");  // not the imported "old"
+  EXPECT_EQ(b->Get(moving[1]).value(), "old");
+  EXPECT_EQ(b->Incr(moving[2]).value(), 8);
+  if (HasFailure()) ADD_FAILURE() << "a:\n" << nodes_.at("a")->Log() << "b:\n" << nodes_.at("b")->Log();
+}
+
+TEST_F(ClusterNodeTest, BadClusterSettingsAndAnUnreachableEtcdStopTheStartWithAReason) {
+  const std::string id = testing::UniqueSegmentName("bad");
+  auto run = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--segment", id, "--ipc", "", "--tcp", "tcp://127.0.0.1:*"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return testing::RunCachetd(args, std::chrono::seconds(20));
+  };
+  const testing::ProgramResult no_id = run({"--cluster", "c", "--etcd", etcd_.endpoint()});
+  EXPECT_EQ(no_id.code, 2);
+  EXPECT_NE(no_id.err.find("node-id"), std::string::npos) << no_id.err;
+  const testing::ProgramResult no_cluster = run({"--node-id", "a"});
+  EXPECT_EQ(no_cluster.code, 2);
+  EXPECT_NE(no_cluster.err.find("need cluster"), std::string::npos) << no_cluster.err;
+  const testing::ProgramResult wildcard =
+      run({"--cluster", "c", "--node-id", "a", "--etcd", etcd_.endpoint(), "--advertise", "tcp://0.0.0.0:7379"});
+  EXPECT_EQ(wildcard.code, 2);
+  EXPECT_NE(wildcard.err.find("advertise"), std::string::npos) << wildcard.err;
+  const testing::ProgramResult dead_etcd = run({"--cluster", "c", "--node-id", "a", "--etcd",
+                                                "http://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort())});
+  EXPECT_EQ(dead_etcd.code, 1);
+  EXPECT_NE(dead_etcd.err.find("cannot join cluster 'c'"), std::string::npos) << dead_etcd.err;
+  testing::RemoveDaemonFiles(id);
+}
+
+}  // namespace
+}  // namespace cachet

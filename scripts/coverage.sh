@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Line coverage of the suite: builds the project with --coverage in a tree of
 # its own, runs the whole suite, and prints gcovr's report for the project's
-# sources (shm/, libclient/, daemon/, cli/; not tests, benchmarks or
+# sources (shm/, libclient/, daemon/, cli/, cluster/; not tests, benchmarks or
 # examples), ending with the total line figure. gcovr comes from Debian and
 # is installed on demand.
 #
@@ -44,7 +44,7 @@ status=0
 ctest --test-dir "$build_dir" -j 2 --output-on-failure "${ctest_args[@]}" || status=$?
 
 report=(gcovr --root . --object-directory "$build_dir" --filter 'shm/' --filter 'libclient/' --filter 'daemon/'
-        --filter 'cli/' --exclude-unreachable-branches --print-summary)
+        --filter 'cli/' --filter 'cluster/' --exclude-unreachable-branches --print-summary)
 [ -z "$html" ] || report+=(--html-details "$html")
 "${report[@]}"
 [ "$status" -eq 0 ] || echo "coverage: the suite failed (ctest exit $status); the figures cover the run as it went" >&2

@@ -337,7 +337,10 @@ TEST_F(ClientContractTest, RetriesFollowAnExponentialBackoffWithinTheirBound) {
 
   LossyLink link(daemon_.tcp(), [](int, const std::string&) { return true; });
   ClientOptions o;
-  o.timeout = milliseconds(100);
+  // Each attempt's timeout also covers connecting its new socket: 500 ms
+  // leaves room for that on a loaded machine, where 100 ms sometimes let an
+  // attempt time out before its request reached the link.
+  o.timeout = milliseconds(500);
   o.retries = 3;
   o.backoff = milliseconds(200);
   o.shared_memory_reads = false;
@@ -356,9 +359,9 @@ TEST_F(ClientContractTest, RetriesFollowAnExponentialBackoffWithinTheirBound) {
   for (size_t i = 1; i < at.size(); ++i) {
     EXPECT_GE(at[i] - at[i - 1], o.backoff * (1 << (i - 1))) << "retry " << i;
   }
-  // 4 x 100 ms + 1400 ms of backoff; the rest is scheduling slack.
-  EXPECT_GE(took, milliseconds(1800));
-  EXPECT_LT(took, milliseconds(1800 + 1500));
+  // 4 x 500 ms + 1400 ms of backoff; the rest is scheduling slack.
+  EXPECT_GE(took, milliseconds(3400));
+  EXPECT_LT(took, milliseconds(3400 + 1500));
 }
 
 // The reference client discards a reply whose id is not the one it waits

@@ -17,7 +17,10 @@ using wire::Op;
 
 namespace {
 
-// Shared-memory reads re-check the daemon's segment (INFO) at most this often.
+// Shared-memory reads re-check the daemon's segment (INFO) at most this often,
+// each re-check waiting this long for the answer (a reader must not stall on
+// a daemon that is down). Connect waits up to the client's timeout instead:
+// a busy host must not leave a new client reading over the socket.
 constexpr std::chrono::milliseconds kSegmentCheckInterval{1000};
 constexpr std::chrono::milliseconds kSegmentCheckTimeout{100};
 
@@ -84,7 +87,7 @@ class Client::Impl {
       // Without the daemon there is no segment yet: reads go over the socket
       // until a later check attaches.
       last_check_ms_.store(CoarseSteadyMs(), std::memory_order_relaxed);
-      (void)RefreshSegmentLocked();
+      (void)RefreshSegmentLocked(options_.timeout);
     }
     return {};
   }
@@ -142,7 +145,7 @@ class Client::Impl {
     std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
     if (!lock.owns_lock()) return;  // another thread is talking to the daemon; check later
     last_check_ms_.store(now, std::memory_order_relaxed);
-    (void)RefreshSegmentLocked();
+    (void)RefreshSegmentLocked(kSegmentCheckTimeout);
   }
 
   const std::string& endpoint() const { return endpoint_; }
@@ -216,10 +219,9 @@ class Client::Impl {
   }
 
   // Asks the daemon which segment it serves and attaches to it if new.
-  Result<void> RefreshSegmentLocked() {
-    // One short attempt: a same-host daemon answers in microseconds, and a
-    // reader must not stall on a daemon that is down.
-    auto reply = CallLocked(Op::kInfo, 0, 1, std::min(options_.timeout, kSegmentCheckTimeout), [](wire::Writer&) {});
+  // One attempt of INFO, waiting at most `wait` (and the client's timeout).
+  Result<void> RefreshSegmentLocked(std::chrono::milliseconds wait) {
+    auto reply = CallLocked(Op::kInfo, 0, 1, std::min(options_.timeout, wait), [](wire::Writer&) {});
     if (!reply) return tl::unexpected(reply.error());
     if (reply->status != ErrorCode::kOk || reply->payload->type != msgpack::type::MAP) {
       return tl::unexpected(Unexpected("INFO"));

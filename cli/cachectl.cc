@@ -21,9 +21,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cachet/client.h"
+#include "cachet/cluster/etcd_client.h"
+#include "cachet/cluster/shard_map.h"
+#include "cachet/cluster/slot.h"
 
 namespace {
 
@@ -50,6 +54,8 @@ const Command kCommands[] = {
     {"stats", "", "print the daemon's counters"},
     {"reload", "", "make the daemon re-read its configuration file (like SIGHUP)"},
     {"flush", "", "delete every key"},
+    {"cluster", "SUBCOMMAND [ID]",
+     "show or change a cluster's shard map in etcd (--etcd URLS --cluster NAME; see --help)"},
 };
 
 void PrintUsage(FILE* out) {
@@ -59,6 +65,16 @@ void PrintUsage(FILE* out) {
                "  --json         machine-readable output\n"
                "  --timeout MS   per-request timeout (default 1000)\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-7s %-36s %s\n", c.name, c.args, c.summary);
+  std::fprintf(out,
+               "\ncluster commands (read and write the map in etcd; no --endpoint):\n"
+               "  --etcd URLS    etcd client URLs, comma-separated (default $CACHET_ETCD or http://127.0.0.1:2379)\n"
+               "  --cluster NAME the cluster (default $CACHET_CLUSTER)\n"
+               "  cluster status           nodes (live or down), shards, primaries, the map's epoch\n"
+               "  cluster add-node ID      give a registered node its share of the slots\n"
+               "  cluster remove-node ID   move a node's slots to the others\n"
+               "  cluster rebalance        re-plan the slots over the map's nodes\n"
+               "  The changes print progress until every node serves the new map and has imported its\n"
+               "  slots; --timeout MS bounds that wait (default 60000). Exit 4 if it did not finish.\n");
   std::fprintf(out,
                "\n'cachectl COMMAND --help' shows one command. Exit codes: 0 ok, 1 not found, 2 usage or\n"
                "refused input, 3 daemon unreachable, 4 other daemon error.\n");
@@ -154,9 +170,321 @@ struct Invocation {
   std::map<std::string, std::string> options;  // --ttl, --by
   std::vector<std::string> flags;              // --nx, --xx
   bool help = false;
+  bool timeout_set = false;  // cluster changes wait 60 s unless told
 };
 
+// ------------------------------------------------------------ cluster
+//
+// The cluster commands talk to etcd, where the shard map lives
+// (/cachet/<cluster>/map, its mod_revision the epoch) and where nodes
+// register (/cachet/<cluster>/nodes/<id>, bound to the node's lease: a node
+// whose key is gone is down). A change plans the new map with cluster::Plan
+// and writes it only if the map is still the one it planned from (a txn on
+// the key's mod_revision), then follows the nodes' STATS until each serves
+// the new epoch with no slot left to import.
+
+namespace cl = cachet::cluster;
+
+struct NodeProbe {
+  std::optional<int64_t> epoch;      // STATS cluster_epoch
+  std::optional<int64_t> importing;  // STATS cluster_importing_slots
+  std::string error;                 // why the node could not be asked
+};
+
+NodeProbe Probe(const std::string& endpoint, int64_t timeout_ms) {
+  NodeProbe p;
+  cachet::ClientOptions options;
+  options.timeout = std::chrono::milliseconds(std::min<int64_t>(timeout_ms, 1000));
+  options.retries = 0;
+  auto client = cachet::Client::Connect(endpoint, options);
+  if (!client) {
+    p.error = client.error().ToString();
+    return p;
+  }
+  auto stats = (*client)->Stats();
+  if (!stats) {
+    p.error = stats.error().ToString();
+    return p;
+  }
+  for (const auto& [name, v] : *stats) {
+    if (name == "cluster_epoch") p.epoch = v;
+    if (name == "cluster_importing_slots") p.importing = v;
+  }
+  return p;
+}
+
+struct ClusterState {
+  std::optional<cl::KeyValue> map_kv;
+  std::optional<cl::ShardMap> map;            // with its epoch
+  std::map<std::string, std::string> live;    // registered node id -> endpoint
+  std::map<uint32_t, std::string> primaries;  // shard id -> node holding primary/<shard>
+};
+
+cachet::Result<ClusterState> ReadCluster(cl::EtcdClient& etcd, const std::string& prefix) {
+  ClusterState st;
+  auto kv = etcd.Get(prefix + "map");
+  if (!kv) return tl::unexpected(kv.error());
+  if (*kv) {
+    auto map = cl::ShardMap::FromJson((*kv)->value);
+    if (!map) {
+      return cachet::MakeError(map.error().code, "the map at " + prefix + "map is invalid: " + map.error().message);
+    }
+    map->set_epoch(static_cast<uint64_t>((*kv)->mod_revision));
+    st.map = std::move(*map);
+    st.map_kv = std::move(**kv);
+  }
+  auto nodes = etcd.Range(prefix + "nodes/");
+  if (!nodes) return tl::unexpected(nodes.error());
+  for (const cl::KeyValue& n : nodes->kvs) {
+    const Json j = Json::parse(n.value, nullptr, false);
+    const std::string id = n.key.substr(prefix.size() + 6);
+    st.live[id] = j.is_object() && j.contains("endpoint") && j["endpoint"].is_string()
+                      ? j["endpoint"].get<std::string>()
+                      : std::string();
+  }
+  auto primaries = etcd.Range(prefix + "primary/");
+  if (!primaries) return tl::unexpected(primaries.error());
+  for (const cl::KeyValue& p : primaries->kvs) {
+    const Json j = Json::parse(p.value, nullptr, false);
+    const auto shard = ParseInt(p.key.substr(prefix.size() + 8));
+    if (shard && j.is_object() && j.contains("node") && j["node"].is_string()) {
+      st.primaries[static_cast<uint32_t>(*shard)] = j["node"].get<std::string>();
+    }
+  }
+  return st;
+}
+
+int ClusterStatus(const Invocation& in, const std::string& cluster, const ClusterState& st) {
+  std::vector<std::string> ids;
+  if (st.map) ids = st.map->nodes();
+  for (const auto& [id, endpoint] : st.live) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  const uint64_t epoch = st.map ? st.map->epoch() : 0;
+  Json nodes = Json::array();
+  for (const std::string& id : ids) {
+    Json n = {{"id", id}};
+    auto it = st.live.find(id);
+    const bool live = it != st.live.end();
+    n["endpoint"] = live ? it->second : "";
+    n["state"] = live ? "live" : "down";
+    n["in_map"] = st.map && std::binary_search(st.map->nodes().begin(), st.map->nodes().end(), id);
+    n["epoch"] = nullptr;
+    n["importing_slots"] = nullptr;
+    if (live && !it->second.empty()) {
+      const NodeProbe p = Probe(it->second, in.timeout_ms);
+      if (p.epoch) n["epoch"] = *p.epoch;
+      if (p.importing) n["importing_slots"] = *p.importing;
+      if (!p.error.empty()) n["error"] = p.error;
+    }
+    nodes.push_back(n);
+  }
+  Json shards = Json::array();
+  if (st.map) {
+    for (const cl::Shard& s : st.map->shards()) {
+      Json ranges = Json::array();
+      for (const cl::SlotRange& r : s.slots) ranges.push_back({r.first, r.last});
+      auto p = st.primaries.find(s.id);
+      shards.push_back({{"id", s.id},
+                        {"slots", s.SlotCount()},
+                        {"ranges", ranges},
+                        {"nodes", s.nodes},
+                        {"primary", p == st.primaries.end() ? Json(nullptr) : Json(p->second)}});
+    }
+  }
+  if (in.json) {
+    PrintJson({{"cluster", cluster},
+               {"epoch", epoch},
+               {"has_map", st.map.has_value()},
+               {"replication", st.map ? st.map->replication() : 0},
+               {"nodes", nodes},
+               {"shards", shards}});
+    return kOk;
+  }
+  std::printf("cluster %s  epoch %llu", cluster.c_str(), static_cast<unsigned long long>(epoch));
+  if (st.map) {
+    std::printf("  replication %u\n", st.map->replication());
+  } else {
+    std::printf("  (no shard map yet: the first node to start writes one)\n");
+  }
+  std::printf("nodes:\n");
+  for (const Json& n : nodes) {
+    std::string extra;
+    if (!n["in_map"].get<bool>()) extra += "  not in the map";
+    if (n["epoch"].is_number()) extra += "  epoch " + std::to_string(n["epoch"].get<int64_t>());
+    if (n["importing_slots"].is_number()) {
+      extra += "  importing " + std::to_string(n["importing_slots"].get<int64_t>()) + " slots";
+    }
+    if (n.contains("error")) extra += "  (" + n["error"].get<std::string>() + ")";
+    std::printf("  %-12s %-28s %-5s%s\n", n["id"].get<std::string>().c_str(),
+                n["endpoint"].get<std::string>().empty() ? "-" : n["endpoint"].get<std::string>().c_str(),
+                n["state"].get<std::string>().c_str(), extra.c_str());
+  }
+  if (st.map) {
+    std::printf("shards:\n");
+    for (const Json& s : shards) {
+      std::string held;
+      for (const Json& node : s["nodes"]) held += (held.empty() ? "" : ",") + node.get<std::string>();
+      std::printf("  %-4u %6u slots  nodes %s", s["id"].get<unsigned>(), s["slots"].get<unsigned>(), held.c_str());
+      if (s["primary"].is_string()) std::printf("  primary %s", s["primary"].get<std::string>().c_str());
+      std::printf("\n");
+    }
+  }
+  return kOk;
+}
+
+// Follows every node of `map` until it serves map's epoch with nothing left
+// to import, or `timeout_ms` passes. Prints a line whenever progress changes.
+int WaitForNodes(const Invocation& in, cl::EtcdClient& etcd, const std::string& prefix, const cl::ShardMap& map,
+                 Json report) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(in.timeout_ms);
+  std::string last_line;
+  for (;;) {
+    auto live = etcd.Range(prefix + "nodes/");
+    size_t ready = 0;
+    int64_t importing = 0;
+    std::vector<std::string> waiting;
+    Json nodes = Json::array();
+    for (const std::string& id : map.nodes()) {
+      std::string endpoint;
+      if (live) {
+        for (const cl::KeyValue& n : live->kvs) {
+          if (n.key != prefix + "nodes/" + id) continue;
+          const Json j = Json::parse(n.value, nullptr, false);
+          if (j.is_object() && j.contains("endpoint") && j["endpoint"].is_string()) endpoint = j["endpoint"];
+        }
+      }
+      const NodeProbe p = endpoint.empty() ? NodeProbe{{}, {}, "not registered (down)"} : Probe(endpoint, in.timeout_ms);
+      const bool done = p.epoch && *p.epoch >= static_cast<int64_t>(map.epoch()) && p.importing && *p.importing == 0;
+      if (p.importing) importing += *p.importing;
+      if (done) {
+        ++ready;
+      } else {
+        waiting.push_back(id + (p.error.empty() ? "" : " (" + p.error + ")"));
+      }
+      nodes.push_back({{"id", id},
+                       {"epoch", p.epoch ? Json(*p.epoch) : Json(nullptr)},
+                       {"importing_slots", p.importing ? Json(*p.importing) : Json(nullptr)},
+                       {"done", done}});
+    }
+    const bool finished = ready == map.nodes().size();
+    std::string line = "epoch " + std::to_string(map.epoch()) + ": " + std::to_string(ready) + "/" +
+                       std::to_string(map.nodes().size()) + " nodes serve it, " + std::to_string(importing) +
+                       " slots importing";
+    if (!waiting.empty()) {
+      line += "; waiting for";
+      for (const std::string& w : waiting) line += " " + w;
+    }
+    if (!in.json && line != last_line) std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    last_line = line;
+    const bool timed_out = std::chrono::steady_clock::now() >= deadline;
+    if (finished || timed_out) {
+      report["done"] = finished;
+      report["nodes"] = nodes;
+      if (in.json) {
+        PrintJson(report);
+      } else if (finished) {
+        std::printf("done: every node serves epoch %llu\n", static_cast<unsigned long long>(map.epoch()));
+      }
+      if (finished) return kOk;
+      std::fprintf(stderr,
+                   "cachectl: the map (epoch %llu) is written, but not every node had taken it up within %lld ms: "
+                   "see 'cachectl cluster status'\n",
+                   static_cast<unsigned long long>(map.epoch()), static_cast<long long>(in.timeout_ms));
+      return kServerError;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+int ClusterChange(const Invocation& in, cl::EtcdClient& etcd, const std::string& prefix, const ClusterState& st) {
+  const std::string& sub = in.args[0];
+  std::vector<std::string> nodes = st.map ? st.map->nodes() : std::vector<std::string>();
+  const bool in_map = [&](const std::string& id) {
+    return std::find(nodes.begin(), nodes.end(), id) != nodes.end();
+  }(in.args.size() > 1 ? in.args[1] : std::string());
+  if (sub == "add-node") {
+    const std::string& id = in.args[1];
+    if (!st.live.count(id)) {
+      return Fail(Error{ErrorCode::kInvalidArgument, "node '" + id + "' is not registered in etcd (" + prefix +
+                                                         "nodes/" + id + "): start it with this cluster first"});
+    }
+    if (in_map) return Fail(Error{ErrorCode::kInvalidArgument, "node '" + id + "' is already in the map"});
+    nodes.push_back(id);
+  } else if (sub == "remove-node") {
+    const std::string& id = in.args[1];
+    if (!st.map) return Fail(Error{ErrorCode::kInvalidArgument, "the cluster has no shard map yet"});
+    if (!in_map) return Fail(Error{ErrorCode::kInvalidArgument, "node '" + id + "' is not in the map"});
+    nodes.erase(std::find(nodes.begin(), nodes.end(), id));
+    if (nodes.empty()) {
+      return Fail(Error{ErrorCode::kInvalidArgument, "node '" + id + "' is the map's last node; it cannot leave"});
+    }
+  } else if (!st.map) {
+    return Fail(Error{ErrorCode::kInvalidArgument, "the cluster has no shard map yet"});
+  }
+  const cl::ShardMap* previous = st.map ? &*st.map : nullptr;
+  auto planned = cl::Plan(previous, nodes, previous ? previous->replication() : 1);
+  if (!planned) return Fail(planned.error());
+  const uint32_t moved = previous ? cl::Diff(*previous, *planned).MovedSlots() : cl::kSlotCount;
+  if (previous && *planned == *previous) {
+    if (in.json) {
+      PrintJson({{"changed", false}, {"epoch", previous->epoch()}, {"moved_slots", 0}, {"done", true}});
+    } else {
+      std::printf("no change: the map (epoch %llu) is already balanced over its %zu nodes\n",
+                  static_cast<unsigned long long>(previous->epoch()), nodes.size());
+    }
+    return kOk;
+  }
+  const std::string key = prefix + "map";
+  const int64_t expected = st.map_kv ? st.map_kv->mod_revision : 0;
+  auto txn = etcd.Txn({cl::Compare::ModRevision(key, cl::Compare::Op::kEqual, expected)},
+                      {cl::TxnOp::Put(key, planned->ToJson())}, {});
+  if (!txn) return Fail(txn.error());
+  if (!txn->succeeded) {
+    return Fail(Error{ErrorCode::kInvalidArgument,
+                      "the map changed while this change was planned (it was epoch " + std::to_string(expected) +
+                          "); nothing was written: look at 'cachectl cluster status' and run the command again"});
+  }
+  planned->set_epoch(static_cast<uint64_t>(txn->revision));
+  if (!in.json) {
+    std::printf("wrote the map: epoch %llu, %zu nodes, %u of %u slots move\n",
+                static_cast<unsigned long long>(planned->epoch()), nodes.size(), moved, cl::kSlotCount);
+  }
+  return WaitForNodes(
+      in, etcd, prefix, *planned,
+      {{"changed", true}, {"epoch", planned->epoch()}, {"previous_epoch", expected}, {"moved_slots", moved}});
+}
+
+int RunCluster(const Invocation& in) {
+  const auto& a = in.args;
+  if (a.empty()) return UsageError("cluster takes status, add-node ID, remove-node ID or rebalance");
+  const std::string& sub = a[0];
+  const bool takes_id = sub == "add-node" || sub == "remove-node";
+  if (sub != "status" && sub != "rebalance" && !takes_id) return UsageError("unknown cluster command '" + sub + "'");
+  if (a.size() != (takes_id ? 2u : 1u)) return UsageError("cluster " + sub + (takes_id ? " takes ID" : " takes no ID"));
+  const char* env_cluster = std::getenv("CACHET_CLUSTER");
+  const char* env_etcd = std::getenv("CACHET_ETCD");
+  std::string cluster = env_cluster ? env_cluster : "";
+  cl::EtcdOptions eo;
+  eo.endpoints = env_etcd && *env_etcd ? env_etcd : "http://127.0.0.1:2379";
+  if (auto it = in.options.find("--cluster"); it != in.options.end()) cluster = it->second;
+  if (auto it = in.options.find("--etcd"); it != in.options.end()) eo.endpoints = it->second;
+  if (cluster.empty()) return UsageError("cluster commands need --cluster NAME (or $CACHET_CLUSTER)");
+  if (cluster.find('/') != std::string::npos) return UsageError("a cluster name has no '/'");
+  eo.request_timeout = std::chrono::milliseconds(std::min<int64_t>(in.timeout_ms, 2000));
+  auto etcd = cl::EtcdClient::Create(eo);
+  if (!etcd) return Fail(etcd.error());
+  const std::string prefix = "/cachet/" + cluster + "/";
+  auto st = ReadCluster(*etcd, prefix);
+  if (!st) return Fail(st.error());
+  if (sub == "status") return ClusterStatus(in, cluster, *st);
+  return ClusterChange(in, *etcd, prefix, *st);
+}
+
 int Run(const Invocation& in) {
+  if (in.command == "cluster") return RunCluster(in);
   cachet::ClientOptions options;
   options.timeout = std::chrono::milliseconds(in.timeout_ms);
   auto connected = cachet::Client::Connect(in.endpoint, options);
@@ -345,7 +673,8 @@ int main(int argc, char** argv) {
       in.help = true;
     } else if (arg == "--json") {
       in.json = true;
-    } else if (arg == "--endpoint" || arg == "--timeout" || arg == "--ttl" || arg == "--by") {
+    } else if (arg == "--endpoint" || arg == "--timeout" || arg == "--ttl" || arg == "--by" || arg == "--etcd" ||
+               arg == "--cluster") {
       auto v = value(arg);
       if (!v) return UsageError(arg + " needs a value");
       if (arg == "--endpoint") {
@@ -354,6 +683,7 @@ int main(int argc, char** argv) {
         auto ms = ParseInt(*v);
         if (!ms || *ms <= 0) return UsageError("--timeout takes a positive number of milliseconds");
         in.timeout_ms = *ms;
+        in.timeout_set = true;
       } else {
         in.options[arg] = *v;
       }
@@ -384,11 +714,13 @@ int main(int argc, char** argv) {
   }
   // Options belong to particular commands.
   for (const auto& [name, v] : in.options) {
-    const bool allowed =
-        (name == "--ttl" && (in.command == "set" || in.command == "incr")) || (name == "--by" && in.command == "incr");
+    const bool allowed = (name == "--ttl" && (in.command == "set" || in.command == "incr")) ||
+                         (name == "--by" && in.command == "incr") ||
+                         ((name == "--etcd" || name == "--cluster") && in.command == "cluster");
     if (!allowed) return UsageError(name + " does not apply to " + in.command);
   }
   if (!in.flags.empty() && in.command != "set") return UsageError(in.flags[0] + " applies only to set");
   if (in.flags.size() > 1) return UsageError("--nx and --xx exclude each other");
+  if (in.command == "cluster" && !in.timeout_set) in.timeout_ms = 60000;
   return Run(in);
 }

@@ -233,6 +233,15 @@ class ClusterClient::Impl {
                                                   "; the last, from " + target + " to " + r->endpoint + ": " +
                                                   r->message);
         }
+        if (map_ && r->epoch < map_->epoch()) {
+          // The node has not caught up with the map this client routes by
+          // (it follows etcd, and will): ask again after a pause rather than
+          // be sent back to where the slot was.
+          last = Error{ErrorCode::kMoved, "node at " + target + " is behind (epoch " + std::to_string(r->epoch) +
+                                              " < " + std::to_string(map_->epoch()) + "): " + r->message};
+          if (!wait_and_refresh()) return tl::unexpected(last);
+          continue;
+        }
         if (!map_ || r->epoch > map_->epoch()) (void)RefreshLocked(r->endpoint);
         endpoint = r->endpoint;
         continue;

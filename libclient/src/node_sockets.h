@@ -44,6 +44,7 @@ class NodeSockets {
   // Sends every exchange, then collects the replies; each gets its result
   // (a reply with its id, or UNAVAILABLE / TIMEOUT / PROTOCOL naming the
   // endpoint) within `timeout` of the call.
+  // REQUIRES: no two exchanges go to the same endpoint.
   void Run(std::vector<Exchange>& exchanges, std::chrono::milliseconds timeout);
 
  private:

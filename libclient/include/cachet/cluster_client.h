@@ -15,7 +15,9 @@
 // answers MOVED with the map epoch it knows and the node that does: the
 // client refreshes its map when that epoch is newer than its own and retries
 // there, up to `max_redirects` times per key (then a MOVED error naming the
-// last node, so a loop between misconfigured nodes ends). A node importing
+// last node, so a loop between misconfigured nodes ends). A MOVED from a node
+// whose epoch is older than the client's is a node still catching up: the
+// request is retried after a backoff, as CLUSTER_DOWN. A node importing
 // the slot answers a read of a key it has not got yet with ASK: that one read
 // is retried once at the old owner, wrapped in ASK, and the map is kept.
 // CLUSTER_DOWN (a node without a map, or cut from etcd) and an unreachable

@@ -348,6 +348,40 @@ TEST_F(ClusterClientTest, MovedWithANewerEpochRefreshesTheMapAndRetriesThere) {
   EXPECT_EQ(client->NodeForKey(key)->first, new_owner);
 }
 
+// Node b has not caught up with epoch 8 yet and still sends the key's slot
+// back to a, its owner at epoch 7: the client, at epoch 8, does not go back
+// to a but asks b again after a pause, and gets its answer once b is there.
+TEST_F(ClusterClientTest, AMovedFromANodeBehindTheClientIsRetriedNotFollowed) {
+  auto newer = cluster::Plan(map_.get(), {"b", "c"}, 1);
+  ASSERT_TRUE(newer.has_value());
+  std::string key;
+  for (int skip = 0; key.empty(); ++skip) {
+    const std::string k = KeyOn("a", skip);
+    if (newer->ShardForKey(k).nodes.front() == "b") key = k;
+  }
+  Node("a").SetView(*newer, 8, directory_);
+  Node("c").SetView(*newer, 8, directory_);
+  ClusterClientOptions options;
+  options.seeds = {Node("c").endpoint()};
+  options.timeout = std::chrono::milliseconds(300);
+  options.retries = 1;
+  auto connected = ClusterClient::Connect(options);
+  ASSERT_TRUE(connected.has_value());
+  ClusterClient& client = **connected;
+  ASSERT_EQ(client.epoch(), 8u);
+  auto behind = client.Get(key);
+  ASSERT_FALSE(behind.has_value());
+  EXPECT_EQ(behind.error().code, ErrorCode::kMoved);
+  EXPECT_NE(behind.error().message.find("is behind (epoch 7 < 8)"), std::string::npos) << behind.error().message;
+  EXPECT_GE(Node("b").count("GET"), 2);
+  EXPECT_EQ(Node("a").count("GET"), 0);
+  Node("b").SetView(*newer, 8, directory_);
+  Node("b").Put(key, "at b");
+  auto got = client.Get(key);
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(*got, std::optional<std::string>("at b"));
+}
+
 // Two nodes each believe the other serves the slot: the client gives up
 // after max_redirects with a MOVED error naming both.
 TEST_F(ClusterClientTest, ARedirectLoopEndsWithAClearError) {

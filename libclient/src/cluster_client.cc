@@ -256,6 +256,53 @@ class ClusterClient::Impl {
     }
   }
 
+  // A multi-key op split by node: the items grouped by their primary, one
+  // request per node, every part sent before any reply is awaited. A part
+  // answered OK goes to `take(indexes, payload, endpoint)`; a part refused
+  // with MOVED, ASK or CLUSTER_DOWN, or lost on the way, and items with no
+  // route, are added to `*redo` for the caller to do key by key (through
+  // the redirect rules); any other error ends the call.
+  template <typename KeyAt, typename WriteItem, typename Take>
+  Result<void> SplitCallLocked(Op op, size_t count, uint32_t args_per_item, KeyAt key_at, WriteItem write, Take take,
+                               std::vector<size_t>* redo) {
+    std::map<std::string, std::vector<size_t>> groups;
+    for (size_t i = 0; i < count; ++i) {
+      auto route = RouteLocked(key_at(i));
+      if (route) {
+        groups[route->second].push_back(i);
+      } else {
+        redo->push_back(i);
+      }
+    }
+    std::vector<Exchange> xs;
+    std::vector<const std::vector<size_t>*> parts;
+    for (const auto& [endpoint, indexes] : groups) {
+      Exchange x;
+      x.endpoint = endpoint;
+      x.id = NextId();
+      x.frame = Frame(x.id, op, static_cast<uint32_t>(indexes.size()) * args_per_item, false, [&](wire::Writer& w) {
+        for (size_t i : indexes) write(w, i);
+      });
+      xs.push_back(std::move(x));
+      parts.push_back(&indexes);
+    }
+    Run(xs);
+    for (size_t k = 0; k < xs.size(); ++k) {
+      const Result<wire::Reply>& reply = *xs[k].result;
+      if (reply && reply->status == ErrorCode::kOk) {
+        if (auto ok = take(*parts[k], *reply->payload, xs[k].endpoint); !ok) return ok;
+        continue;
+      }
+      if (reply && reply->status != ErrorCode::kMoved && reply->status != ErrorCode::kAsk &&
+          reply->status != ErrorCode::kClusterDown) {
+        return tl::unexpected(wire::ReplyError(reply->status, *reply->payload));
+      }
+      if (!reply && reply.error().code == ErrorCode::kProtocol) return tl::unexpected(reply.error());
+      redo->insert(redo->end(), parts[k]->begin(), parts[k]->end());
+    }
+    return {};
+  }
+
   // A per-node Client for the whole-cache ops (it decodes their payloads).
   Result<Client*> NodeClientLocked(const std::string& endpoint) {
     auto it = node_clients_.find(endpoint);
@@ -535,27 +582,6 @@ Result<int64_t> ClusterClient::Decr(std::string_view key, int64_t delta) {
                     "DECR");
 }
 
-namespace {
-
-// The indexes of `count` keys grouped by the endpoint of their primary;
-// keys without a reachable route go to `unrouted`.
-template <typename KeyAt>
-std::map<std::string, std::vector<size_t>> GroupByNode(ClusterClient::Impl& impl, size_t count, KeyAt key_at,
-                                                       std::vector<size_t>* unrouted) {
-  std::map<std::string, std::vector<size_t>> groups;
-  for (size_t i = 0; i < count; ++i) {
-    auto route = impl.RouteLocked(key_at(i));
-    if (route) {
-      groups[route->second].push_back(i);
-    } else {
-      unrouted->push_back(i);
-    }
-  }
-  return groups;
-}
-
-}  // namespace
-
 Result<std::vector<std::optional<std::string>>> ClusterClient::MGet(const std::vector<std::string>& keys) {
   std::vector<std::optional<std::string>> out(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -563,42 +589,21 @@ Result<std::vector<std::optional<std::string>>> ClusterClient::MGet(const std::v
   }
   if (keys.empty()) return out;
   std::lock_guard<std::mutex> lock(impl_->mu());
-  std::vector<size_t> redo;  // keys whose part was refused: one by one, through the redirect rules
-  const auto groups = GroupByNode(
-      *impl_, keys.size(), [&](size_t i) -> const std::string& { return keys[i]; }, &redo);
-  std::vector<Exchange> xs;
-  std::vector<const std::vector<size_t>*> parts;
-  for (const auto& [endpoint, indexes] : groups) {
-    Exchange x;
-    x.endpoint = endpoint;
-    x.id = impl_->NextId();
-    x.frame = impl_->Frame(x.id, Op::kMGet, static_cast<uint32_t>(indexes.size()), false, [&](wire::Writer& w) {
-      for (size_t i : indexes) w.Bytes(keys[i]);
-    });
-    xs.push_back(std::move(x));
-    parts.push_back(&indexes);
-  }
-  impl_->Run(xs);
-  for (size_t k = 0; k < xs.size(); ++k) {
-    const std::vector<size_t>& indexes = *parts[k];
-    const Result<wire::Reply>& reply = *xs[k].result;
-    if (reply && reply->status == ErrorCode::kOk) {
-      const msgpack::object& p = *reply->payload;
-      if (p.type != msgpack::type::ARRAY || p.via.array.size != indexes.size()) {
-        return tl::unexpected(Unexpected("MGET", xs[k].endpoint));
-      }
-      for (size_t j = 0; j < indexes.size(); ++j) {
-        if (IsBytes(p.via.array.ptr[j])) out[indexes[j]] = ToString(p.via.array.ptr[j]);
-      }
-      continue;
-    }
-    if (reply && reply->status != ErrorCode::kMoved && reply->status != ErrorCode::kAsk &&
-        reply->status != ErrorCode::kClusterDown) {
-      return tl::unexpected(wire::ReplyError(reply->status, *reply->payload));
-    }
-    if (!reply && reply.error().code == ErrorCode::kProtocol) return tl::unexpected(reply.error());
-    redo.insert(redo.end(), indexes.begin(), indexes.end());
-  }
+  std::vector<size_t> redo;
+  auto split = impl_->SplitCallLocked(
+      Op::kMGet, keys.size(), 1, [&](size_t i) -> const std::string& { return keys[i]; },
+      [&](wire::Writer& w, size_t i) { w.Bytes(keys[i]); },
+      [&](const std::vector<size_t>& indexes, const msgpack::object& p, const std::string& endpoint) -> Result<void> {
+        if (p.type != msgpack::type::ARRAY || p.via.array.size != indexes.size()) {
+          return tl::unexpected(Unexpected("MGET", endpoint));
+        }
+        for (size_t j = 0; j < indexes.size(); ++j) {
+          if (IsBytes(p.via.array.ptr[j])) out[indexes[j]] = ToString(p.via.array.ptr[j]);
+        }
+        return {};
+      },
+      &redo);
+  if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
     auto reply = impl_->KeyCallLocked(keys[i], Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(keys[i]); });
     if (reply && reply->status == ErrorCode::kNotFound) continue;
@@ -618,33 +623,14 @@ Result<void> ClusterClient::MSet(const std::vector<std::pair<std::string, std::s
   if (items.empty()) return {};
   std::lock_guard<std::mutex> lock(impl_->mu());
   std::vector<size_t> redo;
-  const auto groups = GroupByNode(
-      *impl_, items.size(), [&](size_t i) -> const std::string& { return items[i].first; }, &redo);
-  std::vector<Exchange> xs;
-  std::vector<const std::vector<size_t>*> parts;
-  for (const auto& [endpoint, indexes] : groups) {
-    Exchange x;
-    x.endpoint = endpoint;
-    x.id = impl_->NextId();
-    x.frame = impl_->Frame(x.id, Op::kMSet, static_cast<uint32_t>(indexes.size() * 2), false, [&](wire::Writer& w) {
-      for (size_t i : indexes) {
+  auto split = impl_->SplitCallLocked(
+      Op::kMSet, items.size(), 2, [&](size_t i) -> const std::string& { return items[i].first; },
+      [&](wire::Writer& w, size_t i) {
         w.Bytes(items[i].first);
         w.Bytes(items[i].second);
-      }
-    });
-    xs.push_back(std::move(x));
-    parts.push_back(&indexes);
-  }
-  impl_->Run(xs);
-  for (size_t k = 0; k < xs.size(); ++k) {
-    const Result<wire::Reply>& reply = *xs[k].result;
-    if (reply && reply->status == ErrorCode::kOk) continue;
-    if (reply && reply->status != ErrorCode::kMoved && reply->status != ErrorCode::kClusterDown) {
-      return tl::unexpected(wire::ReplyError(reply->status, *reply->payload));
-    }
-    if (!reply && reply.error().code == ErrorCode::kProtocol) return tl::unexpected(reply.error());
-    redo.insert(redo.end(), parts[k]->begin(), parts[k]->end());
-  }
+      },
+      [](const std::vector<size_t>&, const msgpack::object&, const std::string&) -> Result<void> { return {}; }, &redo);
+  if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
     const auto& [key, value] = items[i];
     auto stored = BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, true,

@@ -123,7 +123,14 @@ Result<std::vector<Endpoint>> ParseEndpoints(std::string_view list) {
 }
 
 struct EtcdTransport::Connection {
-  Connection(Endpoint e) : endpoint(std::move(e)), client(endpoint.host, endpoint.port) { client.set_keep_alive(true); }
+  explicit Connection(Endpoint e) : endpoint(std::move(e)), client(endpoint.host, endpoint.port) {
+    client.set_keep_alive(true);
+    // httplib writes a request's headers and its body separately: with
+    // Nagle's algorithm on, the body waits for the ACK of the headers,
+    // which the server delays by 40 ms (measured: 45-48 ms a call, against
+    // etcd on loopback, instead of well under one).
+    client.set_tcp_nodelay(true);
+  }
   const Endpoint endpoint;
   std::mutex mu;  // held for a whole request: one at a time on `client`
   httplib::ClientImpl client;

@@ -355,7 +355,8 @@ int WaitForNodes(const Invocation& in, cl::EtcdClient& etcd, const std::string& 
           if (j.is_object() && j.contains("endpoint") && j["endpoint"].is_string()) endpoint = j["endpoint"];
         }
       }
-      const NodeProbe p = endpoint.empty() ? NodeProbe{{}, {}, "not registered (down)"} : Probe(endpoint, in.timeout_ms);
+      const NodeProbe p =
+          endpoint.empty() ? NodeProbe{{}, {}, "not registered (down)"} : Probe(endpoint, in.timeout_ms);
       const bool done = p.epoch && *p.epoch >= static_cast<int64_t>(map.epoch()) && p.importing && *p.importing == 0;
       if (p.importing) importing += *p.importing;
       if (done) {

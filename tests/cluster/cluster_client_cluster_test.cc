@@ -14,8 +14,8 @@
 #include "cachet/cluster/etcd_client.h"
 #include "cachet/cluster/shard_map.h"
 #include "cachet/cluster_client.h"
-#include "integration/daemon_process.h"
 #include "etcd_server.h"
+#include "integration/daemon_process.h"
 
 namespace cachet {
 namespace {

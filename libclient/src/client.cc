@@ -24,12 +24,14 @@ namespace {
 constexpr std::chrono::milliseconds kSegmentCheckInterval{1000};
 constexpr std::chrono::milliseconds kSegmentCheckTimeout{100};
 
-// One ZeroMQ context (one I/O thread) for every Client of the process: a
-// service with many clients must not get a thread per client. Deliberately
-// never destroyed: zmq_ctx_term at exit would wait for sockets of Clients
-// that static destructors have not closed yet. A forked child gets its own
-// (a context's I/O thread does not survive fork).
-zmq::context_t& SharedContext() {
+}  // namespace
+
+// One ZeroMQ context (one I/O thread) for every Client and ClusterClient of
+// the process: a service with many clients must not get a thread per
+// client. Deliberately never destroyed: zmq_ctx_term at exit would wait for
+// sockets of clients that static destructors have not closed yet. A forked
+// child gets its own (a context's I/O thread does not survive fork).
+zmq::context_t& zmqio::SharedContext() {
   static std::mutex mu;
   static zmq::context_t* context = nullptr;
   static pid_t owner = 0;
@@ -40,6 +42,8 @@ zmq::context_t& SharedContext() {
   }
   return *context;
 }
+
+namespace {
 
 // CLOCK_MONOTONIC_COARSE in milliseconds: a few nanoseconds a read (vDSO,
 // no syscall) at the kernel tick's resolution, plenty for a 1 s interval,
@@ -165,7 +169,7 @@ class Client::Impl {
  private:
   Result<void> OpenSocketLocked() {
     try {
-      socket_ = std::make_unique<zmq::socket_t>(SharedContext(), zmq::socket_type::dealer);
+      socket_ = std::make_unique<zmq::socket_t>(zmqio::SharedContext(), zmq::socket_type::dealer);
       socket_->set(zmq::sockopt::linger, 0);
       socket_->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
       socket_->connect(endpoint_);

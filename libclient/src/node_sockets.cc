@@ -15,20 +15,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
-// One ZeroMQ context for every NodeSockets of the process (see
-// client.cc's for why it is never destroyed and is renewed after fork).
-zmq::context_t& NodeContext() {
-  static std::mutex mu;
-  static zmq::context_t* context = nullptr;
-  static pid_t owner = 0;
-  std::lock_guard<std::mutex> lock(mu);
-  if (context == nullptr || owner != getpid()) {
-    context = new zmq::context_t(1);
-    owner = getpid();
-  }
-  return *context;
-}
-
 Ms Left(SteadyClock::time_point deadline) {
   return std::max(Ms(0), std::chrono::duration_cast<Ms>(deadline - SteadyClock::now()));
 }
@@ -42,7 +28,7 @@ Result<zmq::socket_t*> NodeSockets::Open(const std::string& endpoint) {
   auto it = sockets_.find(endpoint);
   if (it != sockets_.end()) return it->second.get();
   try {
-    auto socket = std::make_unique<zmq::socket_t>(NodeContext(), zmq::socket_type::dealer);
+    auto socket = std::make_unique<zmq::socket_t>(zmqio::SharedContext(), zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
     socket->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
     socket->connect(endpoint);

@@ -19,6 +19,10 @@
 
 namespace cachet::zmqio {
 
+// The process's one ZeroMQ context (one I/O thread) for every client socket
+// of libcachet (client.cc): never destroyed, renewed in a forked child.
+zmq::context_t& SharedContext();
+
 // Calls `call` until it does not fail with EINTR.
 template <typename Call>
 auto RetryOnEintr(Call&& call) -> decltype(call()) {

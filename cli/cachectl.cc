@@ -188,6 +188,10 @@ namespace cl = cachet::cluster;
 struct NodeProbe {
   std::optional<int64_t> epoch;      // STATS cluster_epoch
   std::optional<int64_t> importing;  // STATS cluster_importing_slots
+  std::optional<int64_t> headless;   // STATS cluster_shards_without_primary
+  std::optional<int64_t> led;        // STATS cluster_primary_shards
+  std::optional<int64_t> copies;     // STATS cluster_replica_shards
+  std::optional<int64_t> lag;        // STATS cluster_replication_lag
   std::string error;                 // why the node could not be asked
 };
 
@@ -209,6 +213,10 @@ NodeProbe Probe(const std::string& endpoint, int64_t timeout_ms) {
   for (const auto& [name, v] : *stats) {
     if (name == "cluster_epoch") p.epoch = v;
     if (name == "cluster_importing_slots") p.importing = v;
+    if (name == "cluster_shards_without_primary") p.headless = v;
+    if (name == "cluster_primary_shards") p.led = v;
+    if (name == "cluster_replica_shards") p.copies = v;
+    if (name == "cluster_replication_lag") p.lag = v;
   }
   return p;
 }
@@ -218,6 +226,8 @@ struct ClusterState {
   std::optional<cl::ShardMap> map;            // with its epoch
   std::map<std::string, std::string> live;    // registered node id -> endpoint
   std::map<uint32_t, std::string> primaries;  // shard id -> node holding primary/<shard>
+  uint32_t replication = 1;                   // the cluster's target copies per shard
+  std::string consistency = "strong";
 };
 
 cachet::Result<ClusterState> ReadCluster(cl::EtcdClient& etcd, const std::string& prefix) {
@@ -232,6 +242,16 @@ cachet::Result<ClusterState> ReadCluster(cl::EtcdClient& etcd, const std::string
     map->set_epoch(static_cast<uint64_t>((*kv)->mod_revision));
     st.map = std::move(*map);
     st.map_kv = std::move(**kv);
+  }
+  if (st.map) st.replication = st.map->replication();  // a cluster made without a settings key
+  auto settings = etcd.Get(prefix + "settings");
+  if (!settings) return tl::unexpected(settings.error());
+  if (*settings) {
+    const Json j = Json::parse((*settings)->value, nullptr, false);
+    if (j.is_object() && j.contains("replication") && j["replication"].is_number_unsigned()) {
+      st.replication = j["replication"].get<uint32_t>();
+    }
+    if (j.is_object() && j.contains("consistency") && j["consistency"].is_string()) st.consistency = j["consistency"];
   }
   auto nodes = etcd.Range(prefix + "nodes/");
   if (!nodes) return tl::unexpected(nodes.error());
@@ -272,10 +292,16 @@ int ClusterStatus(const Invocation& in, const std::string& cluster, const Cluste
     n["in_map"] = st.map && std::binary_search(st.map->nodes().begin(), st.map->nodes().end(), id);
     n["epoch"] = nullptr;
     n["importing_slots"] = nullptr;
+    n["primary_of"] = Json::array();
+    for (const auto& [shard, node] : st.primaries) {
+      if (node == id) n["primary_of"].push_back(shard);
+    }
+    n["replication_lag"] = nullptr;
     if (live && !it->second.empty()) {
       const NodeProbe p = Probe(it->second, in.timeout_ms);
       if (p.epoch) n["epoch"] = *p.epoch;
       if (p.importing) n["importing_slots"] = *p.importing;
+      if (p.lag) n["replication_lag"] = *p.lag;
       if (!p.error.empty()) n["error"] = p.error;
     }
     nodes.push_back(n);
@@ -298,13 +324,15 @@ int ClusterStatus(const Invocation& in, const std::string& cluster, const Cluste
                {"epoch", epoch},
                {"has_map", st.map.has_value()},
                {"replication", st.map ? st.map->replication() : 0},
+               {"replication_target", st.replication},
+               {"consistency", st.consistency},
                {"nodes", nodes},
                {"shards", shards}});
     return kOk;
   }
   std::printf("cluster %s  epoch %llu", cluster.c_str(), static_cast<unsigned long long>(epoch));
   if (st.map) {
-    std::printf("  replication %u\n", st.map->replication());
+    std::printf("  replication %u (target %u)  %s\n", st.map->replication(), st.replication, st.consistency.c_str());
   } else {
     std::printf("  (no shard map yet: the first node to start writes one)\n");
   }
@@ -313,8 +341,16 @@ int ClusterStatus(const Invocation& in, const std::string& cluster, const Cluste
     std::string extra;
     if (!n["in_map"].get<bool>()) extra += "  not in the map";
     if (n["epoch"].is_number()) extra += "  epoch " + std::to_string(n["epoch"].get<int64_t>());
-    if (n["importing_slots"].is_number()) {
+    if (n["importing_slots"].is_number() && n["importing_slots"].get<int64_t>() > 0) {
       extra += "  importing " + std::to_string(n["importing_slots"].get<int64_t>()) + " slots";
+    }
+    if (!n["primary_of"].empty()) {
+      std::string led;
+      for (const Json& shard : n["primary_of"]) led += (led.empty() ? "" : ",") + std::to_string(shard.get<int>());
+      extra += "  primary of " + led;
+      if (n["replication_lag"].is_number()) {
+        extra += "  lag " + std::to_string(n["replication_lag"].get<int64_t>()) + " entries";
+      }
     }
     if (n.contains("error")) extra += "  (" + n["error"].get<std::string>() + ")";
     std::printf("  %-12s %-28s %-5s%s\n", n["id"].get<std::string>().c_str(),
@@ -355,9 +391,15 @@ int WaitForNodes(const Invocation& in, cl::EtcdClient& etcd, const std::string& 
           if (j.is_object() && j.contains("endpoint") && j["endpoint"].is_string()) endpoint = j["endpoint"];
         }
       }
-      const NodeProbe p =
-          endpoint.empty() ? NodeProbe{{}, {}, "not registered (down)"} : Probe(endpoint, in.timeout_ms);
-      const bool done = p.epoch && *p.epoch >= static_cast<int64_t>(map.epoch()) && p.importing && *p.importing == 0;
+      NodeProbe p;
+      if (endpoint.empty()) {
+        p.error = "not registered (down)";
+      } else {
+        p = Probe(endpoint, in.timeout_ms);
+      }
+      // Done: serves the epoch, imports nothing, and sees a primary for every shard.
+      const bool done = p.epoch && *p.epoch >= static_cast<int64_t>(map.epoch()) && p.importing &&
+                        *p.importing == 0 && p.headless.value_or(0) == 0;
       if (p.importing) importing += *p.importing;
       if (done) {
         ++ready;
@@ -426,7 +468,9 @@ int ClusterChange(const Invocation& in, cl::EtcdClient& etcd, const std::string&
     return Fail(Error{ErrorCode::kInvalidArgument, "the cluster has no shard map yet"});
   }
   const cl::ShardMap* previous = st.map ? &*st.map : nullptr;
-  auto planned = cl::Plan(previous, nodes, previous ? previous->replication() : 1);
+  // The cluster's target copies, as far as the nodes go.
+  const uint32_t copies = std::min<uint32_t>(st.replication, static_cast<uint32_t>(nodes.size()));
+  auto planned = cl::Plan(previous, nodes, std::max<uint32_t>(copies, 1));
   if (!planned) return Fail(planned.error());
   const uint32_t moved = previous ? cl::Diff(*previous, *planned).MovedSlots() : cl::kSlotCount;
   if (previous && *planned == *previous) {

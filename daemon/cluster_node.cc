@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <charconv>
+#include <optional>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
@@ -29,8 +31,23 @@ constexpr int64_t kLeaseTtlSeconds = 1;
 constexpr uint32_t kDumpBuckets = 256;
 constexpr std::chrono::milliseconds kDumpTimeout{2000};
 constexpr int kDumpTries = 5;
-// How often the worker looks for a lost registration.
+// How often the importer looks for work, and the election for shards with
+// no primary.
 constexpr std::chrono::milliseconds kWorkerTick{200};
+constexpr std::chrono::milliseconds kElectTick{50};
+// A new shard's preferred node (the map's first) claims it at once; the
+// others wait this long for it. A shard with a history waits this long after a quorum of its
+// copies stood for the rest of its live copies to stand.
+constexpr std::chrono::milliseconds kPreferredWait{1000};
+constexpr std::chrono::milliseconds kStandWait{400};
+// A primary stops acknowledging this long before its lease can lapse.
+constexpr std::chrono::milliseconds kLeaseMargin{150};
+
+std::string JoinedNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
 
 bool ValidNodeId(const std::string& id) {
   if (id.empty() || id.size() > 64) return false;
@@ -74,6 +91,7 @@ ClusterNode::ClusterNode(ClusterSettings settings, Cache& cache, std::shared_ptr
   empty->slot_state.assign(kSlotCount, ClusterView::kOther);
   empty->import_source.resize(kSlotCount);
   view_ = std::move(empty);
+  last_owner_.assign(kSlotCount, {UINT32_MAX, std::string()});
 }
 
 Result<std::unique_ptr<ClusterNode>> ClusterNode::Join(const ClusterSettings& settings, Cache& cache,
@@ -108,6 +126,11 @@ Result<std::unique_ptr<ClusterNode>> ClusterNode::Join(const ClusterSettings& se
   if (!started) return tl::unexpected(started.error());
   node->watch_ = std::make_unique<cluster::EtcdWatch>(std::move(*started));
   node->importer_ = std::thread([self] { self->ImportLoop(); });
+  // A shard this node alone holds, or a new one it is first for, gets its
+  // primary before the node answers its first request.
+  node->Elect();
+  if (auto ok = node->Refresh(); !ok) return tl::unexpected(ok.error());
+  node->elector_ = std::thread([self] { self->ElectLoop(); });
   return node;
 }
 
@@ -118,6 +141,7 @@ ClusterNode::~ClusterNode() {
   }
   jobs_cv_.notify_all();
   if (importer_.joinable()) importer_.join();
+  if (elector_.joinable()) elector_.join();
   watch_.reset();
   if (lease_ && !lease_->lost()) {
     if (auto ok = lease_->Revoke(); !ok) {
@@ -134,14 +158,19 @@ Result<void> ClusterNode::Register() {
   auto lease = cluster::LeaseKeeper::Start(options, lease_options, [this](const Error& why) {
     registered_ = false;
     reregister_ = true;
-    log_->error("cluster: lost the registration lease ({}); registering again", why.message);
+    log_->error("cluster: lost the registration lease ({}); registering again (a shard this node led gets "
+                "another primary)",
+                why.message);
     jobs_cv_.notify_all();
   });
   if (!lease) return tl::unexpected(lease.error());
   const nlohmann::json me = {{"id", settings_.node_id}, {"endpoint", settings_.advertise}};
   auto put = etcd_->Put(Prefix() + "nodes/" + settings_.node_id, me.dump(), lease->lease_id());
   if (!put) return MakeError(put.error().code, "registering node '" + settings_.node_id + "': " + put.error().message);
-  lease_ = std::make_unique<cluster::LeaseKeeper>(std::move(*lease));
+  {
+    std::lock_guard<std::mutex> lock(lease_mutex_);
+    lease_ = std::make_unique<cluster::LeaseKeeper>(std::move(*lease));
+  }
   registered_ = true;
   log_->info("cluster '{}': registered as node '{}' at {}", settings_.name, settings_.node_id, settings_.advertise);
   return {};
@@ -151,11 +180,22 @@ Result<void> ClusterNode::Bootstrap() {
   const std::string key = Prefix() + "map";
   auto plan = cluster::Plan(nullptr, {settings_.node_id}, 1);
   if (!plan) return tl::unexpected(plan.error());
+  const nlohmann::json cluster_settings = {{"replication", settings_.replication},
+                                           {"consistency", settings_.strong ? "strong" : "eventual"}};
   auto txn = etcd_->Txn({cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
-                        {cluster::TxnOp::Put(key, plan->ToJson())}, {});
+                        {cluster::TxnOp::Put(key, plan->ToJson()),
+                         cluster::TxnOp::Put(Prefix() + "settings", cluster_settings.dump())},
+                        {cluster::TxnOp::Get(Prefix() + "settings")});
   if (!txn) return MakeError(txn.error().code, "making the cluster's first map: " + txn.error().message);
   if (txn->succeeded) {
-    log_->info("cluster '{}': no map yet; made one with this node holding every slot", settings_.name);
+    log_->info("cluster '{}': no map yet; made one with this node holding every slot (replication {}, {})",
+               settings_.name, settings_.replication, settings_.strong ? "strong" : "eventual");
+    return {};
+  }
+  if (!txn->ranges.empty() && !txn->ranges[0].kvs.empty() && txn->ranges[0].kvs[0].value != cluster_settings.dump()) {
+    log_->warn("cluster '{}' keeps the settings it was made with, {}; this node's replication and consistency "
+               "options are not used",
+               settings_.name, txn->ranges[0].kvs[0].value);
   }
   return {};
 }
@@ -165,56 +205,46 @@ Result<void> ClusterNode::Refresh() {
   auto range = etcd_->Range(Prefix());
   if (!range) return tl::unexpected(range.error());
   auto next = std::make_shared<ClusterView>();
-  const std::string nodes_prefix = Prefix() + "nodes/";
-  for (const cluster::KeyValue& kv : range->kvs) {
-    if (kv.key == Prefix() + "map") {
-      auto map = cluster::ShardMap::FromJson(kv.value);
-      if (!map) return MakeError(map.error().code, "the map in etcd is invalid: " + map.error().message);
-      map->set_epoch(static_cast<uint64_t>(kv.mod_revision));
-      next->epoch = static_cast<uint64_t>(kv.mod_revision);
-      next->map_json = kv.value;
-      next->map = std::make_shared<const cluster::ShardMap>(std::move(*map));
-    } else if (kv.key.rfind(nodes_prefix, 0) == 0) {
-      try {
-        const nlohmann::json node = nlohmann::json::parse(kv.value);
-        next->endpoints[node.at("id").get<std::string>()] = node.at("endpoint").get<std::string>();
-      } catch (const std::exception& e) {
-        log_->warn("cluster: ignoring the registration at {}: {}", kv.key, e.what());
-      }
-    }
-  }
+  if (auto ok = Parse(range->kvs, *next); !ok) return ok;
   const std::shared_ptr<const ClusterView> previous = view();
+  next->slot_state.assign(kSlotCount, ClusterView::kOther);
+  next->import_source.resize(kSlotCount);
   if (next->map == nullptr) {
-    next->slot_state.assign(kSlotCount, ClusterView::kOther);
-    next->import_source.resize(kSlotCount);
     Publish(std::move(next));
     return {};
   }
-  // Slot states: mine when this node is the shard's primary (R = 1: its only
-  // node). A slot gained from a live node in a newer epoch is imported from it.
-  next->slot_state.assign(kSlotCount, ClusterView::kOther);
-  next->import_source.resize(kSlotCount);
+  // Slot states: mine where this node is the shard's elected primary, a
+  // replica's where it holds a copy. A slot that comes to this node's shard
+  // from another shard is imported from that shard's last primary.
   std::vector<uint8_t> gained(kSlotCount, 0);
   std::map<std::string, ImportJob> jobs;
+  const std::string& me = settings_.node_id;
+  const std::string& my_endpoint = settings_.advertise;
   for (uint32_t s = 0; s < kSlotCount; ++s) {
-    if (next->map->ShardForSlot(s).nodes.front() != settings_.node_id) continue;
-    next->slot_state[s] = ClusterView::kMine;
-    if (previous->map == nullptr) continue;  // just joined: what the segment holds is ours
+    const cluster::Shard& shard = next->map->ShardForSlot(s);
+    std::pair<uint32_t, std::string> last_owner = last_owner_[s];
+    auto primary = next->primaries.find(shard.id);
+    if (primary != next->primaries.end()) last_owner_[s] = {shard.id, primary->second.endpoint};
+    if (std::find(shard.nodes.begin(), shard.nodes.end(), me) == shard.nodes.end()) continue;
+    const bool mine = primary != next->primaries.end() && primary->second.node == me;
+    next->slot_state[s] = mine ? ClusterView::kMine : ClusterView::kReplica;
+    if (!mine || previous->map == nullptr) continue;  // just joined: what the segment holds is ours
     if (previous->slot_state[s] == ClusterView::kImporting) {
       next->slot_state[s] = ClusterView::kImporting;  // the import under way goes on
       next->import_source[s] = previous->import_source[s];
       continue;
     }
-    if (previous->slot_state[s] == ClusterView::kMine || next->epoch <= previous->epoch) continue;
-    gained[s] = 1;
-    const std::string& from = previous->map->ShardForSlot(s).nodes.front();
-    auto endpoint = next->endpoints.find(from);
-    if (endpoint == next->endpoints.end()) continue;  // its owner is down: nothing to import
+    if (last_owner.first == shard.id || last_owner.first == UINT32_MAX) continue;  // same shard, new primary
+    if (previous->slot_state[s] == ClusterView::kOther) gained[s] = 1;  // what is here is stale
+    const std::string& from = last_owner.second;
+    const bool live = std::any_of(next->endpoints.begin(), next->endpoints.end(),
+                                  [&](const auto& e) { return e.second == from; });
+    if (from.empty() || from == my_endpoint || !live) continue;  // its owner is down: nothing to import
     next->slot_state[s] = ClusterView::kImporting;
-    next->import_source[s] = endpoint->second;
-    ImportJob& job = jobs[endpoint->second];
+    next->import_source[s] = from;
+    ImportJob& job = jobs[from];
     job.epoch = next->epoch;
-    job.source = endpoint->second;
+    job.source = from;
     if (!job.ranges.empty() && job.ranges.back().second + 1 == s) {
       job.ranges.back().second = s;
     } else {
@@ -224,12 +254,7 @@ Result<void> ClusterNode::Refresh() {
   // Keys of gained slots left from an earlier ownership are stale: they go
   // before the view that serves those slots is published.
   if (std::find(gained.begin(), gained.end(), 1) != gained.end()) DropKeysOf(gained);
-  if (next->epoch != previous->epoch) {
-    size_t mine = std::count(next->slot_state.begin(), next->slot_state.end(), ClusterView::kMine);
-    size_t importing = std::count(next->slot_state.begin(), next->slot_state.end(), ClusterView::kImporting);
-    log_->info("cluster '{}': map epoch {}: this node serves {} slots ({} being imported)", settings_.name, next->epoch,
-               mine + importing, importing);
-  }
+  LogChanges(*previous, *next);
   Publish(std::move(next));
   if (!jobs.empty()) {
     std::lock_guard<std::mutex> lock(jobs_mutex_);
@@ -237,6 +262,85 @@ Result<void> ClusterNode::Refresh() {
     jobs_cv_.notify_all();
   }
   return {};
+}
+
+// The keys under the cluster's prefix, into `view`'s map, directory,
+// settings, primaries and candidates.
+Result<void> ClusterNode::Parse(const std::vector<cluster::KeyValue>& kvs, ClusterView& view) const {
+  const std::string prefix = Prefix();
+  // "<prefix><dir>/<rest>": the rest, or nullopt for another key.
+  auto under = [&](const cluster::KeyValue& kv, const char* dir) -> std::optional<std::string_view> {
+    const std::string head = prefix + dir + "/";
+    if (kv.key.rfind(head, 0) != 0) return std::nullopt;
+    return std::string_view(kv.key).substr(head.size());
+  };
+  auto shard_id = [](std::string_view text) -> std::optional<uint32_t> {
+    uint32_t id = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+    if (ec != std::errc() || end == text.data()) return std::nullopt;
+    return id;
+  };
+  bool have_settings = false;
+  for (const cluster::KeyValue& kv : kvs) {
+    try {
+      if (kv.key == prefix + "map") {
+        auto map = cluster::ShardMap::FromJson(kv.value);
+        if (!map) return MakeError(map.error().code, "the map in etcd is invalid: " + map.error().message);
+        map->set_epoch(static_cast<uint64_t>(kv.mod_revision));
+        view.epoch = static_cast<uint64_t>(kv.mod_revision);
+        view.map_json = kv.value;
+        view.map = std::make_shared<const cluster::ShardMap>(std::move(*map));
+      } else if (kv.key == prefix + "settings") {
+        const nlohmann::json j = nlohmann::json::parse(kv.value);
+        view.replication = j.at("replication").get<uint32_t>();
+        view.strong = j.at("consistency").get<std::string>() != "eventual";
+        have_settings = true;
+      } else if (under(kv, "nodes")) {
+        const nlohmann::json node = nlohmann::json::parse(kv.value);
+        view.endpoints[node.at("id").get<std::string>()] = node.at("endpoint").get<std::string>();
+      } else if (auto primary = under(kv, "primary")) {
+        const nlohmann::json j = nlohmann::json::parse(kv.value);
+        auto id = shard_id(*primary);
+        if (!id) throw std::invalid_argument("not a shard id");
+        view.primaries[*id] = {j.at("node").get<std::string>(), j.at("endpoint").get<std::string>(),
+                               static_cast<uint64_t>(kv.mod_revision)};
+      } else if (auto elected = under(kv, "elected")) {
+        if (auto id = shard_id(*elected)) view.elected_before.insert(*id);
+      } else if (auto rest = under(kv, "candidates")) {
+        const size_t slash = rest->find('/');
+        auto id = shard_id(rest->substr(0, slash));
+        if (!id || slash == std::string_view::npos) throw std::invalid_argument("not <shard>/<node>");
+        const nlohmann::json j = nlohmann::json::parse(kv.value);
+        view.candidates[*id][std::string(rest->substr(slash + 1))] = {j.at("term").get<uint64_t>(),
+                                                                       j.at("seq").get<uint64_t>()};
+      }
+    } catch (const std::exception& e) {
+      log_->warn("cluster: ignoring the key {}: {}", kv.key, e.what());
+    }
+  }
+  if (!have_settings && view.map) {
+    view.replication = view.map->replication();  // a cluster made before the settings key
+    view.strong = true;
+  }
+  return {};
+}
+
+void ClusterNode::LogChanges(const ClusterView& before, const ClusterView& after) const {
+  if (after.epoch != before.epoch) {
+    const auto count = [&](uint8_t state) { return std::count(after.slot_state.begin(), after.slot_state.end(), state); };
+    log_->info("cluster '{}': map epoch {}: this node leads {} slots ({} being imported) and copies {}",
+               settings_.name, after.epoch, count(ClusterView::kMine) + count(ClusterView::kImporting),
+               count(ClusterView::kImporting), count(ClusterView::kReplica));
+  }
+  for (const auto& [shard, p] : after.primaries) {
+    auto old = before.primaries.find(shard);
+    if (old == before.primaries.end() || old->second.term != p.term) {
+      log_->info("cluster: shard {} has primary '{}' at {} (term {})", shard, p.node, p.endpoint, p.term);
+    }
+  }
+  for (const auto& [shard, p] : before.primaries) {
+    if (after.primaries.count(shard) == 0) log_->warn("cluster: shard {} lost its primary '{}'", shard, p.node);
+  }
 }
 
 void ClusterNode::Publish(std::shared_ptr<const ClusterView> next) {
@@ -272,24 +376,53 @@ ClusterNode::Route ClusterNode::RouteKey(std::string_view key, bool write, bool 
     route.message = "cluster '" + settings_.name + "' has no shard map yet";
     return route;
   }
+  const cluster::Shard& shard = v->map->ShardForSlot(route.slot);
+  route.shard = shard.id;
+  auto primary = v->primaries.find(shard.id);
+  if (primary != v->primaries.end()) route.primary_endpoint = primary->second.endpoint;
   const uint8_t state = v->slot_state[route.slot];
-  if (state == ClusterView::kImporting) {
-    route.endpoint = v->import_source[route.slot];
+  if (state == ClusterView::kMine || state == ClusterView::kImporting) {
+    if (v->strong && !LeaseFresh()) {
+      route.status = ErrorCode::kClusterDown;
+      route.message = "this node's lease in etcd may have lapsed: it serves shard " + std::to_string(shard.id) +
+                      " again once the lease is renewed, or another node is elected";
+      return route;
+    }
+    if (state == ClusterView::kImporting) route.endpoint = v->import_source[route.slot];
     return route;
   }
-  if (state == ClusterView::kMine || (asking && !write)) return route;
-  const std::string& owner = v->map->ShardForSlot(route.slot).nodes.front();
-  auto endpoint = v->endpoints.find(owner);
-  if (endpoint == v->endpoints.end()) {
+  if (state == ClusterView::kReplica && !write && !v->strong) {
+    route.replica = true;
+    return route;
+  }
+  if (asking && !write) return route;
+  if (primary == v->primaries.end()) {
     route.status = ErrorCode::kClusterDown;
-    route.message = "slot " + std::to_string(route.slot) + " is served by node '" + owner + "', which is down";
+    route.message = "slot " + std::to_string(route.slot) + " (shard " + std::to_string(shard.id) +
+                    ") has no primary now; one of its nodes (" + JoinedNames(shard.nodes) + ") is being elected";
     return route;
   }
   route.status = ErrorCode::kMoved;
-  route.endpoint = endpoint->second;
-  route.message = "slot " + std::to_string(route.slot) + " is served by node '" + owner + "' at " + endpoint->second +
-                  " (epoch " + std::to_string(route.epoch) + ")";
+  route.endpoint = primary->second.endpoint;
+  route.message = "slot " + std::to_string(route.slot) + " is served by node '" + primary->second.node + "' at " +
+                  route.endpoint + " (epoch " + std::to_string(route.epoch) + ", term " +
+                  std::to_string(primary->second.term) + ")";
   return route;
+}
+
+bool ClusterNode::LeaseFresh() const {
+  std::lock_guard<std::mutex> lock(lease_mutex_);
+  return lease_ && !lease_->lost() && std::chrono::steady_clock::now() + kLeaseMargin < lease_->expires();
+}
+
+void ClusterNode::SetPosition(uint32_t shard, ShardPosition position, bool whole) {
+  std::lock_guard<std::mutex> lock(copies_mutex_);
+  copies_[shard] = Copy{position, whole};
+}
+
+std::vector<uint32_t> ClusterNode::TakeResyncs() {
+  std::lock_guard<std::mutex> lock(jobs_mutex_);
+  return std::exchange(resyncs_, {});
 }
 
 std::unique_lock<std::mutex> ClusterNode::GuardWrite(std::string_view key) {
@@ -309,27 +442,166 @@ ClusterNode::Stats ClusterNode::stats() const {
       static_cast<uint64_t>(std::count(v->slot_state.begin(), v->slot_state.end(), ClusterView::kImporting));
   s.imported_keys = imported_keys_.load();
   s.import_failures = import_failures_.load();
+  if (v->map) {
+    for (const cluster::Shard& shard : v->map->shards()) s.shards_without_primary += v->primaries.count(shard.id) == 0;
+  }
   s.registered = registered_.load();
   return s;
 }
 
-// ------------------------------------------------------------- the worker
+// ------------------------------------------------------------ the election
+
+void ClusterNode::ElectLoop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(jobs_mutex_);
+      jobs_cv_.wait_for(lock, kElectTick, [this] { return stopping_ || reregister_; });
+      if (stopping_) return;
+    }
+    if (reregister_.exchange(false)) {
+      if (auto ok = Register(); !ok) {
+        log_->error("cluster: registering again failed: {}; retrying", ok.error().ToString());
+        reregister_ = true;
+        continue;
+      }
+      if (auto ok = Refresh(); !ok) log_->warn("cluster: cannot re-read the map: {}", ok.error().ToString());
+    }
+    Elect();
+  }
+}
+
+// One round: resign shards the map no longer gives this node; stand for,
+// and claim, shards of this node's that have no primary. The rules
+// (docs/design.md): a new shard goes to its preferred node; a shard with a
+// history goes to the most up-to-date whole copy, (term, seq) first and the
+// map's order second, once a quorum of whole copies (strong: a majority of
+// the shard's nodes, eventual: one) has stood, so the winner holds every
+// write a majority acknowledged.
+void ClusterNode::Elect() {
+  if (!registered_) return;
+  const std::shared_ptr<const ClusterView> v = view();
+  if (v->map == nullptr) return;
+  const std::string& me = settings_.node_id;
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& [id, p] : v->primaries) {
+    if (p.node != me) continue;
+    const cluster::Shard* shard = v->map->FindShard(id);
+    if (shard == nullptr || std::find(shard->nodes.begin(), shard->nodes.end(), me) == shard->nodes.end()) {
+      Resign(id, p.term, "the map no longer gives this node the shard");
+    }
+  }
+  for (const cluster::Shard& shard : v->map->shards()) {
+    if (std::find(shard.nodes.begin(), shard.nodes.end(), me) == shard.nodes.end()) continue;
+    if (v->primaries.count(shard.id) != 0) {
+      headless_since_.erase(shard.id);
+      stood_.erase(shard.id);
+      continue;
+    }
+    const auto since = headless_since_.emplace(shard.id, now).first->second;
+    std::vector<std::string> live;
+    for (const std::string& n : shard.nodes) {
+      if (v->endpoints.count(n) != 0) live.push_back(n);
+    }
+    if (live.empty()) continue;
+    if (v->elected_before.count(shard.id) == 0 || shard.nodes.size() == 1) {
+      // No copy has a history to lose (or there is one copy only): the
+      // map's preferred node claims it, another if it has not within a while.
+      if (shard.nodes.front() == me || now - since >= kPreferredWait) Claim(shard.id, "a new shard");
+      continue;
+    }
+    Copy mine;
+    {
+      std::lock_guard<std::mutex> lock(copies_mutex_);
+      auto it = copies_.find(shard.id);
+      if (it != copies_.end()) mine = it->second;
+    }
+    if (!mine.whole) continue;  // a partial copy never stands
+    static const std::map<std::string, ShardPosition> kNone;
+    auto found = v->candidates.find(shard.id);
+    const auto& standing = found == v->candidates.end() ? kNone : found->second;
+    auto my_stand = standing.find(me);
+    if (my_stand == standing.end() || my_stand->second != mine.position) {
+      auto stood = stood_.find(shard.id);
+      if (stood != stood_.end() && stood->second == mine.position) continue;  // put; the watch has not shown it yet
+      const nlohmann::json j = {{"term", mine.position.term}, {"seq", mine.position.seq}};
+      int64_t lease = 0;
+      {
+        std::lock_guard<std::mutex> lock(lease_mutex_);
+        if (lease_) lease = lease_->lease_id();
+      }
+      auto put = etcd_->Put(Prefix() + "candidates/" + std::to_string(shard.id) + "/" + me, j.dump(), lease);
+      if (!put) {
+        log_->warn("cluster: cannot stand for shard {}: {}", shard.id, put.error().ToString());
+        continue;
+      }
+      stood_[shard.id] = mine.position;
+      headless_since_[shard.id] = now;  // the wait for the others counts from here
+      continue;
+    }
+    const size_t quorum = v->strong ? shard.nodes.size() / 2 + 1 : 1;
+    if (standing.size() < quorum) continue;
+    const bool all_stood =
+        std::all_of(live.begin(), live.end(), [&](const std::string& n) { return standing.count(n) != 0; });
+    if (!all_stood && now - since < kStandWait) continue;
+    auto rank = [&](const std::string& n) {
+      return std::find(shard.nodes.begin(), shard.nodes.end(), n) - shard.nodes.begin();
+    };
+    const std::string* best = nullptr;
+    ShardPosition best_position;
+    for (const auto& [node, position] : standing) {
+      if (best == nullptr || Behind(best_position, position) ||
+          (best_position == position && rank(node) < rank(*best))) {
+        best = &node;
+        best_position = position;
+      }
+    }
+    if (*best == me) Claim(shard.id, "the most up-to-date copy");
+  }
+}
+
+void ClusterNode::Claim(uint32_t shard, const char* why) {
+  const std::string id = std::to_string(shard);
+  const std::string key = Prefix() + "primary/" + id;
+  int64_t lease = 0;
+  {
+    std::lock_guard<std::mutex> lock(lease_mutex_);
+    if (!lease_ || lease_->lost()) return;
+    lease = lease_->lease_id();
+  }
+  const nlohmann::json me = {{"node", settings_.node_id}, {"endpoint", settings_.advertise}};
+  auto txn = etcd_->Txn({cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
+                        {cluster::TxnOp::Put(key, me.dump(), lease), cluster::TxnOp::Put(Prefix() + "elected/" + id, "1"),
+                         cluster::TxnOp::DeletePrefix(Prefix() + "candidates/" + id + "/")},
+                        {});
+  if (!txn) {
+    log_->warn("cluster: claiming shard {} failed: {}", shard, txn.error().ToString());
+    return;
+  }
+  if (!txn->succeeded) return;  // another node was elected first
+  log_->info("cluster: elected primary of shard {} ({}) at term {}", shard, why, txn->revision);
+  if (auto ok = Refresh(); !ok) log_->warn("cluster: cannot re-read the map: {}", ok.error().ToString());
+}
+
+void ClusterNode::Resign(uint32_t shard, uint64_t term, const char* why) {
+  const std::string key = Prefix() + "primary/" + std::to_string(shard);
+  auto txn = etcd_->Txn({cluster::Compare::ModRevision(key, cluster::Compare::Op::kEqual, static_cast<int64_t>(term))},
+                        {cluster::TxnOp::Delete(key)}, {});
+  if (!txn) {
+    log_->warn("cluster: resigning shard {} failed: {}", shard, txn.error().ToString());
+    return;
+  }
+  if (txn->succeeded) log_->info("cluster: resigned as primary of shard {} (term {}): {}", shard, term, why);
+}
+
+// ------------------------------------------------------------- the importer
 
 void ClusterNode::ImportLoop() {
   for (;;) {
     ImportJob job;
     {
       std::unique_lock<std::mutex> lock(jobs_mutex_);
-      jobs_cv_.wait_for(lock, kWorkerTick, [this] { return stopping_ || !jobs_.empty() || reregister_; });
+      jobs_cv_.wait_for(lock, kWorkerTick, [this] { return stopping_ || !jobs_.empty(); });
       if (stopping_) return;
-      if (reregister_.exchange(false)) {
-        lock.unlock();
-        if (auto ok = Register(); !ok) {
-          log_->error("cluster: registering again failed: {}; retrying", ok.error().ToString());
-          reregister_ = true;
-        }
-        continue;
-      }
       if (jobs_.empty()) continue;
       job = std::move(jobs_.front());
       jobs_.pop_front();
@@ -433,6 +705,16 @@ void ClusterNode::FinishImport(const ImportJob& job) {
       if (next->slot_state[s] != ClusterView::kImporting || next->import_source[s] != job.source) continue;
       next->slot_state[s] = ClusterView::kMine;
       next->import_source[s].clear();
+    }
+  }
+  {
+    // The shard's replicas get a full copy again: the import wrote past
+    // the replication stream.
+    std::lock_guard<std::mutex> lock(jobs_mutex_);
+    for (const auto& [first, last] : job.ranges) {
+      if (next->map == nullptr) break;
+      const uint32_t shard = next->map->ShardForSlot(first).id;
+      if (std::find(resyncs_.begin(), resyncs_.end(), shard) == resyncs_.end()) resyncs_.push_back(shard);
     }
   }
   const bool still_importing =

@@ -17,7 +17,7 @@ namespace {
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
-      node_id, advertise, etcd;
+      node_id, advertise, etcd, replication, consistency;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -51,7 +51,12 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "node-id", po::value(&r.node_id)->default_value(""), "this node's id in the cluster, the same across restarts")(
       "advertise", po::value(&r.advertise)->default_value(""),
       "tcp:// endpoint other nodes and clients reach this node at; default: the tcp endpoint")(
-      "etcd", po::value(&r.etcd)->default_value(""), "the cluster's etcd endpoints, e.g. http://10.0.0.9:2379,...");
+      "etcd", po::value(&r.etcd)->default_value(""), "the cluster's etcd endpoints, e.g. http://10.0.0.9:2379,...")(
+      "replication", po::value(&r.replication)->default_value("3"),
+      "copies of every shard (1 to 7), for a new cluster; an existing cluster keeps its own")(
+      "consistency", po::value(&r.consistency)->default_value("strong"),
+      "strong (a write is acknowledged once a majority of its shard's copies hold it) or eventual (at once), "
+      "for a new cluster");
   return o;
 }
 
@@ -128,6 +133,17 @@ Result<DaemonConfig> Convert(const Raw& r) {
   c.cluster.node_id = r.node_id;
   c.cluster.etcd = r.etcd;
   c.cluster.advertise = r.advertise;  // empty: the tcp endpoint as bound (Server::JoinCluster)
+  auto replication = ParseCount("replication", r.replication);
+  if (!replication) return tl::unexpected(replication.error());
+  if (*replication < 1 || *replication > 7) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "replication must be 1 to 7 copies of each shard, got " + r.replication);
+  }
+  c.cluster.replication = static_cast<uint32_t>(*replication);
+  if (r.consistency != "strong" && r.consistency != "eventual") {
+    return MakeError(ErrorCode::kInvalidArgument, "consistency must be strong or eventual, got '" + r.consistency + "'");
+  }
+  c.cluster.strong = r.consistency == "strong";
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -269,6 +285,8 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.cluster.node_id != b.cluster.node_id) changed.push_back("node-id");
   if (a.cluster.advertise != b.cluster.advertise) changed.push_back("advertise");
   if (a.cluster.etcd != b.cluster.etcd) changed.push_back("etcd");
+  if (a.cluster.replication != b.cluster.replication) changed.push_back("replication");
+  if (a.cluster.strong != b.cluster.strong) changed.push_back("consistency");
   return changed;
 }
 

@@ -18,6 +18,11 @@ struct ClusterSettings {
   std::string node_id;    // unique in the cluster; stays the same across restarts
   std::string advertise;  // tcp:// endpoint other nodes and clients reach this node at
   std::string etcd;       // etcd client URLs, comma-separated
+  // Cluster-wide, fixed when the cluster is made (the first node writes them
+  // to etcd; later nodes take etcd's): copies of every shard wanted, and
+  // whether a write is acknowledged after a majority of them hold it.
+  uint32_t replication = 3;
+  bool strong = true;
 
   bool enabled() const { return !name.empty(); }
   Result<void> Validate() const;

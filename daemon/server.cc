@@ -15,6 +15,7 @@
 #include "../libclient/src/protocol.h"
 #include "../libclient/src/zmq_io.h"
 #include "cluster_node.h"
+#include "replication.h"
 
 namespace cachet::daemon {
 
@@ -23,6 +24,9 @@ using wire::Op;
 namespace {
 
 constexpr std::chrono::milliseconds kTick{100};
+// A cluster node's longest wait in poll: replies held for a commit and
+// probes of followers are timed.
+constexpr std::chrono::milliseconds kClusterTick{10};
 // On stop, requests still arriving are answered for at most this long.
 constexpr std::chrono::milliseconds kDrainLimit{2000};
 constexpr size_t kReclaimBucketsPerTick = 512;
@@ -189,6 +193,7 @@ Result<void> Server::JoinCluster(Cache& cache) {
   auto joined = ClusterNode::Join(settings, cache, log_);
   if (!joined) return tl::unexpected(joined.error());
   cluster_ = std::move(*joined);
+  replication_ = std::make_unique<Replication>(*cluster_, cache, context_, log_);
   return {};
 }
 
@@ -200,10 +205,14 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       signals_.reload = 0;
       (void)Reload();
     }
-    zmq::pollitem_t items[] = {{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
-                               {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0}};
+    // Replication: peers' answers wake the loop; held replies and probes
+    // are timed, so it wakes often while a cluster node.
+    const bool busy = replication_ && PumpReplication();
+    std::vector<zmq::pollitem_t> items = {{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
+                                          {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0}};
+    if (replication_) replication_->AddPollItems(items);
     try {
-      zmq::poll(items, 2, kTick);
+      zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;  // a signal: the flags are checked above
       log_->error("poll failed: {}; stopping", e.what());
@@ -234,6 +243,12 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     }
   }
   log_->info("stopping: answered {} requests in flight, closing sockets", drained);
+  if (replication_) {
+    std::vector<HeldReply> held;
+    replication_->StopAll(held);
+    SendHeld(held);
+    replication_.reset();
+  }
   if (cluster_) {
     cluster_.reset();  // revokes the registration: the node is down for the cluster now
     log_->info("left cluster '{}'", config_.cluster.name);
@@ -320,13 +335,36 @@ void Server::HandleMessage() {
         Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
                                              " bytes; max_frame is " + std::to_string(config_.EffectiveMaxFrame())});
   } else {
+    waits_.clear();
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
+    if (!waits_.empty() && !replication_->Committed(waits_)) {
+      HeldReply held;
+      held.routing_id = frames[0].to_string();
+      held.req_envelope = req_envelope;
+      held.request_id = waits_request_;
+      held.data.assign(out.data(), out.size());
+      replication_->Hold(std::move(waits_), std::move(held));
+      waits_.clear();
+      return;
+    }
   }
-  SendReply(frames[0], req_envelope, out);
+  SendReply(frames[0].to_string_view(), req_envelope, out.data(), out.size());
 }
 
-void Server::SendReply(const zmq::message_t& routing_id, bool req_envelope, const wire::Writer& out) {
-  std::optional<zmq::message_t> reply = backlog_.Make(routing_id.to_string_view(), out.data(), out.size());
+bool Server::PumpReplication() {
+  replication_->Follow();
+  std::vector<HeldReply> ready;
+  const bool busy = replication_->Pump(ready);
+  SendHeld(ready);
+  return busy;
+}
+
+void Server::SendHeld(std::vector<HeldReply>& replies) {
+  for (const HeldReply& r : replies) SendReply(r.routing_id, r.req_envelope, r.data.data(), r.data.size());
+}
+
+void Server::SendReply(std::string_view routing_id, bool req_envelope, const char* data, size_t size) {
+  std::optional<zmq::message_t> reply = backlog_.Make(routing_id, data, size);
   if (!reply) {
     ++dropped_replies_;
     return;
@@ -391,6 +429,19 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
   auto elsewhere = [&](std::string_view key, bool write) {
     if (!cluster_) return false;
     route = cluster_->RouteKey(key, write, r.asking);
+    if (route.status == ErrorCode::kOk && route.replica && !replication_->Whole(route.shard)) {
+      // A copy still being made serves nothing: the primary does.
+      if (route.primary_endpoint.empty()) {
+        route.status = ErrorCode::kClusterDown;
+        route.message = "this node's copy of shard " + std::to_string(route.shard) +
+                        " is still being made and the shard has no primary now";
+      } else {
+        route.status = ErrorCode::kMoved;
+        route.endpoint = route.primary_endpoint;
+        route.message = "this node's copy of shard " + std::to_string(route.shard) +
+                        " is still being made; its primary is at " + route.endpoint;
+      }
+    }
     if (route.status == ErrorCode::kOk) return false;
     ++redirects_;
     if (route.status == ErrorCode::kMoved) {
@@ -418,6 +469,18 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
   };
   auto guard = [&](std::string_view key) {
     return cluster_ ? cluster_->GuardWrite(key) : std::unique_lock<std::mutex>();
+  };
+  // Cluster: a write goes to the shard's replicas; in strong mode its reply,
+  // and a read's of a key written but not yet held by a majority, waits.
+  auto wrote = [&](std::string_view key) {
+    if (!replication_) return;
+    replication_->Record(key, waits_);
+    waits_request_ = r.id;
+  };
+  auto read = [&](std::string_view key) {
+    if (!replication_) return;
+    replication_->ReadBarrier(key, waits_);
+    waits_request_ = r.id;
   };
 
   switch (r.op) {
@@ -448,6 +511,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
       if (elsewhere(*key, false)) return;
+      read(*key);
       if (cache_->GetInto(*key, &value)) {
         ok();
         out.Bytes(value);
@@ -485,6 +549,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       auto lock = guard(*key);
       auto stored = cache_->Set(*key, *val, options);
       if (!stored) return fail(stored.error());
+      wrote(*key);
       ok();
       out.Bool(*stored);
       return;
@@ -499,6 +564,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       if (del && !present_or_settled(*key)) return;
       auto lock = del ? guard(*key) : std::unique_lock<std::mutex>();
       const bool result = del ? cache_->Erase(*key) : cache_->Contains(*key);
+      del ? wrote(*key) : read(*key);
       if (!del && !result && route.ask_on_miss()) return ask();
       ok();
       out.Bool(result);
@@ -512,8 +578,10 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       if (!ttl) return fail(ttl.error());
       if (elsewhere(*key, true) || !present_or_settled(*key)) return;
       auto lock = guard(*key);
+      const bool expired = cache_->Expire(*key, *ttl);
+      wrote(*key);
       ok();
-      out.Bool(cache_->Expire(*key, *ttl));
+      out.Bool(expired);
       return;
     }
     case Op::kTtl: {
@@ -521,6 +589,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       auto key = wire::KeyArg(a[0], max_key);
       if (!key) return fail(key.error());
       if (elsewhere(*key, false)) return;
+      read(*key);
       const auto ttl = cache_->Ttl(*key);
       if (!ttl && route.ask_on_miss()) return ask();
       if (!ttl) {
@@ -557,6 +626,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       auto lock = guard(*key);
       auto result = cache_->Incr(*key, delta, ttl);
       if (!result) return fail(result.error());
+      wrote(*key);
       ok();
       out.Int(*result);
       return;
@@ -574,6 +644,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
         if (elsewhere(*wire::BytesArg(a[i], "key"), false)) return;
         importing = importing || route.ask_on_miss();
       }
+      for (uint32_t i = 0; i < r.arg_count; ++i) read(*wire::BytesArg(a[i], "key"));
       if (importing) {
         for (uint32_t i = 0; i < r.arg_count; ++i) {
           const std::string_view key = *wire::BytesArg(a[i], "key");
@@ -616,6 +687,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
         auto lock = guard(*wire::BytesArg(a[i], "key"));
         auto stored = cache_->Set(*wire::BytesArg(a[i], "key"), *wire::BytesArg(a[i + 1], "value"));
         if (!stored) return fail(stored.error());
+        wrote(*wire::BytesArg(a[i], "key"));
       }
       ok();
       out.Nil();
@@ -699,12 +771,14 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
     }
     case Op::kCluster:
     case Op::kSlotDump:
+    case Op::kReplicate:
       if (!cluster_) {
         return fail(
             Error{ErrorCode::kInvalidArgument,
                   std::string(wire::OpName(r.op)) + ": this cachetd is not a cluster node (no cluster settings)"});
       }
       if (r.op == Op::kSlotDump) return SlotDump(r, out);
+      if (r.op == Op::kReplicate) return replication_->Handle(r.id, r.args, r.arg_count, out);
       if (!arity(0, 0)) return;
       ok();
       WriteClusterView(out);
@@ -723,7 +797,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
 
 void Server::WriteClusterView(wire::Writer& out) {
   const std::shared_ptr<const ClusterView> view = cluster_->view();
-  out.Map(5);
+  out.Map(9);
   out.Str("cluster");
   out.Str(config_.cluster.name);
   out.Str("node");
@@ -737,6 +811,28 @@ void Server::WriteClusterView(wire::Writer& out) {
   for (const auto& [id, endpoint] : view->endpoints) {
     out.Str(id);
     out.Str(endpoint);
+  }
+  out.Str("replication");
+  out.Uint(view->replication);
+  out.Str("consistency");
+  out.Str(view->strong ? "strong" : "eventual");
+  // shard id -> [node, term]
+  out.Str("primaries");
+  out.Map(static_cast<uint32_t>(view->primaries.size()));
+  for (const auto& [shard, p] : view->primaries) {
+    out.Uint(shard);
+    out.Array(2);
+    out.Str(p.node);
+    out.Uint(p.term);
+  }
+  // follower node -> entries behind, -1 while its copy is being made; for
+  // the shards this node leads
+  const std::map<std::string, int64_t> lag = replication_->Lag();
+  out.Str("lag");
+  out.Map(static_cast<uint32_t>(lag.size()));
+  for (const auto& [node, behind] : lag) {
+    out.Str(node);
+    out.Int(behind);
   }
 }
 
@@ -834,7 +930,16 @@ void Server::WriteStats(wire::Writer& out) {
   std::vector<std::pair<const char*, int64_t>> cluster_rows;
   if (cluster_) {
     const ClusterNode::Stats c = cluster_->stats();
+    const Replication::Stats rs = replication_->stats();
     cluster_rows = {{"cluster_epoch", static_cast<int64_t>(c.epoch)},
+                    {"cluster_primary_shards", static_cast<int64_t>(rs.led_shards)},
+                    {"cluster_replica_shards", static_cast<int64_t>(rs.followed_shards)},
+                    {"cluster_replication_lag", static_cast<int64_t>(rs.max_lag)},
+                    {"cluster_held_replies", static_cast<int64_t>(rs.held)},
+                    {"cluster_commit_timeouts", static_cast<int64_t>(rs.commit_timeouts)},
+                    {"cluster_full_syncs_sent", static_cast<int64_t>(rs.full_syncs)},
+                    {"cluster_entries_applied", static_cast<int64_t>(rs.entries_applied)},
+                    {"cluster_shards_without_primary", static_cast<int64_t>(c.shards_without_primary)},
                     {"cluster_owned_slots", static_cast<int64_t>(c.owned_slots)},
                     {"cluster_importing_slots", static_cast<int64_t>(c.importing_slots)},
                     {"cluster_imported_keys", static_cast<int64_t>(c.imported_keys)},

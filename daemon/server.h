@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 #include <zmq.hpp>
 
 #include "cachet/cache.h"
@@ -28,6 +29,9 @@ class Writer;
 namespace cachet::daemon {
 
 class ClusterNode;
+class Replication;
+struct HeldReply;
+struct CommitWait;
 
 // Set from signal handlers (async-signal-safe), read by the loop.
 struct Signals {
@@ -65,12 +69,20 @@ class Server {
   void PublishPolicy();
   void Tick();
   void DrainMonitor();
-  void SendReply(const zmq::message_t& routing_id, bool req_envelope, const wire::Writer& out);
+  void SendReply(std::string_view routing_id, bool req_envelope, const char* data, size_t size);
+  // Cluster: the replication's turn in the loop (released replies sent).
+  // True while it has more to send at once.
+  bool PumpReplication();
+  void SendHeld(std::vector<HeldReply>& replies);
 
   DaemonConfig config_;
   const std::vector<std::string> args_;  // the command line, re-read on reload
   std::unique_ptr<Cache> cache_;
   std::unique_ptr<ClusterNode> cluster_;
+  // Filled by Dispatch when the reply must wait for writes to commit
+  // (strong mode); with the request's id.
+  std::vector<CommitWait> waits_;
+  uint64_t waits_request_ = 0;
   std::string bound_tcp_;  // the tcp endpoint as bound  // set when in a cluster; refers to *cache_
   std::unique_ptr<RateLimiter>
       limiter_;  // decides RATELIMIT requests; set with the policy; counts in RateLimitSegment()
@@ -79,6 +91,9 @@ class Server {
   ReplyBacklog backlog_;  // before context_: its messages live until the context ends
   zmq::context_t context_{1};
   zmq::socket_t router_;
+  // With cluster_, which it refers to; after context_, as its sockets must
+  // close before the context ends.
+  std::unique_ptr<Replication> replication_;
   zmq::socket_t monitor_;
   zmq::socket_t pub_;            // publishes the rate-limit policy when configured
   std::string policy_text_;      // the policy being published

@@ -33,7 +33,8 @@ struct LeaseKeeper::Impl {
         lease(l),
         interval(i),
         on_lost(std::move(cb)),
-        expires(granted + Seconds(l.ttl_seconds)) {}
+        expires(granted + Seconds(l.ttl_seconds)),
+        published_expiry(expires.time_since_epoch().count()) {}
 
   static milliseconds Seconds(int64_t seconds) { return milliseconds(seconds * 1000); }
 
@@ -46,6 +47,7 @@ struct LeaseKeeper::Impl {
   const LostCallback on_lost;
   // The lease lives at least until here (only the keeper's thread moves it).
   Clock::time_point expires;
+  std::atomic<Clock::rep> published_expiry;  // `expires`, for other threads
   std::atomic<bool> lost{false};
   detail::EtcdWorker worker{*transport};  // last: stopped before the rest goes
 };
@@ -85,6 +87,7 @@ void LeaseKeeper::Impl::Run() {
     }
     if (ttl) {
       expires = std::max(expires, sent + Impl::Seconds(*ttl));
+      published_expiry.store(expires.time_since_epoch().count(), std::memory_order_release);
       next = sent + interval;
       last_failure = Error{};
     } else {
@@ -131,6 +134,9 @@ LeaseKeeper::~LeaseKeeper() {
 int64_t LeaseKeeper::lease_id() const { return impl_->lease.id; }
 int64_t LeaseKeeper::ttl_seconds() const { return impl_->lease.ttl_seconds; }
 bool LeaseKeeper::lost() const { return impl_->lost.load(std::memory_order_acquire); }
+Clock::time_point LeaseKeeper::expires() const {
+  return Clock::time_point(Clock::duration(impl_->published_expiry.load(std::memory_order_acquire)));
+}
 
 Result<void> LeaseKeeper::Revoke() {
   impl_->worker.Stop();

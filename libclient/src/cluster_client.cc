@@ -1,6 +1,7 @@
 #include "cachet/cluster_client.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -86,17 +87,19 @@ class ClusterClient::Impl {
   // ------------------------------------------------------------ the map
 
   // Asks `first` (if given), then every known node, then the seeds, then
-  // etcd; adopts the first map at least as new as the one in use.
-  Result<void> RefreshLocked(const std::string& first = {}) {
+  // etcd; adopts the first map at least as new as the one in use. `last`
+  // (a node that just failed to answer) is asked last.
+  Result<void> RefreshLocked(const std::string& first = {}, const std::string& last = {}) {
     std::vector<std::string> candidates;
     auto add = [&](const std::string& e) {
-      if (!e.empty() && std::find(candidates.begin(), candidates.end(), e) == candidates.end()) {
+      if (!e.empty() && e != last && std::find(candidates.begin(), candidates.end(), e) == candidates.end()) {
         candidates.push_back(e);
       }
     };
     add(first);
     for (const auto& [id, endpoint] : directory_) add(endpoint);
     for (const std::string& s : options_.seeds) add(s);
+    if (!last.empty()) candidates.push_back(last);
     std::string reasons;
     for (const std::string& endpoint : candidates) {
       auto got = FetchFromNode(endpoint);
@@ -112,11 +115,30 @@ class ClusterClient::Impl {
     return MakeError(ErrorCode::kUnavailable, "cannot learn the cluster's shard map (" + reasons + ")");
   }
 
+  // The node a shard's requests go to: its elected primary as last heard
+  // of; else its first registered node, which redirects to the primary.
+  const std::string& PrimaryNodeLocked(const cluster::Shard& shard) const {
+    auto elected = primaries_.find(shard.id);
+    if (elected != primaries_.end() && directory_.count(elected->second) != 0) return elected->second;
+    for (const std::string& node : shard.nodes) {
+      if (directory_.count(node) != 0) return node;
+    }
+    return shard.nodes.front();
+  }
+
+  // Learns from a redirect where a slot's shard is led now.
+  void LearnPrimaryLocked(uint32_t slot, const std::string& endpoint) {
+    if (!map_ || slot >= cluster::kSlotCount) return;
+    for (const auto& [node, at] : directory_) {
+      if (at == endpoint) primaries_[map_->ShardForSlot(slot).id] = node;
+    }
+  }
+
   // The first node a key goes to: its shard's primary.
   Result<std::pair<std::string, std::string>> RouteLocked(std::string_view key) const {
     if (!map_) return MakeError(ErrorCode::kUnavailable, "no shard map");
     const cluster::Shard& shard = map_->ShardForKey(key);
-    const std::string& node = shard.nodes.front();
+    const std::string& node = PrimaryNodeLocked(shard);
     auto it = directory_.find(node);
     if (it == directory_.end()) {
       return MakeError(ErrorCode::kUnavailable, "node '" + node + "' (primary of shard " + std::to_string(shard.id) +
@@ -130,7 +152,7 @@ class ClusterClient::Impl {
     std::vector<std::pair<std::string, std::string>> out;
     if (!map_) return out;
     for (const cluster::Shard& s : map_->shards()) {
-      const std::string& node = s.nodes.front();
+      const std::string& node = PrimaryNodeLocked(s);
       if (std::any_of(out.begin(), out.end(), [&](const auto& p) { return p.first == node; })) continue;
       auto it = directory_.find(node);
       out.emplace_back(node, it == directory_.end() ? std::string() : it->second);
@@ -140,6 +162,7 @@ class ClusterClient::Impl {
   }
 
   const cluster::ShardMap* map() const { return map_.get(); }
+  const std::map<std::string, std::string>& directory() const { return directory_; }
 
   // ------------------------------------------------------------ requests
 
@@ -187,7 +210,7 @@ class ClusterClient::Impl {
       const Ms pause = options_.backoff * (1 << std::min(waits++, 10));
       if (Left(deadline) <= pause) return false;
       std::this_thread::sleep_for(pause);
-      (void)RefreshLocked();
+      (void)RefreshLocked({}, endpoint);
       route = RouteLocked(key);
       if (!route) {
         last = route.error();
@@ -243,6 +266,7 @@ class ClusterClient::Impl {
           continue;
         }
         if (!map_ || r->epoch > map_->epoch()) (void)RefreshLocked(r->endpoint);
+        LearnPrimaryLocked(r->slot, r->endpoint);
         endpoint = r->endpoint;
         continue;
       }
@@ -328,6 +352,7 @@ class ClusterClient::Impl {
     std::optional<std::string> json;
     std::string cluster;
     std::map<std::string, std::string> nodes;
+    std::map<uint32_t, std::string> primaries;
     bool have_nodes = false;
     for (const msgpack::object_kv& kv : p.via.map) {
       if (!IsBytes(kv.key)) continue;
@@ -342,13 +367,23 @@ class ClusterClient::Impl {
           nodes[ToString(n.key)] = ToString(n.val);
         }
       }
+      // shard id -> [node, term]
+      if (name == "primaries" && kv.val.type == msgpack::type::MAP) {
+        for (const msgpack::object_kv& n : kv.val.via.map) {
+          if (n.key.type != msgpack::type::POSITIVE_INTEGER || n.val.type != msgpack::type::ARRAY ||
+              n.val.via.array.size < 1 || !IsBytes(n.val.via.array.ptr[0])) {
+            return tl::unexpected(Unexpected("CLUSTER", endpoint));
+          }
+          primaries[static_cast<uint32_t>(n.key.via.u64)] = ToString(n.val.via.array.ptr[0]);
+        }
+      }
     }
     if (!epoch || !json || !have_nodes) return tl::unexpected(Unexpected("CLUSTER", endpoint));
     if (!options_.cluster.empty() && cluster != options_.cluster) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "node at " + endpoint + " is in cluster '" + cluster + "', not '" + options_.cluster + "'");
     }
-    return Adopt(*json, *epoch, std::move(nodes), "node at " + endpoint);
+    return Adopt(*json, *epoch, std::move(nodes), std::move(primaries), "node at " + endpoint);
   }
 
   // The map key and the node registrations under /cachet/<cluster>/.
@@ -376,11 +411,24 @@ class ClusterClient::Impl {
       }
       nodes[j["id"].get<std::string>()] = j["endpoint"].get<std::string>();
     }
-    return Adopt((*kv)->value, static_cast<uint64_t>((*kv)->mod_revision), std::move(nodes), "etcd");
+    auto elected = etcd_->Range(prefix + "primary/");
+    if (!elected) return tl::unexpected(elected.error());
+    std::map<uint32_t, std::string> primaries;
+    for (const cluster::KeyValue& p : elected->kvs) {
+      const nlohmann::json j = nlohmann::json::parse(p.value, nullptr, /*allow_exceptions=*/false);
+      const std::string id = p.key.substr(prefix.size() + std::strlen("primary/"));
+      if (!j.is_object() || !j.contains("node") || !j["node"].is_string() || id.empty() ||
+          id.find_first_not_of("0123456789") != std::string::npos || id.size() > 9) {
+        continue;
+      }
+      primaries[static_cast<uint32_t>(std::stoul(id))] = j["node"].get<std::string>();
+    }
+    return Adopt((*kv)->value, static_cast<uint64_t>((*kv)->mod_revision), std::move(nodes), std::move(primaries),
+                 "etcd");
   }
 
   Result<void> Adopt(const std::string& json, uint64_t epoch, std::map<std::string, std::string> nodes,
-                     const std::string& source) {
+                     std::map<uint32_t, std::string> primaries, const std::string& source) {
     if (map_ && epoch < map_->epoch()) {
       return MakeError(ErrorCode::kUnavailable, "has an older map (epoch " + std::to_string(epoch) + " < " +
                                                     std::to_string(map_->epoch()) + ")");
@@ -392,6 +440,7 @@ class ClusterClient::Impl {
     parsed->set_epoch(epoch);
     map_ = std::make_unique<cluster::ShardMap>(std::move(*parsed));
     directory_ = std::move(nodes);
+    primaries_ = std::move(primaries);
     return {};
   }
 
@@ -400,6 +449,7 @@ class ClusterClient::Impl {
   mutable std::mutex mu_;  // guards everything below
   std::unique_ptr<cluster::ShardMap> map_;
   std::map<std::string, std::string> directory_;  // node id -> endpoint
+  std::map<uint32_t, std::string> primaries_;     // shard id -> its elected primary's node id
   NodeSockets sockets_;
   std::map<std::string, std::unique_ptr<Client>> node_clients_;
   std::unique_ptr<cluster::EtcdClient> etcd_;
@@ -666,7 +716,7 @@ Result<Cache::ScanPage> ClusterClient::Scan(uint64_t cursor, std::string_view pa
   if (page->cursor > kNodeCursorMask) return tl::unexpected(Unexpected("SCAN (cursor over 48 bits)", endpoint));
   Cache::ScanPage out;
   for (std::string& k : page->keys) {
-    if (impl_->map()->ShardForKey(k).nodes.front() == node) out.keys.push_back(std::move(k));
+    if (impl_->PrimaryNodeLocked(impl_->map()->ShardForKey(k)) == node) out.keys.push_back(std::move(k));
   }
   if (page->cursor != 0) {
     out.cursor = index << kNodeCursorBits | page->cursor;
@@ -700,7 +750,8 @@ Result<std::vector<NodeStats>> ClusterClient::Stats() {
 Result<void> ClusterClient::Flush() {
   std::lock_guard<std::mutex> lock(impl_->mu());
   std::optional<Error> first;
-  for (const auto& [node, endpoint] : impl_->PrimariesLocked()) {
+  // Every registered node: FLUSH is not replicated, replicas are emptied too.
+  for (const auto& [node, endpoint] : impl_->directory()) {
     Result<void> done =
         endpoint.empty() ? MakeError(ErrorCode::kUnavailable, "not registered (down?)") : Result<void>();
     if (done) {

@@ -46,6 +46,7 @@ enum class Op : uint8_t {
   kCluster,
   kAsk,
   kSlotDump,
+  kReplicate,
 };
 const char* OpName(Op op);
 std::optional<Op> ParseOp(std::string_view name);

@@ -29,7 +29,7 @@ class ClusterClientClusterTest : public ::testing::Test {
     ASSERT_TRUE(etcd_.Start());
     for (int i = 1; i <= 3; ++i) {
       nodes_.push_back(std::make_unique<testing::DaemonProcess>(std::vector<std::string>{
-          "--cluster", "test", "--node-id", "n" + std::to_string(i), "--etcd", etcd_.endpoint()}));
+          "--cluster", "test", "--node-id", "n" + std::to_string(i), "--etcd", etcd_.endpoint(), "--replication", "1"}));
     }
   }
 

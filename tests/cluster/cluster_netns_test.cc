@@ -83,7 +83,7 @@ class ClusterNetnsTest : public ::testing::Test {
 
   void StartNode(int host) {
     auto node = std::make_unique<testing::DaemonProcess>(
-        std::vector<std::string>{"--cluster", name_, "--node-id", NodeId(host), "--etcd", etcd_url_});
+        std::vector<std::string>{"--cluster", name_, "--node-id", NodeId(host), "--etcd", etcd_url_, "--replication", "1"});
     node->SetCommandPrefix(net_->Command(host, {}));
     ASSERT_TRUE(node->Start(Endpoint(host)));
     nodes_[host] = std::move(node);

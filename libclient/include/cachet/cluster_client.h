@@ -41,7 +41,8 @@
 //          missed or returned twice (as a single node's resize can).
 //   Stats  per node: one entry for each primary, with its counters or the
 //          error that node gave.
-//   Flush  every primary flushes; all are asked even if one fails, and the
+//   Flush  every registered node flushes (replicas too: FLUSH is not
+//          replicated); all are asked even if one fails, and the
 //          first failure is returned naming its node.
 // RELOAD and RATELIMIT are a node's own: use cachet::Client on that node.
 //

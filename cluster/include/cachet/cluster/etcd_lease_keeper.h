@@ -54,6 +54,11 @@ class LeaseKeeper {
   int64_t lease_id() const;
   int64_t ttl_seconds() const;  // as granted
   bool lost() const;
+  // The lease surely lives until here: the send time of the last keepalive
+  // etcd answered, plus the TTL it granted (etcd counts from later). A
+  // holder of lease-bound rights (a shard's primary) stops using them
+  // before this time passes without a renewal.
+  std::chrono::steady_clock::time_point expires() const;
 
   // Stops renewing and revokes the lease: every key bound to it is deleted
   // now. For a clean shutdown.

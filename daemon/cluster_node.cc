@@ -40,6 +40,9 @@ constexpr std::chrono::milliseconds kElectTick{50};
 // copies stood for the rest of its live copies to stand.
 constexpr std::chrono::milliseconds kPreferredWait{1000};
 constexpr std::chrono::milliseconds kStandWait{400};
+// A shard none of whose copies is whole waits this long, with all its
+// nodes registered, before its first node takes it as it is.
+constexpr std::chrono::milliseconds kNoCopyWait{3000};
 // A primary stops acknowledging this long before its lease can lapse.
 constexpr std::chrono::milliseconds kLeaseMargin{150};
 
@@ -515,10 +518,21 @@ void ClusterNode::Elect() {
       auto it = copies_.find(shard.id);
       if (it != copies_.end()) mine = it->second;
     }
-    if (!mine.whole) continue;  // a partial copy never stands
     static const std::map<std::string, ShardPosition> kNone;
     auto found = v->candidates.find(shard.id);
     const auto& standing = found == v->candidates.end() ? kNone : found->second;
+    if (!mine.whole) {
+      // A partial copy never stands. But when no copy is whole (every node
+      // of the shard restarted) and all are back, waiting helps nobody: the
+      // map's first node takes the shard with what its segment holds.
+      if (standing.empty() && live.size() == shard.nodes.size() && shard.nodes.front() == me &&
+          now - since >= kNoCopyWait) {
+        log_->warn("cluster: shard {} has no whole copy on any of its nodes; leading it with what this node holds",
+                   shard.id);
+        Claim(shard.id, "no whole copy left");
+      }
+      continue;
+    }
     auto my_stand = standing.find(me);
     if (my_stand == standing.end() || my_stand->second != mine.position) {
       auto stood = stood_.find(shard.id);

@@ -493,8 +493,11 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       if (!arity(0, 0)) return;
       ok();
       out.Map(6);
+      // A strong-mode cluster node offers no segment: a same-host read
+      // through it could see a write not yet held by a majority, or a
+      // replica's copy, neither of which a linearizable read may return.
       out.Str("segment");
-      out.Str(config_.segment);
+      out.Str(cluster_ && cluster_->view()->strong ? std::string() : config_.segment);
       const std::pair<const char*, uint64_t> numbers[] = {{"generation", cache_->Stats().generation},
                                                           {"protocol", wire::kProtocolVersion},
                                                           {"max_key_size", config_.max_key_size},

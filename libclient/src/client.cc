@@ -242,7 +242,12 @@ class Client::Impl {
       if (name == "max_key_size" && v <= kWidestKey) max_key_size_.store(static_cast<uint32_t>(v));
       if (name == "max_value_size" && v <= kWidestValue) max_value_size_.store(static_cast<uint32_t>(v));
     }
-    if (segment.empty()) return tl::unexpected(Unexpected("INFO"));
+    if (segment.empty()) {
+      // The daemon offers no segment (a strong-mode cluster node): reads go
+      // over the socket. Mappings stay alive for readers still using one.
+      shm_.store(nullptr, std::memory_order_release);
+      return {};
+    }
     if (shm_.load(std::memory_order_relaxed) != nullptr && segment == segment_ && generation == generation_) return {};
     auto opened = Cache::OpenNamed(segment);
     if (!opened) return tl::unexpected(opened.error());

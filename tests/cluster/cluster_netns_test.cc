@@ -3,7 +3,11 @@
 // (tests/cluster/netns.h); the test process is the client. Nodes join and
 // leave while a writer keeps writing, and no acknowledged write is lost; a
 // partitioned node fails only the keys of its own slots, and serves them
-// again once healed.
+// again once healed. With three copies of every shard: a primary cut off
+// from the others acknowledges nothing in strong mode while the majority
+// elects another and goes on; in eventual mode both sides take writes and
+// after the heal every copy holds the majority side's value (the newer
+// term wins).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -81,9 +85,10 @@ class ClusterNetnsTest : public ::testing::Test {
   std::string NodeId(int host) const { return "n" + std::to_string(host); }
   std::string Endpoint(int host) const { return "tcp://" + net_->address(host) + ":7379"; }
 
-  void StartNode(int host) {
-    auto node = std::make_unique<testing::DaemonProcess>(
-        std::vector<std::string>{"--cluster", name_, "--node-id", NodeId(host), "--etcd", etcd_url_, "--replication", "1"});
+  void StartNode(int host, const std::vector<std::string>& extra = {"--replication", "1"}) {
+    std::vector<std::string> args{"--cluster", name_, "--node-id", NodeId(host), "--etcd", etcd_url_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto node = std::make_unique<testing::DaemonProcess>(args);
     node->SetCommandPrefix(net_->Command(host, {}));
     ASSERT_TRUE(node->Start(Endpoint(host)));
     nodes_[host] = std::move(node);
@@ -100,8 +105,9 @@ class ClusterNetnsTest : public ::testing::Test {
   }
 
   // Writes the plan for `hosts` (as `cachectl cluster add-node` does) and
-  // waits until every one of them serves it with nothing left to import.
-  void Replan(const std::vector<int>& hosts) {
+  // waits until every one of them serves it with nothing left to import,
+  // a primary for every shard and (R > 1) every copy whole and caught up.
+  void Replan(const std::vector<int>& hosts, uint32_t replication = 1) {
     const std::string key = "/cachet/" + name_ + "/map";
     auto kv = etcd_client_->Get(key);
     ASSERT_TRUE(kv.has_value() && kv->has_value());
@@ -109,7 +115,7 @@ class ClusterNetnsTest : public ::testing::Test {
     ASSERT_TRUE(current.has_value());
     std::vector<std::string> ids;
     for (int h : hosts) ids.push_back(NodeId(h));
-    auto next = cluster::Plan(&*current, ids, 1);
+    auto next = cluster::Plan(&*current, ids, replication);
     ASSERT_TRUE(next.has_value()) << next.error().ToString();
     auto txn =
         etcd_client_->Txn({cluster::Compare::ModRevision(key, cluster::Compare::Op::kEqual, (*kv)->mod_revision)},
@@ -119,7 +125,8 @@ class ClusterNetnsTest : public ::testing::Test {
       ASSERT_TRUE(testing::WaitUntil(
           [&] {
             auto s = Stats(h);
-            return s["cluster_epoch"] == txn->revision && s["cluster_importing_slots"] == 0;
+            return s["cluster_epoch"] == txn->revision && s["cluster_importing_slots"] == 0 &&
+                   s["cluster_shards_without_primary"] == 0 && s["cluster_replication_lag"] == 0;
           },
           seconds(30)))
           << NodeId(h) << " did not settle on epoch " << txn->revision;
@@ -135,6 +142,51 @@ class ClusterNetnsTest : public ::testing::Test {
     auto c = ClusterClient::Connect(o);
     EXPECT_TRUE(c.has_value()) << c.error().ToString();
     return c ? std::move(*c) : nullptr;
+  }
+
+  // Every node's copies whole and caught up, a primary for every shard.
+  bool WaitHealthy(const std::vector<int>& hosts) {
+    return testing::WaitUntil(
+        [&] {
+          for (int h : hosts) {
+            auto s = Stats(h);
+            if (s.empty() || s["cluster_shards_without_primary"] != 0 || s["cluster_replication_lag"] != 0) return false;
+          }
+          return true;
+        },
+        seconds(30));
+  }
+
+  // The host whose node is the primary of `key`'s shard, from etcd.
+  int PrimaryHost(const std::string& key) {
+    const std::string prefix = "/cachet/" + name_ + "/";
+    auto map = cluster::ShardMap::FromJson(etcd_client_->Get(prefix + "map").value()->value);
+    auto primary = etcd_client_->Get(prefix + "primary/" + std::to_string(map->ShardForKey(key).id));
+    if (!primary || !*primary) return -1;
+    const std::string node = (*primary)->value;
+    for (int h = 1; h <= kNodes; ++h) {
+      if (node.find("\"" + NodeId(h) + "\"") != std::string::npos) return h;
+    }
+    return -1;
+  }
+
+  // Sets `key` to "<tag>N" for N = 1..count inside host's namespace
+  // (cachectl against the node there), 100 ms apart; returns the N of each
+  // write the node acknowledged.
+  std::vector<int> WriteFromInside(int host, const std::string& key, const std::string& tag, int count) {
+    const std::string script = "for i in $(seq 1 " + std::to_string(count) + "); do \"$0\" --endpoint " +
+                               Endpoint(host) + " --timeout 3000 set " + key + " " + tag +
+                               "$i >/dev/null 2>&1 && echo $i; sleep 0.1; done";
+    testing::ProgramResult r =
+        testing::RunProgram(net_->Command(host, {"sh", "-c", script, CACHECTL_PATH}), seconds(count * 4 + 10));
+    std::vector<int> acked;
+    size_t at = 0;
+    while (at < r.out.size()) {
+      const size_t end = r.out.find('\n', at);
+      acked.push_back(std::stoi(r.out.substr(at, end - at)));
+      at = end == std::string::npos ? r.out.size() : end + 1;
+    }
+    return acked;
   }
 
   std::unique_ptr<testing::TestNetwork> net_;
@@ -249,6 +301,86 @@ TEST_F(ClusterNetnsTest, APartitionedNodeFailsOnlyItsOwnKeysAndServesThemAfterTh
     auto v = client->Get(key);
     ASSERT_TRUE(v.has_value() && v->has_value()) << key;
     EXPECT_EQ(**v, "v" + key.substr(1));
+  }
+}
+
+// Strong: the primary of a key's shard is cut off. It acknowledges none of
+// the writes made on its side (it cannot reach a majority of the copies,
+// and its lease lapses); the other two elect a primary and take writes; after
+// the heal the old primary is a replica and every read gives the majority's
+// value.
+TEST_F(ClusterNetnsTest, StrongAPartitionedPrimaryAcknowledgesNothingWhileTheMajorityGoesOn) {
+  for (int h = 1; h <= kNodes; ++h) StartNode(h, {"--replication", "3", "--consistency", "strong"});
+  Replan({1, 2, 3}, 3);
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  const std::string key = "contested";
+  ASSERT_TRUE(client->Set(key, "before").has_value());
+  const int cut = PrimaryHost(key);
+  ASSERT_GE(cut, 1);
+  std::vector<int> others;
+  for (int h = 1; h <= kNodes; ++h) {
+    if (h != cut) others.push_back(h);
+  }
+
+  ASSERT_TRUE(net_->Partition(cut).has_value());
+  std::vector<int> minority_acked;
+  std::thread minority([&] { minority_acked = WriteFromInside(cut, key, "minority", 12); });
+  // The majority side: writable again once another copy is elected.
+  const auto cut_at = std::chrono::steady_clock::now();
+  bool written = false;
+  while (!written && std::chrono::steady_clock::now() - cut_at < seconds(15)) {
+    written = client->Set(key, "majority").has_value();
+  }
+  const double failover_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - cut_at).count();
+  minority.join();
+  ASSERT_TRUE(written) << "the majority side never took a write";
+  EXPECT_TRUE(minority_acked.empty()) << "the cut-off primary acknowledged " << minority_acked.size() << " writes";
+  ASSERT_TRUE(net_->Heal(cut).has_value());
+  ASSERT_TRUE(WaitHealthy({1, 2, 3}));
+  auto v = client->Get(key);
+  ASSERT_TRUE(v.has_value()) << v.error().ToString();
+  EXPECT_EQ(v->value_or(""), "majority");
+  std::printf("strong partition: majority writable %.0f ms after the cut; minority acknowledged %zu of 12\n",
+              failover_ms, minority_acked.size());
+}
+
+// Eventual: both sides take writes while cut apart; after the heal every
+// copy of the key holds the majority side's last value (its primary has the
+// newer term), the documented rule.
+TEST_F(ClusterNetnsTest, EventualBothSidesWriteAndTheHealConvergesOnTheNewerTerm) {
+  for (int h = 1; h <= kNodes; ++h) StartNode(h, {"--replication", "3", "--consistency", "eventual"});
+  Replan({1, 2, 3}, 3);
+  auto client = Connect();
+  ASSERT_TRUE(client);
+  const std::string key = "contested";
+  ASSERT_TRUE(client->Set(key, "before").has_value());
+  const int cut = PrimaryHost(key);
+  ASSERT_GE(cut, 1);
+
+  ASSERT_TRUE(net_->Partition(cut).has_value());
+  std::vector<int> minority_acked;
+  std::thread minority([&] { minority_acked = WriteFromInside(cut, key, "minority", 25); });
+  bool written = false;
+  const auto cut_at = std::chrono::steady_clock::now();
+  while (!written && std::chrono::steady_clock::now() - cut_at < seconds(15)) {
+    written = client->Set(key, "majority").has_value();
+  }
+  minority.join();  // its writes span the election on the other side
+  ASSERT_TRUE(written);
+  EXPECT_GE(minority_acked.size(), 20u) << "the cut-off primary should stay available in eventual mode";
+  ASSERT_TRUE(client->Set(key, "majority-last").has_value());
+  ASSERT_TRUE(net_->Heal(cut).has_value());
+  ASSERT_TRUE(WaitHealthy({1, 2, 3}));
+  for (int h = 1; h <= kNodes; ++h) {
+    ClientOptions o;
+    o.retries = 0;
+    auto direct = Client::Connect(Endpoint(h), o);
+    ASSERT_TRUE(direct.has_value());
+    auto v = (*direct)->Get(key);  // a whole replica answers reads itself
+    ASSERT_TRUE(v.has_value()) << NodeId(h) << ": " << v.error().ToString();
+    EXPECT_EQ(v->value_or(""), "majority-last") << NodeId(h);
   }
 }
 

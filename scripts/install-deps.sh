@@ -20,6 +20,7 @@ packages=(
   nginx-light                           # auth_request test (tests start their own nginx)
   wrk                                   # bench/wrk_http_service.sh
   iproute2                              # cluster tests: network namespaces, veths and a bridge (ip)
+  gnuplot-nox                           # cachet-load --png: latency and throughput over time
 )
 
 missing=()

@@ -564,7 +564,7 @@ Result<bool> ClusterClient::Set(std::string_view key, std::string_view value, co
   if (auto ok = wire::CheckValue(value, kWidestValue); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, options.condition == SetCondition::kAlways,
+  return BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
                                           [&](wire::Writer& w) {
                                             w.Bytes(key);
                                             w.Bytes(value);
@@ -577,7 +577,7 @@ Result<bool> ClusterClient::Set(std::string_view key, std::string_view value, co
 Result<bool> ClusterClient::Del(std::string_view key) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kDel, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
+  return BoolPayload(impl_->KeyCallLocked(key, Op::kDel, 1, /*idempotent=*/false, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
 }
 
 Result<bool> ClusterClient::Exists(std::string_view key) {
@@ -590,7 +590,7 @@ Result<bool> ClusterClient::Expire(std::string_view key, std::chrono::millisecon
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kExpire, 2, true,
+  return BoolPayload(impl_->KeyCallLocked(key, Op::kExpire, 2, /*idempotent=*/false,
                                           [&](wire::Writer& w) {
                                             w.Bytes(key);
                                             w.Int(ttl.count());
@@ -683,7 +683,7 @@ Result<void> ClusterClient::MSet(const std::vector<std::pair<std::string, std::s
   if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
     const auto& [key, value] = items[i];
-    auto stored = BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, true,
+    auto stored = BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
                                                    [&](wire::Writer& w) {
                                                      w.Bytes(key);
                                                      w.Bytes(value);

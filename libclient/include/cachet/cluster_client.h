@@ -24,8 +24,12 @@
 // node are retried after a doubling backoff, with a map refresh, until the
 // call's budget `timeout * (retries + 1)` is spent. Requests refused with
 // MOVED, ASK or CLUSTER_DOWN were not applied, so even INCR and conditional
-// SETs follow them; a timeout, where the node may have applied the request,
-// retries only idempotent ops (as cachet::Client).
+// SETs follow them. A timeout, where the node may have applied the request,
+// is retried for reads only: a write (SET, DEL, EXPIRE, INCR, an MSET part)
+// comes back as TIMEOUT, "may or may not have been applied". Retrying even a
+// plain SET could apply it a second time after another client's later
+// write (a primary holding the first attempt's reply for its replicas, then
+// failing over), which a strong cluster must not do.
 //
 // MGET and MSET are split by node: every part is sent before any reply is
 // awaited, so a call costs one round trip to the slowest node, and MGET
@@ -80,7 +84,7 @@ struct ClusterClientOptions {
   std::string cluster;
   // Longest wait for one reply.
   std::chrono::milliseconds timeout{1000};
-  // Extra attempts for idempotent ops after a timeout or lost connection;
+  // Extra attempts after a lost connection (any op) or a timeout (reads);
   // the call's whole budget is timeout * (retries + 1).
   int retries = 2;
   // Wait before the first retry; doubled for each further one.

@@ -82,8 +82,8 @@ int64_t ParseNumber(const std::string& flag, const std::string& text, int64_t mi
   errno = 0;
   const long long v = std::strtoll(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
-    Usage(flag + " takes a whole number from " + std::to_string(min) + " to " + std::to_string(max) + ", got '" +
-          text + "'");
+    Usage(flag + " takes a whole number from " + std::to_string(min) + " to " + std::to_string(max) + ", got '" + text +
+          "'");
   }
   return v;
 }
@@ -317,20 +317,13 @@ void Run(const Options& o, cachet::KeyValueClient& client, int index, Clock::tim
 
 const char* CodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kTimeout:
-      return "TIMEOUT";
-    case ErrorCode::kUnavailable:
-      return "UNAVAILABLE";
-    case ErrorCode::kClusterDown:
-      return "CLUSTER_DOWN";
-    case ErrorCode::kMoved:
-      return "MOVED";
-    case ErrorCode::kNotInteger:
-      return "NOT_INTEGER";
-    case ErrorCode::kProtocol:
-      return "PROTOCOL";
-    default:
-      return "OTHER";
+    case ErrorCode::kTimeout: return "TIMEOUT";
+    case ErrorCode::kUnavailable: return "UNAVAILABLE";
+    case ErrorCode::kClusterDown: return "CLUSTER_DOWN";
+    case ErrorCode::kMoved: return "MOVED";
+    case ErrorCode::kNotInteger: return "NOT_INTEGER";
+    case ErrorCode::kProtocol: return "PROTOCOL";
+    default: return "OTHER";
   }
 }
 
@@ -473,8 +466,8 @@ int main(int argc, char** argv) {
     std::printf("%s, %d clients, %.1f s\n", o.endpoint.empty() ? ("cluster " + o.cluster).c_str() : o.endpoint.c_str(),
                 o.clients, elapsed);
     std::printf("  %llu ops, %.0f ops/s\n", static_cast<unsigned long long>(all.total()), ops_per_s);
-    std::printf("  latency p50 %.1f us, p99 %.1f us, p999 %.1f us\n", all.Quantile(0.5) * us,
-                all.Quantile(0.99) * us, all.Quantile(0.999) * us);
+    std::printf("  latency p50 %.1f us, p99 %.1f us, p999 %.1f us\n", all.Quantile(0.5) * us, all.Quantile(0.99) * us,
+                all.Quantile(0.999) * us);
     std::printf("  errors %llu", static_cast<unsigned long long>(error_total));
     for (const auto& [code, n] : errors) std::printf("  %s %llu", CodeName(code), static_cast<unsigned long long>(n));
     std::printf("\n  longest gap with no op succeeding: %.1f ms\n", gap_ms);

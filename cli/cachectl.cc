@@ -398,8 +398,8 @@ int WaitForNodes(const Invocation& in, cl::EtcdClient& etcd, const std::string& 
         p = Probe(endpoint, in.timeout_ms);
       }
       // Done: serves the epoch, imports nothing, and sees a primary for every shard.
-      const bool done = p.epoch && *p.epoch >= static_cast<int64_t>(map.epoch()) && p.importing &&
-                        *p.importing == 0 && p.headless.value_or(0) == 0;
+      const bool done = p.epoch && *p.epoch >= static_cast<int64_t>(map.epoch()) && p.importing && *p.importing == 0 &&
+                        p.headless.value_or(0) == 0;
       if (p.importing) importing += *p.importing;
       if (done) {
         ++ready;

@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <charconv>
-#include <optional>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <zmq.hpp>
 
 #include "cachet/cluster/etcd_client.h"
@@ -161,9 +161,10 @@ Result<void> ClusterNode::Register() {
   auto lease = cluster::LeaseKeeper::Start(options, lease_options, [this](const Error& why) {
     registered_ = false;
     reregister_ = true;
-    log_->error("cluster: lost the registration lease ({}); registering again (a shard this node led gets "
-                "another primary)",
-                why.message);
+    log_->error(
+        "cluster: lost the registration lease ({}); registering again (a shard this node led gets "
+        "another primary)",
+        why.message);
     jobs_cv_.notify_all();
   });
   if (!lease) return tl::unexpected(lease.error());
@@ -185,10 +186,10 @@ Result<void> ClusterNode::Bootstrap() {
   if (!plan) return tl::unexpected(plan.error());
   const nlohmann::json cluster_settings = {{"replication", settings_.replication},
                                            {"consistency", settings_.strong ? "strong" : "eventual"}};
-  auto txn = etcd_->Txn({cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
-                        {cluster::TxnOp::Put(key, plan->ToJson()),
-                         cluster::TxnOp::Put(Prefix() + "settings", cluster_settings.dump())},
-                        {cluster::TxnOp::Get(Prefix() + "settings")});
+  auto txn = etcd_->Txn(
+      {cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
+      {cluster::TxnOp::Put(key, plan->ToJson()), cluster::TxnOp::Put(Prefix() + "settings", cluster_settings.dump())},
+      {cluster::TxnOp::Get(Prefix() + "settings")});
   if (!txn) return MakeError(txn.error().code, "making the cluster's first map: " + txn.error().message);
   if (txn->succeeded) {
     log_->info("cluster '{}': no map yet; made one with this node holding every slot (replication {}, {})",
@@ -196,9 +197,10 @@ Result<void> ClusterNode::Bootstrap() {
     return {};
   }
   if (!txn->ranges.empty() && !txn->ranges[0].kvs.empty() && txn->ranges[0].kvs[0].value != cluster_settings.dump()) {
-    log_->warn("cluster '{}' keeps the settings it was made with, {}; this node's replication and consistency "
-               "options are not used",
-               settings_.name, txn->ranges[0].kvs[0].value);
+    log_->warn(
+        "cluster '{}' keeps the settings it was made with, {}; this node's replication and consistency "
+        "options are not used",
+        settings_.name, txn->ranges[0].kvs[0].value);
   }
   return {};
 }
@@ -238,10 +240,10 @@ Result<void> ClusterNode::Refresh() {
       continue;
     }
     if (last_owner.first == shard.id || last_owner.first == UINT32_MAX) continue;  // same shard, new primary
-    if (previous->slot_state[s] == ClusterView::kOther) gained[s] = 1;  // what is here is stale
+    if (previous->slot_state[s] == ClusterView::kOther) gained[s] = 1;             // what is here is stale
     const std::string& from = last_owner.second;
-    const bool live = std::any_of(next->endpoints.begin(), next->endpoints.end(),
-                                  [&](const auto& e) { return e.second == from; });
+    const bool live =
+        std::any_of(next->endpoints.begin(), next->endpoints.end(), [&](const auto& e) { return e.second == from; });
     if (from.empty() || from == my_endpoint || !live) continue;  // its owner is down: nothing to import
     next->slot_state[s] = ClusterView::kImporting;
     next->import_source[s] = from;
@@ -315,7 +317,7 @@ Result<void> ClusterNode::Parse(const std::vector<cluster::KeyValue>& kvs, Clust
         if (!id || slash == std::string_view::npos) throw std::invalid_argument("not <shard>/<node>");
         const nlohmann::json j = nlohmann::json::parse(kv.value);
         view.candidates[*id][std::string(rest->substr(slash + 1))] = {j.at("term").get<uint64_t>(),
-                                                                       j.at("seq").get<uint64_t>()};
+                                                                      j.at("seq").get<uint64_t>()};
       }
     } catch (const std::exception& e) {
       log_->warn("cluster: ignoring the key {}: {}", kv.key, e.what());
@@ -330,10 +332,12 @@ Result<void> ClusterNode::Parse(const std::vector<cluster::KeyValue>& kvs, Clust
 
 void ClusterNode::LogChanges(const ClusterView& before, const ClusterView& after) const {
   if (after.epoch != before.epoch) {
-    const auto count = [&](uint8_t state) { return std::count(after.slot_state.begin(), after.slot_state.end(), state); };
-    log_->info("cluster '{}': map epoch {}: this node leads {} slots ({} being imported) and copies {}",
-               settings_.name, after.epoch, count(ClusterView::kMine) + count(ClusterView::kImporting),
-               count(ClusterView::kImporting), count(ClusterView::kReplica));
+    const auto count = [&](uint8_t state) {
+      return std::count(after.slot_state.begin(), after.slot_state.end(), state);
+    };
+    log_->info("cluster '{}': map epoch {}: this node leads {} slots ({} being imported) and copies {}", settings_.name,
+               after.epoch, count(ClusterView::kMine) + count(ClusterView::kImporting), count(ClusterView::kImporting),
+               count(ClusterView::kReplica));
   }
   for (const auto& [shard, p] : after.primaries) {
     auto old = before.primaries.find(shard);
@@ -583,10 +587,11 @@ void ClusterNode::Claim(uint32_t shard, const char* why) {
     lease = lease_->lease_id();
   }
   const nlohmann::json me = {{"node", settings_.node_id}, {"endpoint", settings_.advertise}};
-  auto txn = etcd_->Txn({cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
-                        {cluster::TxnOp::Put(key, me.dump(), lease), cluster::TxnOp::Put(Prefix() + "elected/" + id, "1"),
-                         cluster::TxnOp::DeletePrefix(Prefix() + "candidates/" + id + "/")},
-                        {});
+  auto txn =
+      etcd_->Txn({cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
+                 {cluster::TxnOp::Put(key, me.dump(), lease), cluster::TxnOp::Put(Prefix() + "elected/" + id, "1"),
+                  cluster::TxnOp::DeletePrefix(Prefix() + "candidates/" + id + "/")},
+                 {});
   if (!txn) {
     log_->warn("cluster: claiming shard {} failed: {}", shard, txn.error().ToString());
     return;

@@ -29,9 +29,9 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -87,10 +87,10 @@ struct ClusterView {
   std::map<uint32_t, Primary> primaries;         // shard id -> its primary, while it holds its lease
   std::set<uint32_t> elected_before;             // shards that have had a primary (their data has a history)
   std::map<uint32_t, std::map<std::string, ShardPosition>> candidates;  // shard -> standing node -> position
-  uint32_t replication = 1;                      // the cluster's target copies per shard
-  bool strong = true;                            // the cluster's consistency mode
-  std::vector<uint8_t> slot_state;               // kSlotCount entries
-  std::vector<std::string> import_source;        // kSlotCount entries: endpoint, for kImporting slots
+  uint32_t replication = 1;                                             // the cluster's target copies per shard
+  bool strong = true;                                                   // the cluster's consistency mode
+  std::vector<uint8_t> slot_state;                                      // kSlotCount entries
+  std::vector<std::string> import_source;  // kSlotCount entries: endpoint, for kImporting slots
 };
 
 class ClusterNode {
@@ -209,10 +209,10 @@ class ClusterNode {
     bool whole = false;
   };
   mutable std::mutex copies_mutex_;
-  std::map<uint32_t, Copy> copies_;                    // guarded by copies_mutex_
-  std::map<uint32_t, ShardPosition> stood_;            // elector thread: positions put under candidates/
+  std::map<uint32_t, Copy> copies_;          // guarded by copies_mutex_
+  std::map<uint32_t, ShardPosition> stood_;  // elector thread: positions put under candidates/
   std::map<uint32_t, std::chrono::steady_clock::time_point> headless_since_;  // elector thread
-  std::vector<uint32_t> resyncs_;                      // guarded by jobs_mutex_
+  std::vector<uint32_t> resyncs_;                                             // guarded by jobs_mutex_
   // Per slot, the shard and primary endpoint that last served it (under
   // refresh_mutex_): a slot that comes to this node from another shard is
   // imported from there; one whose shard only changed primary is not.

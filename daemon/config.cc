@@ -141,7 +141,8 @@ Result<DaemonConfig> Convert(const Raw& r) {
   }
   c.cluster.replication = static_cast<uint32_t>(*replication);
   if (r.consistency != "strong" && r.consistency != "eventual") {
-    return MakeError(ErrorCode::kInvalidArgument, "consistency must be strong or eventual, got '" + r.consistency + "'");
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "consistency must be strong or eventual, got '" + r.consistency + "'");
   }
   c.cluster.strong = r.consistency == "strong";
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());

@@ -109,9 +109,9 @@ struct Replication::Follower {
 
 struct Replication::Led {
   uint64_t term = 0;
-  size_t copies = 1;          // the shard's nodes, this one included
-  uint64_t first_seq = 0;     // the term's start marker: reads wait until it commits
-  uint64_t commit = 0;        // every seq up to here is held by a majority
+  size_t copies = 1;       // the shard's nodes, this one included
+  uint64_t first_seq = 0;  // the term's start marker: reads wait until it commits
+  uint64_t commit = 0;     // every seq up to here is held by a majority
   std::vector<Follower> followers;
   std::map<std::string, uint64_t, std::less<>> pending;  // key -> its last uncommitted seq
   std::deque<std::pair<uint64_t, std::string>> pending_order;
@@ -122,8 +122,7 @@ struct Replication::Peer {
   std::string endpoint;
 };
 
-Replication::Replication(ClusterNode& node, Cache& cache, zmq::context_t& context,
-                         std::shared_ptr<spdlog::logger> log)
+Replication::Replication(ClusterNode& node, Cache& cache, zmq::context_t& context, std::shared_ptr<spdlog::logger> log)
     : node_(node), cache_(cache), context_(context), log_(std::move(log)), self_(node.settings().node_id) {}
 
 Replication::~Replication() = default;
@@ -157,9 +156,10 @@ void Replication::Follow() {
         StartLeading(shard.id, primary->second.term, shard);
         led = led_.find(shard.id);
       } else if (!mine && led != led_.end()) {
-        StopLeading(shard.id,
-                    primary == v->primaries.end() ? "its lease is gone" : "node '" + primary->second.node + "' leads it",
-                    &failed_);
+        StopLeading(
+            shard.id,
+            primary == v->primaries.end() ? "its lease is gone" : "node '" + primary->second.node + "' leads it",
+            &failed_);
         led = led_.end();
       }
       if (led != led_.end()) SetFollowers(*led->second, shard, *v);
@@ -222,8 +222,8 @@ void Replication::StopLeading(uint32_t shard, const std::string& why, std::vecto
   if (it == led_.end()) return;
   Led& led = *it->second;
   for (auto h = held_.begin(); h != held_.end();) {
-    const bool waits_here = std::any_of(h->waits.begin(), h->waits.end(),
-                                        [&](const CommitWait& w) { return w.shard == shard; });
+    const bool waits_here =
+        std::any_of(h->waits.begin(), h->waits.end(), [&](const CommitWait& w) { return w.shard == shard; });
     if (!waits_here) {
       ++h;
       continue;
@@ -243,7 +243,8 @@ void Replication::SetFollowers(Led& led, const cluster::Shard& layout, const Clu
   std::vector<Follower> next;
   for (const std::string& node : layout.nodes) {
     if (node == self_) continue;
-    auto old = std::find_if(led.followers.begin(), led.followers.end(), [&](const Follower& f) { return f.node == node; });
+    auto old =
+        std::find_if(led.followers.begin(), led.followers.end(), [&](const Follower& f) { return f.node == node; });
     Follower f = old != led.followers.end() ? std::move(*old) : Follower{};
     f.node = node;
     auto endpoint = view.endpoints.find(node);
@@ -358,9 +359,7 @@ bool Replication::PumpFollower(uint32_t shard, Led& led, Follower& f, Clock::tim
       if (Send(PeerFor(f.endpoint), w)) f.last_sent = now;
       return false;
     }
-    case Follower::kStream:
-      SendStream(shard, led, f);
-      return false;
+    case Follower::kStream: SendStream(shard, led, f); return false;
     case Follower::kSync:
       if (!SendStream(shard, led, f)) return false;
       return SendPages(shard, led, f);
@@ -406,8 +405,8 @@ bool Replication::SendStream(uint32_t shard, Led& led, Follower& f) {
   const Log& log = copies_[shard]->log;
   while (f.next_seq <= log.last().seq) {
     if (f.next_seq <= log.base.seq) {
-      log_->warn("replication: shard {}: follower '{}' fell behind what the log keeps; copying the shard afresh",
-                 shard, f.node);
+      log_->warn("replication: shard {}: follower '{}' fell behind what the log keeps; copying the shard afresh", shard,
+                 f.node);
       StartSync(shard, led, f);
       return false;
     }
@@ -789,8 +788,7 @@ void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire
       log_->info("replication: shard {}: full copy received, at seq {}", *shard, copy.log.last().seq);
       accepted = true;
       break;
-    default:
-      return bad("kind " + std::to_string(*kind) + " is not 0 (STREAM), 1, 2 or 3 (SYNC_BEGIN, _PAGE, _END)");
+    default: return bad("kind " + std::to_string(*kind) + " is not 0 (STREAM), 1, 2 or 3 (SYNC_BEGIN, _PAGE, _END)");
   }
   Publish(found->first);
   answer();

@@ -146,15 +146,15 @@ class Replication {
   const std::string self_;
   std::shared_ptr<const ClusterView> view_;  // the view last followed
 
-  std::map<uint32_t, std::unique_ptr<Copy>> copies_;  // every shard this node holds
-  std::map<uint32_t, std::unique_ptr<Led>> led_;      // the shards it leads
+  std::map<uint32_t, std::unique_ptr<Copy>> copies_;    // every shard this node holds
+  std::map<uint32_t, std::unique_ptr<Led>> led_;        // the shards it leads
   std::map<std::string, std::unique_ptr<Peer>> peers_;  // by endpoint
   struct Held {
     std::vector<CommitWait> waits;
     HeldReply reply;
   };
-  std::deque<Held> held_;                             // in arrival order
-  std::vector<HeldReply> failed_;                     // failed on StopLeading; sent by the next Pump
+  std::deque<Held> held_;          // in arrival order
+  std::vector<HeldReply> failed_;  // failed on StopLeading; sent by the next Pump
   uint64_t next_request_ = 1;
 
   uint64_t commit_timeouts_ = 0;

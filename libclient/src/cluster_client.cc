@@ -577,7 +577,8 @@ Result<bool> ClusterClient::Set(std::string_view key, std::string_view value, co
 Result<bool> ClusterClient::Del(std::string_view key) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kDel, 1, /*idempotent=*/false, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
+  return BoolPayload(
+      impl_->KeyCallLocked(key, Op::kDel, 1, /*idempotent=*/false, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
 }
 
 Result<bool> ClusterClient::Exists(std::string_view key) {

@@ -10,8 +10,8 @@ namespace cachet::wire {
 namespace {
 
 constexpr std::array<const char*, 21> kOpNames = {
-    "PING", "INFO", "GET",  "SET",   "DEL",   "EXISTS", "EXPIRE",    "TTL",     "INCR", "DECR",     "MGET",
-    "MSET", "SCAN", "FLUSH", "STATS", "RELOAD", "RATELIMIT", "CLUSTER", "ASK",  "SLOTDUMP", "REPLICATE"};
+    "PING", "INFO", "GET",   "SET",   "DEL",    "EXISTS",    "EXPIRE",  "TTL", "INCR",     "DECR",     "MGET",
+    "MSET", "SCAN", "FLUSH", "STATS", "RELOAD", "RATELIMIT", "CLUSTER", "ASK", "SLOTDUMP", "REPLICATE"};
 
 // array, map, str, bin, ext, depth. The decoder allocates an array's or a
 // map's items when it reads the header, before their bytes: as every item

@@ -28,8 +28,9 @@ class ClusterClientClusterTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_TRUE(etcd_.Start());
     for (int i = 1; i <= 3; ++i) {
-      nodes_.push_back(std::make_unique<testing::DaemonProcess>(std::vector<std::string>{
-          "--cluster", "test", "--node-id", "n" + std::to_string(i), "--etcd", etcd_.endpoint(), "--replication", "1"}));
+      nodes_.push_back(std::make_unique<testing::DaemonProcess>(
+          std::vector<std::string>{"--cluster", "test", "--node-id", "n" + std::to_string(i), "--etcd",
+                                   etcd_.endpoint(), "--replication", "1"}));
     }
   }
 

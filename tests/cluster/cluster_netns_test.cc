@@ -150,7 +150,8 @@ class ClusterNetnsTest : public ::testing::Test {
         [&] {
           for (int h : hosts) {
             auto s = Stats(h);
-            if (s.empty() || s["cluster_shards_without_primary"] != 0 || s["cluster_replication_lag"] != 0) return false;
+            if (s.empty() || s["cluster_shards_without_primary"] != 0 || s["cluster_replication_lag"] != 0)
+              return false;
           }
           return true;
         },

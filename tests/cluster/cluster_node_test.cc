@@ -39,8 +39,8 @@ class ClusterNodeTest : public ::testing::Test {
   // A node of cluster `name_` with id `id`, started.
   DaemonProcess& StartNode(const std::string& id) {
     auto& node = nodes_[id];
-    node = std::make_unique<DaemonProcess>(
-        std::vector<std::string>{"--cluster", name_, "--node-id", id, "--etcd", etcd_.endpoint(), "--replication", "1"});
+    node = std::make_unique<DaemonProcess>(std::vector<std::string>{"--cluster", name_, "--node-id", id, "--etcd",
+                                                                    etcd_.endpoint(), "--replication", "1"});
     EXPECT_TRUE(node->Start());
     return *node;
   }

@@ -61,10 +61,9 @@ TEST(LoadToolTest, AShortRunReportsFiguresAndWritesCsvAndPng) {
 
 TEST(LoadToolTest, ADeadEndpointIsAllErrorsAndOneGapAsLongAsTheRun) {
   const std::string dead = "tcp://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort());
-  const testing::ProgramResult r =
-      testing::RunProgram({CACHET_LOAD_PATH, "--endpoint", dead, "--clients", "2", "--duration", "1", "--timeout",
-                           "100", "--json", "--quiet"},
-                          std::chrono::seconds(30));
+  const testing::ProgramResult r = testing::RunProgram({CACHET_LOAD_PATH, "--endpoint", dead, "--clients", "2",
+                                                        "--duration", "1", "--timeout", "100", "--json", "--quiet"},
+                                                       std::chrono::seconds(30));
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   const nlohmann::json report = nlohmann::json::parse(r.out);
   EXPECT_EQ(report["ops"], 0);

@@ -360,16 +360,21 @@ std::shared_ptr<const ClusterView> ClusterNode::view() const {
   return view_;
 }
 
-void ClusterNode::DropKeysOf(const std::vector<uint8_t>& slots) {
+size_t DropKeysOfSlots(Cache& cache, const std::vector<uint8_t>& slots) {
   size_t dropped = 0;
   uint64_t cursor = 0;
   do {
-    Cache::ScanPage page = cache_.Scan(cursor, {}, 1024);
+    Cache::ScanPage page = cache.Scan(cursor, {}, 1024);
     for (const std::string& key : page.keys) {
-      if (slots[SlotOf(key)] && cache_.Erase(key)) ++dropped;
+      if (slots[SlotOf(key)] && cache.Erase(key)) ++dropped;
     }
     cursor = page.cursor;
   } while (cursor != 0);
+  return dropped;
+}
+
+void ClusterNode::DropKeysOf(const std::vector<uint8_t>& slots) {
+  const size_t dropped = DropKeysOfSlots(cache_, slots);
   if (dropped > 0) log_->info("cluster: dropped {} keys left from an earlier ownership of slots now gained", dropped);
 }
 

@@ -93,6 +93,10 @@ struct ClusterView {
   std::vector<std::string> import_source;  // kSlotCount entries: endpoint, for kImporting slots
 };
 
+// Erases every key of `cache` whose slot is set in `slots` (kSlotCount
+// entries); returns how many. Walks the whole index.
+size_t DropKeysOfSlots(Cache& cache, const std::vector<uint8_t>& slots);
+
 class ClusterNode {
  public:
   // Registers this node, reads the cluster's map (making one with this node

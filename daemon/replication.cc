@@ -747,15 +747,7 @@ void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire
         std::fill(slots.begin() + static_cast<long>(*first), slots.begin() + static_cast<long>(*last) + 1, 1);
       }
       // What this copy held of the shard goes: the pages bring it all.
-      size_t dropped = 0;
-      uint64_t cursor = 0;
-      do {
-        Cache::ScanPage page = cache_.Scan(cursor, {}, 1024);
-        for (const std::string& key : page.keys) {
-          if (slots[SlotOf(key)] && cache_.Erase(key)) ++dropped;
-        }
-        cursor = page.cursor;
-      } while (cursor != 0);
+      const size_t dropped = DropKeysOfSlots(cache_, slots);
       copy.whole = false;
       copy.syncing_term = *term;
       copy.log.Reset({*at_term, *at_seq});

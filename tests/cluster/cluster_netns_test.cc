@@ -171,6 +171,18 @@ class ClusterNetnsTest : public ::testing::Test {
     return -1;
   }
 
+  // Writes until the cluster acknowledges one (15 s at most); returns the
+  // time that took, or nullopt.
+  std::optional<double> WriteUntilAcked(ClusterClient& client, const std::string& key, const std::string& value) {
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < seconds(15)) {
+      if (client.Set(key, value).has_value()) {
+        return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      }
+    }
+    return std::nullopt;
+  }
+
   // Sets `key` to "<tag>N" for N = 1..count inside host's namespace
   // (cachectl against the node there), 100 ms apart; returns the N of each
   // write the node acknowledged.
@@ -319,24 +331,14 @@ TEST_F(ClusterNetnsTest, StrongAPartitionedPrimaryAcknowledgesNothingWhileTheMaj
   ASSERT_TRUE(client->Set(key, "before").has_value());
   const int cut = PrimaryHost(key);
   ASSERT_GE(cut, 1);
-  std::vector<int> others;
-  for (int h = 1; h <= kNodes; ++h) {
-    if (h != cut) others.push_back(h);
-  }
 
   ASSERT_TRUE(net_->Partition(cut).has_value());
   std::vector<int> minority_acked;
   std::thread minority([&] { minority_acked = WriteFromInside(cut, key, "minority", 12); });
   // The majority side: writable again once another copy is elected.
-  const auto cut_at = std::chrono::steady_clock::now();
-  bool written = false;
-  while (!written && std::chrono::steady_clock::now() - cut_at < seconds(15)) {
-    written = client->Set(key, "majority").has_value();
-  }
-  const double failover_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - cut_at).count();
+  const std::optional<double> failover_ms = WriteUntilAcked(*client, key, "majority");
   minority.join();
-  ASSERT_TRUE(written) << "the majority side never took a write";
+  ASSERT_TRUE(failover_ms.has_value()) << "the majority side never took a write";
   EXPECT_TRUE(minority_acked.empty()) << "the cut-off primary acknowledged " << minority_acked.size() << " writes";
   ASSERT_TRUE(net_->Heal(cut).has_value());
   ASSERT_TRUE(WaitHealthy({1, 2, 3}));
@@ -344,7 +346,7 @@ TEST_F(ClusterNetnsTest, StrongAPartitionedPrimaryAcknowledgesNothingWhileTheMaj
   ASSERT_TRUE(v.has_value()) << v.error().ToString();
   EXPECT_EQ(v->value_or(""), "majority");
   std::printf("strong partition: majority writable %.0f ms after the cut; minority acknowledged %zu of 12\n",
-              failover_ms, minority_acked.size());
+              *failover_ms, minority_acked.size());
 }
 
 // Eventual: both sides take writes while cut apart; after the heal every
@@ -363,11 +365,7 @@ TEST_F(ClusterNetnsTest, EventualBothSidesWriteAndTheHealConvergesOnTheNewerTerm
   ASSERT_TRUE(net_->Partition(cut).has_value());
   std::vector<int> minority_acked;
   std::thread minority([&] { minority_acked = WriteFromInside(cut, key, "minority", 25); });
-  bool written = false;
-  const auto cut_at = std::chrono::steady_clock::now();
-  while (!written && std::chrono::steady_clock::now() - cut_at < seconds(15)) {
-    written = client->Set(key, "majority").has_value();
-  }
+  const bool written = WriteUntilAcked(*client, key, "majority").has_value();
   minority.join();  // its writes span the election on the other side
   ASSERT_TRUE(written);
   EXPECT_GE(minority_acked.size(), 20u) << "the cut-off primary should stay available in eventual mode";

@@ -500,8 +500,16 @@ void Replication::ReadReplies(Peer& peer) {
       continue;
     }
     if (reply->status != ErrorCode::kOk) {
-      log_->warn("replication: {} refused a REPLICATE: {}", peer.endpoint,
-                 wire::ReplyError(reply->status, *reply->payload).ToString());
+      // Most often a node that has not read the newest map yet (it holds
+      // no copy of the shard in its view): it answers, so it is not
+      // silent, and the next probe asks again.
+      for (auto& [shard, led] : led_) {
+        for (Follower& f : led->followers) {
+          if (f.endpoint == peer.endpoint) f.last_heard = Clock::now();
+        }
+      }
+      log_->debug("replication: {} refused a REPLICATE: {}", peer.endpoint,
+                  wire::ReplyError(reply->status, *reply->payload).ToString());
       continue;
     }
     OnReply(peer.endpoint, reply->id, *reply->payload);

@@ -277,9 +277,8 @@ void Replication::Record(std::string_view key, std::vector<CommitWait>& waits) {
   Entry e;
   e.position = {led->term, copy.log.last().seq + 1};
   e.key.assign(key);
-  const auto ttl = cache_.Ttl(key);
   std::string value;
-  if (ttl && cache_.GetInto(key, &value)) {
+  if (const auto ttl = cache_.Peek(key, &value)) {
     e.value = std::move(value);
     e.ttl_ms = TtlMillis(ttl);
   }
@@ -450,9 +449,9 @@ bool Replication::SendPages(uint32_t shard, Led& led, Follower& f) {
     values.reserve(keys.keys.size());
     for (const std::string& key : keys.keys) {
       if (map == nullptr || map->ShardForSlot(SlotOf(key)).id != shard) continue;
-      const auto ttl = cache_.Ttl(key);
       std::string value;
-      if (!ttl || !cache_.GetInto(key, &value)) continue;  // gone meanwhile
+      const auto ttl = cache_.Peek(key, &value);
+      if (!ttl) continue;  // gone meanwhile
       values.push_back(std::move(value));
       items.emplace_back(&key, TtlMillis(ttl));
     }

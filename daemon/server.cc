@@ -881,8 +881,8 @@ void Server::SlotDump(const Call& r, wire::Writer& out) {
     const uint32_t slot = cluster::SlotOf(key);
     if (slot < first || slot > last) continue;
     Item item{key, {}, 0};
-    const auto ttl = cache_->Ttl(key);
-    if (!ttl || !cache_->GetInto(key, &item.value)) continue;  // gone meanwhile
+    const auto ttl = cache_->Peek(key, &item.value);
+    if (!ttl) continue;  // gone meanwhile
     // A key about to expire keeps at least 1 ms: 0 would mean "no expiry".
     item.ttl_ms = *ttl == Cache::kNoExpiry ? 0 : std::max<int64_t>(ttl->count(), 1);
     items.push_back(std::move(item));

@@ -134,10 +134,22 @@ class ClusterClient::Impl {
     }
   }
 
-  // The first node a key goes to: its shard's primary.
-  Result<std::pair<std::string, std::string>> RouteLocked(std::string_view key) const {
+  // The first node a key goes to: its shard's primary; for a read in an
+  // eventual-mode cluster, any registered node of the shard, in turn (a
+  // replica whose copy is not whole redirects to the primary).
+  Result<std::pair<std::string, std::string>> RouteLocked(std::string_view key, bool read = false) const {
     if (!map_) return MakeError(ErrorCode::kUnavailable, "no shard map");
     const cluster::Shard& shard = map_->ShardForKey(key);
+    if (read && eventual_) {
+      std::vector<const std::string*> live;
+      for (const std::string& n : shard.nodes) {
+        if (directory_.count(n) != 0) live.push_back(&n);
+      }
+      if (!live.empty()) {
+        const std::string& node = *live[(spread_ + shard.id) % live.size()];
+        return std::make_pair(node, directory_.at(node));
+      }
+    }
     const std::string& node = PrimaryNodeLocked(shard);
     auto it = directory_.find(node);
     if (it == directory_.end()) {
@@ -201,7 +213,8 @@ class ClusterClient::Impl {
     int redirects = 0, failures = 0, waits = 0;
     bool asked = false;
     std::optional<std::string> ask_at;  // the next attempt goes there, wrapped in ASK
-    Result<std::pair<std::string, std::string>> route = RouteLocked(key);
+    ++spread_;
+    Result<std::pair<std::string, std::string>> route = RouteLocked(key, Askable(op));
     std::string endpoint = route ? route->second : std::string();
     Error last = route ? Error{ErrorCode::kUnavailable, "no attempt made"} : route.error();
     // Waits before the next attempt and looks for a newer map; false when
@@ -211,7 +224,7 @@ class ClusterClient::Impl {
       if (Left(deadline) <= pause) return false;
       std::this_thread::sleep_for(pause);
       (void)RefreshLocked({}, endpoint);
-      route = RouteLocked(key);
+      route = RouteLocked(key, Askable(op));
       if (!route) {
         last = route.error();
         endpoint.clear();
@@ -289,9 +302,10 @@ class ClusterClient::Impl {
   template <typename KeyAt, typename WriteItem, typename Take>
   Result<void> SplitCallLocked(Op op, size_t count, uint32_t args_per_item, KeyAt key_at, WriteItem write, Take take,
                                std::vector<size_t>* redo) {
+    ++spread_;
     std::map<std::string, std::vector<size_t>> groups;
     for (size_t i = 0; i < count; ++i) {
-      auto route = RouteLocked(key_at(i));
+      auto route = RouteLocked(key_at(i), Askable(op));
       if (route) {
         groups[route->second].push_back(i);
       } else {
@@ -353,6 +367,7 @@ class ClusterClient::Impl {
     std::string cluster;
     std::map<std::string, std::string> nodes;
     std::map<uint32_t, std::string> primaries;
+    bool eventual = false;
     bool have_nodes = false;
     for (const msgpack::object_kv& kv : p.via.map) {
       if (!IsBytes(kv.key)) continue;
@@ -360,6 +375,7 @@ class ClusterClient::Impl {
       if (name == "epoch" && kv.val.type == msgpack::type::POSITIVE_INTEGER) epoch = kv.val.via.u64;
       if (name == "map" && IsBytes(kv.val)) json = ToString(kv.val);
       if (name == "cluster" && IsBytes(kv.val)) cluster = ToString(kv.val);
+      if (name == "consistency" && IsBytes(kv.val)) eventual = ToString(kv.val) == "eventual";
       if (name == "nodes" && kv.val.type == msgpack::type::MAP) {
         have_nodes = true;
         for (const msgpack::object_kv& n : kv.val.via.map) {
@@ -383,7 +399,7 @@ class ClusterClient::Impl {
       return MakeError(ErrorCode::kInvalidArgument,
                        "node at " + endpoint + " is in cluster '" + cluster + "', not '" + options_.cluster + "'");
     }
-    return Adopt(*json, *epoch, std::move(nodes), std::move(primaries), "node at " + endpoint);
+    return Adopt(*json, *epoch, std::move(nodes), std::move(primaries), eventual, "node at " + endpoint);
   }
 
   // The map key and the node registrations under /cachet/<cluster>/.
@@ -423,12 +439,19 @@ class ClusterClient::Impl {
       }
       primaries[static_cast<uint32_t>(std::stoul(id))] = j["node"].get<std::string>();
     }
+    auto settings = etcd_->Get(prefix + "settings");
+    if (!settings) return tl::unexpected(settings.error());
+    bool eventual = false;
+    if (*settings) {
+      const nlohmann::json j = nlohmann::json::parse((*settings)->value, nullptr, /*allow_exceptions=*/false);
+      eventual = j.is_object() && j.contains("consistency") && j["consistency"] == "eventual";
+    }
     return Adopt((*kv)->value, static_cast<uint64_t>((*kv)->mod_revision), std::move(nodes), std::move(primaries),
-                 "etcd");
+                 eventual, "etcd");
   }
 
   Result<void> Adopt(const std::string& json, uint64_t epoch, std::map<std::string, std::string> nodes,
-                     std::map<uint32_t, std::string> primaries, const std::string& source) {
+                     std::map<uint32_t, std::string> primaries, bool eventual, const std::string& source) {
     if (map_ && epoch < map_->epoch()) {
       return MakeError(ErrorCode::kUnavailable, "has an older map (epoch " + std::to_string(epoch) + " < " +
                                                     std::to_string(map_->epoch()) + ")");
@@ -441,6 +464,7 @@ class ClusterClient::Impl {
     map_ = std::make_unique<cluster::ShardMap>(std::move(*parsed));
     directory_ = std::move(nodes);
     primaries_ = std::move(primaries);
+    eventual_ = eventual;
     return {};
   }
 
@@ -455,6 +479,8 @@ class ClusterClient::Impl {
   std::unique_ptr<cluster::EtcdClient> etcd_;
   wire::Writer writer_;
   uint64_t next_id_ = 1;
+  bool eventual_ = false;  // the cluster's consistency mode: reads may go to replicas
+  uint64_t spread_ = 0;    // turns reads over a shard's nodes
 };
 
 // ------------------------------------------------------------ the API

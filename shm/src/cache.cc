@@ -163,6 +163,13 @@ bool Cache::Contains(std::string_view key) {
   return impl_->Lookup(key, nullptr, &expires_at, /*touch=*/false);
 }
 
+std::optional<std::chrono::milliseconds> Cache::Peek(std::string_view key, std::string* value) {
+  int64_t expires_at = 0;
+  if (!impl_->Lookup(key, value, &expires_at, /*touch=*/false)) return std::nullopt;
+  if (expires_at == 0) return kNoExpiry;
+  return std::chrono::milliseconds(std::max<int64_t>(0, expires_at - impl_->clock().NowMs()));
+}
+
 std::optional<std::chrono::milliseconds> Cache::Ttl(std::string_view key) {
   int64_t expires_at = 0;
   if (!impl_->Lookup(key, nullptr, &expires_at, /*touch=*/false)) return std::nullopt;

@@ -358,6 +358,15 @@ TEST_F(ReplicationTest, InEventualModeReplicasServeReadsOnceTheirCopyIsWhole) {
       EXPECT_EQ(got->value_or(""), std::to_string(i)) << id;
     }
   }
+  // ClusterClient spreads reads over the copies: every node serves some.
+  std::map<std::string, int64_t> hits_before;
+  for (const auto& [id, node] : nodes_) hits_before[id] = Stats(id)["hits"];
+  for (int i = 0; i < 300; ++i) {
+    auto got = client->Get("e:" + std::to_string(i % 100));
+    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    EXPECT_EQ(got->value_or(""), std::to_string(i % 100));
+  }
+  for (const auto& [id, node] : nodes_) EXPECT_GT(Stats(id)["hits"], hits_before[id] + 30) << id;
   // Writes still go to the primary only.
   const auto primaries = Primaries();
   auto map = cluster::ShardMap::FromJson(etcd_client_->Get(Prefix() + "map").value()->value);

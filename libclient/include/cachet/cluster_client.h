@@ -31,6 +31,11 @@
 // write (a primary holding the first attempt's reply for its replicas, then
 // failing over), which a strong cluster must not do.
 //
+// In an eventual-mode cluster, reads (GET, EXISTS, TTL, MGET) go to the
+// shard's nodes in turn, replicas included, so they may return a value a
+// little behind the primary's; writes always go to the primary. In strong
+// mode everything goes to the primary.
+//
 // MGET and MSET are split by node: every part is sent before any reply is
 // awaited, so a call costs one round trip to the slowest node, and MGET
 // returns the values in the order of its keys. A part refused with a

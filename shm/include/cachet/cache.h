@@ -113,6 +113,10 @@ class Cache {
   bool Contains(std::string_view key);
   // Remaining time to live; kNoExpiry if the key has none; nullopt if absent.
   std::optional<std::chrono::milliseconds> Ttl(std::string_view key);
+  // The value (into `value`) and remaining time to live of `key` from one
+  // consistent read, or nullopt if absent; like Ttl, counts no hit and marks
+  // nothing for eviction. For copying keys elsewhere (replication).
+  std::optional<std::chrono::milliseconds> Peek(std::string_view key, std::string* value);
 
   // Returns true if stored, false if the SetCondition was not met.
   Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options = {});

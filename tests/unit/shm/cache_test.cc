@@ -303,6 +303,29 @@ TEST_P(CacheTest, ContainsAndTtlDoNotCountAsReads) {
   EXPECT_TRUE(cache_->Contains("k"));
   EXPECT_FALSE(cache_->Contains("nope"));
   EXPECT_TRUE(cache_->Ttl("k").has_value());
+  std::string value;
+  EXPECT_FALSE(cache_->Peek("nope", &value).has_value());
+  EXPECT_EQ(cache_->Stats().hits, 0u);
+  EXPECT_EQ(cache_->Stats().misses, 0u);
+}
+
+TEST_P(CacheTest, PeekReadsValueAndTtlTogetherWithoutCountingAReadOrAnExpiredKey) {
+  SetOptions with_ttl;
+  with_ttl.ttl = std::chrono::milliseconds(60'000);
+  ASSERT_TRUE(cache_->Set("t", "timed", with_ttl).has_value());
+  ASSERT_TRUE(cache_->Set("p", "forever").has_value());
+  std::string value;
+  auto ttl = cache_->Peek("t", &value);
+  ASSERT_TRUE(ttl.has_value());
+  EXPECT_EQ(value, "timed");
+  EXPECT_GT(ttl->count(), 59'000);
+  EXPECT_LE(ttl->count(), 60'000);
+  ttl = cache_->Peek("p", &value);
+  ASSERT_TRUE(ttl.has_value());
+  EXPECT_EQ(value, "forever");
+  EXPECT_EQ(*ttl, Cache::kNoExpiry);
+  ASSERT_TRUE(cache_->Expire("t", std::chrono::milliseconds(0)));
+  EXPECT_FALSE(cache_->Peek("t", &value).has_value());
   EXPECT_EQ(cache_->Stats().hits, 0u);
   EXPECT_EQ(cache_->Stats().misses, 0u);
 }

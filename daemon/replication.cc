@@ -660,6 +660,56 @@ void Replication::AddPollItems(std::vector<zmq::pollitem_t>& items) {
 
 // ------------------------------------------------------------ the replica
 
+namespace {
+
+// Why a REPLICATE request is malformed, or nullopt: every argument of the
+// kind checked before anything is applied, so a bad request changes nothing.
+std::optional<std::string> Malformed(const msgpack::object* a, uint32_t n, uint64_t kind) {
+  auto is_uint = [&](uint32_t i) { return a[i].type == msgpack::type::POSITIVE_INTEGER; };
+  auto is_bytes = [&](uint32_t i) { return a[i].type == msgpack::type::STR || a[i].type == msgpack::type::BIN; };
+  auto is_ttl = [&](uint32_t i) { return is_uint(i); };  // ms >= 0
+  switch (kind) {
+    case kStream: {
+      if (n < 5 || (n - 5) % 5 != 0) return "STREAM takes prev_term, prev_seq and entries of 5 values";
+      if (!is_uint(3) || !is_uint(4)) return "prev_term and prev_seq are unsigned integers";
+      uint64_t seq = a[4].via.u64;
+      for (uint32_t i = 5; i < n; i += 5) {
+        if (!is_uint(i) || !is_uint(i + 1) || !is_bytes(i + 2) ||
+            !(is_bytes(i + 3) || a[i + 3].type == msgpack::type::NIL) || !is_ttl(i + 4)) {
+          return "entry " + std::to_string((i - 5) / 5) + " is not term, seq, key, value or nil, ttl_ms >= 0";
+        }
+        if (a[i + 1].via.u64 != ++seq)
+          return "entry " + std::to_string((i - 5) / 5) + " does not follow seq " + std::to_string(seq - 1);
+      }
+      return std::nullopt;
+    }
+    case kSyncBegin:
+      if (n < 5 || (n - 5) % 2 != 0) return "SYNC_BEGIN takes term, seq and first_slot, last_slot pairs";
+      if (!is_uint(3) || !is_uint(4)) return "term and seq are unsigned integers";
+      for (uint32_t i = 5; i < n; i += 2) {
+        if (!is_uint(i) || !is_uint(i + 1) || a[i].via.u64 > a[i + 1].via.u64 ||
+            a[i + 1].via.u64 >= cluster::kSlotCount) {
+          return "slot range " + std::to_string((i - 5) / 2) + " is not first <= last < 16384";
+        }
+      }
+      return std::nullopt;
+    case kSyncPage:
+      if ((n - 3) % 3 != 0) return "SYNC_PAGE takes key, value, ttl_ms triples";
+      for (uint32_t i = 3; i < n; i += 3) {
+        if (!is_bytes(i) || !is_bytes(i + 1) || !is_ttl(i + 2)) {
+          return "item " + std::to_string((i - 3) / 3) + " is not key, value, ttl_ms >= 0";
+        }
+      }
+      return std::nullopt;
+    case kSyncEnd:
+      if (n != 3) return "SYNC_END takes no arguments of its own";
+      return std::nullopt;
+    default: return "kind " + std::to_string(kind) + " is not 0 (STREAM), 1, 2 or 3 (SYNC_BEGIN, _PAGE, _END)";
+  }
+}
+
+}  // namespace
+
 void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire::Writer& out) {
   auto bad = [&](const std::string& why) {
     out.ErrorReply(id, Error{ErrorCode::kInvalidArgument, "REPLICATE: " + why});
@@ -669,6 +719,7 @@ void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire
   auto term = wire::UintArg(a[1], "term");
   auto kind = wire::UintArg(a[2], "kind");
   if (!shard || !term || !kind) return bad("shard, term and kind are unsigned integers");
+  if (auto why = Malformed(a, n, *kind)) return bad(*why);
   auto found = copies_.find(static_cast<uint32_t>(*shard));
   if (found == copies_.end()) {
     return out.ErrorReply(id, Error{ErrorCode::kClusterDown, "REPLICATE: this node holds no copy of shard " +
@@ -697,42 +748,32 @@ void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire
     copy.syncing_term = 0;
   }
   const bool syncing = copy.syncing_term == *term;
+  // Malformed() has checked every argument's type and shape.
+  auto bytes = [&](uint32_t i) { return *wire::BytesArg(a[i], "bytes"); };
+  auto ttl_of = [&](uint32_t i) {
+    SetOptions options;
+    options.ttl = std::chrono::milliseconds(static_cast<int64_t>(a[i].via.u64));
+    return options;
+  };
   switch (*kind) {
     case kStream: {
-      if (n < 5 || (n - 5) % 5 != 0) return bad("STREAM takes prev_term, prev_seq and entries of 5 values");
-      auto prev_term = wire::UintArg(a[3], "prev_term");
-      auto prev_seq = wire::UintArg(a[4], "prev_seq");
-      if (!prev_term || !prev_seq) return bad("prev_term and prev_seq are unsigned integers");
-      if (!(copy.whole || syncing) || copy.log.last() != ShardPosition{*prev_term, *prev_seq}) return answer();
+      if (!(copy.whole || syncing) || copy.log.last() != ShardPosition{a[3].via.u64, a[4].via.u64}) return answer();
       for (uint32_t i = 5; i < n; i += 5) {
-        auto t = wire::UintArg(a[i], "term");
-        auto s = wire::UintArg(a[i + 1], "seq");
-        auto key = wire::BytesArg(a[i + 2], "key");
-        auto ttl = wire::IntArg(a[i + 4], "ttl");
-        const bool erase = a[i + 3].type == msgpack::type::NIL;
-        auto value = erase ? Result<std::string_view>(std::string_view()) : wire::BytesArg(a[i + 3], "value");
-        if (!t || !s || !key || !ttl || !value || *ttl < 0 || *s != copy.log.last().seq + 1) {
-          log_->warn("replication: shard {}: a malformed entry from term {}; asking for a full copy", *shard, *term);
-          copy.whole = false;
-          copy.syncing_term = 0;
-          Publish(found->first);
-          return answer();
-        }
         Entry e;
-        e.position = {*t, *s};
-        if (!key->empty()) {
-          e.key.assign(*key);
-          if (erase) {
-            cache_.Erase(*key);
+        e.position = {a[i].via.u64, a[i + 1].via.u64};
+        const std::string_view key = bytes(i + 2);
+        if (!key.empty()) {  // an empty key marks a term's start
+          e.key.assign(key);
+          if (a[i + 3].type == msgpack::type::NIL) {
+            cache_.Erase(key);
           } else {
-            SetOptions options;
-            options.ttl = std::chrono::milliseconds(*ttl);
-            if (auto stored = cache_.Set(*key, *value, options); !stored) {
-              log_->warn("replication: shard {}: cannot store a key of {} bytes: {}", *shard, value->size(),
+            const std::string_view value = bytes(i + 3);
+            if (auto stored = cache_.Set(key, value, ttl_of(i + 4)); !stored) {
+              log_->warn("replication: shard {}: cannot store a key of {} bytes: {}", *shard, value.size(),
                          stored.error().ToString());
             }
-            e.value.emplace(*value);
-            e.ttl_ms = *ttl;
+            e.value.emplace(value);
+            e.ttl_ms = static_cast<int64_t>(a[i + 4].via.u64);
           }
           ++entries_applied_;
         }
@@ -742,44 +783,30 @@ void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire
       break;
     }
     case kSyncBegin: {
-      if (n < 5 || (n - 5) % 2 != 0) return bad("SYNC_BEGIN takes term, seq and slot ranges");
-      auto at_term = wire::UintArg(a[3], "term");
-      auto at_seq = wire::UintArg(a[4], "seq");
-      if (!at_term || !at_seq) return bad("term and seq are unsigned integers");
       std::vector<uint8_t> slots(cluster::kSlotCount, 0);
       for (uint32_t i = 5; i < n; i += 2) {
-        auto first = wire::UintArg(a[i], "first_slot");
-        auto last = wire::UintArg(a[i + 1], "last_slot");
-        if (!first || !last || *first > *last || *last >= cluster::kSlotCount) return bad("bad slot range");
-        std::fill(slots.begin() + static_cast<long>(*first), slots.begin() + static_cast<long>(*last) + 1, 1);
+        std::fill(slots.begin() + static_cast<long>(a[i].via.u64),
+                  slots.begin() + static_cast<long>(a[i + 1].via.u64) + 1, 1);
       }
       // What this copy held of the shard goes: the pages bring it all.
       const size_t dropped = DropKeysOfSlots(cache_, slots);
       copy.whole = false;
       copy.syncing_term = *term;
-      copy.log.Reset({*at_term, *at_seq});
+      copy.log.Reset({a[3].via.u64, a[4].via.u64});
       log_->info("replication: shard {}: receiving a full copy from the primary of term {} ({} old keys dropped)",
                  *shard, *term, dropped);
       accepted = true;
       break;
     }
-    case kSyncPage: {
-      if ((n - 3) % 3 != 0) return bad("SYNC_PAGE takes key, value, ttl triples");
+    case kSyncPage:
       if (!syncing) return answer();
       for (uint32_t i = 3; i < n; i += 3) {
-        auto key = wire::BytesArg(a[i], "key");
-        auto value = wire::BytesArg(a[i + 1], "value");
-        auto ttl = wire::IntArg(a[i + 2], "ttl");
-        if (!key || !value || !ttl || *ttl < 0) return bad("a page item is key, value, ttl >= 0");
-        SetOptions options;
-        options.ttl = std::chrono::milliseconds(*ttl);
-        if (auto stored = cache_.Set(*key, *value, options); !stored) {
+        if (auto stored = cache_.Set(bytes(i), bytes(i + 1), ttl_of(i + 2)); !stored) {
           log_->warn("replication: shard {}: cannot store a copied key: {}", *shard, stored.error().ToString());
         }
       }
       accepted = true;
       break;
-    }
     case kSyncEnd:
       if (!syncing) return answer();
       copy.whole = true;
@@ -787,7 +814,6 @@ void Replication::Handle(uint64_t id, const msgpack::object* a, uint32_t n, wire
       log_->info("replication: shard {}: full copy received, at seq {}", *shard, copy.log.last().seq);
       accepted = true;
       break;
-    default: return bad("kind " + std::to_string(*kind) + " is not 0 (STREAM), 1, 2 or 3 (SYNC_BEGIN, _PAGE, _END)");
   }
   Publish(found->first);
   answer();

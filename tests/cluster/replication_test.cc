@@ -25,12 +25,15 @@
 #include "cluster/linearizability.h"
 #include "etcd_server.h"
 #include "integration/daemon_process.h"
+#include "integration/raw_wire.h"
 
 namespace cachet {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using testing::DaemonProcess;
+using testing::Packer;
+using testing::PackRequest;
 
 class ReplicationTest : public ::testing::Test {
  protected:
@@ -380,6 +383,69 @@ TEST_F(ReplicationTest, InEventualModeReplicasServeReadsOnceTheirCopyIsWhole) {
     ASSERT_FALSE(set.has_value());
     EXPECT_EQ(set.error().code, ErrorCode::kMoved);
   }
+}
+
+// REPLICATE is node to node, but any client can send one: malformed ones
+// get a clear error, change nothing, and the node goes on serving.
+TEST_F(ReplicationTest, MalformedReplicateRequestsGetAClearErrorAndChangeNothing) {
+  StartCluster({"n1", "n2", "n3"}, "strong");
+  ASSERT_TRUE(WaitHealthy()) << AllLogs();
+  auto client = ConnectCluster();
+  ASSERT_TRUE(client->Set("kept", "value").has_value());
+  const std::map<uint32_t, std::string> primaries = Primaries();
+  const uint32_t shard = primaries.begin()->first;
+  // A replica of `shard`.
+  std::string replica;
+  for (const auto& [id, node] : nodes_) {
+    if (id != primaries.at(shard)) replica = id;
+  }
+  testing::RawWire wire(nodes_.at(replica)->tcp());
+  struct Case {
+    const char* what;
+    uint32_t nargs;
+    std::function<void(Packer&)> args;
+    uint64_t status;  // expected
+  };
+  const Case cases[] = {
+      {"too few arguments", 2, [&](Packer& pk) { pk.pack(shard), pk.pack(1); }, 1},
+      {"a string for the term", 3, [&](Packer& pk) { pk.pack(shard), pk.pack("x"), pk.pack(0); }, 1},
+      {"an unknown kind", 3, [&](Packer& pk) { pk.pack(shard), pk.pack(1), pk.pack(9); }, 1},
+      {"a shard it holds no copy of", 5,
+       [&](Packer& pk) { pk.pack(999), pk.pack(1), pk.pack(0), pk.pack(0), pk.pack(0); }, 24},
+      {"an entry of 4 values", 9,
+       [&](Packer& pk) {
+         pk.pack(shard), pk.pack(1), pk.pack(0), pk.pack(0), pk.pack(0);
+         pk.pack(1), pk.pack(1), pk.pack("k"), pk.pack("v");
+       },
+       1},
+      {"a slot range past 16383", 7,
+       [&](Packer& pk) {
+         pk.pack(shard), pk.pack(1), pk.pack(1), pk.pack(0), pk.pack(0);
+         pk.pack(0), pk.pack(20000);
+       },
+       1},
+      {"a page triple cut short", 5,
+       [&](Packer& pk) { pk.pack(shard), pk.pack(1), pk.pack(2), pk.pack("k"), pk.pack("v"); }, 1},
+  };
+  uint64_t id = 100;
+  for (const Case& c : cases) {
+    const testing::WireReply reply = wire.Call(PackRequest(++id, "REPLICATE", c.nargs, c.args));
+    EXPECT_EQ(reply.status, c.status) << c.what << ": " << reply.message;
+    EXPECT_FALSE(reply.message.empty()) << c.what;
+  }
+  // An old term is fenced off: accepted = false, and the node's known term.
+  const testing::WireReply fenced = wire.Call(PackRequest(
+      ++id, "REPLICATE", 5, [&](Packer& pk) { pk.pack(shard), pk.pack(1), pk.pack(0), pk.pack(0), pk.pack(0); }));
+  ASSERT_EQ(fenced.status, 0u);
+  ASSERT_EQ(fenced.payload().type, msgpack::type::ARRAY);
+  EXPECT_FALSE(fenced.payload().via.array.ptr[1].as<bool>());
+  EXPECT_GT(fenced.payload().via.array.ptr[2].as<uint64_t>(), 1u);
+  // Nothing changed, and the cluster still serves.
+  ASSERT_TRUE(WaitHealthy()) << AllLogs();
+  auto got = client->Get("kept");
+  ASSERT_TRUE(got.has_value()) << got.error().ToString();
+  EXPECT_EQ(got->value_or(""), "value");
+  ASSERT_TRUE(client->Set("kept", "again").has_value());
 }
 
 }  // namespace

@@ -6,8 +6,11 @@
 # Starts its own etcd and nodes on free loopback ports and stops them when
 # done (or interrupted). Each setup runs REPEAT times, in turn, and the table
 # shows medians and the ratio to the single node measured in the same runs.
+# With NETNS=1 (root) etcd and every node run in a network namespace of
+# their own, on a bridge, each with its own address, and the load comes from
+# the host: the cluster's traffic crosses veth pairs as between hosts.
 #
-#   bench/cluster_load.sh     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=3 CLIENTS=32 MIX=get=80,set=20 OUT=/tmp)
+#   bench/cluster_load.sh     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=3 CLIENTS=32 MIX=get=80,set=20 OUT=/tmp NETNS=0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -16,6 +19,7 @@ repeat=${REPEAT:-3}
 clients=${CLIENTS:-32}
 mix=${MIX:-get=80,set=20}
 out=${OUT:-/tmp}
+netns=${NETNS:-0}
 load="$build/bench/cachet-load"
 cachetd="$build/daemon/cachetd"
 cachectl="$build/cli/cachectl"
@@ -28,10 +32,14 @@ done
 work=$(mktemp -d /tmp/cachet-cluster-bench.XXXXXX)
 pids=()
 segments=()
+namespaces=()
+bridge=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   for s in "${segments[@]}"; do rm -f "/dev/shm/$s" "/dev/shm/$s.lock" "/dev/shm/$s.ratelimit"; done
+  for n in "${namespaces[@]}"; do ip netns del "$n" 2>/dev/null || true; done
+  [ -n "$bridge" ] && ip link del "$bridge" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -50,26 +58,60 @@ wait_for() {  # wait_for FILE TEXT: until FILE contains TEXT (10 s at most)
   echo "cluster_load: '$2' never appeared in $1" >&2; tail -5 "$1" >&2; exit 1
 }
 
-etcd_port=$(free_port)
-etcd_peer=$(free_port)
-etcd_url="http://127.0.0.1:$etcd_port"
-etcd --name bench --data-dir "$work/etcd" --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
-  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-  --initial-cluster "bench=http://127.0.0.1:$etcd_peer" --log-level error > "$work/etcd.log" 2>&1 &
+# Hosts: in loopback mode every process is on 127.0.0.1 with a port of its
+# own; with NETNS=1 host i is namespace $ns-i at $net.i, and every process
+# on it uses the standard ports. host_addr[i], host_run[i] (a command prefix).
+declare -A host_addr host_run
+if [ "$netns" = 1 ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "cluster_load: NETNS=1 needs root (ip netns)" >&2; exit 2; }
+  net="10.$((20 + RANDOM % 200)).$((RANDOM % 250))"
+  ns="cb$$"
+  bridge="cbr$$"
+  ip link add "$bridge" type bridge
+  ip addr add "$net.254/24" dev "$bridge"
+  ip link set "$bridge" up
+  for i in 1 2 3 4 5 6; do
+    ip netns add "$ns-$i"
+    namespaces+=("$ns-$i")
+    ip link add "vh$$-$i" type veth peer name "vn$$-$i"
+    ip link set "vn$$-$i" netns "$ns-$i"
+    ip link set "vh$$-$i" master "$bridge" up
+    ip netns exec "$ns-$i" ip addr add "$net.$i/24" dev "vn$$-$i"
+    ip netns exec "$ns-$i" ip link set "vn$$-$i" up
+    ip netns exec "$ns-$i" ip link set lo up
+    host_addr[$i]="$net.$i"
+    host_run[$i]="ip netns exec $ns-$i"
+  done
+fi
+port_on() {  # port_on HOST STANDARD: the port a process on HOST listens on
+  if [ "$netns" = 1 ]; then echo "$2"; else free_port; fi
+}
+addr_of() { if [ "$netns" = 1 ]; then echo "${host_addr[$1]}"; else echo 127.0.0.1; fi; }
+run_on() { if [ "$netns" = 1 ]; then echo "${host_run[$1]}"; fi; }
+
+# etcd on host 1.
+etcd_port=$(port_on 1 2379)
+etcd_peer=$(port_on 1 2380)
+etcd_url="http://$(addr_of 1):$etcd_port"
+$(run_on 1) etcd --name bench --data-dir "$work/etcd" --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
+  --listen-peer-urls "http://$(addr_of 1):$etcd_peer" --initial-advertise-peer-urls "http://$(addr_of 1):$etcd_peer" \
+  --initial-cluster "bench=http://$(addr_of 1):$etcd_peer" --log-level error > "$work/etcd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 200); do "$cachectl" cluster --etcd "$etcd_url" --cluster probe status >/dev/null 2>&1 && break; sleep 0.05; done
 
-# node NAME CLUSTER PORT [cachetd options]: starts a node, records its pid in node_pid[NAME].
-declare -A node_pid node_port
+# node NAME CLUSTER HOST [cachetd options]: starts a node on HOST (2..6),
+# records its pid and endpoint in node_pid[NAME], node_endpoint[NAME].
+declare -A node_pid node_endpoint
 node() {
-  local name=$1 cluster=$2 port=$3
+  local name=$1 cluster=$2 host=$3
   shift 3
   local segment="cbench-$$-$cluster-$name"
+  local endpoint="tcp://$(addr_of "$host"):$(port_on "$host" 7379)"
   segments+=("$segment")
-  "$cachetd" --segment "$segment" --ipc "" --tcp "tcp://127.0.0.1:$port" --capacity 256MiB \
+  $(run_on "$host") "$cachetd" --segment "$segment" --ipc "" --tcp "$endpoint" --capacity 256MiB \
     --log-file "$work/$cluster-$name.log" "$@" &
   node_pid[$name]=$!
-  node_port[$name]=$port
+  node_endpoint[$name]=$endpoint
   pids+=($!)
   wait_for "$work/$cluster-$name.log" " ready: "
 }
@@ -78,7 +120,7 @@ node() {
 cluster() {
   local name=$1 count=$2 consistency=$3
   for i in $(seq 1 "$count"); do
-    node "n$i" "$name" "$(free_port)" --cluster "$name" --node-id "n$i" --etcd "$etcd_url" \
+    node "n$i" "$name" $((i + 1)) --cluster "$name" --node-id "n$i" --etcd "$etcd_url" \
       --replication 3 --consistency "$consistency"
   done
   for i in $(seq 2 "$count"); do
@@ -89,7 +131,7 @@ cluster() {
 stop_nodes() {
   for n in "${!node_pid[@]}"; do kill "${node_pid[$n]}" 2>/dev/null || true; wait "${node_pid[$n]}" 2>/dev/null || true; done
   node_pid=()
-  node_port=()
+  node_endpoint=()
 }
 
 json_field() { sed -n "s/^  \"$1\": \\([0-9.]*\\).*/\\1/p"; }
@@ -102,11 +144,13 @@ run_load() {  # run_load TAG ARGS...: one run, its JSON kept as $work/TAG.json
 }
 
 setups=(single c3strong c3eventual c5strong)
-echo "throughput: $clients clients, mix $mix, $seconds s per run, $repeat runs of each setup in turn"
+where="on loopback"
+[ "$netns" = 1 ] && where="each node in a network namespace of its own"
+echo "throughput: $clients clients, mix $mix, $seconds s per run, $repeat runs of each setup in turn, $where"
 for r in $(seq 1 "$repeat"); do
   for s in "${setups[@]}"; do
     case $s in
-      single) node one single "$(free_port)"; run_load "$s-$r" --endpoint "tcp://127.0.0.1:${node_port[one]}" ;;
+      single) node one single 2; run_load "$s-$r" --endpoint "${node_endpoint[one]}" ;;
       c3strong) cluster "$s$r" 3 strong; run_load "$s-$r" --etcd "$etcd_url" --cluster "$s$r" ;;
       c3eventual) cluster "$s$r" 3 eventual; run_load "$s-$r" --etcd "$etcd_url" --cluster "$s$r" ;;
       c5strong) cluster "$s$r" 5 strong; run_load "$s-$r" --etcd "$etcd_url" --cluster "$s$r" ;;

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   cmake ninja-build g++ pkg-config      # build
+  ccache                                # faster rebuilds (CMake uses it when present)
   libboost-dev                          # Boost.Interprocess (segments)
   libexpected-dev                       # tl::expected (Result<T>)
   libxxhash-dev                         # key hashing

@@ -208,8 +208,8 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     // Replication: peers' answers wake the loop; held replies and probes
     // are timed, so it wakes often while a cluster node.
     const bool busy = replication_ && PumpReplication();
-    std::vector<zmq::pollitem_t> items = {{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
-                                          {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0}};
+    std::vector<zmq::pollitem_t>& items = poll_items_;  // reused: no allocation per turn
+    items.assign({{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0}, {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0}});
     if (replication_) replication_->AddPollItems(items);
     try {
       zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);

@@ -82,6 +82,7 @@ class Server {
   // Filled by Dispatch when the reply must wait for writes to commit
   // (strong mode); with the request's id.
   std::vector<CommitWait> waits_;
+  std::vector<zmq::pollitem_t> poll_items_;  // the loop's, rebuilt each turn
   uint64_t waits_request_ = 0;
   std::string bound_tcp_;  // the tcp endpoint as bound  // set when in a cluster; refers to *cache_
   std::unique_ptr<RateLimiter>

@@ -334,9 +334,10 @@ void Replication::StopAll(std::vector<HeldReply>& ready) {
 
 bool Replication::PumpFollower(uint32_t shard, Led& led, Follower& f, Clock::time_point now) {
   if (f.endpoint.empty()) return false;
-  if (f.state != Follower::kProbe && f.last_sent > f.last_heard && now - f.last_heard > kSilenceLimit &&
-      now - f.last_sent < kSilenceLimit) {
-    // Owes answers and has said nothing for a while: it may have restarted.
+  const bool owes = f.state == Follower::kSync || f.next_seq > f.acked + 1;
+  if (f.state != Follower::kProbe && owes && now - f.last_heard > kSilenceLimit && now - f.last_sent > kProbeEvery) {
+    // Owes answers and has said nothing for a while: it may have restarted,
+    // or a message to it was lost with its connection.
     log_->warn("replication: shard {}: follower '{}' at {} has not answered for {} ms; probing it", shard, f.node,
                f.endpoint, kSilenceLimit.count());
     f.state = Follower::kProbe;
@@ -500,11 +501,18 @@ void Replication::ReadReplies(Peer& peer) {
     }
     if (reply->status != ErrorCode::kOk) {
       // Most often a node that has not read the newest map yet (it holds
-      // no copy of the shard in its view): it answers, so it is not
-      // silent, and the next probe asks again.
+      // no copy of the shard in its view): what it refused was not
+      // applied, so it is probed again, and continues from where it is.
+      // (The reply does not say which shard it refused: every stream to
+      // that node starts over with a probe, which costs a round trip.)
       for (auto& [shard, led] : led_) {
         for (Follower& f : led->followers) {
-          if (f.endpoint == peer.endpoint) f.last_heard = Clock::now();
+          if (f.endpoint != peer.endpoint) continue;
+          f.last_heard = Clock::now();
+          if (f.state == Follower::kProbe) continue;
+          f.state = Follower::kProbe;
+          f.whole = false;
+          f.last_sent = {};
         }
       }
       log_->debug("replication: {} refused a REPLICATE: {}", peer.endpoint,

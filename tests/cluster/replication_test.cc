@@ -23,6 +23,7 @@
 #include "cachet/cluster/slot.h"
 #include "cachet/cluster_client.h"
 #include "cluster/linearizability.h"
+#include "cluster/register_load.h"
 #include "etcd_server.h"
 #include "integration/daemon_process.h"
 #include "integration/raw_wire.h"
@@ -192,44 +193,9 @@ TEST_F(ReplicationTest, KilledPrimariesAreReplacedWithinTwoSecondsAndLoseNoAckno
   const int kills = env_kills ? std::max(1, std::atoi(env_kills)) : 20;
   constexpr int kKeys = 12;
   constexpr int kClients = 3;
-
-  testing::HistoryRecorder history;
-  std::atomic<bool> stop{false};
-  std::atomic<uint64_t> acked_writes{0};
-  std::vector<std::thread> clients;
-  for (int c = 0; c < kClients; ++c) {
-    clients.emplace_back([&, c] {
-      auto client = ConnectCluster(std::chrono::milliseconds(300));
-      if (!client) return;
-      uint64_t n = 0;
-      while (!stop) {
-        const std::string key = "reg:" + std::to_string((n * 7 + static_cast<uint64_t>(c)) % kKeys);
-        ++n;
-        if (n % 3 == 0) {
-          const size_t op = history.Invoke(c, key, testing::OpKind::kRead);
-          auto got = client->Get(key);
-          if (got) {
-            history.Complete(op, testing::OpStatus::kOk, *got);
-          } else {
-            history.Complete(op, testing::OpStatus::kFail);  // a read changes nothing
-          }
-          continue;
-        }
-        const std::string value = "c" + std::to_string(c) + "-" + std::to_string(n);
-        const size_t op = history.Invoke(c, key, testing::OpKind::kWrite, value);
-        auto set = client->Set(key, value);
-        if (set) {
-          history.Complete(op, testing::OpStatus::kOk);
-          ++acked_writes;
-        } else {
-          // Refused before it was applied (CLUSTER_DOWN, MOVED beyond the
-          // redirect budget) or timed out: either may have taken effect
-          // on a primary that then died, so it is unknown.
-          history.Complete(op, testing::OpStatus::kUnknown);
-        }
-      }
-    });
-  }
+  testing::RegisterLoad load(kClients, kKeys, [&]() -> std::unique_ptr<KeyValueClient> {
+    return ConnectCluster(std::chrono::milliseconds(300));
+  });
 
   std::vector<double> failover_ms;
   for (int k = 0; k < kills; ++k) {
@@ -269,29 +235,20 @@ TEST_F(ReplicationTest, KilledPrimariesAreReplacedWithinTwoSecondsAndLoseNoAckno
     ASSERT_TRUE(nodes_.at(victim)->Start(endpoint)) << AllLogs();
   }
   ASSERT_TRUE(WaitHealthy()) << AllLogs();
-  stop = true;
-  for (std::thread& t : clients) t.join();
-
-  // The final value of every register, read after the load.
+  load.Stop();
   auto reader = ConnectCluster();
   ASSERT_NE(reader, nullptr);
-  for (int i = 0; i < kKeys; ++i) {
-    const std::string key = "reg:" + std::to_string(i);
-    const size_t op = history.Invoke(kClients, key, testing::OpKind::kRead);
-    auto got = reader->Get(key);
-    ASSERT_TRUE(got.has_value()) << got.error().ToString();
-    history.Complete(op, testing::OpStatus::kOk, *got);
-  }
-  const auto ops = history.History();
+  EXPECT_EQ(load.ReadAll(*reader, kClients), 0);
+  const auto ops = load.history().History();
   const testing::CheckResult check = testing::CheckLinearizable(ops);
   EXPECT_TRUE(check.linearizable()) << check.key << ": " << check.explanation;
-  EXPECT_GT(acked_writes.load(), static_cast<uint64_t>(kills) * 5) << "the writers made too little progress";
+  EXPECT_GT(load.acked_writes(), static_cast<uint64_t>(kills) * 5) << "the writers made too little progress";
 
   std::sort(failover_ms.begin(), failover_ms.end());
   const double median = failover_ms[failover_ms.size() / 2];
   const double worst = failover_ms.back();
   std::printf("failover over %d kills: median %.0f ms, worst %.0f ms; %zu operations, %llu writes acknowledged\n",
-              kills, median, worst, ops.size(), static_cast<unsigned long long>(acked_writes.load()));
+              kills, median, worst, ops.size(), static_cast<unsigned long long>(load.acked_writes()));
   EXPECT_LT(worst, 2000.0) << "a shard took longer than 2 s to become writable";
 }
 

@@ -150,6 +150,20 @@ class ClusterNetnsTest : public ::testing::Test {
     return c ? std::move(*c) : nullptr;
   }
 
+  // Three nodes with three copies of every shard in `consistency` mode;
+  // `key` set to "before" through `*client`; `*cut` the host of the
+  // primary of its shard.
+  void StartReplicated(const std::string& consistency, const std::string& key, std::unique_ptr<ClusterClient>* client,
+                       int* cut) {
+    for (int h = 1; h <= kNodes; ++h) StartNode(h, {"--replication", "3", "--consistency", consistency});
+    Replan({1, 2, 3}, 3);
+    *client = Connect();
+    ASSERT_TRUE(*client);
+    ASSERT_TRUE((*client)->Set(key, "before").has_value());
+    *cut = PrimaryHost(key);
+    ASSERT_GE(*cut, 1);
+  }
+
   // Every node's copies whole and caught up, a primary for every shard.
   bool WaitHealthy(const std::vector<int>& hosts) {
     return testing::WaitUntil(
@@ -329,14 +343,10 @@ TEST_F(ClusterNetnsTest, APartitionedNodeFailsOnlyItsOwnKeysAndServesThemAfterTh
 // the heal the old primary is a replica and every read gives the majority's
 // value.
 TEST_F(ClusterNetnsTest, StrongAPartitionedPrimaryAcknowledgesNothingWhileTheMajorityGoesOn) {
-  for (int h = 1; h <= kNodes; ++h) StartNode(h, {"--replication", "3", "--consistency", "strong"});
-  Replan({1, 2, 3}, 3);
-  auto client = Connect();
-  ASSERT_TRUE(client);
   const std::string key = "contested";
-  ASSERT_TRUE(client->Set(key, "before").has_value());
-  const int cut = PrimaryHost(key);
-  ASSERT_GE(cut, 1);
+  std::unique_ptr<ClusterClient> client;
+  int cut = 0;
+  ASSERT_NO_FATAL_FAILURE(StartReplicated("strong", key, &client, &cut));
 
   ASSERT_TRUE(net_->Partition(cut).has_value());
   std::vector<int> minority_acked;
@@ -359,14 +369,10 @@ TEST_F(ClusterNetnsTest, StrongAPartitionedPrimaryAcknowledgesNothingWhileTheMaj
 // copy of the key holds the majority side's last value (its primary has the
 // newer term), the documented rule.
 TEST_F(ClusterNetnsTest, EventualBothSidesWriteAndTheHealConvergesOnTheNewerTerm) {
-  for (int h = 1; h <= kNodes; ++h) StartNode(h, {"--replication", "3", "--consistency", "eventual"});
-  Replan({1, 2, 3}, 3);
-  auto client = Connect();
-  ASSERT_TRUE(client);
   const std::string key = "contested";
-  ASSERT_TRUE(client->Set(key, "before").has_value());
-  const int cut = PrimaryHost(key);
-  ASSERT_GE(cut, 1);
+  std::unique_ptr<ClusterClient> client;
+  int cut = 0;
+  ASSERT_NO_FATAL_FAILURE(StartReplicated("eventual", key, &client, &cut));
 
   ASSERT_TRUE(net_->Partition(cut).has_value());
   std::vector<int> minority_acked;

@@ -131,14 +131,15 @@ Replication::~Replication() = default;
 
 void Replication::Follow() {
   std::shared_ptr<const ClusterView> v = node_.view();
-  if (v == view_) {
-    for (uint32_t shard : node_.TakeResyncs()) {
-      auto led = led_.find(shard);
-      if (led == led_.end()) continue;
-      for (Follower& f : led->second->followers) StartSync(shard, *led->second, f);
-    }
-    return;
+  if (v != view_) Adopt(std::move(v));
+  for (uint32_t shard : node_.TakeResyncs()) {
+    auto led = led_.find(shard);
+    if (led == led_.end()) continue;
+    for (Follower& f : led->second->followers) StartSync(shard, *led->second, f);
   }
+}
+
+void Replication::Adopt(std::shared_ptr<const ClusterView> v) {
   const std::shared_ptr<const ClusterView> before = view_;
   view_ = v;
   std::set<uint32_t> held_here;
@@ -187,11 +188,6 @@ void Replication::Follow() {
   }
   for (auto it = copies_.begin(); it != copies_.end();) {
     it = held_here.count(it->first) == 0 ? copies_.erase(it) : std::next(it);
-  }
-  for (uint32_t shard : node_.TakeResyncs()) {
-    auto led = led_.find(shard);
-    if (led == led_.end()) continue;
-    for (Follower& f : led->second->followers) StartSync(shard, *led->second, f);
   }
 }
 

@@ -122,6 +122,8 @@ class Replication {
   struct Led;
   struct Peer;
 
+  // A new view: leads, stops leading and follows as it says.
+  void Adopt(std::shared_ptr<const ClusterView> v);
   void StartLeading(uint32_t shard, uint64_t term, const cluster::Shard& layout);
   void StopLeading(uint32_t shard, const std::string& why, std::vector<HeldReply>* failed);
   void SetFollowers(Led& led, const cluster::Shard& layout, const ClusterView& view);

@@ -318,11 +318,14 @@ TEST(FaultProxyDaemonTest, ClientTimesOutInABlackholeAndRecoversAfter) {
   ASSERT_NE(proxy, nullptr);
 
   ClientOptions options;
-  options.timeout = milliseconds(300);
+  // Long enough for a sanitizer build on a busy host; every wait below is
+  // bounded by it, so the test stays a few seconds.
+  options.timeout = milliseconds(1000);
   options.retries = 0;
   auto client = Client::Connect(proxy->endpoint(), options);
   ASSERT_TRUE(client) << client.error().ToString();
-  ASSERT_TRUE((*client)->Set("k", "v1"));
+  auto first = (*client)->Set("k", "v1");
+  ASSERT_TRUE(first) << first.error().ToString();
 
   proxy->SetDrop(true);
   auto got = (*client)->Get("k");

@@ -21,6 +21,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -85,6 +86,20 @@ const Command* FindCommand(const std::string& name) {
     if (name == c.name) return &c;
   }
   return nullptr;
+}
+
+// " (primary)" etc. after a STATS cluster_shard_<n>_role row; "" otherwise.
+const char* ShardRoleSuffix(std::string_view name, int64_t value) {
+  constexpr std::string_view kPrefix = "cluster_shard_", kSuffix = "_role";
+  const bool role = name.size() > kPrefix.size() + kSuffix.size() && name.substr(0, kPrefix.size()) == kPrefix &&
+                    name.substr(name.size() - kSuffix.size()) == kSuffix;
+  if (!role) return "";
+  switch (value) {
+    case 1: return " (primary)";
+    case 2: return " (replica)";
+    case 3: return " (replica, being copied)";
+    default: return "";
+  }
 }
 
 int UsageError(const std::string& message) {
@@ -681,7 +696,7 @@ int Run(const Invocation& in) {
       if (in.json) {
         j[name] = v;
       } else {
-        std::printf("%-18s %lld\n", name.c_str(), static_cast<long long>(v));
+        std::printf("%-18s %lld%s\n", name.c_str(), static_cast<long long>(v), ShardRoleSuffix(name, v));
       }
     }
     if (in.json) PrintJson(j);

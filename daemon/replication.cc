@@ -836,19 +836,39 @@ void Replication::Publish(uint32_t shard) {
 
 // ------------------------------------------------------------ stats
 
+// Entries the slowest follower of `led` is behind; one still being copied
+// counts as the whole log.
+uint64_t Replication::WorstLag(const Led& led, uint64_t last) {
+  uint64_t worst = 0;
+  for (const Follower& f : led.followers) worst = std::max(worst, f.whole ? last - f.acked : last);
+  return worst;
+}
+
 Replication::Stats Replication::stats() const {
   Stats s;
   s.led_shards = led_.size();
   s.followed_shards = copies_.size() - led_.size();
   s.held = held_.size();
-  for (const auto& [shard, led] : led_) {
-    const uint64_t last = copies_.at(shard)->log.last().seq;
-    for (const Follower& f : led->followers) s.max_lag = std::max(s.max_lag, f.whole ? last - f.acked : last);
-  }
+  for (const auto& [shard, led] : led_)
+    s.max_lag = std::max(s.max_lag, WorstLag(*led, copies_.at(shard)->log.last().seq));
   s.commit_timeouts = commit_timeouts_;
   s.full_syncs = full_syncs_;
   s.entries_applied = entries_applied_;
   return s;
+}
+
+std::vector<Replication::ShardRow> Replication::Shards() const {
+  std::vector<ShardRow> rows;
+  for (const auto& [shard, copy] : copies_) {
+    ShardRow row{shard, copy->whole ? Role::kReplica : Role::kCopying, copy->known_term, copy->log.last().seq, 0};
+    if (auto led = led_.find(shard); led != led_.end()) {
+      row.role = Role::kPrimary;
+      row.term = led->second->term;
+      row.lag = WorstLag(*led->second, row.seq);
+    }
+    rows.push_back(row);
+  }
+  return rows;
 }
 
 std::map<std::string, int64_t> Replication::Lag() const {

@@ -111,6 +111,16 @@ class Replication {
     uint64_t entries_applied = 0;
   };
   Stats stats() const;
+  // One row per shard this node holds, for STATS (codes in docs/operations.md).
+  enum class Role { kPrimary = 1, kReplica = 2, kCopying = 3 };  // kCopying: not whole yet
+  struct ShardRow {
+    uint32_t shard = 0;
+    Role role = Role::kCopying;
+    uint64_t term = 0;  // the newest term this copy knows: a primary's own
+    uint64_t seq = 0;   // the last entry this copy holds
+    uint64_t lag = 0;   // primary: its slowest follower, as in Stats::max_lag
+  };
+  std::vector<ShardRow> Shards() const;
   // Per follower of each shard led: entries behind, or -1 while not whole.
   std::map<std::string, int64_t> Lag() const;
 
@@ -140,6 +150,7 @@ class Replication {
   Peer& PeerFor(const std::string& endpoint);
   bool Send(Peer& peer, const wire::Writer& request);
   void Publish(uint32_t shard);
+  static uint64_t WorstLag(const Led& led, uint64_t last);
 
   ClusterNode& node_;
   Cache& cache_;

@@ -930,7 +930,7 @@ void Server::WriteStats(wire::Writer& out) {
       {"ratelimit_counters", static_cast<int64_t>(l.counters)},
       {"ratelimit_capacity", static_cast<int64_t>(l.capacity)},
   };
-  std::vector<std::pair<const char*, int64_t>> cluster_rows;
+  std::vector<std::pair<std::string, int64_t>> cluster_rows;
   if (cluster_) {
     const ClusterNode::Stats c = cluster_->stats();
     const Replication::Stats rs = replication_->stats();
@@ -949,6 +949,14 @@ void Server::WriteStats(wire::Writer& out) {
                     {"cluster_import_failures", static_cast<int64_t>(c.import_failures)},
                     {"cluster_redirects", static_cast<int64_t>(redirects_)},
                     {"cluster_registered", c.registered ? 1 : 0}};
+    for (const Replication::ShardRow& row : replication_->Shards()) {
+      const std::string prefix = "cluster_shard_" + std::to_string(row.shard) + "_";
+      cluster_rows.emplace_back(prefix + "role", static_cast<int64_t>(row.role));
+      cluster_rows.emplace_back(prefix + "term", static_cast<int64_t>(row.term));
+      cluster_rows.emplace_back(prefix + "seq", static_cast<int64_t>(row.seq));
+      if (row.role == Replication::Role::kPrimary)
+        cluster_rows.emplace_back(prefix + "lag", static_cast<int64_t>(row.lag));
+    }
   }
   out.Map(static_cast<uint32_t>(std::size(rows) + cluster_rows.size()));
   for (const auto& [name, v] : rows) {

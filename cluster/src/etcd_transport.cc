@@ -2,9 +2,11 @@
 
 #include <charconv>
 #include <exception>
+#include <mutex>
 #include <utility>
 
 #include "etcd_base64.h"
+#include "http_connection.h"
 
 namespace cachet::cluster::detail {
 namespace {
@@ -90,16 +92,17 @@ std::string Excerpt(std::string_view text) {
   return out;
 }
 
-std::string DescribeTransportError(httplib::Error e, std::chrono::milliseconds timeout) {
-  switch (e) {
-    case httplib::Error::Connection:
-    case httplib::Error::ConnectionTimeout: return "cannot connect";
-    case httplib::Error::Read:
+std::string DescribeTransportError(const HttpOutcome& outcome, std::chrono::milliseconds timeout) {
+  switch (outcome.failure) {
+    case HttpFailure::kNone: return "no error";
+    case HttpFailure::kCannotConnect: return "cannot connect";
+    case HttpFailure::kNoAnswer:
       return "no answer (connection closed, or nothing within " + std::to_string(timeout.count()) + " ms)";
-    case httplib::Error::Write: return "cannot send the request";
-    case httplib::Error::Canceled: return "canceled";
-    default: return "HTTP client error " + httplib::to_string(e);
+    case HttpFailure::kCannotSend: return "cannot send the request";
+    case HttpFailure::kCanceled: return "canceled";
+    case HttpFailure::kOther: break;
   }
+  return outcome.detail;
 }
 
 }  // namespace
@@ -123,17 +126,10 @@ Result<std::vector<Endpoint>> ParseEndpoints(std::string_view list) {
 }
 
 struct EtcdTransport::Connection {
-  explicit Connection(Endpoint e) : endpoint(std::move(e)), client(endpoint.host, endpoint.port) {
-    client.set_keep_alive(true);
-    // httplib writes a request's headers and its body separately: with
-    // Nagle's algorithm on, the body waits for the ACK of the headers,
-    // which the server delays by 40 ms (measured: 45-48 ms a call, against
-    // etcd on loopback, instead of well under one).
-    client.set_tcp_nodelay(true);
-  }
+  Connection(Endpoint e, std::unique_ptr<HttpConnection> h) : endpoint(std::move(e)), http(std::move(h)) {}
   const Endpoint endpoint;
-  std::mutex mu;  // held for a whole request: one at a time on `client`
-  httplib::ClientImpl client;
+  std::mutex mu;  // held for a whole request: one at a time on `http`
+  const std::unique_ptr<HttpConnection> http;
 };
 
 // Why one attempt on one endpoint failed.
@@ -154,34 +150,20 @@ tl::expected<void, AttemptFailure> Post(EtcdTransport::Connection& c, const char
                                         std::chrono::milliseconds connect_timeout,
                                         std::chrono::milliseconds read_timeout, const BodyReceiver& on_body) {
   std::lock_guard<std::mutex> lock(c.mu);
-  c.client.set_connection_timeout(connect_timeout);
-  c.client.set_read_timeout(read_timeout);
-  c.client.set_write_timeout(connect_timeout);
-
-  httplib::Request req;
-  req.method = "POST";
-  req.path = path;
-  req.body = body;
-  req.set_header("Content-Type", "application/json");
-  int status = 0;
   std::string refusal;  // the body of a non-200 answer
   bool too_large = false;
-  req.response_handler = [&status](const httplib::Response& res) {
-    status = res.status;
-    return true;
-  };
-  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-    if (status == 200) return on_body(std::string_view(data, n));
-    if (refusal.size() + n > kMaxAnswerBytes) {
-      too_large = true;
-      return false;
-    }
-    refusal.append(data, n);
-    return true;
-  };
-  httplib::Response res;
-  httplib::Error error = httplib::Error::Success;
-  const bool ok = c.client.send(req, res, error);
+  const HttpOutcome outcome =
+      c.http->Post(path, body, connect_timeout, read_timeout, [&](int status, std::string_view bytes) {
+        if (status == 200) return on_body(bytes);
+        if (refusal.size() + bytes.size() > kMaxAnswerBytes) {
+          too_large = true;
+          return false;
+        }
+        refusal.append(bytes);
+        return true;
+      });
+  const int status = outcome.status;
+  const bool ok = outcome.failure == HttpFailure::kNone;
   const std::string where = "etcd at " + c.endpoint.url + ": POST " + path + ": ";
   if (too_large) {
     return tl::unexpected(AttemptFailure{
@@ -189,17 +171,17 @@ tl::expected<void, AttemptFailure> Post(EtcdTransport::Connection& c, const char
         true});
   }
   if (!ok && status == 0) {
-    const bool unreachable = error == httplib::Error::Connection || error == httplib::Error::ConnectionTimeout;
+    const bool unreachable = outcome.failure == HttpFailure::kCannotConnect;
     return tl::unexpected(
         AttemptFailure{Error{unreachable ? ErrorCode::kUnavailable : ErrorCode::kTimeout,
-                             where + DescribeTransportError(error, unreachable ? connect_timeout : read_timeout)},
+                             where + DescribeTransportError(outcome, unreachable ? connect_timeout : read_timeout)},
                        !unreachable, true});
   }
   if (status == 200) {
     if (ok) return {};
     return tl::unexpected(
-        AttemptFailure{Error{error == httplib::Error::Canceled ? ErrorCode::kProtocol : ErrorCode::kUnavailable,
-                             where + "the answer broke off: " + DescribeTransportError(error, read_timeout)},
+        AttemptFailure{Error{outcome.failure == HttpFailure::kCanceled ? ErrorCode::kProtocol : ErrorCode::kUnavailable,
+                             where + "the answer broke off: " + DescribeTransportError(outcome, read_timeout)},
                        true, true});
   }
   // A refusal: the gateway's {"error", "message", "code"}.
@@ -216,7 +198,7 @@ tl::expected<void, AttemptFailure> Post(EtcdTransport::Connection& c, const char
   return tl::unexpected(AttemptFailure{
       Error{ErrorCode::kProtocol, where + "HTTP " + std::to_string(status) +
                                       " that is not etcd's: " + Excerpt(refusal) +
-                                      (ok ? "" : " (" + DescribeTransportError(error, read_timeout) + ")")},
+                                      (ok ? "" : " (" + DescribeTransportError(outcome, read_timeout) + ")")},
       true, true});
 }
 
@@ -226,18 +208,23 @@ Result<std::unique_ptr<EtcdTransport>> EtcdTransport::Create(const EtcdOptions& 
   if (auto valid = options.Validate(); !valid) return tl::unexpected(valid.error());
   auto endpoints = ParseEndpoints(options.endpoints);
   if (!endpoints) return tl::unexpected(endpoints.error());
-  return std::unique_ptr<EtcdTransport>(new EtcdTransport(options, std::move(*endpoints)));
+  std::vector<std::unique_ptr<Connection>> connections;
+  for (Endpoint& e : *endpoints) {
+    auto http = ConnectHttp(e.host, e.port);
+    if (!http) return tl::unexpected(http.error());
+    connections.push_back(std::make_unique<Connection>(std::move(e), std::move(*http)));
+  }
+  return std::unique_ptr<EtcdTransport>(new EtcdTransport(options, std::move(connections)));
 }
 
-EtcdTransport::EtcdTransport(EtcdOptions options, std::vector<Endpoint> endpoints) : options_(std::move(options)) {
-  for (Endpoint& e : endpoints) connections_.push_back(std::make_unique<Connection>(std::move(e)));
-}
+EtcdTransport::EtcdTransport(EtcdOptions options, std::vector<std::unique_ptr<Connection>> connections)
+    : options_(std::move(options)), connections_(std::move(connections)) {}
 
 EtcdTransport::~EtcdTransport() = default;
 
 void EtcdTransport::Stop() {
   stopped_.store(true, std::memory_order_release);
-  for (auto& c : connections_) c->client.stop();  // thread-safe in httplib: shuts the socket down
+  for (auto& c : connections_) c->http->Stop();
 }
 
 Result<Answer> EtcdTransport::Call(const char* path, const Json& request, Failover failover,

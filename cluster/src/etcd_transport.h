@@ -1,6 +1,6 @@
 // EtcdTransport: HTTP POSTs of JSON to etcd's v3 gateway over a list of
 // endpoints, and the JSON decoding every part of the etcd client shares.
-// Private to the cluster library (it exposes httplib and nlohmann-json).
+// Private to the cluster library (it exposes nlohmann-json).
 //
 // Each endpoint has one keep-alive connection; a request holds its
 // endpoint's mutex for its whole length, so requests from several threads
@@ -9,14 +9,11 @@
 // etcd returns at once, and refuses all later requests.
 #pragma once
 
-#include <httplib.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -87,7 +84,7 @@ class EtcdTransport {
   struct Connection;  // one endpoint's HTTP client (defined in the .cc)
 
  private:
-  EtcdTransport(EtcdOptions options, std::vector<Endpoint> endpoints);
+  EtcdTransport(EtcdOptions options, std::vector<std::unique_ptr<Connection>> connections);
 
   EtcdOptions options_;
   std::vector<std::unique_ptr<Connection>> connections_;

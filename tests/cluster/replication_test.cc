@@ -13,6 +13,7 @@
 #include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -161,6 +162,23 @@ TEST_F(ReplicationTest, EveryWriteReachesEveryCopyAndOnlyPrimariesServeInStrongM
   ASSERT_TRUE(WaitHealthy());
   // Every copy holds every key (300 - 1 deleted + the counter).
   for (const auto& [id, node] : nodes_) EXPECT_EQ(Stats(id)["entries"], 300) << id;
+  // STATS gives each node's role per shard; caught up, every copy of a
+  // shard is at its primary's term and seq.
+  std::map<uint32_t, std::set<std::pair<int64_t, int64_t>>> positions;  // shard -> {(term, seq)}
+  int64_t entries_written = 0;
+  for (const auto& [id, node] : nodes_) {
+    auto s = Stats(id);
+    for (const auto& [shard, primary] : primaries) {
+      const std::string row = "cluster_shard_" + std::to_string(shard) + "_";
+      EXPECT_EQ(s[row + "role"], primary == id ? 1 : 2) << id << " " << row;
+      EXPECT_EQ(s.count(row + "lag"), primary == id ? 1u : 0u) << id << " " << row;
+      EXPECT_EQ(s[row + "lag"], 0) << id << " " << row;
+      positions[shard].insert({s[row + "term"], s[row + "seq"]});
+      if (primary == id) entries_written += s[row + "seq"];
+    }
+  }
+  for (const auto& [shard, at] : positions) EXPECT_EQ(at.size(), 1u) << "copies of shard " << shard << " differ";
+  EXPECT_GE(entries_written, 302);  // 300 sets, a delete, an increment (and each term's marker)
   // A replica sends reads to the primary in strong mode.
   const std::string key = "key:1";
   auto map = cluster::ShardMap::FromJson(etcd_client_->Get(Prefix() + "map").value()->value);

@@ -18,6 +18,28 @@ cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
 test -f "$work/prefix/lib/cmake/cachet/cachetConfig.cmake"
 test -f "$work/prefix/include/cachet/client.h"
 
+# A single node needs no cluster library at run time: cpp-httplib is the
+# cluster's HTTP module's alone, loaded only when a cluster is configured.
+for binary in "$work/prefix/bin/cachetd" "$work/prefix/lib/libcachet.so" "$work/prefix/bin/cachectl"; do
+  if ldd "$binary" | grep -q httplib; then
+    echo "$binary needs cpp-httplib at run time:" >&2
+    ldd "$binary" >&2
+    exit 1
+  fi
+done
+# The installed cachetd finds the installed module: with cluster settings it
+# gets as far as etcd (nothing listens on port 1) rather than failing to
+# load the module.
+cluster_out=$("$work/prefix/bin/cachetd" --segment "$name" --ipc "" --tcp tcp://127.0.0.1:0 --cluster c --node-id n1 \
+  --etcd http://127.0.0.1:1 2>&1 || true)
+rm -f "/dev/shm/$name"
+if ! grep -q "etcd at http://127.0.0.1:1: POST /v3/lease/grant: cannot connect" <<<"$cluster_out"; then
+  echo "the installed cachetd did not reach etcd with cluster settings:" >&2
+  echo "$cluster_out" >&2
+  exit 1
+fi
+echo "single node: no cpp-httplib; cluster: the module loads"
+
 cmake -S "$source_dir/examples/consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$work/prefix" \
   -DCMAKE_CXX_FLAGS="$extra_flags" > "$work/configure.log"
 cmake --build "$work/consumer" > "$work/build.log"

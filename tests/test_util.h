@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -26,6 +27,16 @@ inline std::string UniqueSegmentName(const std::string& what) {
 }
 
 // The whole file, or "" if it cannot be read.
+// The integer in environment variable `name`, or `fallback` when it is unset
+// or not a number (for tests that a developer scales up by hand).
+inline int EnvInt(const char* name, int fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr) return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  return end != text && *end == '\0' ? static_cast<int>(v) : fallback;
+}
+
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;

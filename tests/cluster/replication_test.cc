@@ -207,8 +207,7 @@ TEST_F(ReplicationTest, EveryWriteReachesEveryCopyAndOnlyPrimariesServeInStrongM
 TEST_F(ReplicationTest, KilledPrimariesAreReplacedWithinTwoSecondsAndLoseNoAcknowledgedWrite) {
   StartCluster({"n1", "n2", "n3"}, "strong");
   ASSERT_TRUE(WaitHealthy()) << AllLogs();
-  const char* env_kills = std::getenv("CACHET_FAILOVER_KILLS");
-  const int kills = env_kills ? std::max(1, std::atoi(env_kills)) : 20;
+  const int kills = std::max(1, testing::EnvInt("CACHET_FAILOVER_KILLS", 20));
   constexpr int kKeys = 12;
   constexpr int kClients = 3;
   testing::RegisterLoad load(kClients, kKeys, [&]() -> std::unique_ptr<KeyValueClient> {

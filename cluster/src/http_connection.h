@@ -21,9 +21,8 @@ namespace cachet::cluster::detail {
 
 // Raised whenever HttpConnection or HttpOutcome changes.
 inline constexpr int kHttpModuleAbi = 1;
-// The module's file name; the loader finds it through the run path of the
-// program or library that links the cluster code ($ORIGIN/../lib once
-// installed, the build tree's cluster/ folder before that).
+// The module's file name: installed beside libcachet, and found there from
+// the program or library that links the cluster code (http_connection.cc).
 inline constexpr const char* kHttpModuleFile = "libcachet_etcd_http.so";
 
 enum class HttpFailure {

@@ -188,31 +188,113 @@ Result<void> LimiterEngine::Commit(const CountedRule& r, uint64_t id, int64_t no
     return {};
   }
   const Algorithm a = r.rule.algorithm;
+  int64_t window_start = 0;
   auto updated = table_->Update(
       id, r.meta,
       [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
         LimiterState s = Unpack(a, v);
         out = detail::Decide(r.rule, s, now, cost, true);
         if (!out.allowed) return std::nullopt;
+        window_start = s.a;
         return Pack(a, s);
       },
       IdleAt{now});
   if (!updated) return tl::unexpected(std::move(updated.error()));
   written = *updated;
+  if (journal_ && written) Record(r, id, window_start, static_cast<int64_t>(cost));
   return {};
 }
 
 void LimiterEngine::Uncommit(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost) {
   if (r.rule.algorithm == Algorithm::kSlidingLog) return logs_.Uncommit(id, now, cost);
   const Algorithm a = r.rule.algorithm;
+  bool gave_back = false;
+  int64_t window_start = 0;
   (void)table_->Update(
       id, r.meta,
       [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
         LimiterState s = Unpack(a, v);
+        const LimiterState before = s;
         Uncount(r.rule, s, now, cost);
+        gave_back = s.b != before.b;
+        window_start = s.a;
         return Pack(a, s);
       },
       [](uint64_t, const CounterTable::Value&) { return false; });  // it was just counted: present
+  if (journal_ && gave_back && Additive(a)) Record(r, id, window_start, -static_cast<int64_t>(cost));
+}
+
+void LimiterEngine::Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost) {
+  if (!Additive(r.rule.algorithm)) return;
+  MyTally().journal->Push(Counted{id, r.meta, window_start, cost});
+}
+
+void LimiterEngine::Journal::Push(const Counted& c) {
+  const uint64_t h = head.load(std::memory_order_relaxed);
+  if (h - tail.load(std::memory_order_acquire) < kSize) {
+    ring[h % kSize] = c;
+    head.store(h + 1, std::memory_order_release);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(overflow_mu);
+  overflow.push_back(c);
+}
+
+void LimiterEngine::DrainJournal(const std::function<void(const Counted&)>& fn) {
+  std::vector<Journal*> journals;
+  {
+    std::lock_guard<std::mutex> lock(tallies_mu_);
+    for (const auto& [thread, t] : tallies_) {
+      if (t->journal) journals.push_back(t->journal.get());
+    }
+  }
+  std::vector<Counted> spilled;
+  for (Journal* j : journals) {
+    const uint64_t t = j->tail.load(std::memory_order_relaxed);
+    const uint64_t h = j->head.load(std::memory_order_acquire);
+    for (uint64_t i = t; i < h; ++i) fn(j->ring[i % Journal::kSize]);
+    j->tail.store(h, std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> lock(j->overflow_mu);
+      spilled.swap(j->overflow);
+    }
+    for (const Counted& c : spilled) fn(c);
+    spilled.clear();
+  }
+}
+
+Result<void> LimiterEngine::AddCounted(uint64_t id, uint64_t meta, int64_t window_start, uint64_t count) {
+  const Algorithm a = AlgorithmOf(meta);
+  const int64_t w = WindowOf(meta);
+  if (!Additive(a) || w <= 0 || window_start % w != 0 || count == 0) {
+    return MakeError(ErrorCode::kInvalidArgument, "not a count that adds up: algorithm " +
+                                                      std::to_string(static_cast<int>(a)) + ", window " +
+                                                      std::to_string(w) + " ms, start " + std::to_string(window_start));
+  }
+  const auto n = static_cast<int64_t>(std::min<uint64_t>(count, 0xffffffffu));
+  auto updated = table_->Update(
+      id, meta,
+      [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
+        LimiterState s = Unpack(a, v);
+        if (s.a == window_start) {
+          s.b += n;
+        } else if (s.a < window_start) {  // the first count of a newer window
+          const int64_t previous = a == Algorithm::kSlidingWindow && s.a == window_start - w ? s.b : 0;
+          s = LimiterState{window_start, n, previous};
+        } else if (a == Algorithm::kSlidingWindow && s.a == window_start + w) {
+          s.c += n;  // the window before the counter's still weighs in
+        } else {
+          return std::nullopt;  // a window already behind this counter
+        }
+        if (a == Algorithm::kSlidingWindow) {  // 32 bits each in the table
+          s.b = std::min<int64_t>(s.b, 0xffffffff);
+          s.c = std::min<int64_t>(s.c, 0xffffffff);
+        }
+        return Pack(a, s);
+      },
+      IdleAt{clock_.NowMs()});
+  if (!updated) return tl::unexpected(std::move(updated.error()));
+  return {};
 }
 
 Result<Decision> LimiterEngine::Check(std::string_view key, std::string_view tier_name, uint64_t cost) {
@@ -326,7 +408,10 @@ LimiterEngine::Tally& LimiterEngine::MyTally() {
   std::lock_guard<std::mutex> lock(tallies_mu_);
   // A thread id is reused only after its thread ended: the tally keeps one writer.
   std::unique_ptr<Tally>& mine = tallies_[std::this_thread::get_id()];
-  if (!mine) mine = std::make_unique<Tally>();
+  if (!mine) {
+    mine = std::make_unique<Tally>();
+    if (journal_) mine->journal = std::make_unique<Journal>();
+  }
   cache[next++ % std::size(cache)] = Entry{serial_, mine.get()};
   return *mine;
 }

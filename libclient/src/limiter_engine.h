@@ -82,6 +82,30 @@ class LimiterEngine {
   uint64_t ReclaimIdle(uint64_t max_slots);
   RateLimiterStats Stats() const;
 
+  // The journal, for limiters that share counts with other hosts (gossip).
+  // When enabled, every count a fixed- or sliding-window rule takes or
+  // gives back is also recorded, by the deciding thread in a queue of its
+  // own (no lock, no shared cache line), for DrainJournal to collect.
+  struct Counted {
+    uint64_t id = 0;
+    uint64_t meta = 0;         // how the counter counts (algorithm, window)
+    int64_t window_start = 0;  // the window the count fell in
+    int64_t cost = 0;          // negative: given back
+  };
+  // REQUIRES: before the first Check.
+  void EnableJournal() { journal_ = true; }
+  // Hands every count recorded since the last call to `fn`. From one
+  // thread at a time.
+  void DrainJournal(const std::function<void(const Counted&)>& fn);
+  // Adds `count` that other hosts took in the window starting at
+  // `window_start` to counter `id` (placed with `meta` if new). A count for
+  // a window the counter has left behind is dropped (sliding windows still
+  // take one for the window before theirs).
+  Result<void> AddCounted(uint64_t id, uint64_t meta, int64_t window_start, uint64_t count);
+  // Whether an algorithm's counts add up across hosts (fixed and sliding
+  // windows do; a token bucket's arrival time and a sliding log do not).
+  static bool Additive(Algorithm a) { return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow; }
+
   // A seam for tests: runs on the deciding thread after a multi-rule
   // decision has looked at every rule and before it counts, so a test can
   // put another decision exactly there. REQUIRES: no Check in flight.
@@ -113,9 +137,23 @@ class LimiterEngine {
   // Decision counts, one tally per thread: each has a single writer, so
   // counting takes no locked instruction. A thread finds its tally through
   // a small thread-local cache keyed by the engine's serial number.
+  // A single-producer, single-consumer ring of counts (the deciding thread
+  // and DrainJournal); a full ring spills into `overflow`, under its lock.
+  struct Journal {
+    static constexpr size_t kSize = 4096;
+    Counted ring[kSize];
+    alignas(64) std::atomic<uint64_t> head{0};  // written by the producer
+    alignas(64) std::atomic<uint64_t> tail{0};  // written by the consumer
+    std::mutex overflow_mu;
+    std::vector<Counted> overflow;  // guarded by overflow_mu
+    void Push(const Counted& c);
+  };
   struct alignas(64) Tally {
     std::atomic<uint64_t> allowed{0}, denied{0}, shadow_denied{0}, given_back{0};
+    std::unique_ptr<Journal> journal;  // when the engine keeps one; set before the thread's first count
   };
+  void Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost);
+  bool journal_ = false;
   Tally& MyTally();
   const uint64_t serial_;
   mutable std::mutex tallies_mu_;

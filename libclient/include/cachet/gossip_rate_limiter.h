@@ -1,0 +1,107 @@
+// cachet::GossipRateLimiter: one limit across many hosts at in-process
+// speed. Each host decides locally, in its own counter table, and tells its
+// peers over ZeroMQ PUB/SUB what it counted; every host adds its peers'
+// counts to its own table, so each sees (about) the global count.
+//
+//   cachet::GossipOptions g;
+//   g.bind = "tcp://10.0.0.1:7400";                       // this host's PUB
+//   g.peers = {"tcp://10.0.0.2:7400", "tcp://10.0.0.3:7400"};
+//   auto limiter = cachet::GossipRateLimiter::Create(policy, g);
+//   auto d = (*limiter)->Check(api_key, "premium");
+//
+// Every sync interval (default 10 ms) a background thread publishes, for
+// each counter this host counted in since the last time, its own total in
+// the window (not a delta): a peer applies what exceeds the total it has
+// already seen from this host, so a message that is lost, repeated or late
+// loses or doubles nothing; the next one carries the total again. Every
+// snapshot interval (default 1 s) it publishes all its totals of the
+// windows still open, which is how a peer that missed messages, joined or
+// restarted catches up. Each message carries the sender's id, a number
+// drawn when it started (a restarted sender counts afresh, beside what its
+// peers already took from its previous life) and a sequence number (gaps
+// are counted in the stats).
+//
+// Between two syncs a host knows nothing of its peers' newest counts: with
+// H hosts, sync interval I and a combined rate R, up to about R * I requests
+// can be admitted over the limit per window (docs/design.md derives it).
+//
+// Only rules whose counts add up across hosts are allowed: fixed and
+// sliding windows (Create refuses token buckets and sliding logs). Windows
+// are aligned to the wall clock, so hosts need synchronized clocks (NTP).
+//
+// Thread safety: every method may be called from any thread. A dead or slow
+// peer never blocks a decision: decisions touch only the local table.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cachet/clock.h"
+#include "cachet/rate_limiter.h"
+#include "cachet/result.h"
+
+namespace cachet {
+
+struct GossipOptions {
+  // Unique among the peers; default: hostname:pid.
+  std::string node_id;
+  // Where this limiter's PUB socket binds (tcp://host:port; port 0 picks a
+  // free one, see endpoint()).
+  std::string bind = "tcp://127.0.0.1:0";
+  // The peers' PUB endpoints. SetPeers changes them at run time.
+  std::vector<std::string> peers;
+  std::chrono::milliseconds sync_interval{10};
+  std::chrono::milliseconds snapshot_interval{1000};
+  // (key, rule) counters alive at once in this host's table.
+  uint64_t capacity = uint64_t{1} << 20;
+  // Problems of the sync thread (a peer that cannot be reached, a malformed
+  // message, once per kind): by default a line on stderr.
+  std::function<void(const std::string& line)> on_error;
+
+  Result<void> Validate() const;
+};
+
+struct GossipStats {
+  RateLimiterStats local;
+  uint64_t messages_sent = 0;
+  uint64_t messages_received = 0;
+  uint64_t counts_applied = 0;     // cost units taken from peers
+  uint64_t sequence_gaps = 0;      // messages from a peer that never arrived
+  uint64_t malformed_messages = 0;  // refused, each logged once per sender
+  uint64_t peers = 0;               // connected PUB endpoints
+  uint64_t senders = 0;             // distinct senders heard from
+};
+
+class GossipRateLimiter {
+ public:
+  static Result<std::unique_ptr<GossipRateLimiter>> Create(RateLimitPolicy policy, GossipOptions options,
+                                                           const Clock& clock = CoarseClock::Instance());
+  ~GossipRateLimiter();
+  GossipRateLimiter(const GossipRateLimiter&) = delete;
+  GossipRateLimiter& operator=(const GossipRateLimiter&) = delete;
+
+  // As RateLimiter::Check.
+  Result<Decision> Check(std::string_view key, std::string_view tier, uint64_t cost = 1);
+  // Validates and installs a new policy; counters of unchanged rules stay.
+  Result<void> SetPolicy(RateLimitPolicy policy);
+  // Connects to `peers` and drops the others (membership changes).
+  Result<void> SetPeers(std::vector<std::string> peers);
+
+  // The PUB endpoint peers connect to (the port bound when `bind` had 0).
+  const std::string& endpoint() const;
+  const std::string& node_id() const;
+  GossipStats Stats() const;
+
+  class Impl;
+
+ private:
+  explicit GossipRateLimiter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cachet

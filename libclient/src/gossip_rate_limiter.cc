@@ -1,0 +1,433 @@
+#include "cachet/gossip_rate_limiter.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <zmq.hpp>
+
+#include "limiter_engine.h"
+#include "protocol.h"
+#include "zmq_io.h"
+
+namespace cachet {
+namespace {
+
+using Steady = std::chrono::steady_clock;
+using detail::LimiterEngine;
+
+// A message: one frame, one msgpack array
+//   ["cachet-gossip", 1, sender, incarnation, seq, [[id, meta, window, total], ...]]
+// `total` is everything the sender counted for counter `id` in the window
+// starting at `window` (ms since the epoch); `meta` says how the counter
+// counts (algorithm and window length), as the sender's table places it.
+constexpr std::string_view kMagic = "cachet-gossip";
+constexpr uint64_t kVersion = 1;
+constexpr size_t kMaxEntriesPerMessage = 2048;
+constexpr size_t kMaxSenderBytes = 256;
+constexpr int kHighWaterMark = 10'000;  // messages queued per peer before PUB drops (totals repair it)
+
+struct WindowKey {
+  uint64_t id;
+  int64_t window;
+  bool operator==(const WindowKey& o) const { return id == o.id && window == o.window; }
+};
+struct WindowKeyHash {
+  size_t operator()(const WindowKey& k) const { return k.id ^ (static_cast<uint64_t>(k.window) * 0x9e3779b97f4a7c15ull); }
+};
+
+int64_t WindowLength(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
+
+// A window's counts matter until the window after it has passed (a sliding
+// window weighs the previous one).
+bool Closed(int64_t window, uint64_t meta, int64_t now_ms) { return window + 2 * WindowLength(meta) <= now_ms; }
+
+std::string DefaultNodeId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "host");
+  return std::string(host) + ":" + std::to_string(getpid());
+}
+
+bool LooksLikeEndpoint(const std::string& e) {
+  return e.rfind("tcp://", 0) == 0 || e.rfind("ipc://", 0) == 0 || e.rfind("inproc://", 0) == 0;
+}
+
+Result<void> CheckAdditive(const Rule& r) {
+  if (LimiterEngine::Additive(r.algorithm)) return {};
+  return MakeError(ErrorCode::kInvalidArgument,
+                   "rule '" + r.name + "': the " + AlgorithmName(r.algorithm) +
+                       " algorithm cannot be shared between hosts (use fixed_window or sliding_window)");
+}
+
+}  // namespace
+
+Result<void> GossipOptions::Validate() const {
+  if (!LooksLikeEndpoint(bind)) {
+    return MakeError(ErrorCode::kInvalidArgument, "gossip bind '" + bind + "': expected tcp://, ipc:// or inproc://");
+  }
+  for (const std::string& p : peers) {
+    if (!LooksLikeEndpoint(p)) {
+      return MakeError(ErrorCode::kInvalidArgument, "gossip peer '" + p + "': expected tcp://, ipc:// or inproc://");
+    }
+  }
+  if (sync_interval.count() < 1 || sync_interval > std::chrono::seconds(10)) {
+    return MakeError(ErrorCode::kInvalidArgument, "gossip sync_interval must be 1 ms to 10 s");
+  }
+  if (snapshot_interval < sync_interval || snapshot_interval > std::chrono::minutes(1)) {
+    return MakeError(ErrorCode::kInvalidArgument, "gossip snapshot_interval must be from sync_interval to 1 minute");
+  }
+  if (node_id.size() > kMaxSenderBytes) {
+    return MakeError(ErrorCode::kInvalidArgument, "gossip node_id is over " + std::to_string(kMaxSenderBytes) + " bytes");
+  }
+  return {};
+}
+
+class GossipRateLimiter::Impl {
+ public:
+  Impl(std::unique_ptr<CounterTable> table, const cachet::Clock& clock, GossipOptions options)
+      : engine_(std::move(table), clock), clock_(clock), options_(std::move(options)) {
+    if (options_.node_id.empty()) options_.node_id = DefaultNodeId();
+    engine_.EnableJournal();
+    incarnation_ = static_cast<uint64_t>(Steady::now().time_since_epoch().count()) ^
+                   (static_cast<uint64_t>(getpid()) << 32) ^ reinterpret_cast<uintptr_t>(this);
+  }
+
+  ~Impl() {
+    stop_.store(true, std::memory_order_release);
+    if (thread_.joinable()) thread_.join();
+  }
+
+  Result<void> Start() {
+    try {
+      pub_ = zmq::socket_t(context_, zmq::socket_type::pub);
+      pub_.set(zmq::sockopt::linger, 0);
+      pub_.set(zmq::sockopt::sndhwm, kHighWaterMark);
+      pub_.bind(options_.bind);
+      endpoint_ = pub_.get(zmq::sockopt::last_endpoint);
+      sub_ = zmq::socket_t(context_, zmq::socket_type::sub);
+      sub_.set(zmq::sockopt::linger, 0);
+      sub_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
+      sub_.set(zmq::sockopt::subscribe, "");
+      for (const std::string& p : options_.peers) Connect(p);
+    } catch (const zmq::error_t& e) {
+      return MakeError(ErrorCode::kInvalidArgument, "gossip: cannot bind '" + options_.bind + "' or connect to a peer: " + e.what());
+    }
+    thread_ = std::thread([this] { Run(); });
+    return {};
+  }
+
+  LimiterEngine& engine() { return engine_; }
+  const std::string& endpoint() const { return endpoint_; }
+  const std::string& node_id() const { return options_.node_id; }
+
+  void SetPeers(std::vector<std::string> peers) {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    pending_peers_ = std::move(peers);
+  }
+
+  GossipStats Stats() const {
+    GossipStats s;
+    s.local = engine_.Stats();
+    s.messages_sent = sent_.load(std::memory_order_relaxed);
+    s.messages_received = received_.load(std::memory_order_relaxed);
+    s.counts_applied = applied_.load(std::memory_order_relaxed);
+    s.sequence_gaps = gaps_.load(std::memory_order_relaxed);
+    s.malformed_messages = malformed_.load(std::memory_order_relaxed);
+    s.peers = peer_count_.load(std::memory_order_relaxed);
+    s.senders = sender_count_.load(std::memory_order_relaxed);
+    return s;
+  }
+
+ private:
+  struct Own {
+    uint64_t meta = 0;
+    int64_t total = 0;
+    bool dirty = false;
+  };
+  struct Sender {
+    uint64_t last_seq = 0;
+    struct Seen {
+      uint64_t total = 0;  // already applied
+      uint64_t meta = 0;
+    };
+    std::unordered_map<WindowKey, Seen, WindowKeyHash> seen;
+  };
+
+  // The sync thread: the only user of the sockets and of everything below.
+  void Run() {
+    auto next_sync = Steady::now() + options_.sync_interval;
+    auto next_snapshot = Steady::now() + options_.snapshot_interval;
+    while (!stop_.load(std::memory_order_acquire)) {
+      zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
+      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_sync - Steady::now());
+      try {
+        if (zmqio::Poll(&item, 1, std::max(wait, std::chrono::milliseconds(0))) > 0) ReceiveAll();
+        const auto now = Steady::now();
+        if (now < next_sync) continue;
+        next_sync = now + options_.sync_interval;
+        TakePeers();
+        Collect();
+        const bool snapshot = now >= next_snapshot;
+        if (snapshot) next_snapshot = now + options_.snapshot_interval;
+        Publish(snapshot);
+        Expire();
+      } catch (const zmq::error_t& e) {
+        Report("gossip: " + std::string(e.what()));
+      }
+    }
+  }
+
+  void Connect(const std::string& peer) {
+    sub_.connect(peer);
+    peers_.insert(peer);
+    peer_count_.store(peers_.size(), std::memory_order_relaxed);
+  }
+
+  void TakePeers() {
+    std::optional<std::vector<std::string>> next;
+    {
+      std::lock_guard<std::mutex> lock(peers_mu_);
+      next.swap(pending_peers_);
+    }
+    if (!next) return;
+    const std::set<std::string> wanted(next->begin(), next->end());
+    for (auto it = peers_.begin(); it != peers_.end();) {
+      if (wanted.count(*it) == 0) {
+        try {
+          sub_.disconnect(*it);
+        } catch (const zmq::error_t& e) {
+          Report("gossip: disconnecting from " + *it + ": " + e.what());
+        }
+        it = peers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (const std::string& p : wanted) {
+      if (peers_.count(p) != 0) continue;
+      try {
+        Connect(p);
+      } catch (const zmq::error_t& e) {
+        Report("gossip: cannot connect to peer " + p + ": " + e.what());
+      }
+    }
+    peer_count_.store(peers_.size(), std::memory_order_relaxed);
+  }
+
+  // This host's counts since the last sync, into its totals.
+  void Collect() {
+    engine_.DrainJournal([this](const LimiterEngine::Counted& c) {
+      Own& own = own_[WindowKey{c.id, c.window_start}];
+      own.meta = c.meta;
+      own.total = std::max<int64_t>(0, own.total + c.cost);
+      own.dirty = true;
+    });
+  }
+
+  void Publish(bool snapshot) {
+    std::vector<std::pair<const WindowKey*, Own*>> entries;
+    for (auto& [key, own] : own_) {
+      if (own.dirty || snapshot) entries.emplace_back(&key, &own);
+      own.dirty = false;
+    }
+    for (size_t first = 0; first < entries.size(); first += kMaxEntriesPerMessage) {
+      const size_t n = std::min(kMaxEntriesPerMessage, entries.size() - first);
+      wire::Writer w;
+      w.Array(6);
+      w.Str(kMagic);
+      w.Uint(kVersion);
+      w.Str(options_.node_id);
+      w.Uint(incarnation_);
+      w.Uint(++seq_);
+      w.Array(static_cast<uint32_t>(n));
+      for (size_t i = first; i < first + n; ++i) {
+        w.Array(4);
+        w.Uint(entries[i].first->id);
+        w.Uint(entries[i].second->meta);
+        w.Int(entries[i].first->window);
+        w.Uint(static_cast<uint64_t>(entries[i].second->total));
+      }
+      // PUB never blocks: past the high-water mark a peer misses the
+      // message and the next total (or snapshot) makes up for it.
+      (void)zmqio::RetryOnEintr(
+          [&] { return pub_.send(zmq::const_buffer(w.data(), w.size()), zmq::send_flags::dontwait); });
+      sent_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  void ReceiveAll() {
+    zmq::message_t msg;
+    while (zmqio::RetryOnEintr([&] { return sub_.recv(msg, zmq::recv_flags::dontwait); })) {
+      received_.fetch_add(1, std::memory_order_relaxed);
+      if (auto ok = Apply(static_cast<const char*>(msg.data()), msg.size()); !ok) {
+        malformed_.fetch_add(1, std::memory_order_relaxed);
+        if (malformed_logged_.insert(ok.error().message.substr(0, 64)).second) Report(ok.error().message);
+      }
+    }
+  }
+
+  Result<void> Apply(const char* data, size_t size) {
+    msgpack::object_handle handle;
+    try {
+      handle = msgpack::unpack(data, size);
+    } catch (const std::exception& e) {
+      return MakeError(ErrorCode::kProtocol, std::string("gossip: a message that is not msgpack: ") + e.what());
+    }
+    const msgpack::object& o = handle.get();
+    if (o.type != msgpack::type::ARRAY || o.via.array.size != 6) {
+      return MakeError(ErrorCode::kProtocol, "gossip: a message that is not a 6-element array");
+    }
+    const msgpack::object* f = o.via.array.ptr;
+    auto magic = wire::BytesArg(f[0], "magic");
+    if (!magic || *magic != kMagic) return MakeError(ErrorCode::kProtocol, "gossip: a message without the magic");
+    auto version = wire::UintArg(f[1], "version");
+    if (!version || *version != kVersion) {
+      return MakeError(ErrorCode::kProtocol, "gossip: a message of version " +
+                                                 (version ? std::to_string(*version) : std::string("?")) +
+                                                 " (this limiter speaks " + std::to_string(kVersion) + ")");
+    }
+    auto sender = wire::BytesArg(f[2], "sender");
+    auto incarnation = wire::UintArg(f[3], "incarnation");
+    auto seq = wire::UintArg(f[4], "seq");
+    if (!sender || sender->empty() || sender->size() > kMaxSenderBytes || !incarnation || !seq ||
+        f[5].type != msgpack::type::ARRAY) {
+      return MakeError(ErrorCode::kProtocol, "gossip: a message with a bad header");
+    }
+    const msgpack::object_array& entries = f[5].via.array;
+    // Every entry is checked before any is applied: a bad message changes nothing.
+    struct Entry {
+      uint64_t id, meta;
+      int64_t window;
+      uint64_t total;
+    };
+    std::vector<Entry> parsed;
+    parsed.reserve(entries.size);
+    for (uint32_t i = 0; i < entries.size; ++i) {
+      const msgpack::object& e = entries.ptr[i];
+      if (e.type != msgpack::type::ARRAY || e.via.array.size != 4) {
+        return MakeError(ErrorCode::kProtocol, "gossip: from " + std::string(*sender) + ": entry " + std::to_string(i) +
+                                                   " is not [id, meta, window, total]");
+      }
+      auto id = wire::UintArg(e.via.array.ptr[0], "id");
+      auto meta = wire::UintArg(e.via.array.ptr[1], "meta");
+      auto window = wire::IntArg(e.via.array.ptr[2], "window");
+      auto total = wire::UintArg(e.via.array.ptr[3], "total");
+      const bool valid = id && *id != 0 && meta && window && total && LimiterEngine::Additive(static_cast<Algorithm>(*meta & 0xff)) &&
+                         WindowLength(*meta) > 0 && *window >= 0 && *window % WindowLength(*meta) == 0;
+      if (!valid) {
+        return MakeError(ErrorCode::kProtocol,
+                         "gossip: from " + std::string(*sender) + ": entry " + std::to_string(i) + " is not a window count");
+      }
+      parsed.push_back(Entry{*id, *meta, *window, *total});
+    }
+    if (*sender == options_.node_id && *incarnation == incarnation_) return {};  // our own, looped back
+    auto [it, added] = senders_.try_emplace({std::string(*sender), *incarnation});
+    if (added) sender_count_.store(senders_.size(), std::memory_order_relaxed);
+    Sender& s = it->second;
+    if (s.last_seq != 0 && *seq > s.last_seq + 1) gaps_.fetch_add(*seq - s.last_seq - 1, std::memory_order_relaxed);
+    s.last_seq = std::max(s.last_seq, *seq);
+    const int64_t now = clock_.NowMs();
+    for (const Entry& e : parsed) {
+      if (Closed(e.window, e.meta, now)) continue;
+      Sender::Seen& seen = s.seen[WindowKey{e.id, e.window}];
+      seen.meta = e.meta;
+      if (e.total <= seen.total) continue;
+      if (auto ok = engine_.AddCounted(e.id, e.meta, e.window, e.total - seen.total); !ok) {
+        Report("gossip: counts from " + std::string(*sender) + " not applied: " + ok.error().message);
+        continue;  // NO_SPACE: the table is full; the next total tries again
+      }
+      applied_.fetch_add(e.total - seen.total, std::memory_order_relaxed);
+      seen.total = e.total;
+    }
+    return {};
+  }
+
+  // Forgets the windows that no longer limit anything.
+  void Expire() {
+    const int64_t now = clock_.NowMs();
+    for (auto it = own_.begin(); it != own_.end();) {
+      it = Closed(it->first.window, it->second.meta, now) ? own_.erase(it) : std::next(it);
+    }
+    for (auto& [who, s] : senders_) {
+      for (auto it = s.seen.begin(); it != s.seen.end();) {
+        it = Closed(it->first.window, it->second.meta, now) ? s.seen.erase(it) : std::next(it);
+      }
+    }
+  }
+
+  void Report(const std::string& line) const {
+    if (options_.on_error) {
+      options_.on_error(line);
+    } else {
+      std::fprintf(stderr, "cachet: %s\n", line.c_str());
+    }
+  }
+
+  LimiterEngine engine_;
+  const cachet::Clock& clock_;
+  GossipOptions options_;
+  uint64_t incarnation_ = 0;
+  zmq::context_t context_{1};
+  zmq::socket_t pub_, sub_;
+  std::string endpoint_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  std::mutex peers_mu_;
+  std::optional<std::vector<std::string>> pending_peers_;  // guarded by peers_mu_
+
+  // The sync thread's alone:
+  std::set<std::string> peers_;
+  std::unordered_map<WindowKey, Own, WindowKeyHash> own_;
+  std::map<std::pair<std::string, uint64_t>, Sender> senders_;  // by (node id, incarnation)
+  std::set<std::string> malformed_logged_;
+  uint64_t seq_ = 0;
+
+  std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, peer_count_{0}, sender_count_{0};
+};
+
+GossipRateLimiter::GossipRateLimiter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+GossipRateLimiter::~GossipRateLimiter() = default;
+
+Result<std::unique_ptr<GossipRateLimiter>> GossipRateLimiter::Create(RateLimitPolicy policy, GossipOptions options,
+                                                                     const cachet::Clock& clock) {
+  if (auto ok = options.Validate(); !ok) return tl::unexpected(ok.error());
+  if (auto ok = policy.Validate(CheckAdditive); !ok) return tl::unexpected(ok.error());
+  auto table = CounterTable::CreatePrivate(options.capacity);
+  if (!table) return tl::unexpected(table.error());
+  auto impl = std::make_unique<Impl>(std::move(*table), clock, std::move(options));
+  impl->engine().Install(policy);
+  if (auto ok = impl->Start(); !ok) return tl::unexpected(ok.error());
+  return std::unique_ptr<GossipRateLimiter>(new GossipRateLimiter(std::move(impl)));
+}
+
+Result<Decision> GossipRateLimiter::Check(std::string_view key, std::string_view tier, uint64_t cost) {
+  return impl_->engine().Check(key, tier, cost);
+}
+
+Result<void> GossipRateLimiter::SetPolicy(RateLimitPolicy policy) {
+  if (auto ok = policy.Validate(CheckAdditive); !ok) return ok;
+  impl_->engine().Install(policy);
+  return {};
+}
+
+Result<void> GossipRateLimiter::SetPeers(std::vector<std::string> peers) {
+  for (const std::string& p : peers) {
+    if (!LooksLikeEndpoint(p)) {
+      return MakeError(ErrorCode::kInvalidArgument, "gossip peer '" + p + "': expected tcp://, ipc:// or inproc://");
+    }
+  }
+  impl_->SetPeers(std::move(peers));
+  return {};
+}
+
+const std::string& GossipRateLimiter::endpoint() const { return impl_->endpoint(); }
+const std::string& GossipRateLimiter::node_id() const { return impl_->node_id(); }
+GossipStats GossipRateLimiter::Stats() const { return impl_->Stats(); }
+
+}  // namespace cachet

@@ -1,0 +1,189 @@
+// GossipRateLimiter: limiters in one process, each with its own table and
+// real PUB/SUB sockets on loopback, share one limit. Windows come from an
+// injected clock; the tests wait only for messages to arrive.
+#include "cachet/gossip_rate_limiter.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "test_util.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int64_t kStart = 1'700'000'040'000;  // a minute's start: windows of 60 s begin here
+
+RateLimitPolicy Policy(Algorithm algorithm, uint64_t limit) {
+  Rule r;
+  r.name = "per_minute";
+  r.limit = limit;
+  r.window = seconds(60);
+  r.algorithm = algorithm;
+  return RateLimitPolicy{{Tier{"regular", {r}}}, {}};
+}
+
+class GossipTest : public ::testing::Test {
+ protected:
+  // Starts `n` limiters peered with each other.
+  void StartMesh(size_t n, const RateLimitPolicy& policy) {
+    for (size_t i = 0; i < n; ++i) limiters_.push_back(Start(policy, "h" + std::to_string(i)));
+    for (auto& l : limiters_) ASSERT_TRUE(l->SetPeers(EndpointsBut(l.get())));
+  }
+
+  std::unique_ptr<GossipRateLimiter> Start(const RateLimitPolicy& policy, const std::string& id) {
+    GossipOptions o;
+    o.node_id = id;
+    o.sync_interval = milliseconds(5);
+    o.snapshot_interval = milliseconds(100);  // repairs what a slow subscription missed
+    o.on_error = [this](const std::string& line) {
+      std::lock_guard<std::mutex> lock(mu_);
+      errors_.push_back(line);
+    };
+    auto l = GossipRateLimiter::Create(policy, o, clock_);
+    EXPECT_TRUE(l.has_value()) << l.error().ToString();
+    return l ? std::move(*l) : nullptr;
+  }
+
+  std::vector<std::string> EndpointsBut(const GossipRateLimiter* self) const {
+    std::vector<std::string> out;
+    for (const auto& l : limiters_) {
+      if (l.get() != self) out.push_back(l->endpoint());
+    }
+    return out;
+  }
+
+  uint64_t Admit(GossipRateLimiter& l, int n) {
+    uint64_t admitted = 0;
+    for (int i = 0; i < n; ++i) {
+      auto d = l.Check("user-1", "regular");
+      EXPECT_TRUE(d.has_value()) << d.error().ToString();
+      if (d && d->allowed) ++admitted;
+    }
+    return admitted;
+  }
+
+  std::vector<std::string> Errors() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return errors_;
+  }
+
+  FakeClock clock_{kStart};
+  std::vector<std::unique_ptr<GossipRateLimiter>> limiters_;
+  std::mutex mu_;
+  std::vector<std::string> errors_;
+};
+
+TEST_F(GossipTest, ThreeHostsShareOneFixedWindowLimit) {
+  StartMesh(3, Policy(Algorithm::kFixedWindow, 30));
+  for (auto& l : limiters_) EXPECT_EQ(Admit(*l, 10), 10u);
+  // Each host learns the other two's 10: the window is full everywhere.
+  for (auto& l : limiters_) {
+    EXPECT_TRUE(testing::WaitUntil([&] { return l->Stats().counts_applied == 20; }, seconds(10)))
+        << l->node_id() << " applied " << l->Stats().counts_applied;
+  }
+  for (auto& l : limiters_) {
+    auto d = l->Check("user-1", "regular");
+    ASSERT_TRUE(d.has_value());
+    EXPECT_FALSE(d->allowed) << l->node_id();
+    EXPECT_EQ(d->remaining, 0u);
+  }
+  // Another key is untouched, and the next window starts afresh everywhere.
+  EXPECT_TRUE(limiters_[0]->Check("user-2", "regular")->allowed);
+  clock_.Advance(seconds(60));
+  for (auto& l : limiters_) EXPECT_TRUE(l->Check("user-1", "regular")->allowed) << l->node_id();
+  EXPECT_TRUE(Errors().empty()) << Errors().front();
+}
+
+TEST_F(GossipTest, SlidingWindowCountsAddUpToo) {
+  StartMesh(2, Policy(Algorithm::kSlidingWindow, 20));
+  EXPECT_EQ(Admit(*limiters_[0], 15), 15u);
+  ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[1]->Stats().counts_applied == 15; }, seconds(10)));
+  EXPECT_EQ(Admit(*limiters_[1], 10), 5u);  // 15 of 20 taken by the other host
+  // Half a window on, the previous window weighs half: 20 * 0.5 = 10 used.
+  clock_.Advance(seconds(90));
+  ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().counts_applied == 5; }, seconds(10)));
+  EXPECT_EQ(Admit(*limiters_[0], 20), 10u);
+}
+
+TEST_F(GossipTest, AHostThatJoinsLateLearnsTheOpenWindowFromSnapshots) {
+  StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
+  EXPECT_EQ(Admit(*limiters_[0], 12), 12u);
+  EXPECT_EQ(Admit(*limiters_[1], 8), 8u);
+  auto late = Start(Policy(Algorithm::kFixedWindow, 30), "late");
+  ASSERT_TRUE(late->SetPeers(EndpointsBut(nullptr)));
+  ASSERT_TRUE(testing::WaitUntil([&] { return late->Stats().counts_applied == 20; }, seconds(10)));
+  EXPECT_EQ(Admit(*late, 20), 10u);
+  EXPECT_EQ(late->Stats().senders, 2u);
+}
+
+TEST_F(GossipTest, ARestartedHostCountsAfreshBesideItsEarlierLife) {
+  StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
+  EXPECT_EQ(Admit(*limiters_[1], 10), 10u);
+  ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().counts_applied == 10; }, seconds(10)));
+  // h1 restarts (same id, new incarnation) and counts 5 more from zero: h0
+  // keeps the 10 of its first life and adds the 5.
+  limiters_[1].reset();
+  limiters_[1] = Start(Policy(Algorithm::kFixedWindow, 30), "h1");
+  ASSERT_TRUE(limiters_[1]->SetPeers({limiters_[0]->endpoint()}));
+  ASSERT_TRUE(limiters_[0]->SetPeers({limiters_[1]->endpoint()}));
+  EXPECT_EQ(Admit(*limiters_[1], 5), 5u);
+  ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().counts_applied == 15; }, seconds(10)));
+  EXPECT_EQ(Admit(*limiters_[0], 30), 15u);
+}
+
+TEST_F(GossipTest, MalformedMessagesAreRefusedAndChangeNothing) {
+  StartMesh(1, Policy(Algorithm::kFixedWindow, 5));
+  zmq::context_t ctx;
+  zmq::socket_t pub(ctx, zmq::socket_type::pub);
+  pub.set(zmq::sockopt::linger, 0);
+  pub.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = pub.get(zmq::sockopt::last_endpoint);
+  ASSERT_TRUE(limiters_[0]->SetPeers({endpoint}));
+  // Until the subscription is up, messages vanish: send until one counts.
+  const std::string garbage = "\x93not msgpack at all";
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        pub.send(zmq::buffer(garbage), zmq::send_flags::dontwait);
+        return limiters_[0]->Stats().malformed_messages > 0;
+      },
+      seconds(10), milliseconds(20)));
+  EXPECT_EQ(limiters_[0]->Stats().counts_applied, 0u);
+  EXPECT_EQ(Admit(*limiters_[0], 10), 5u);
+  ASSERT_FALSE(Errors().empty());
+  EXPECT_NE(Errors().front().find("gossip"), std::string::npos) << Errors().front();
+}
+
+TEST_F(GossipTest, RulesThatDoNotAddUpAndBadOptionsAreRefused) {
+  GossipOptions o;
+  auto bucket = GossipRateLimiter::Create(Policy(Algorithm::kTokenBucket, 10), o, clock_);
+  ASSERT_FALSE(bucket);
+  EXPECT_EQ(bucket.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(bucket.error().message.find("cannot be shared between hosts"), std::string::npos)
+      << bucket.error().message;
+  o.peers = {"10.0.0.1:7400"};
+  auto bad_peer = GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_);
+  ASSERT_FALSE(bad_peer);
+  EXPECT_NE(bad_peer.error().message.find("'10.0.0.1:7400'"), std::string::npos) << bad_peer.error().message;
+  o.peers.clear();
+  o.sync_interval = milliseconds(0);
+  EXPECT_FALSE(GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_));
+}
+
+TEST_F(GossipTest, ADeadPeerBlocksNoDecision) {
+  StartMesh(1, Policy(Algorithm::kFixedWindow, 100));
+  // Nobody listens there: the connection retries in the background.
+  ASSERT_TRUE(limiters_[0]->SetPeers({"tcp://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort())}));
+  EXPECT_EQ(Admit(*limiters_[0], 100), 100u);
+  EXPECT_FALSE(limiters_[0]->Check("user-1", "regular")->allowed);
+}
+
+}  // namespace
+}  // namespace cachet

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cachet/daemon_rate_limiter.h"
+#include "cachet/gossip_rate_limiter.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/redis_rate_limiter.h"
 #include "cachet/shm_rate_limiter.h"
@@ -219,6 +220,46 @@ void BM_ClockRead(benchmark::State& state) {
   state.SetLabel(state.range(0) == 0 ? "coarse" : "precise");
 }
 BENCHMARK(BM_ClockRead)->ArgName("precise")->Arg(0)->Arg(1);
+
+// The gossip limiter's decision: the in-process one plus a push onto the
+// deciding thread's journal; its sync thread publishes every 10 ms to no
+// peer (the decision never waits on one). Compare with BM_Check's rows of
+// the same algorithm and keys, measured in the same run.
+void BM_GossipCheck(benchmark::State& state) {
+  const auto algorithm = static_cast<cachet::Algorithm>(state.range(0));
+  const size_t nkeys = static_cast<size_t>(state.range(1));
+  cachet::Rule rule;
+  rule.name = "per_minute";
+  rule.limit = 1'000'000'000;
+  rule.window = std::chrono::minutes(1);
+  rule.algorithm = algorithm;
+  cachet::RateLimitPolicy policy;
+  policy.tiers.push_back({"regular", {rule}});
+  cachet::GossipOptions options;
+  options.capacity = 2 * nkeys + 64;
+  auto created = cachet::GossipRateLimiter::Create(policy, options);
+  if (!created) {
+    state.SkipWithError(created.error().ToString().c_str());
+    return;
+  }
+  auto& limiter = **created;
+  static const std::vector<std::string> keys = MakeKeys(1'000'000);
+  for (size_t k = 0; k < nkeys; ++k) (void)limiter.Check(keys[k], "regular");
+  size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(limiter.Check(keys[i], "regular"));
+    if (++i == nkeys) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.counters["sent"] = static_cast<double>(limiter.Stats().messages_sent);
+}
+BENCHMARK(BM_GossipCheck)
+    ->ArgNames({"algorithm", "keys"})
+    ->Args({1, 1})
+    ->Args({1, 1'000'000})
+    ->Args({3, 1})
+    ->Args({3, 1'000'000})
+    ->UseRealTime();
 
 void Args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"algorithm", "keys"});

@@ -38,7 +38,9 @@ struct WindowKey {
   bool operator==(const WindowKey& o) const { return id == o.id && window == o.window; }
 };
 struct WindowKeyHash {
-  size_t operator()(const WindowKey& k) const { return k.id ^ (static_cast<uint64_t>(k.window) * 0x9e3779b97f4a7c15ull); }
+  size_t operator()(const WindowKey& k) const {
+    return k.id ^ (static_cast<uint64_t>(k.window) * 0x9e3779b97f4a7c15ull);
+  }
 };
 
 int64_t WindowLength(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
@@ -82,7 +84,8 @@ Result<void> GossipOptions::Validate() const {
     return MakeError(ErrorCode::kInvalidArgument, "gossip snapshot_interval must be from sync_interval to 1 minute");
   }
   if (node_id.size() > kMaxSenderBytes) {
-    return MakeError(ErrorCode::kInvalidArgument, "gossip node_id is over " + std::to_string(kMaxSenderBytes) + " bytes");
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "gossip node_id is over " + std::to_string(kMaxSenderBytes) + " bytes");
   }
   return {};
 }
@@ -115,7 +118,8 @@ class GossipRateLimiter::Impl {
       sub_.set(zmq::sockopt::subscribe, "");
       for (const std::string& p : options_.peers) Connect(p);
     } catch (const zmq::error_t& e) {
-      return MakeError(ErrorCode::kInvalidArgument, "gossip: cannot bind '" + options_.bind + "' or connect to a peer: " + e.what());
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "gossip: cannot bind '" + options_.bind + "' or connect to a peer: " + e.what());
     }
     thread_ = std::thread([this] { Run(); });
     return {};
@@ -317,11 +321,12 @@ class GossipRateLimiter::Impl {
       auto meta = wire::UintArg(e.via.array.ptr[1], "meta");
       auto window = wire::IntArg(e.via.array.ptr[2], "window");
       auto total = wire::UintArg(e.via.array.ptr[3], "total");
-      const bool valid = id && *id != 0 && meta && window && total && LimiterEngine::Additive(static_cast<Algorithm>(*meta & 0xff)) &&
-                         WindowLength(*meta) > 0 && *window >= 0 && *window % WindowLength(*meta) == 0;
+      const bool valid = id && *id != 0 && meta && window && total &&
+                         LimiterEngine::Additive(static_cast<Algorithm>(*meta & 0xff)) && WindowLength(*meta) > 0 &&
+                         *window >= 0 && *window % WindowLength(*meta) == 0;
       if (!valid) {
-        return MakeError(ErrorCode::kProtocol,
-                         "gossip: from " + std::string(*sender) + ": entry " + std::to_string(i) + " is not a window count");
+        return MakeError(ErrorCode::kProtocol, "gossip: from " + std::string(*sender) + ": entry " + std::to_string(i) +
+                                                   " is not a window count");
       }
       parsed.push_back(Entry{*id, *meta, *window, *total});
     }

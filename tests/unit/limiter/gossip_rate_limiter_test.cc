@@ -166,8 +166,7 @@ TEST_F(GossipTest, RulesThatDoNotAddUpAndBadOptionsAreRefused) {
   auto bucket = GossipRateLimiter::Create(Policy(Algorithm::kTokenBucket, 10), o, clock_);
   ASSERT_FALSE(bucket);
   EXPECT_EQ(bucket.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_NE(bucket.error().message.find("cannot be shared between hosts"), std::string::npos)
-      << bucket.error().message;
+  EXPECT_NE(bucket.error().message.find("cannot be shared between hosts"), std::string::npos) << bucket.error().message;
   o.peers = {"10.0.0.1:7400"};
   auto bad_peer = GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_);
   ASSERT_FALSE(bad_peer);

@@ -31,6 +31,13 @@ constexpr uint64_t kVersion = 1;
 constexpr size_t kMaxEntriesPerMessage = 2048;
 constexpr size_t kMaxSenderBytes = 256;
 constexpr int kHighWaterMark = 10'000;  // messages queued per peer before PUB drops (totals repair it)
+// Far above a message of kMaxEntriesPerMessage entries (about 80 KiB); a
+// bigger frame is dropped by ZeroMQ before it is read.
+constexpr int64_t kMaxFrameBytes = 1 << 20;
+// (sender, incarnation) pairs remembered at once; a sender unheard for
+// kSenderIdle with no open window is forgotten.
+constexpr size_t kMaxSenders = 4096;
+constexpr std::chrono::seconds kSenderIdle{60};
 
 struct WindowKey {
   uint64_t id;
@@ -115,6 +122,7 @@ class GossipRateLimiter::Impl {
       sub_ = zmq::socket_t(context_, zmq::socket_type::sub);
       sub_.set(zmq::sockopt::linger, 0);
       sub_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
+      sub_.set(zmq::sockopt::maxmsgsize, kMaxFrameBytes);
       sub_.set(zmq::sockopt::subscribe, "");
       for (const std::string& p : options_.peers) Connect(p);
     } catch (const zmq::error_t& e) {
@@ -142,6 +150,7 @@ class GossipRateLimiter::Impl {
     s.counts_applied = applied_.load(std::memory_order_relaxed);
     s.sequence_gaps = gaps_.load(std::memory_order_relaxed);
     s.malformed_messages = malformed_.load(std::memory_order_relaxed);
+    s.skipped_entries = skipped_.load(std::memory_order_relaxed);
     s.peers = peer_count_.load(std::memory_order_relaxed);
     s.senders = sender_count_.load(std::memory_order_relaxed);
     return s;
@@ -155,6 +164,7 @@ class GossipRateLimiter::Impl {
   };
   struct Sender {
     uint64_t last_seq = 0;
+    Steady::time_point last_heard{};
     struct Seen {
       uint64_t total = 0;  // already applied
       uint64_t meta = 0;
@@ -270,7 +280,7 @@ class GossipRateLimiter::Impl {
       received_.fetch_add(1, std::memory_order_relaxed);
       if (auto ok = Apply(static_cast<const char*>(msg.data()), msg.size()); !ok) {
         malformed_.fetch_add(1, std::memory_order_relaxed);
-        if (malformed_logged_.insert(ok.error().message.substr(0, 64)).second) Report(ok.error().message);
+        ReportOnce(ok.error().message.substr(0, 64), ok.error().message);
       }
     }
   }
@@ -331,19 +341,36 @@ class GossipRateLimiter::Impl {
       parsed.push_back(Entry{*id, *meta, *window, *total});
     }
     if (*sender == options_.node_id && *incarnation == incarnation_) return {};  // our own, looped back
-    auto [it, added] = senders_.try_emplace({std::string(*sender), *incarnation});
-    if (added) sender_count_.store(senders_.size(), std::memory_order_relaxed);
+    std::pair<std::string, uint64_t> who{std::string(*sender), *incarnation};
+    auto it = senders_.find(who);
+    if (it == senders_.end()) {
+      if (senders_.size() >= kMaxSenders) {
+        return MakeError(ErrorCode::kProtocol, "gossip: " + std::to_string(kMaxSenders) +
+                                                   " senders already; refusing counts from a new one, " + who.first);
+      }
+      it = senders_.emplace(std::move(who), Sender{}).first;
+      sender_count_.store(senders_.size(), std::memory_order_relaxed);
+    }
     Sender& s = it->second;
+    s.last_heard = Steady::now();
     if (s.last_seq != 0 && *seq > s.last_seq + 1) gaps_.fetch_add(*seq - s.last_seq - 1, std::memory_order_relaxed);
     s.last_seq = std::max(s.last_seq, *seq);
     const int64_t now = clock_.NowMs();
     for (const Entry& e : parsed) {
       if (Closed(e.window, e.meta, now)) continue;
+      if (e.window > now + WindowLength(e.meta)) {  // more than a window ahead of this host's clock
+        skipped_.fetch_add(1, std::memory_order_relaxed);
+        ReportOnce("future:" + std::string(*sender),
+                   "gossip: " + std::string(*sender) + " counts in a window " + std::to_string(e.window - now) +
+                       " ms ahead of this host's clock; skipped (are the hosts' clocks synchronized?)");
+        continue;
+      }
       Sender::Seen& seen = s.seen[WindowKey{e.id, e.window}];
       seen.meta = e.meta;
       if (e.total <= seen.total) continue;
       if (auto ok = engine_.AddCounted(e.id, e.meta, e.window, e.total - seen.total); !ok) {
-        Report("gossip: counts from " + std::string(*sender) + " not applied: " + ok.error().message);
+        ReportOnce("apply:" + ok.error().message.substr(0, 32),
+                   "gossip: counts from " + std::string(*sender) + " not applied: " + ok.error().message);
         continue;  // NO_SPACE: the table is full; the next total tries again
       }
       applied_.fetch_add(e.total - seen.total, std::memory_order_relaxed);
@@ -358,11 +385,21 @@ class GossipRateLimiter::Impl {
     for (auto it = own_.begin(); it != own_.end();) {
       it = Closed(it->first.window, it->second.meta, now) ? own_.erase(it) : std::next(it);
     }
-    for (auto& [who, s] : senders_) {
-      for (auto it = s.seen.begin(); it != s.seen.end();) {
-        it = Closed(it->first.window, it->second.meta, now) ? s.seen.erase(it) : std::next(it);
+    const auto idle_since = Steady::now() - kSenderIdle;
+    for (auto sender = senders_.begin(); sender != senders_.end();) {
+      auto& seen = sender->second.seen;
+      for (auto it = seen.begin(); it != seen.end();) {
+        it = Closed(it->first.window, it->second.meta, now) ? seen.erase(it) : std::next(it);
       }
+      const bool forget = seen.empty() && sender->second.last_heard < idle_since;
+      sender = forget ? senders_.erase(sender) : std::next(sender);
     }
+    sender_count_.store(senders_.size(), std::memory_order_relaxed);
+  }
+
+  // Reports `line` the first time a problem of `kind` is seen.
+  void ReportOnce(const std::string& kind, const std::string& line) {
+    if (reported_.size() < 1024 && reported_.insert(kind).second) Report(line);
   }
 
   void Report(const std::string& line) const {
@@ -390,10 +427,11 @@ class GossipRateLimiter::Impl {
   std::set<std::string> peers_;
   std::unordered_map<WindowKey, Own, WindowKeyHash> own_;
   std::map<std::pair<std::string, uint64_t>, Sender> senders_;  // by (node id, incarnation)
-  std::set<std::string> malformed_logged_;
+  std::set<std::string> reported_;                              // kinds of problems already reported
   uint64_t seq_ = 0;
 
-  std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, peer_count_{0}, sender_count_{0};
+  std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, skipped_{0}, peer_count_{0},
+      sender_count_{0};
 };
 
 GossipRateLimiter::GossipRateLimiter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -72,7 +72,8 @@ struct GossipStats {
   uint64_t messages_received = 0;
   uint64_t counts_applied = 0;      // cost units taken from peers
   uint64_t sequence_gaps = 0;       // messages from a peer that never arrived
-  uint64_t malformed_messages = 0;  // refused, each logged once per sender
+  uint64_t malformed_messages = 0;  // refused whole, each kind logged once
+  uint64_t skipped_entries = 0;     // counts for a window over a window ahead of this host's clock
   uint64_t peers = 0;               // connected PUB endpoints
   uint64_t senders = 0;             // distinct senders heard from
 };

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <msgpack.hpp>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -159,6 +160,44 @@ TEST_F(GossipTest, MalformedMessagesAreRefusedAndChangeNothing) {
   EXPECT_EQ(Admit(*limiters_[0], 10), 5u);
   ASSERT_FALSE(Errors().empty());
   EXPECT_NE(Errors().front().find("gossip"), std::string::npos) << Errors().front();
+}
+
+// A well-formed message whose window lies an hour ahead of this host's
+// clock (a peer with a broken clock, or a hostile one) is skipped: it would
+// otherwise move the counter into that window.
+TEST_F(GossipTest, CountsForAWindowFarAheadOfTheClockAreSkipped) {
+  StartMesh(1, Policy(Algorithm::kFixedWindow, 5));
+  zmq::context_t ctx;
+  zmq::socket_t pub(ctx, zmq::socket_type::pub);
+  pub.set(zmq::sockopt::linger, 0);
+  pub.bind("tcp://127.0.0.1:*");
+  ASSERT_TRUE(limiters_[0]->SetPeers({pub.get(zmq::sockopt::last_endpoint)}));
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> pk(buffer);
+  const uint64_t meta = uint64_t{60'000} << 8 | static_cast<uint8_t>(Algorithm::kFixedWindow);
+  pk.pack_array(6);
+  pk.pack(std::string("cachet-gossip"));
+  pk.pack(1);
+  pk.pack(std::string("skewed"));
+  pk.pack(7);
+  pk.pack(1);
+  pk.pack_array(1);
+  pk.pack_array(4);
+  pk.pack(uint64_t{12345});
+  pk.pack(meta);
+  pk.pack(kStart + 3'600'000);
+  pk.pack(uint64_t{1000});
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        pub.send(zmq::buffer(buffer.data(), buffer.size()), zmq::send_flags::dontwait);
+        return limiters_[0]->Stats().skipped_entries > 0;
+      },
+      seconds(10), milliseconds(20)));
+  EXPECT_EQ(limiters_[0]->Stats().counts_applied, 0u);
+  EXPECT_EQ(limiters_[0]->Stats().malformed_messages, 0u);
+  EXPECT_EQ(Admit(*limiters_[0], 10), 5u);
+  ASSERT_FALSE(Errors().empty());
+  EXPECT_NE(Errors().front().find("ahead of this host's clock"), std::string::npos) << Errors().front();
 }
 
 TEST_F(GossipTest, RulesThatDoNotAddUpAndBadOptionsAreRefused) {

@@ -38,6 +38,10 @@ constexpr int64_t kMaxFrameBytes = 1 << 20;
 // kSenderIdle with no open window is forgotten.
 constexpr size_t kMaxSenders = 4096;
 constexpr std::chrono::seconds kSenderIdle{60};
+// How far ahead of this host's clock a peer's window may start: clocks
+// kept by NTP agree far better; a count further ahead would move the
+// counter into a window that has not begun here.
+constexpr std::chrono::milliseconds kMaxSkew{1000};
 
 struct WindowKey {
   uint64_t id;
@@ -137,6 +141,16 @@ class GossipRateLimiter::Impl {
   const std::string& endpoint() const { return endpoint_; }
   const std::string& node_id() const { return options_.node_id; }
 
+  // The policy's rules as counters place them: a peer's entry must be one.
+  void SetMetas(std::set<uint64_t> metas) {
+    std::lock_guard<std::mutex> lock(metas_mu_);
+    metas_ = std::move(metas);
+  }
+  std::set<uint64_t> Metas() const {
+    std::lock_guard<std::mutex> lock(metas_mu_);
+    return metas_;
+  }
+
   void SetPeers(std::vector<std::string> peers) {
     std::lock_guard<std::mutex> lock(peers_mu_);
     pending_peers_ = std::move(peers);
@@ -178,9 +192,10 @@ class GossipRateLimiter::Impl {
     auto next_snapshot = Steady::now() + options_.snapshot_interval;
     while (!stop_.load(std::memory_order_acquire)) {
       zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
-      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_sync - Steady::now());
+      // Rounded up: a wait cut to 0 ms would spin through the interval's last millisecond.
+      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_sync - Steady::now());
       try {
-        if (zmqio::Poll(&item, 1, std::max(wait, std::chrono::milliseconds(0))) > 0) ReceiveAll();
+        if (zmqio::Poll(&item, 1, std::max(wait, std::chrono::milliseconds(0))) > 0) ReceiveAll(next_sync);
         const auto now = Steady::now();
         if (now < next_sync) continue;
         next_sync = now + options_.sync_interval;
@@ -190,7 +205,7 @@ class GossipRateLimiter::Impl {
         if (snapshot) next_snapshot = now + options_.snapshot_interval;
         Publish(snapshot);
         Expire();
-      } catch (const zmq::error_t& e) {
+      } catch (const std::exception& e) {  // zmq::error_t, std::bad_alloc: the thread goes on
         Report("gossip: " + std::string(e.what()));
       }
     }
@@ -238,7 +253,7 @@ class GossipRateLimiter::Impl {
     engine_.DrainJournal([this](const LimiterEngine::Counted& c) {
       Own& own = own_[WindowKey{c.id, c.window_start}];
       own.meta = c.meta;
-      own.total = std::max<int64_t>(0, own.total + c.cost);
+      own.total += c.cost;  // a give-back may arrive before its count: clamped when published
       own.dirty = true;
     });
   }
@@ -264,7 +279,7 @@ class GossipRateLimiter::Impl {
         w.Uint(entries[i].first->id);
         w.Uint(entries[i].second->meta);
         w.Int(entries[i].first->window);
-        w.Uint(static_cast<uint64_t>(entries[i].second->total));
+        w.Uint(static_cast<uint64_t>(std::max<int64_t>(0, entries[i].second->total)));
       }
       // PUB never blocks: past the high-water mark a peer misses the
       // message and the next total (or snapshot) makes up for it.
@@ -274,9 +289,11 @@ class GossipRateLimiter::Impl {
     }
   }
 
-  void ReceiveAll() {
+  // Reads what has arrived, until `deadline`: a flood of messages never
+  // keeps this host from publishing its own counts.
+  void ReceiveAll(Steady::time_point deadline) {
     zmq::message_t msg;
-    while (zmqio::RetryOnEintr([&] { return sub_.recv(msg, zmq::recv_flags::dontwait); })) {
+    while (Steady::now() < deadline && zmqio::RetryOnEintr([&] { return sub_.recv(msg, zmq::recv_flags::dontwait); })) {
       received_.fetch_add(1, std::memory_order_relaxed);
       if (auto ok = Apply(static_cast<const char*>(msg.data()), msg.size()); !ok) {
         malformed_.fetch_add(1, std::memory_order_relaxed);
@@ -286,13 +303,12 @@ class GossipRateLimiter::Impl {
   }
 
   Result<void> Apply(const char* data, size_t size) {
-    msgpack::object_handle handle;
-    try {
-      handle = msgpack::unpack(data, size);
-    } catch (const std::exception& e) {
-      return MakeError(ErrorCode::kProtocol, std::string("gossip: a message that is not msgpack: ") + e.what());
-    }
-    const msgpack::object& o = handle.get();
+    // The wire's own decoder: arrays no longer than the frame could hold,
+    // no trailing bytes.
+    auto unpacked = wire::Unpack(data, size);
+    if (!unpacked)
+      return MakeError(ErrorCode::kProtocol, "gossip: a message that is not msgpack: " + unpacked.error().message);
+    const msgpack::object& o = unpacked->get();
     if (o.type != msgpack::type::ARRAY || o.via.array.size != 6) {
       return MakeError(ErrorCode::kProtocol, "gossip: a message that is not a 6-element array");
     }
@@ -313,6 +329,12 @@ class GossipRateLimiter::Impl {
       return MakeError(ErrorCode::kProtocol, "gossip: a message with a bad header");
     }
     const msgpack::object_array& entries = f[5].via.array;
+    if (entries.size > kMaxEntriesPerMessage) {
+      return MakeError(ErrorCode::kProtocol, "gossip: from " + std::string(*sender) + ": " +
+                                                 std::to_string(entries.size) + " entries (at most " +
+                                                 std::to_string(kMaxEntriesPerMessage) + ")");
+    }
+    const std::set<uint64_t> metas = Metas();  // the rules this host counts by
     // Every entry is checked before any is applied: a bad message changes nothing.
     struct Entry {
       uint64_t id, meta;
@@ -331,7 +353,7 @@ class GossipRateLimiter::Impl {
       auto meta = wire::UintArg(e.via.array.ptr[1], "meta");
       auto window = wire::IntArg(e.via.array.ptr[2], "window");
       auto total = wire::UintArg(e.via.array.ptr[3], "total");
-      const bool valid = id && *id != 0 && meta && window && total &&
+      const bool valid = id && *id != 0 && meta && window && total && metas.count(*meta) != 0 &&
                          LimiterEngine::Additive(static_cast<Algorithm>(*meta & 0xff)) && WindowLength(*meta) > 0 &&
                          *window >= 0 && *window % WindowLength(*meta) == 0;
       if (!valid) {
@@ -357,23 +379,34 @@ class GossipRateLimiter::Impl {
     s.last_seq = std::max(s.last_seq, *seq);
     const int64_t now = clock_.NowMs();
     for (const Entry& e : parsed) {
-      if (Closed(e.window, e.meta, now)) continue;
-      if (e.window > now + WindowLength(e.meta)) {  // more than a window ahead of this host's clock
+      // `meta` is one of this host's own rules (checked above), so the
+      // window length is a sane one; the range check comes before any sum.
+      if (e.window < now - 2 * WindowLength(e.meta)) continue;  // closed
+      if (e.window > now + kMaxSkew.count()) {                  // ahead of this host's clock by more than NTP allows
         skipped_.fetch_add(1, std::memory_order_relaxed);
         ReportOnce("future:" + std::string(*sender),
                    "gossip: " + std::string(*sender) + " counts in a window " + std::to_string(e.window - now) +
                        " ms ahead of this host's clock; skipped (are the hosts' clocks synchronized?)");
         continue;
       }
-      Sender::Seen& seen = s.seen[WindowKey{e.id, e.window}];
-      seen.meta = e.meta;
-      if (e.total <= seen.total) continue;
-      if (auto ok = engine_.AddCounted(e.id, e.meta, e.window, e.total - seen.total); !ok) {
+      const WindowKey key{e.id, e.window};
+      auto found = s.seen.find(key);
+      const uint64_t already = found == s.seen.end() ? 0 : found->second.total;
+      if (e.total <= already) continue;
+      if (found == s.seen.end() && s.seen.size() >= options_.capacity) {
+        ReportOnce("seen-full", "gossip: " + std::string(*sender) + " sends more counters than this host's capacity (" +
+                                    std::to_string(options_.capacity) + "); the rest are skipped");
+        skipped_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      if (auto ok = engine_.AddCounted(e.id, e.meta, e.window, e.total - already); !ok) {
         ReportOnce("apply:" + ok.error().message.substr(0, 32),
                    "gossip: counts from " + std::string(*sender) + " not applied: " + ok.error().message);
         continue;  // NO_SPACE: the table is full; the next total tries again
       }
-      applied_.fetch_add(e.total - seen.total, std::memory_order_relaxed);
+      applied_.fetch_add(e.total - already, std::memory_order_relaxed);
+      Sender::Seen& seen = found == s.seen.end() ? s.seen[key] : found->second;
+      seen.meta = e.meta;
       seen.total = e.total;
     }
     return {};
@@ -420,6 +453,8 @@ class GossipRateLimiter::Impl {
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
+  mutable std::mutex metas_mu_;
+  std::set<uint64_t> metas_;  // guarded by metas_mu_
   std::mutex peers_mu_;
   std::optional<std::vector<std::string>> pending_peers_;  // guarded by peers_mu_
 
@@ -445,6 +480,7 @@ Result<std::unique_ptr<GossipRateLimiter>> GossipRateLimiter::Create(RateLimitPo
   if (!table) return tl::unexpected(table.error());
   auto impl = std::make_unique<Impl>(std::move(*table), clock, std::move(options));
   impl->engine().Install(policy);
+  impl->SetMetas(LimiterEngine::MetasOf(policy));
   if (auto ok = impl->Start(); !ok) return tl::unexpected(ok.error());
   return std::unique_ptr<GossipRateLimiter>(new GossipRateLimiter(std::move(impl)));
 }
@@ -456,6 +492,7 @@ Result<Decision> GossipRateLimiter::Check(std::string_view key, std::string_view
 Result<void> GossipRateLimiter::SetPolicy(RateLimitPolicy policy) {
   if (auto ok = policy.Validate(CheckAdditive); !ok) return ok;
   impl_->engine().Install(policy);
+  impl_->SetMetas(LimiterEngine::MetasOf(policy));
   return {};
 }
 

@@ -263,6 +263,17 @@ void LimiterEngine::DrainJournal(const std::function<void(const Counted&)>& fn) 
   }
 }
 
+std::set<uint64_t> LimiterEngine::MetasOf(const RateLimitPolicy& policy) {
+  std::set<uint64_t> metas;
+  for (const Tier& t : policy.tiers) {
+    for (const Rule& r : t.rules) metas.insert(MetaOf(r));
+  }
+  for (const auto& [key, rules] : policy.overrides) {
+    for (const Rule& r : rules) metas.insert(MetaOf(r));
+  }
+  return metas;
+}
+
 Result<void> LimiterEngine::AddCounted(uint64_t id, uint64_t meta, int64_t window_start, uint64_t count) {
   const Algorithm a = AlgorithmOf(meta);
   const int64_t w = WindowOf(meta);

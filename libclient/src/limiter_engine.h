@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -105,6 +106,9 @@ class LimiterEngine {
   // Whether an algorithm's counts add up across hosts (fixed and sliding
   // windows do; a token bucket's arrival time and a sliding log do not).
   static bool Additive(Algorithm a) { return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow; }
+  // How the counters of `policy`'s rules are placed (algorithm, window): a
+  // peer's count must name one of these.
+  static std::set<uint64_t> MetasOf(const RateLimitPolicy& policy);
 
   // A seam for tests: runs on the deciding thread after a multi-rule
   // decision has looked at every rule and before it counts, so a test can

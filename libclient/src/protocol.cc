@@ -23,21 +23,6 @@ msgpack::unpack_limit Limits(size_t frame_size) {
                                0xffffffff, 0, kMaxDepth);
 }
 
-Result<msgpack::object_handle> Unpack(const char* data, size_t size) {
-  try {
-    msgpack::object_handle handle;
-    std::size_t offset = 0;
-    msgpack::unpack(handle, data, size, offset, nullptr, nullptr, Limits(size));
-    if (offset != size) {
-      return MakeError(ErrorCode::kBadRequest,
-                       "frame has " + std::to_string(size - offset) + " bytes after the msgpack value");
-    }
-    return handle;
-  } catch (const std::exception& e) {
-    return MakeError(ErrorCode::kBadRequest, std::string("frame is not valid msgpack: ") + e.what());
-  }
-}
-
 const char* TypeName(const msgpack::object& o) {
   switch (o.type) {
     case msgpack::type::NIL: return "nil";
@@ -94,6 +79,21 @@ std::string Named(const char* what, size_t index) {
 }
 
 }  // namespace
+
+Result<msgpack::object_handle> Unpack(const char* data, size_t size) {
+  try {
+    msgpack::object_handle handle;
+    std::size_t offset = 0;
+    msgpack::unpack(handle, data, size, offset, nullptr, nullptr, Limits(size));
+    if (offset != size) {
+      return MakeError(ErrorCode::kBadRequest,
+                       "frame has " + std::to_string(size - offset) + " bytes after the msgpack value");
+    }
+    return handle;
+  } catch (const std::exception& e) {
+    return MakeError(ErrorCode::kBadRequest, std::string("frame is not valid msgpack: ") + e.what());
+  }
+}
 
 const char* OpName(Op op) { return kOpNames[static_cast<size_t>(op)]; }
 

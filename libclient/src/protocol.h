@@ -92,6 +92,11 @@ struct Reply {
 Result<Reply> DecodeReply(const char* data, size_t size);
 
 // Typed argument access: a clear WRONG_TYPE error naming the argument.
+// One msgpack value filling the whole frame, decoded with limits: an array
+// or map header that claims more items than the frame could hold, too deep
+// a nesting, extension types and trailing bytes are refused (kBadRequest).
+Result<msgpack::object_handle> Unpack(const char* data, size_t size);
+
 Result<std::string_view> BytesArg(const msgpack::object& o, const char* what);  // str or bin
 Result<int64_t> IntArg(const msgpack::object& o, const char* what);
 Result<uint64_t> UintArg(const msgpack::object& o, const char* what);

@@ -31,6 +31,25 @@ RateLimitPolicy Policy(Algorithm algorithm, uint64_t limit) {
   return RateLimitPolicy{{Tier{"regular", {r}}}, {}};
 }
 
+// A message from the peer "skewed" carrying one count, as a peer would send it.
+std::string Message(uint64_t seq, uint64_t id, uint64_t meta, int64_t window, uint64_t total) {
+  msgpack::sbuffer buffer;
+  msgpack::packer<msgpack::sbuffer> pk(buffer);
+  pk.pack_array(6);
+  pk.pack(std::string("cachet-gossip"));
+  pk.pack(1);
+  pk.pack(std::string("skewed"));
+  pk.pack(7);
+  pk.pack(seq);
+  pk.pack_array(1);
+  pk.pack_array(4);
+  pk.pack(id);
+  pk.pack(meta);
+  pk.pack(window);
+  pk.pack(total);
+  return std::string(buffer.data(), buffer.size());
+}
+
 class GossipTest : public ::testing::Test {
  protected:
   // Starts `n` limiters peered with each other.
@@ -93,8 +112,7 @@ TEST_F(GossipTest, ThreeHostsShareOneFixedWindowLimit) {
   // Totals are applied once: three more snapshots from each peer (one
   // every 100 ms; idle peers send nothing else) add nothing.
   const uint64_t received = limiters_[0]->Stats().messages_received;
-  ASSERT_TRUE(
-      testing::WaitUntil([&] { return limiters_[0]->Stats().messages_received >= received + 6; }, seconds(10)));
+  ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().messages_received >= received + 6; }, seconds(10)));
   for (auto& l : limiters_) {
     EXPECT_EQ(l->Stats().counts_applied, 20u) << l->node_id();
     auto d = l->Check("user-1", "regular");
@@ -178,24 +196,11 @@ TEST_F(GossipTest, CountsForAWindowFarAheadOfTheClockAreSkipped) {
   pub.set(zmq::sockopt::linger, 0);
   pub.bind("tcp://127.0.0.1:*");
   ASSERT_TRUE(limiters_[0]->SetPeers({pub.get(zmq::sockopt::last_endpoint)}));
-  msgpack::sbuffer buffer;
-  msgpack::packer<msgpack::sbuffer> pk(buffer);
   const uint64_t meta = uint64_t{60'000} << 8 | static_cast<uint8_t>(Algorithm::kFixedWindow);
-  pk.pack_array(6);
-  pk.pack(std::string("cachet-gossip"));
-  pk.pack(1);
-  pk.pack(std::string("skewed"));
-  pk.pack(7);
-  pk.pack(1);
-  pk.pack_array(1);
-  pk.pack_array(4);
-  pk.pack(uint64_t{12345});
-  pk.pack(meta);
-  pk.pack(kStart + 3'600'000);
-  pk.pack(uint64_t{1000});
+  const std::string ahead = Message(1, 12345, meta, kStart + 3'600'000, 1000);
   ASSERT_TRUE(testing::WaitUntil(
       [&] {
-        pub.send(zmq::buffer(buffer.data(), buffer.size()), zmq::send_flags::dontwait);
+        pub.send(zmq::buffer(ahead), zmq::send_flags::dontwait);
         return limiters_[0]->Stats().skipped_entries > 0;
       },
       seconds(10), milliseconds(20)));
@@ -205,21 +210,9 @@ TEST_F(GossipTest, CountsForAWindowFarAheadOfTheClockAreSkipped) {
   EXPECT_NE(Errors().front().find("ahead of this host's clock"), std::string::npos) << Errors().front();
   // A count for a rule this host does not have (here a 1 ms window, which
   // would reset a counter to a window of its own) is refused whole.
-  msgpack::sbuffer foreign;
-  msgpack::packer<msgpack::sbuffer> fk(foreign);
-  fk.pack_array(6);
-  fk.pack(std::string("cachet-gossip"));
-  fk.pack(1);
-  fk.pack(std::string("skewed"));
-  fk.pack(7);
-  fk.pack(2);
-  fk.pack_array(1);
-  fk.pack_array(4);
-  fk.pack(uint64_t{12345});
-  fk.pack(uint64_t{1} << 8 | static_cast<uint8_t>(Algorithm::kFixedWindow));
-  fk.pack(kStart);
-  fk.pack(uint64_t{1000});
-  pub.send(zmq::buffer(foreign.data(), foreign.size()), zmq::send_flags::dontwait);
+  const std::string foreign =
+      Message(2, 12345, uint64_t{1} << 8 | static_cast<uint8_t>(Algorithm::kFixedWindow), kStart, 1000);
+  pub.send(zmq::buffer(foreign), zmq::send_flags::dontwait);
   ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().malformed_messages > 0; }, seconds(10)));
   EXPECT_EQ(limiters_[0]->Stats().counts_applied, 0u);
   EXPECT_EQ(Admit(*limiters_[0], 10), 5u);

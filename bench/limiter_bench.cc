@@ -27,64 +27,60 @@ std::vector<std::string> MakeKeys(size_t n) {
   return keys;
 }
 
-void BM_Check(benchmark::State& state) {
-  const auto algorithm = static_cast<cachet::Algorithm>(state.range(0));
-  const size_t nkeys = static_cast<size_t>(state.range(1));
-  cachet::RateLimitPolicy policy;
+// One tier, "regular", with one rule that never denies: the benchmarks
+// measure the decision, not the 429 path.
+cachet::RateLimitPolicy NeverDenying(cachet::Algorithm algorithm) {
   cachet::Rule rule;
   rule.name = "per_minute";
-  rule.limit = 1'000'000'000;  // never denies: measures the decision, not the 429 path
+  rule.limit = algorithm == cachet::Algorithm::kSlidingLog ? 1'000'000 : 1'000'000'000;
   rule.window = std::chrono::minutes(1);
   rule.algorithm = algorithm;
-  if (algorithm == cachet::Algorithm::kSlidingLog) rule.limit = 1'000'000;
+  cachet::RateLimitPolicy policy;
   policy.tiers.push_back({"regular", {rule}});
-  // Room for twice the keys: the table at half load.
-  auto limiter = std::move(*cachet::RateLimiter::Create(policy, cachet::RateLimiterOptions{2 * nkeys + 64}));
+  return policy;
+}
+
+// Decides once for each of the first `nkeys` keys (so no placement is
+// timed), then times decisions over them in turn. False (and the benchmark
+// skipped) if a key found no room.
+template <typename Limiter>
+bool TimeChecks(benchmark::State& state, Limiter& limiter, size_t nkeys) {
   static const std::vector<std::string> keys = MakeKeys(1'000'000);
-  for (size_t k = 0; k < nkeys; ++k) {  // every key known: no placements timed
-    if (!limiter->Check(keys[k], "regular")) {
+  for (size_t k = 0; k < nkeys; ++k) {
+    if (!limiter.Check(keys[k], "regular")) {
       state.SkipWithError("a key found no room");
-      return;
+      return false;
     }
   }
   size_t i = 0;
   for (auto _ : state) {
-    benchmark::DoNotOptimize(limiter->Check(keys[i], "regular"));
+    benchmark::DoNotOptimize(limiter.Check(keys[i], "regular"));
     if (++i == nkeys) i = 0;
   }
   state.SetItemsProcessed(state.iterations());
+  return true;
+}
+
+void BM_Check(benchmark::State& state) {
+  const auto algorithm = static_cast<cachet::Algorithm>(state.range(0));
+  const size_t nkeys = static_cast<size_t>(state.range(1));
+  // Room for twice the keys: the table at half load.
+  auto limiter =
+      std::move(*cachet::RateLimiter::Create(NeverDenying(algorithm), cachet::RateLimiterOptions{2 * nkeys + 64}));
+  if (!TimeChecks(state, *limiter, nkeys)) return;
   state.counters["counters"] = static_cast<double>(limiter->Stats().counters);
 }
 
 // The host-wide store: the same decision on counters in shared memory.
 void BM_ShmCheck(benchmark::State& state) {
-  cachet::RateLimitPolicy policy;
-  cachet::Rule rule;
-  rule.name = "per_minute";
-  rule.limit = 1'000'000'000;
-  rule.window = std::chrono::minutes(1);
-  rule.algorithm = static_cast<cachet::Algorithm>(state.range(0));
-  policy.tiers.push_back({"regular", {rule}});
+  const auto algorithm = static_cast<cachet::Algorithm>(state.range(0));
   const std::string name = "cachet-bench-limits-" + std::to_string(getpid());
-  auto limiter = cachet::ShmRateLimiter::Open(name, policy, 1 << 21);  // 1,000,000 keys: half load
+  auto limiter = cachet::ShmRateLimiter::Open(name, NeverDenying(algorithm), 1 << 21);  // 1,000,000 keys: half load
   if (!limiter) {
     state.SkipWithError(limiter.error().ToString().c_str());
     return;
   }
-  static const std::vector<std::string> keys = MakeKeys(1'000'000);
-  const size_t nkeys = static_cast<size_t>(state.range(1));
-  for (size_t k = 0; k < nkeys; ++k) {
-    if (!(*limiter)->Check(keys[k], "regular")) {
-      state.SkipWithError("a key found no room");
-      return;
-    }
-  }
-  size_t i = 0;
-  for (auto _ : state) {
-    benchmark::DoNotOptimize((*limiter)->Check(keys[i], "regular"));
-    if (++i == nkeys) i = 0;
-  }
-  state.SetItemsProcessed(state.iterations());
+  TimeChecks(state, **limiter, static_cast<size_t>(state.range(1)));
   (void)cachet::ShmRateLimiter::Remove(name);
 }
 BENCHMARK(BM_ShmCheck)
@@ -228,30 +224,15 @@ BENCHMARK(BM_ClockRead)->ArgName("precise")->Arg(0)->Arg(1);
 void BM_GossipCheck(benchmark::State& state) {
   const auto algorithm = static_cast<cachet::Algorithm>(state.range(0));
   const size_t nkeys = static_cast<size_t>(state.range(1));
-  cachet::Rule rule;
-  rule.name = "per_minute";
-  rule.limit = 1'000'000'000;
-  rule.window = std::chrono::minutes(1);
-  rule.algorithm = algorithm;
-  cachet::RateLimitPolicy policy;
-  policy.tiers.push_back({"regular", {rule}});
   cachet::GossipOptions options;
   options.capacity = 2 * nkeys + 64;
-  auto created = cachet::GossipRateLimiter::Create(policy, options);
-  if (!created) {
-    state.SkipWithError(created.error().ToString().c_str());
+  auto limiter = cachet::GossipRateLimiter::Create(NeverDenying(algorithm), options);
+  if (!limiter) {
+    state.SkipWithError(limiter.error().ToString().c_str());
     return;
   }
-  auto& limiter = **created;
-  static const std::vector<std::string> keys = MakeKeys(1'000'000);
-  for (size_t k = 0; k < nkeys; ++k) (void)limiter.Check(keys[k], "regular");
-  size_t i = 0;
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(limiter.Check(keys[i], "regular"));
-    if (++i == nkeys) i = 0;
-  }
-  state.SetItemsProcessed(state.iterations());
-  state.counters["sent"] = static_cast<double>(limiter.Stats().messages_sent);
+  if (!TimeChecks(state, **limiter, nkeys)) return;
+  state.counters["sent"] = static_cast<double>((*limiter)->Stats().messages_sent);
 }
 BENCHMARK(BM_GossipCheck)
     ->ArgNames({"algorithm", "keys"})

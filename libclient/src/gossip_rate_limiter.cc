@@ -54,11 +54,11 @@ struct WindowKeyHash {
   }
 };
 
-int64_t WindowLength(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
-
 // A window's counts matter until the window after it has passed (a sliding
 // window weighs the previous one).
-bool Closed(int64_t window, uint64_t meta, int64_t now_ms) { return window + 2 * WindowLength(meta) <= now_ms; }
+bool Closed(int64_t window, uint64_t meta, int64_t now_ms) {
+  return window + 2 * LimiterEngine::WindowOf(meta) <= now_ms;
+}
 
 std::string DefaultNodeId() {
   char host[256] = {};
@@ -68,6 +68,15 @@ std::string DefaultNodeId() {
 
 bool LooksLikeEndpoint(const std::string& e) {
   return e.rfind("tcp://", 0) == 0 || e.rfind("ipc://", 0) == 0 || e.rfind("inproc://", 0) == 0;
+}
+
+Result<void> CheckPeers(const std::vector<std::string>& peers) {
+  for (const std::string& p : peers) {
+    if (!LooksLikeEndpoint(p)) {
+      return MakeError(ErrorCode::kInvalidArgument, "gossip peer '" + p + "': expected tcp://, ipc:// or inproc://");
+    }
+  }
+  return {};
 }
 
 Result<void> CheckAdditive(const Rule& r) {
@@ -83,11 +92,7 @@ Result<void> GossipOptions::Validate() const {
   if (!LooksLikeEndpoint(bind)) {
     return MakeError(ErrorCode::kInvalidArgument, "gossip bind '" + bind + "': expected tcp://, ipc:// or inproc://");
   }
-  for (const std::string& p : peers) {
-    if (!LooksLikeEndpoint(p)) {
-      return MakeError(ErrorCode::kInvalidArgument, "gossip peer '" + p + "': expected tcp://, ipc:// or inproc://");
-    }
-  }
+  if (auto ok = CheckPeers(peers); !ok) return ok;
   if (sync_interval.count() < 1 || sync_interval > std::chrono::seconds(10)) {
     return MakeError(ErrorCode::kInvalidArgument, "gossip sync_interval must be 1 ms to 10 s");
   }
@@ -143,10 +148,11 @@ class GossipRateLimiter::Impl {
 
   // The policy's rules as counters place them: a peer's entry must be one.
   void SetMetas(std::set<uint64_t> metas) {
+    auto next = std::make_shared<const std::set<uint64_t>>(std::move(metas));
     std::lock_guard<std::mutex> lock(metas_mu_);
-    metas_ = std::move(metas);
+    metas_ = std::move(next);
   }
-  std::set<uint64_t> Metas() const {
+  std::shared_ptr<const std::set<uint64_t>> Metas() const {
     std::lock_guard<std::mutex> lock(metas_mu_);
     return metas_;
   }
@@ -334,7 +340,7 @@ class GossipRateLimiter::Impl {
                                                  std::to_string(entries.size) + " entries (at most " +
                                                  std::to_string(kMaxEntriesPerMessage) + ")");
     }
-    const std::set<uint64_t> metas = Metas();  // the rules this host counts by
+    const auto metas = Metas();  // the rules this host counts by
     // Every entry is checked before any is applied: a bad message changes nothing.
     struct Entry {
       uint64_t id, meta;
@@ -353,9 +359,9 @@ class GossipRateLimiter::Impl {
       auto meta = wire::UintArg(e.via.array.ptr[1], "meta");
       auto window = wire::IntArg(e.via.array.ptr[2], "window");
       auto total = wire::UintArg(e.via.array.ptr[3], "total");
-      const bool valid = id && *id != 0 && meta && window && total && metas.count(*meta) != 0 &&
-                         LimiterEngine::Additive(static_cast<Algorithm>(*meta & 0xff)) && WindowLength(*meta) > 0 &&
-                         *window >= 0 && *window % WindowLength(*meta) == 0;
+      // A meta of this host's policy is additive with a window above 0.
+      const bool valid = id && *id != 0 && meta && window && total && metas->count(*meta) != 0 && *window >= 0 &&
+                         *window % LimiterEngine::WindowOf(*meta) == 0;
       if (!valid) {
         return MakeError(ErrorCode::kProtocol, "gossip: from " + std::string(*sender) + ": entry " + std::to_string(i) +
                                                    " is not a window count");
@@ -379,10 +385,10 @@ class GossipRateLimiter::Impl {
     s.last_seq = std::max(s.last_seq, *seq);
     const int64_t now = clock_.NowMs();
     for (const Entry& e : parsed) {
-      // `meta` is one of this host's own rules (checked above), so the
-      // window length is a sane one; the range check comes before any sum.
-      if (e.window < now - 2 * WindowLength(e.meta)) continue;  // closed
-      if (e.window > now + kMaxSkew.count()) {                  // ahead of this host's clock by more than NTP allows
+      // `meta` is one of this host's own rules (checked above): the window
+      // length is a sane one, and the sum in Closed cannot overflow.
+      if (Closed(e.window, e.meta, now)) continue;
+      if (e.window > now + kMaxSkew.count()) {  // ahead of this host's clock by more than NTP allows
         skipped_.fetch_add(1, std::memory_order_relaxed);
         ReportOnce("future:" + std::string(*sender),
                    "gossip: " + std::string(*sender) + " counts in a window " + std::to_string(e.window - now) +
@@ -454,7 +460,7 @@ class GossipRateLimiter::Impl {
   std::atomic<bool> stop_{false};
 
   mutable std::mutex metas_mu_;
-  std::set<uint64_t> metas_;  // guarded by metas_mu_
+  std::shared_ptr<const std::set<uint64_t>> metas_;  // guarded by metas_mu_
   std::mutex peers_mu_;
   std::optional<std::vector<std::string>> pending_peers_;  // guarded by peers_mu_
 
@@ -497,11 +503,7 @@ Result<void> GossipRateLimiter::SetPolicy(RateLimitPolicy policy) {
 }
 
 Result<void> GossipRateLimiter::SetPeers(std::vector<std::string> peers) {
-  for (const std::string& p : peers) {
-    if (!LooksLikeEndpoint(p)) {
-      return MakeError(ErrorCode::kInvalidArgument, "gossip peer '" + p + "': expected tcp://, ipc:// or inproc://");
-    }
-  }
+  if (auto ok = CheckPeers(peers); !ok) return ok;
   impl_->SetPeers(std::move(peers));
   return {};
 }

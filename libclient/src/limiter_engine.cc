@@ -41,7 +41,6 @@ uint64_t MetaOf(const Rule& r) {
   return static_cast<uint64_t>(r.window.count()) << 8 | static_cast<uint8_t>(r.algorithm);
 }
 Algorithm AlgorithmOf(uint64_t meta) { return static_cast<Algorithm>(meta & 0xff); }
-int64_t WindowOf(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
 
 // LimiterState <-> a table value (`lo` holds CounterTable::kLoBits bits).
 // Fixed and sliding window: lo = window start (ms); hi = count, or the
@@ -78,7 +77,7 @@ struct IdleAt {
   explicit IdleAt(int64_t now) : before(now - kIdleMarginMs) {}
   int64_t before;
   bool operator()(uint64_t meta, const CounterTable::Value& v) const {
-    return IsIdle(AlgorithmOf(meta), WindowOf(meta), Unpack(AlgorithmOf(meta), v), before);
+    return IsIdle(AlgorithmOf(meta), LimiterEngine::WindowOf(meta), Unpack(AlgorithmOf(meta), v), before);
   }
 };
 
@@ -221,7 +220,7 @@ void LimiterEngine::Uncommit(const CountedRule& r, uint64_t id, int64_t now, uin
         return Pack(a, s);
       },
       [](uint64_t, const CounterTable::Value&) { return false; });  // it was just counted: present
-  if (journal_ && gave_back && Additive(a)) Record(r, id, window_start, -static_cast<int64_t>(cost));
+  if (journal_ && gave_back) Record(r, id, window_start, -static_cast<int64_t>(cost));
 }
 
 void LimiterEngine::Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost) {

@@ -106,6 +106,8 @@ class LimiterEngine {
   // Whether an algorithm's counts add up across hosts (fixed and sliding
   // windows do; a token bucket's arrival time and a sliding log do not).
   static bool Additive(Algorithm a) { return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow; }
+  // The window length, in ms, of a counter placed with `meta`.
+  static int64_t WindowOf(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
   // How the counters of `policy`'s rules are placed (algorithm, window): a
   // peer's count must name one of these.
   static std::set<uint64_t> MetasOf(const RateLimitPolicy& policy);
@@ -138,9 +140,6 @@ class LimiterEngine {
   // flight may still read one (policies change rarely; each is small).
   std::vector<std::unique_ptr<CompiledPolicy>> policies_;  // guarded by install_mu_
   std::atomic<const CompiledPolicy*> current_{nullptr};
-  // Decision counts, one tally per thread: each has a single writer, so
-  // counting takes no locked instruction. A thread finds its tally through
-  // a small thread-local cache keyed by the engine's serial number.
   // A single-producer, single-consumer ring of counts (the deciding thread
   // and DrainJournal); a full ring spills into `overflow`, under its lock.
   struct Journal {
@@ -152,6 +151,9 @@ class LimiterEngine {
     std::vector<Counted> overflow;  // guarded by overflow_mu
     void Push(const Counted& c);
   };
+  // Decision counts, one tally per thread: each has a single writer, so
+  // counting takes no locked instruction. A thread finds its tally through
+  // a small thread-local cache keyed by the engine's serial number.
   struct alignas(64) Tally {
     std::atomic<uint64_t> allowed{0}, denied{0}, shadow_denied{0}, given_back{0};
     std::unique_ptr<Journal> journal;  // when the engine keeps one; set before the thread's first count

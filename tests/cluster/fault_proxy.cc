@@ -235,6 +235,7 @@ class FaultProxy::Loop {
     char buffer[kChunk];
     const ssize_t n = recv(fd, buffer, sizeof buffer, 0);
     if (n > 0) {
+      owner_.received_[index] += static_cast<uint64_t>(n);
       if (drop_) {
         owner_.dropped_ += static_cast<uint64_t>(n);
       } else {

@@ -72,6 +72,8 @@ class FaultProxy {
 
   size_t connections() const { return connections_.load(); }
   uint64_t accepted() const { return accepted_.load(); }
+  // Bytes read from the sending side (whatever then became of them).
+  uint64_t bytes_received(Direction direction) const { return received_[Index(direction)].load(); }
   uint64_t bytes_forwarded(Direction direction) const { return forwarded_[Index(direction)].load(); }
   uint64_t bytes_dropped() const { return dropped_.load(); }
 
@@ -97,6 +99,7 @@ class FaultProxy {
 
   std::atomic<size_t> connections_{0};
   std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> received_[2] = {};
   std::atomic<uint64_t> forwarded_[2] = {};
   std::atomic<uint64_t> dropped_{0};
   std::thread thread_;

@@ -192,6 +192,9 @@ TEST_F(FaultProxyTest, ADelayHoldsEachChunkAtLeastThatLongInOrder) {
   auto start = Clock::now();
   ASSERT_TRUE(client.Send("a"));
   ASSERT_TRUE(client.Send("b"));
+  // A chunk takes the delay in force when the proxy reads it, so "a" and "b"
+  // must have been read before the delay is lifted.
+  ASSERT_TRUE(WaitUntil([&] { return proxy_->bytes_received(FaultProxy::Direction::kToTarget) == 2; }));
   proxy_->SetDelay(FaultProxy::Direction::kToTarget, milliseconds(0));  // "c" waits behind "a" and "b"
   ASSERT_TRUE(client.Send("c"));
   EXPECT_EQ(client.Receive(3), "abc");

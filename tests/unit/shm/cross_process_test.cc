@@ -150,16 +150,30 @@ TEST_F(CrossProcessTest, KilledReadersLeaveWriterAndOtherReadersUnaffected) {
 TEST_F(CrossProcessTest, WriterKilledMidWriteIsRepairedByTheNextWriter) {
   uint64_t repairs_seen = 0;
   for (int round = 0; round < 40 && repairs_seen == 0; ++round) {
-    const pid_t writer = Spawn([this, round] {
+    int in_loop[2];
+    ASSERT_EQ(pipe(in_loop), 0);
+    const pid_t writer = Spawn([this, round, in_loop_fd = in_loop[1]]() mutable {
       auto cache = Cache::OpenNamed(name_);
       if (!cache) return 10;
       for (uint64_t seq = 0;; ++seq) {
         const std::string key = Key(static_cast<int>(seq % kKeys));
         if (!(*cache)->Set(key, MakeValue(key, seq << 8 | static_cast<uint64_t>(round))).has_value()) return 11;
         if (seq % 5 == 0) (void)(*cache)->Erase(Key(static_cast<int>((seq * 7) % kKeys)));
+        if (seq == 100) {  // deep in its loop: the parent may aim its kill now
+          if (write(in_loop_fd, "w", 1) != 1) return 12;
+          close(in_loop_fd);
+        }
       }
     });
-    usleep(2000 + 500 * static_cast<useconds_t>(round % 7));  // let it get deep into its loop
+    close(in_loop[1]);
+    // However slow the host (sanitizers, load), the kill comes only once the
+    // writer is writing, then after a delay that varies by round.
+    pollfd p{in_loop[0], POLLIN, 0};
+    char byte = 0;
+    ASSERT_EQ(poll(&p, 1, 20000), 1) << "the writer never reached its loop";
+    ASSERT_EQ(read(in_loop[0], &byte, 1), 1);
+    close(in_loop[0]);
+    usleep(200 * static_cast<useconds_t>(round % 7));
     ASSERT_EQ(kill(writer, SIGKILL), 0);
     ASSERT_EQ(WaitExit(writer), 128 + SIGKILL);
     // The next write takes over the lock; if the dead writer held it, it repairs.

@@ -42,6 +42,10 @@ extern "C" void OnReload(int) { g_signals.reload = 1; }
 void InstallSignalHandlers() {
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
+  // Reads and writes during the start (a policy file on a slow disk or a
+  // pipe) go on after a signal; poll, which the serving loop waits in, is
+  // never restarted, so the loop still wakes to take the signal up.
+  sa.sa_flags = SA_RESTART;
   sa.sa_handler = OnStop;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
@@ -112,6 +116,10 @@ Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::l
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: a SIGHUP (a reload sent by a service manager) or SIGTERM that
+  // arrives while the daemon starts must not kill it with the default
+  // action. A reload or stop asked for before Run is taken up by Run.
+  InstallSignalHandlers();
   const std::vector<std::string> args(argv + 1, argv + argc);
   auto parsed = cachet::daemon::ParseConfig(args);
   if (!parsed) return Refuse(kExitRefused, parsed.error().message);
@@ -143,7 +151,6 @@ int main(int argc, char** argv) {
   }
   auto log = MakeLogger(config);
   if (!log) return Refuse(kExitRefused, log.error().message);
-  InstallSignalHandlers();
   // Endpoints first: one that cannot be bound leaves no segment behind.
   cachet::daemon::Server server(config, args, *log, g_signals);
   if (auto bound = server.Bind(); !bound) return Refuse(kExitRefused, bound.error().message);

@@ -103,8 +103,14 @@ class DaemonProcess {
   // endpoint to reuse one from an earlier run (restart tests). A cachetd
   // that exits during start fails the start (its output is still checked).
   ::testing::AssertionResult Start(const std::string& tcp = "tcp://127.0.0.1:*") {
+    if (auto launched = Launch(tcp); !launched) return launched;
+    return WaitUntilReady();
+  }
+
+  // The two halves of Start, for tests that act while cachetd starts.
+  ::testing::AssertionResult Launch(const std::string& tcp = "tcp://127.0.0.1:*") {
     if (child_) return ::testing::AssertionFailure() << "cachetd is already running (pid " << pid() << ")";
-    const size_t log_before = ReadFile(log_path_).size();
+    log_before_ = ReadFile(log_path_).size();
     std::vector<std::string> args = prefix_;
     args.insert(args.end(),
                 {CACHETD_PATH, "--segment", segment_, "--ipc", ipc_, "--tcp", tcp, "--log-file", log_path_});
@@ -118,11 +124,15 @@ class DaemonProcess {
     }
     args.insert(args.end(), extra_.begin(), extra_.end());
     child_.emplace(ChildProcess::Exec(args));
+    return ::testing::AssertionSuccess();
+  }
+  ::testing::AssertionResult WaitUntilReady() {
+    if (!child_) return ::testing::AssertionFailure() << "cachetd was not launched";
     bool ready = false;
     const bool ended = WaitUntil(
         [&] {
           const std::string all = ReadFile(log_path_);
-          const std::string log = all.substr(std::min(log_before, all.size()));
+          const std::string log = all.substr(std::min(log_before_, all.size()));
           const size_t at = log.find("listening on tcp://");
           if (log.find(" ready: ") != std::string::npos && at != std::string::npos) {
             const size_t begin = at + std::string("listening on ").size();
@@ -200,6 +210,7 @@ class DaemonProcess {
 
   std::vector<std::string> extra_, prefix_;
   std::string segment_, ipc_, tcp_, log_path_;
+  size_t log_before_ = 0;  // the log's size at Launch: WaitUntilReady reads after it
   std::optional<ChildProcess> child_;
 };
 

@@ -1,13 +1,16 @@
 // Signals in the middle of ZeroMQ calls: a SIGHUP storm on cachetd while a
 // client keeps writes in flight, and signals delivered to a client's own
 // thread while it waits for replies. Neither side may crash or fail a call.
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <thread>
 #include <zmq.hpp>
@@ -91,6 +94,67 @@ TEST(DaemonSignalsTest, SighupStormUnderWriteLoadNeitherKillsTheDaemonNorLosesRe
   EXPECT_TRUE(daemon.WaitForLog("reload: log level is now debug", mark)) << daemon.log().substr(mark);
   EXPECT_EQ(daemon.Stop(), 0);
   std::remove(config.c_str());
+}
+
+// The main thread's state letter from /proc (R, S, D, Z, ...), or 0 if gone.
+char ThreadState(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(in, line);
+  const size_t close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() ? 0 : line[close + 2];
+}
+
+// True while `sig` is pending for the process (sent, not yet handled).
+bool SignalPending(pid_t pid, int sig) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  const uint64_t bit = uint64_t{1} << (sig - 1);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) {
+      if (std::stoull(line.substr(line.find(':') + 1), nullptr, 16) & bit) return true;
+    }
+  }
+  return false;
+}
+
+TEST(DaemonSignalsTest, SighupWhileTheDaemonReadsItsPolicyAtStartNeitherKillsNorFailsIt) {
+  // The policy is a FIFO: cachetd blocks reading it at start, and the test
+  // sends SIGHUP exactly then. A service manager's reload can come this early.
+  const std::string path = "/tmp/" + testing::UniqueSegmentName("policy");
+  const std::string policy = "[tier.regular]\nper_minute = 100/1m sliding_window\n";
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0) << std::strerror(errno);
+  testing::DaemonProcess daemon({"--rate-limit-policy", path});
+  ASSERT_TRUE(daemon.Launch());
+  const pid_t pid = daemon.pid();
+  int fd = -1;  // opening for writing succeeds once cachetd has it open for reading
+  ASSERT_TRUE(testing::WaitUntil([&] { return (fd = open(path.c_str(), O_WRONLY | O_NONBLOCK)) >= 0; }))
+      << "cachetd never opened its policy";
+  ASSERT_TRUE(testing::WaitUntil([&] { return ThreadState(pid) == 'S'; })) << "not blocked reading the policy";
+  daemon.Hup();
+  // Handled (no longer pending) and back to waiting for the policy's bytes,
+  // or dead (a zombie until reaped).
+  char state = 0;
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    state = ThreadState(pid);
+    return state == 'Z' || state == 0 || (state == 'S' && !SignalPending(pid, SIGHUP));
+  }));
+  EXPECT_EQ(state, 'S') << "cachetd did not survive the SIGHUP";
+  // Later reads (the server's, the reload's) find a plain file in its place.
+  std::ofstream(path + ".new") << policy;
+  ASSERT_EQ(rename((path + ".new").c_str(), path.c_str()), 0);
+  signal(SIGPIPE, SIG_IGN);  // if cachetd died: EPIPE rather than the test's death
+  EXPECT_EQ(write(fd, policy.data(), policy.size()), static_cast<ssize_t>(policy.size()));
+  close(fd);
+
+  ASSERT_TRUE(daemon.WaitUntilReady());
+  // The early SIGHUP is not lost: once serving, cachetd reloads.
+  EXPECT_TRUE(daemon.WaitForLog("configuration reloaded")) << daemon.log();
+  auto client = Client::Connect(daemon.tcp());
+  ASSERT_TRUE(client.has_value());
+  EXPECT_TRUE((*client)->Ping().has_value());
+  EXPECT_EQ(testing::StatOf(**client, "reloads"), 1);
+  EXPECT_EQ(daemon.Stop(), 0);
+  std::remove(path.c_str());
 }
 
 extern "C" void CountSignal(int) {}

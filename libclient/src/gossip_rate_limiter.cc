@@ -79,11 +79,43 @@ Result<void> CheckPeers(const std::vector<std::string>& peers) {
   return {};
 }
 
-Result<void> CheckAdditive(const Rule& r) {
-  if (LimiterEngine::Additive(r.algorithm)) return {};
+Result<void> CheckShareable(const Rule& r) {
+  if (r.local || LimiterEngine::Additive(r.algorithm)) return {};
   return MakeError(ErrorCode::kInvalidArgument,
                    "rule '" + r.name + "': the " + AlgorithmName(r.algorithm) +
-                       " algorithm cannot be shared between hosts (use fixed_window or sliding_window)");
+                       " algorithm cannot be shared between hosts (use fixed_window or sliding_window, or make the "
+                       "rule local)");
+}
+
+bool HasLocalRules(const RateLimitPolicy& policy) {
+  for (const Tier& t : policy.tiers) {
+    for (const Rule& r : t.rules) {
+      if (r.local) return true;
+    }
+  }
+  for (const auto& [key, rules] : policy.overrides) {
+    for (const Rule& r : rules) {
+      if (r.local) return true;
+    }
+  }
+  return false;
+}
+
+// `policy` as one of `hosts` hosts applies it: each local rule admits its
+// share, rounded down (so the hosts together admit at most the limit) but
+// at least 1.
+RateLimitPolicy SharesOf(RateLimitPolicy policy, uint64_t hosts) {
+  const auto share = [hosts](uint64_t n) { return n == 0 ? 0 : std::max<uint64_t>(1, n / hosts); };
+  const auto scale = [&](std::vector<Rule>& rules) {
+    for (Rule& r : rules) {
+      if (!r.local) continue;
+      r.limit = share(r.limit);
+      r.burst = share(r.burst);
+    }
+  };
+  for (Tier& t : policy.tiers) scale(t.rules);
+  for (auto& [key, rules] : policy.overrides) scale(rules);
+  return policy;
 }
 
 }  // namespace
@@ -98,6 +130,11 @@ Result<void> GossipOptions::Validate() const {
   }
   if (snapshot_interval < sync_interval || snapshot_interval > std::chrono::minutes(1)) {
     return MakeError(ErrorCode::kInvalidArgument, "gossip snapshot_interval must be from sync_interval to 1 minute");
+  }
+  if (peer_timeout < 2 * snapshot_interval || peer_timeout > std::chrono::minutes(10)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "gossip peer_timeout must be from twice snapshot_interval (a peer sends at least once per "
+                     "snapshot interval) to 10 minutes");
   }
   if (node_id.size() > kMaxSenderBytes) {
     return MakeError(ErrorCode::kInvalidArgument,
@@ -114,6 +151,7 @@ class GossipRateLimiter::Impl {
     engine_.EnableJournal();
     incarnation_ = static_cast<uint64_t>(Steady::now().time_since_epoch().count()) ^
                    (static_cast<uint64_t>(getpid()) << 32) ^ reinterpret_cast<uintptr_t>(this);
+    started_ms_ = clock_.NowMs();
   }
 
   ~Impl() {
@@ -146,7 +184,16 @@ class GossipRateLimiter::Impl {
   const std::string& endpoint() const { return endpoint_; }
   const std::string& node_id() const { return options_.node_id; }
 
-  // The policy's rules as counters place them: a peer's entry must be one.
+  // Installs a policy (it passed CheckShareable) for the hosts alive now.
+  void SetPolicy(RateLimitPolicy policy) {
+    SetMetas(LimiterEngine::MetasOf(policy));
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    policy_ = std::move(policy);
+    has_local_ = HasLocalRules(policy_);
+    shares_.clear();
+    ActivateShares();
+  }
+  // The shared rules as counters place them: a peer's entry must be one.
   void SetMetas(std::set<uint64_t> metas) {
     auto next = std::make_shared<const std::set<uint64_t>>(std::move(metas));
     std::lock_guard<std::mutex> lock(metas_mu_);
@@ -173,6 +220,7 @@ class GossipRateLimiter::Impl {
     s.skipped_entries = skipped_.load(std::memory_order_relaxed);
     s.peers = peer_count_.load(std::memory_order_relaxed);
     s.senders = sender_count_.load(std::memory_order_relaxed);
+    s.live_hosts = live_hosts_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -211,10 +259,43 @@ class GossipRateLimiter::Impl {
         if (snapshot) next_snapshot = now + options_.snapshot_interval;
         Publish(snapshot);
         Expire();
+        SetLiveHosts(CountLiveHosts());
       } catch (const std::exception& e) {  // zmq::error_t, std::bad_alloc: the thread goes on
         Report("gossip: " + std::string(e.what()));
       }
     }
+  }
+
+  // This host and the peers heard from within peer_timeout; until that
+  // long has passed since the start, at least this host and its peers as
+  // configured (a host just started has heard from no one yet).
+  uint64_t CountLiveHosts() {
+    const int64_t now = clock_.NowMs();
+    const int64_t timeout = options_.peer_timeout.count();
+    for (auto it = heard_.begin(); it != heard_.end();) {
+      it = now - it->second > timeout ? heard_.erase(it) : std::next(it);
+    }
+    uint64_t hosts = 1 + heard_.size();
+    if (now - started_ms_ < timeout) hosts = std::max<uint64_t>(hosts, 1 + peers_.size());
+    return hosts;
+  }
+
+  void SetLiveHosts(uint64_t hosts) {
+    live_hosts_.store(hosts, std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(policy_mu_);
+    if (hosts == hosts_) return;
+    hosts_ = hosts;
+    if (has_local_) ActivateShares();
+  }
+
+  // Makes the policy's variant for hosts_ the one decisions use, compiling
+  // it the first time: the variants are few (one per number of hosts seen
+  // under this policy), and the engine keeps every policy it compiled.
+  void ActivateShares() {  // REQUIRES: policy_mu_ held
+    const uint64_t hosts = has_local_ ? hosts_ : 1;
+    auto it = shares_.find(hosts);
+    if (it == shares_.end()) it = shares_.emplace(hosts, engine_.CompilePolicy(SharesOf(policy_, hosts))).first;
+    engine_.Activate(it->second);
   }
 
   void Connect(const std::string& peer) {
@@ -270,7 +351,11 @@ class GossipRateLimiter::Impl {
       if (own.dirty || snapshot) entries.emplace_back(&key, &own);
       own.dirty = false;
     }
-    for (size_t first = 0; first < entries.size(); first += kMaxEntriesPerMessage) {
+    if (entries.empty() && !snapshot) return;
+    // A snapshot is sent even with no entries: peers hear that this host
+    // is alive (local rules divide their limit by the hosts alive).
+    size_t first = 0;
+    do {
       const size_t n = std::min(kMaxEntriesPerMessage, entries.size() - first);
       wire::Writer w;
       w.Array(6);
@@ -292,7 +377,8 @@ class GossipRateLimiter::Impl {
       (void)zmqio::RetryOnEintr(
           [&] { return pub_.send(zmq::const_buffer(w.data(), w.size()), zmq::send_flags::dontwait); });
       sent_.fetch_add(1, std::memory_order_relaxed);
-    }
+      first += n;
+    } while (first < entries.size());
   }
 
   // Reads what has arrived, until `deadline`: a flood of messages never
@@ -379,6 +465,7 @@ class GossipRateLimiter::Impl {
       it = senders_.emplace(std::move(who), Sender{}).first;
       sender_count_.store(senders_.size(), std::memory_order_relaxed);
     }
+    if (heard_.size() < kMaxSenders || heard_.count(it->first.first) != 0) heard_[it->first.first] = clock_.NowMs();
     Sender& s = it->second;
     s.last_heard = Steady::now();
     if (s.last_seq != 0 && *seq > s.last_seq + 1) gaps_.fetch_add(*seq - s.last_seq - 1, std::memory_order_relaxed);
@@ -459,6 +546,16 @@ class GossipRateLimiter::Impl {
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
+  // The policy as declared, and its variants by the number of hosts alive
+  // (they differ only in local rules' limits).
+  std::mutex policy_mu_;
+  RateLimitPolicy policy_;                                    // guarded by policy_mu_
+  bool has_local_ = false;                                    // guarded by policy_mu_
+  uint64_t hosts_ = 1;                                        // guarded by policy_mu_
+  std::map<uint64_t, const detail::CompiledPolicy*> shares_;  // guarded by policy_mu_; owned by engine_
+  std::atomic<uint64_t> live_hosts_{1};
+  int64_t started_ms_ = 0;
+
   mutable std::mutex metas_mu_;
   std::shared_ptr<const std::set<uint64_t>> metas_;  // guarded by metas_mu_
   std::mutex peers_mu_;
@@ -468,6 +565,7 @@ class GossipRateLimiter::Impl {
   std::set<std::string> peers_;
   std::unordered_map<WindowKey, Own, WindowKeyHash> own_;
   std::map<std::pair<std::string, uint64_t>, Sender> senders_;  // by (node id, incarnation)
+  std::unordered_map<std::string, int64_t> heard_;              // node id -> last heard (clock ms)
   std::set<std::string> reported_;                              // kinds of problems already reported
   uint64_t seq_ = 0;
 
@@ -481,12 +579,11 @@ GossipRateLimiter::~GossipRateLimiter() = default;
 Result<std::unique_ptr<GossipRateLimiter>> GossipRateLimiter::Create(RateLimitPolicy policy, GossipOptions options,
                                                                      const cachet::Clock& clock) {
   if (auto ok = options.Validate(); !ok) return tl::unexpected(ok.error());
-  if (auto ok = policy.Validate(CheckAdditive); !ok) return tl::unexpected(ok.error());
+  if (auto ok = policy.Validate(CheckShareable); !ok) return tl::unexpected(ok.error());
   auto table = CounterTable::CreatePrivate(options.capacity);
   if (!table) return tl::unexpected(table.error());
   auto impl = std::make_unique<Impl>(std::move(*table), clock, std::move(options));
-  impl->engine().Install(policy);
-  impl->SetMetas(LimiterEngine::MetasOf(policy));
+  impl->SetPolicy(std::move(policy));
   if (auto ok = impl->Start(); !ok) return tl::unexpected(ok.error());
   return std::unique_ptr<GossipRateLimiter>(new GossipRateLimiter(std::move(impl)));
 }
@@ -496,9 +593,8 @@ Result<Decision> GossipRateLimiter::Check(std::string_view key, std::string_view
 }
 
 Result<void> GossipRateLimiter::SetPolicy(RateLimitPolicy policy) {
-  if (auto ok = policy.Validate(CheckAdditive); !ok) return ok;
-  impl_->engine().Install(policy);
-  impl_->SetMetas(LimiterEngine::MetasOf(policy));
+  if (auto ok = policy.Validate(CheckShareable); !ok) return ok;
+  impl_->SetPolicy(std::move(policy));
   return {};
 }
 

@@ -164,14 +164,18 @@ LimiterEngine::LimiterEngine(std::unique_ptr<CounterTable> table, const Clock& c
 
 LimiterEngine::~LimiterEngine() = default;
 
-void LimiterEngine::Install(const RateLimitPolicy& policy) {
+void LimiterEngine::Install(const RateLimitPolicy& policy) { Activate(CompilePolicy(policy)); }
+
+const CompiledPolicy* LimiterEngine::CompilePolicy(const RateLimitPolicy& policy) {
   auto compiled = std::make_unique<CompiledPolicy>();
   for (const Tier& t : policy.tiers) compiled->tiers.emplace_back(t.name, Compile(t.name, t.rules));
   for (const auto& [key, rules] : policy.overrides) compiled->overrides.emplace(key, Compile("override", rules));
   std::lock_guard<std::mutex> lock(install_mu_);
-  current_.store(compiled.get(), std::memory_order_release);
   policies_.push_back(std::move(compiled));
+  return policies_.back().get();
 }
+
+void LimiterEngine::Activate(const CompiledPolicy* policy) { current_.store(policy, std::memory_order_release); }
 
 Verdict LimiterEngine::Peek(const CountedRule& r, uint64_t id, int64_t now, uint64_t cost) {
   if (r.rule.algorithm == Algorithm::kSlidingLog) return logs_.Decide(id, r.rule, now, cost, false);
@@ -224,7 +228,7 @@ void LimiterEngine::Uncommit(const CountedRule& r, uint64_t id, int64_t now, uin
 }
 
 void LimiterEngine::Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost) {
-  if (!Additive(r.rule.algorithm)) return;
+  if (!Additive(r.rule.algorithm) || r.rule.local) return;
   MyTally().journal->Push(Counted{id, r.meta, window_start, cost});
 }
 
@@ -265,10 +269,14 @@ void LimiterEngine::DrainJournal(const std::function<void(const Counted&)>& fn) 
 std::set<uint64_t> LimiterEngine::MetasOf(const RateLimitPolicy& policy) {
   std::set<uint64_t> metas;
   for (const Tier& t : policy.tiers) {
-    for (const Rule& r : t.rules) metas.insert(MetaOf(r));
+    for (const Rule& r : t.rules) {
+      if (!r.local) metas.insert(MetaOf(r));
+    }
   }
   for (const auto& [key, rules] : policy.overrides) {
-    for (const Rule& r : rules) metas.insert(MetaOf(r));
+    for (const Rule& r : rules) {
+      if (!r.local) metas.insert(MetaOf(r));
+    }
   }
   return metas;
 }

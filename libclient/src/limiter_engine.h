@@ -79,12 +79,18 @@ class LimiterEngine {
 
   // Compiles and publishes a policy. REQUIRES: it passed the store's checks.
   void Install(const RateLimitPolicy& policy);
+  // Install in two steps, for a limiter that switches among a few variants
+  // of one policy (gossip's local shares, by the hosts alive): a compiled
+  // policy lives as long as the engine, and Activate makes it the one
+  // decisions use.
+  const CompiledPolicy* CompilePolicy(const RateLimitPolicy& policy);
+  void Activate(const CompiledPolicy* policy);
   Result<Decision> Check(std::string_view key, std::string_view tier, uint64_t cost);
   uint64_t ReclaimIdle(uint64_t max_slots);
   RateLimiterStats Stats() const;
 
   // The journal, for limiters that share counts with other hosts (gossip).
-  // When enabled, every count a fixed- or sliding-window rule takes or
+  // When enabled, every count a shared (not local) fixed- or sliding-window rule takes or
   // gives back is also recorded, by the deciding thread in a queue of its
   // own (no lock, no shared cache line), for DrainJournal to collect.
   struct Counted {
@@ -108,8 +114,8 @@ class LimiterEngine {
   static bool Additive(Algorithm a) { return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow; }
   // The window length, in ms, of a counter placed with `meta`.
   static int64_t WindowOf(uint64_t meta) { return static_cast<int64_t>(meta >> 8); }
-  // How the counters of `policy`'s rules are placed (algorithm, window): a
-  // peer's count must name one of these.
+  // How the counters of `policy`'s shared (not local) rules are placed
+  // (algorithm, window): a peer's count must name one of these.
   static std::set<uint64_t> MetasOf(const RateLimitPolicy& policy);
 
   // A seam for tests: runs on the deciding thread after a multi-rule

@@ -65,7 +65,7 @@ Result<std::chrono::milliseconds> Window(std::string_view s) {
   return std::chrono::milliseconds(static_cast<int64_t>(*n) * ms);
 }
 
-// "100/1m sliding_window burst=20 shadow"
+// "100/1m sliding_window burst=20 shadow local"
 Result<Rule> ParseRule(std::string_view name, std::string_view spec) {
   Rule r;
   r.name = std::string(name);
@@ -88,6 +88,8 @@ Result<Rule> ParseRule(std::string_view name, std::string_view spec) {
     const std::string_view w = words[i];
     if (w == "shadow") {
       r.shadow = true;
+    } else if (w == "local") {
+      r.local = true;
     } else if (w.rfind("burst=", 0) == 0) {
       auto burst = Number(w.substr(6), "burst");
       if (!burst) return MakeError(ErrorCode::kInvalidArgument, "rule '" + r.name + "': " + burst.error().message);

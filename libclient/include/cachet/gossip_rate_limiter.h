@@ -25,9 +25,18 @@
 // H hosts, sync interval I and a combined rate R, up to about R * I requests
 // can be admitted over the limit per window (docs/design.md derives it).
 //
-// Only rules whose counts add up across hosts are allowed: fixed and
-// sliding windows (Create refuses token buckets and sliding logs). Windows
-// are aligned to the wall clock, so hosts need synchronized clocks (NTP).
+// Only rules whose counts add up across hosts are shared: fixed and
+// sliding windows (Create refuses token buckets and sliding logs, unless
+// local). Windows are aligned to the wall clock, so hosts need
+// synchronized clocks (NTP).
+//
+// A rule marked `local` (Rule::local; "local" in a policy file) is not
+// shared: each host admits its share, the limit divided by the hosts
+// alive (this one and the peers heard from within peer_timeout), rounded
+// down. No counts travel and nothing is over-admitted while the hosts
+// alive stay the same; when one dies the others' shares grow after
+// peer_timeout, and a host that joins makes them shrink. Every host sends
+// at least one message per snapshot interval, so its peers know it lives.
 //
 // Thread safety: every method may be called from any thread. A dead or slow
 // peer never blocks a decision: decisions touch only the local table.
@@ -57,6 +66,9 @@ struct GossipOptions {
   std::vector<std::string> peers;
   std::chrono::milliseconds sync_interval{10};
   std::chrono::milliseconds snapshot_interval{1000};
+  // A peer unheard for this long is taken for dead (local rules' shares
+  // grow). At least twice snapshot_interval.
+  std::chrono::milliseconds peer_timeout{3000};
   // (key, rule) counters alive at once in this host's table.
   uint64_t capacity = uint64_t{1} << 20;
   // Problems of the sync thread (a peer that cannot be reached, a malformed
@@ -76,6 +88,7 @@ struct GossipStats {
   uint64_t skipped_entries = 0;     // counts for a window over a window ahead of this host's clock
   uint64_t peers = 0;               // connected PUB endpoints
   uint64_t senders = 0;             // distinct senders heard from
+  uint64_t live_hosts = 1;          // this host and the peers heard from within peer_timeout
 };
 
 class GossipRateLimiter {

@@ -38,6 +38,12 @@ struct Rule {
   Algorithm algorithm = Algorithm::kSlidingWindow;
   uint64_t burst = 0;   // token bucket only: bucket size; 0 means `limit`
   bool shadow = false;  // count and report, never deny (dry run)
+  // Across hosts (GossipRateLimiter), how the hosts share the limit: false,
+  // their counts add up to one limit; true, they share no counts and each
+  // host admits its share, `limit` (and `burst`) divided by the hosts it
+  // knows to be alive. A store that decides for every host at once (in
+  // process, shared memory, the daemon, Redis) has one host: no change.
+  bool local = false;
 
   Result<void> Validate() const;
 };

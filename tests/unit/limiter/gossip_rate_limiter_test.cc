@@ -231,6 +231,51 @@ TEST_F(GossipTest, RulesThatDoNotAddUpAndBadOptionsAreRefused) {
   o.peers.clear();
   o.sync_interval = milliseconds(0);
   EXPECT_FALSE(GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_));
+  o.sync_interval = milliseconds(10);
+  o.peer_timeout = o.snapshot_interval;  // a live peer could look dead between two snapshots
+  auto hasty = GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_);
+  ASSERT_FALSE(hasty);
+  EXPECT_NE(hasty.error().message.find("peer_timeout"), std::string::npos) << hasty.error().message;
+  // A local rule shares no counts: any algorithm will do.
+  o.peer_timeout = seconds(3);
+  RateLimitPolicy local_bucket = Policy(Algorithm::kTokenBucket, 10);
+  local_bucket.tiers[0].rules[0].local = true;
+  EXPECT_TRUE(GossipRateLimiter::Create(local_bucket, o, clock_));
+}
+
+TEST_F(GossipTest, LocalRulesShareNoCountsAndSplitTheLimitAmongTheHostsAlive) {
+  RateLimitPolicy policy = Policy(Algorithm::kFixedWindow, 90);
+  policy.tiers[0].rules[0].local = true;
+  StartMesh(3, policy);
+  // Each host hears from the other two (their snapshots, every 100 ms).
+  for (auto& l : limiters_) {
+    ASSERT_TRUE(testing::WaitUntil([&] { return l->Stats().live_hosts == 3 && l->Stats().senders == 2; }, seconds(10)))
+        << l->node_id() << " counts " << l->Stats().live_hosts << " hosts";
+  }
+  // A third each, counted apart: no host's admissions reach another.
+  for (auto& l : limiters_) EXPECT_EQ(Admit(*l, 50), 30u) << l->node_id();
+  auto d = limiters_[0]->Check("user-1", "regular");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->limit, 30u);  // what this host enforces, as the headers report it
+  const uint64_t received = limiters_[0]->Stats().messages_received;
+  ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().messages_received >= received + 4; }, seconds(10)));
+  for (auto& l : limiters_) EXPECT_EQ(l->Stats().counts_applied, 0u) << l->node_id();
+
+  // One host dies. Once its last messages are surely in (four more from the
+  // survivor, 100 ms apart) and peer_timeout has passed on the clock, the
+  // two left split the limit: 45 each, the counts so far kept.
+  limiters_.pop_back();
+  for (auto& l : limiters_) {
+    const uint64_t before = l->Stats().messages_received;
+    ASSERT_TRUE(testing::WaitUntil([&] { return l->Stats().messages_received >= before + 4; }, seconds(10)));
+  }
+  clock_.Advance(seconds(3) + milliseconds(1));  // still inside the minute's window
+  for (auto& l : limiters_) {
+    EXPECT_TRUE(testing::WaitUntil([&] { return l->Stats().live_hosts == 2; }, seconds(10)))
+        << l->node_id() << " counts " << l->Stats().live_hosts << " hosts";
+    EXPECT_EQ(Admit(*l, 50), 15u) << l->node_id();
+  }
+  EXPECT_TRUE(Errors().empty()) << Errors().front();
 }
 
 TEST_F(GossipTest, ADeadPeerBlocksNoDecision) {

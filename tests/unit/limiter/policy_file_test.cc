@@ -12,7 +12,7 @@ using std::chrono::minutes;
 constexpr const char* kExample = R"(# tiers
 [tier.regular]
 per_minute = 100/1m sliding_window
-per_hour   = 1000/1h fixed_window
+per_hour   = 1000/1h fixed_window local   # each host its share
 
 [tier.premium]
 per_minute = 1000/1m token_bucket burst=200
@@ -37,6 +37,8 @@ TEST(PolicyFileTest, ParsesTiersOverridesAndKeys) {
   EXPECT_EQ(regular->rules[0].limit, 100u);
   EXPECT_EQ(regular->rules[0].window, minutes(1));
   EXPECT_EQ(regular->rules[1].algorithm, Algorithm::kFixedWindow);
+  EXPECT_FALSE(regular->rules[0].local);
+  EXPECT_TRUE(regular->rules[1].local);
   const Tier* premium = p.FindTier("premium");
   EXPECT_EQ(premium->rules[0].algorithm, Algorithm::kTokenBucket);
   EXPECT_EQ(premium->rules[0].burst, 200u);

@@ -152,6 +152,10 @@ class GossipRateLimiter::Impl {
     incarnation_ = static_cast<uint64_t>(Steady::now().time_since_epoch().count()) ^
                    (static_cast<uint64_t>(getpid()) << 32) ^ reinterpret_cast<uintptr_t>(this);
     started_ms_ = clock_.NowMs();
+    // Until the sync thread has counted, the peers as configured are taken
+    // to be alive (as CountLiveHosts does for its first peer_timeout).
+    hosts_ = 1 + options_.peers.size();
+    live_hosts_.store(hosts_, std::memory_order_relaxed);
   }
 
   ~Impl() {
@@ -189,7 +193,7 @@ class GossipRateLimiter::Impl {
     SetMetas(LimiterEngine::MetasOf(policy));
     std::lock_guard<std::mutex> lock(policy_mu_);
     policy_ = std::move(policy);
-    has_local_ = HasLocalRules(policy_);
+    by_hosts_ = HasLocalRules(policy_) || options_.share_remaining;
     shares_.clear();
     ActivateShares();
   }
@@ -221,6 +225,7 @@ class GossipRateLimiter::Impl {
     s.peers = peer_count_.load(std::memory_order_relaxed);
     s.senders = sender_count_.load(std::memory_order_relaxed);
     s.live_hosts = live_hosts_.load(std::memory_order_relaxed);
+    s.retracted = retracted_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -229,6 +234,10 @@ class GossipRateLimiter::Impl {
     uint64_t meta = 0;
     int64_t total = 0;
     bool dirty = false;
+  };
+  struct Extra {
+    uint64_t meta = 0;
+    int64_t count = 0;
   };
   struct Sender {
     uint64_t last_seq = 0;
@@ -254,6 +263,7 @@ class GossipRateLimiter::Impl {
         if (now < next_sync) continue;
         next_sync = now + options_.sync_interval;
         TakePeers();
+        RetractExtras();
         Collect();
         const bool snapshot = now >= next_snapshot;
         if (snapshot) next_snapshot = now + options_.snapshot_interval;
@@ -285,16 +295,21 @@ class GossipRateLimiter::Impl {
     std::lock_guard<std::mutex> lock(policy_mu_);
     if (hosts == hosts_) return;
     hosts_ = hosts;
-    if (has_local_) ActivateShares();
+    if (by_hosts_) ActivateShares();
   }
 
   // Makes the policy's variant for hosts_ the one decisions use, compiling
   // it the first time: the variants are few (one per number of hosts seen
   // under this policy), and the engine keeps every policy it compiled.
+  // A variant differs in local rules' shares and, with share_remaining, in
+  // the weight of shared rules' admissions.
   void ActivateShares() {  // REQUIRES: policy_mu_ held
-    const uint64_t hosts = has_local_ ? hosts_ : 1;
+    const uint64_t hosts = by_hosts_ ? hosts_ : 1;
     auto it = shares_.find(hosts);
-    if (it == shares_.end()) it = shares_.emplace(hosts, engine_.CompilePolicy(SharesOf(policy_, hosts))).first;
+    if (it == shares_.end()) {
+      const auto weight = static_cast<uint32_t>(options_.share_remaining ? hosts : 1);
+      it = shares_.emplace(hosts, engine_.CompilePolicy(SharesOf(policy_, hosts), weight)).first;
+    }
     engine_.Activate(it->second);
   }
 
@@ -335,14 +350,32 @@ class GossipRateLimiter::Impl {
     peer_count_.store(peers_.size(), std::memory_order_relaxed);
   }
 
-  // This host's counts since the last sync, into its totals.
+  // This host's counts since the last sync, into its totals; the extras
+  // its weights counted are taken back at the next sync, when the peers'
+  // own counts for this interval have come in (they sync as often).
   void Collect() {
     engine_.DrainJournal([this](const LimiterEngine::Counted& c) {
-      Own& own = own_[WindowKey{c.id, c.window_start}];
+      const WindowKey key{c.id, c.window_start};
+      Own& own = own_[key];
       own.meta = c.meta;
       own.total += c.cost;  // a give-back may arrive before its count: clamped when published
       own.dirty = true;
+      if (c.extra != 0) {
+        Extra& e = extras_[key];
+        e.meta = c.meta;
+        e.count += c.extra;
+      }
     });
+  }
+
+  // Before Collect: what the last sync collected.
+  void RetractExtras() {
+    for (const auto& [key, e] : extras_) {
+      if (e.count <= 0) continue;
+      engine_.Retract(key.id, e.meta, key.window, static_cast<uint64_t>(e.count));
+      retracted_.fetch_add(static_cast<uint64_t>(e.count), std::memory_order_relaxed);
+    }
+    extras_.clear();
   }
 
   void Publish(bool snapshot) {
@@ -550,7 +583,7 @@ class GossipRateLimiter::Impl {
   // (they differ only in local rules' limits).
   std::mutex policy_mu_;
   RateLimitPolicy policy_;                                    // guarded by policy_mu_
-  bool has_local_ = false;                                    // guarded by policy_mu_
+  bool by_hosts_ = false;                                     // guarded by policy_mu_: local rules or share_remaining
   uint64_t hosts_ = 1;                                        // guarded by policy_mu_
   std::map<uint64_t, const detail::CompiledPolicy*> shares_;  // guarded by policy_mu_; owned by engine_
   std::atomic<uint64_t> live_hosts_{1};
@@ -564,11 +597,14 @@ class GossipRateLimiter::Impl {
   // The sync thread's alone:
   std::set<std::string> peers_;
   std::unordered_map<WindowKey, Own, WindowKeyHash> own_;
+  // Weights' extras collected at the last sync, to take back at the next.
+  std::unordered_map<WindowKey, Extra, WindowKeyHash> extras_;
   std::map<std::pair<std::string, uint64_t>, Sender> senders_;  // by (node id, incarnation)
   std::unordered_map<std::string, int64_t> heard_;              // node id -> last heard (clock ms)
   std::set<std::string> reported_;                              // kinds of problems already reported
   uint64_t seq_ = 0;
 
+  std::atomic<uint64_t> retracted_{0};
   std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, skipped_{0}, peer_count_{0},
       sender_count_{0};
 };

@@ -98,11 +98,17 @@ void Uncount(const Rule& rule, LimiterState& s, int64_t now, uint64_t cost) {
   }
 }
 
-RuleSet Compile(const std::string& owner, const std::vector<Rule>& rules) {
+RuleSet Compile(const std::string& owner, const std::vector<Rule>& rules, uint32_t shared_weight) {
   RuleSet set;
-  for (const Rule& r : rules) set.push_back({r, SeedOf(owner, r), MetaOf(r)});
+  for (const Rule& r : rules) {
+    const bool weighed = LimiterEngine::Additive(r.algorithm) && !r.local;
+    set.push_back({r, SeedOf(owner, r), MetaOf(r), weighed ? shared_weight : 1});
+  }
   return set;
 }
+
+// The count a sliding window can hold (32 bits of its value).
+constexpr int64_t kMaxSlidingCount = 0xffffffff;
 
 }  // namespace
 
@@ -166,10 +172,12 @@ LimiterEngine::~LimiterEngine() = default;
 
 void LimiterEngine::Install(const RateLimitPolicy& policy) { Activate(CompilePolicy(policy)); }
 
-const CompiledPolicy* LimiterEngine::CompilePolicy(const RateLimitPolicy& policy) {
+const CompiledPolicy* LimiterEngine::CompilePolicy(const RateLimitPolicy& policy, uint32_t shared_weight) {
   auto compiled = std::make_unique<CompiledPolicy>();
-  for (const Tier& t : policy.tiers) compiled->tiers.emplace_back(t.name, Compile(t.name, t.rules));
-  for (const auto& [key, rules] : policy.overrides) compiled->overrides.emplace(key, Compile("override", rules));
+  for (const Tier& t : policy.tiers) compiled->tiers.emplace_back(t.name, Compile(t.name, t.rules, shared_weight));
+  for (const auto& [key, rules] : policy.overrides) {
+    compiled->overrides.emplace(key, Compile("override", rules, shared_weight));
+  }
   std::lock_guard<std::mutex> lock(install_mu_);
   policies_.push_back(std::move(compiled));
   return policies_.back().get();
@@ -192,19 +200,23 @@ Result<void> LimiterEngine::Commit(const CountedRule& r, uint64_t id, int64_t no
   }
   const Algorithm a = r.rule.algorithm;
   int64_t window_start = 0;
+  // A weight's extra is counted, not checked: a request passes on its own
+  // cost, so the quota's last units stay usable.
+  const int64_t extra = static_cast<int64_t>(r.weight - 1) * static_cast<int64_t>(cost);
   auto updated = table_->Update(
       id, r.meta,
       [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
         LimiterState s = Unpack(a, v);
         out = detail::Decide(r.rule, s, now, cost, true);
         if (!out.allowed) return std::nullopt;
+        if (extra != 0) s.b = a == Algorithm::kSlidingWindow ? std::min(s.b + extra, kMaxSlidingCount) : s.b + extra;
         window_start = s.a;
         return Pack(a, s);
       },
       IdleAt{now});
   if (!updated) return tl::unexpected(std::move(updated.error()));
   written = *updated;
-  if (journal_ && written) Record(r, id, window_start, static_cast<int64_t>(cost));
+  if (journal_ && written) Record(r, id, window_start, static_cast<int64_t>(cost), extra);
   return {};
 }
 
@@ -218,18 +230,20 @@ void LimiterEngine::Uncommit(const CountedRule& r, uint64_t id, int64_t now, uin
       [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
         LimiterState s = Unpack(a, v);
         const LimiterState before = s;
-        Uncount(r.rule, s, now, cost);
+        Uncount(r.rule, s, now, cost * r.weight);
         gave_back = s.b != before.b;
         window_start = s.a;
         return Pack(a, s);
       },
       [](uint64_t, const CounterTable::Value&) { return false; });  // it was just counted: present
-  if (journal_ && gave_back) Record(r, id, window_start, -static_cast<int64_t>(cost));
+  if (journal_ && gave_back) {
+    Record(r, id, window_start, -static_cast<int64_t>(cost), -static_cast<int64_t>((r.weight - 1) * cost));
+  }
 }
 
-void LimiterEngine::Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost) {
+void LimiterEngine::Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost, int64_t extra) {
   if (!Additive(r.rule.algorithm) || r.rule.local) return;
-  MyTally().journal->Push(Counted{id, r.meta, window_start, cost});
+  MyTally().journal->Push(Counted{id, r.meta, window_start, cost, extra});
 }
 
 void LimiterEngine::Journal::Push(const Counted& c) {
@@ -305,14 +319,37 @@ Result<void> LimiterEngine::AddCounted(uint64_t id, uint64_t meta, int64_t windo
           return std::nullopt;  // a window already behind this counter
         }
         if (a == Algorithm::kSlidingWindow) {  // 32 bits each in the table
-          s.b = std::min<int64_t>(s.b, 0xffffffff);
-          s.c = std::min<int64_t>(s.c, 0xffffffff);
+          s.b = std::min(s.b, kMaxSlidingCount);
+          s.c = std::min(s.c, kMaxSlidingCount);
         }
         return Pack(a, s);
       },
       IdleAt{clock_.NowMs()});
   if (!updated) return tl::unexpected(std::move(updated.error()));
   return {};
+}
+
+void LimiterEngine::Retract(uint64_t id, uint64_t meta, int64_t window_start, uint64_t count) {
+  const Algorithm a = AlgorithmOf(meta);
+  const int64_t w = WindowOf(meta);
+  if (!Additive(a) || count == 0) return;
+  const CounterTable::Value current = table_->Load(id);
+  if (current.lo == 0 && current.hi == 0) return;  // gone (reclaimed): nothing to take back
+  const auto n = static_cast<int64_t>(std::min<uint64_t>(count, uint64_t{1} << 62));
+  (void)table_->Update(
+      id, meta,
+      [&](const CounterTable::Value& v) -> std::optional<CounterTable::Value> {
+        LimiterState s = Unpack(a, v);
+        if (s.a == window_start) {
+          s.b = std::max<int64_t>(0, s.b - n);
+        } else if (a == Algorithm::kSlidingWindow && s.a == window_start + w) {
+          s.c = std::max<int64_t>(0, s.c - n);  // now the previous window
+        } else {
+          return std::nullopt;  // a window this counter has left behind
+        }
+        return Pack(a, s);
+      },
+      IdleAt{clock_.NowMs()});
 }
 
 Result<Decision> LimiterEngine::Check(std::string_view key, std::string_view tier_name, uint64_t cost) {

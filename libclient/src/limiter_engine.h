@@ -36,6 +36,10 @@ struct CountedRule {
   Rule rule;
   uint64_t seed;  // mixed with the key's hash into the counter id
   uint64_t meta;  // algorithm | window << 8: how the table's idle check reads the counter
+  // An admission counts `weight` times in this host's table (1 but for
+  // gossip's share_remaining, where the extra stands for what the peers are
+  // presumed to admit meanwhile, until Retract takes it back).
+  uint32_t weight = 1;
 };
 using RuleSet = std::vector<CountedRule>;
 
@@ -83,7 +87,9 @@ class LimiterEngine {
   // of one policy (gossip's local shares, by the hosts alive): a compiled
   // policy lives as long as the engine, and Activate makes it the one
   // decisions use.
-  const CompiledPolicy* CompilePolicy(const RateLimitPolicy& policy);
+  // `shared_weight`: the CountedRule::weight of the shared (not local)
+  // window rules.
+  const CompiledPolicy* CompilePolicy(const RateLimitPolicy& policy, uint32_t shared_weight = 1);
   void Activate(const CompiledPolicy* policy);
   Result<Decision> Check(std::string_view key, std::string_view tier, uint64_t cost);
   uint64_t ReclaimIdle(uint64_t max_slots);
@@ -98,6 +104,7 @@ class LimiterEngine {
     uint64_t meta = 0;         // how the counter counts (algorithm, window)
     int64_t window_start = 0;  // the window the count fell in
     int64_t cost = 0;          // negative: given back
+    int64_t extra = 0;         // counted beyond `cost` by a rule's weight (negative: given back)
   };
   // REQUIRES: before the first Check.
   void EnableJournal() { journal_ = true; }
@@ -109,6 +116,10 @@ class LimiterEngine {
   // a window the counter has left behind is dropped (sliding windows still
   // take one for the window before theirs).
   Result<void> AddCounted(uint64_t id, uint64_t meta, int64_t window_start, uint64_t count);
+  // Takes back `count` of what counter `id` holds for the window starting
+  // at `window_start` (a weight's extra whose time is over), down to 0; a
+  // counter gone, or past the window, is left alone.
+  void Retract(uint64_t id, uint64_t meta, int64_t window_start, uint64_t count);
   // Whether an algorithm's counts add up across hosts (fixed and sliding
   // windows do; a token bucket's arrival time and a sliding log do not).
   static bool Additive(Algorithm a) { return a == Algorithm::kFixedWindow || a == Algorithm::kSlidingWindow; }
@@ -164,7 +175,7 @@ class LimiterEngine {
     std::atomic<uint64_t> allowed{0}, denied{0}, shadow_denied{0}, given_back{0};
     std::unique_ptr<Journal> journal;  // when the engine keeps one; set before the thread's first count
   };
-  void Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost);
+  void Record(const CountedRule& r, uint64_t id, int64_t window_start, int64_t cost, int64_t extra);
   bool journal_ = false;
   Tally& MyTally();
   const uint64_t serial_;

@@ -69,6 +69,15 @@ struct GossipOptions {
   // A peer unheard for this long is taken for dead (local rules' shares
   // grow). At least twice snapshot_interval.
   std::chrono::milliseconds peer_timeout{3000};
+  // Keeps over-admission near zero on shared rules: until its peers have
+  // had a sync interval to report theirs, a host counts each admission as
+  // many times as there are hosts alive (it presumes each peer admits as
+  // much meanwhile), so between two syncs the hosts together spend about
+  // the quota that is left, each its share. The extra is taken back at the
+  // next sync. The cost: a host with all the traffic spends the last of a
+  // window more slowly (a 1/H share of what is left per interval), and up
+  // to H - 1 requests may still pass at the very end of a window.
+  bool share_remaining = false;
   // (key, rule) counters alive at once in this host's table.
   uint64_t capacity = uint64_t{1} << 20;
   // Problems of the sync thread (a peer that cannot be reached, a malformed
@@ -89,6 +98,7 @@ struct GossipStats {
   uint64_t peers = 0;               // connected PUB endpoints
   uint64_t senders = 0;             // distinct senders heard from
   uint64_t live_hosts = 1;          // this host and the peers heard from within peer_timeout
+  uint64_t retracted = 0;           // share_remaining: extra counts taken back
 };
 
 class GossipRateLimiter {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <msgpack.hpp>
 #include <mutex>
@@ -63,6 +64,7 @@ class GossipTest : public ::testing::Test {
     o.node_id = id;
     o.sync_interval = milliseconds(5);
     o.snapshot_interval = milliseconds(100);  // repairs what a slow subscription missed
+    if (tune_) tune_(o);
     o.on_error = [this](const std::string& line) {
       std::lock_guard<std::mutex> lock(mu_);
       errors_.push_back(line);
@@ -95,6 +97,7 @@ class GossipTest : public ::testing::Test {
     return errors_;
   }
 
+  std::function<void(GossipOptions&)> tune_;  // options of the next limiters started
   FakeClock clock_{kStart};
   std::mutex mu_;  // before the limiters: their threads report until they are gone
   std::vector<std::string> errors_;
@@ -275,6 +278,40 @@ TEST_F(GossipTest, LocalRulesShareNoCountsAndSplitTheLimitAmongTheHostsAlive) {
         << l->node_id() << " counts " << l->Stats().live_hosts << " hosts";
     EXPECT_EQ(Admit(*l, 50), 15u) << l->node_id();
   }
+  EXPECT_TRUE(Errors().empty()) << Errors().front();
+}
+
+TEST_F(GossipTest, ShareRemainingSpendsAShareOfWhatIsLeftPerSync) {
+  // Syncs 300 ms apart: the test's checks all fall between two of them.
+  tune_ = [](GossipOptions& o) {
+    o.share_remaining = true;
+    o.sync_interval = milliseconds(300);
+    o.snapshot_interval = milliseconds(300);
+    o.peer_timeout = seconds(3);
+  };
+  StartMesh(3, Policy(Algorithm::kFixedWindow, 90));
+  for (auto& l : limiters_) {
+    ASSERT_TRUE(testing::WaitUntil([&] { return l->Stats().senders == 2; }, seconds(10))) << l->node_id();
+    EXPECT_EQ(l->Stats().live_hosts, 3u);
+  }
+  // Each admission counts three times here until the next sync: before its
+  // peers can report, this host spends a third of the 90 left.
+  GossipRateLimiter& busy = *limiters_[0];
+  EXPECT_EQ(Admit(busy, 50), 30u);
+  // The peers take its real 30, not 90; and at the next sync it takes back
+  // the 60 it presumed of them.
+  for (size_t i = 1; i < limiters_.size(); ++i) {
+    EXPECT_TRUE(testing::WaitUntil([&] { return limiters_[i]->Stats().counts_applied == 30; }, seconds(10)))
+        << limiters_[i]->node_id() << " applied " << limiters_[i]->Stats().counts_applied;
+  }
+  ASSERT_TRUE(testing::WaitUntil([&] { return busy.Stats().retracted == 60; }, seconds(10))) << busy.Stats().retracted;
+  // 60 left: a third of it (20 counted three times fill the window).
+  EXPECT_EQ(Admit(busy, 50), 20u);
+  // A peer that has heard of all 50 has 40 left and spends a third of
+  // them, rounded up (a request passes on its own cost).
+  GossipRateLimiter& other = *limiters_[1];
+  ASSERT_TRUE(testing::WaitUntil([&] { return other.Stats().counts_applied == 50; }, seconds(10)));
+  EXPECT_EQ(Admit(other, 50), 14u);
   EXPECT_TRUE(Errors().empty()) << Errors().front();
 }
 

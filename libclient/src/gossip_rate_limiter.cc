@@ -226,6 +226,7 @@ class GossipRateLimiter::Impl {
     s.senders = sender_count_.load(std::memory_order_relaxed);
     s.live_hosts = live_hosts_.load(std::memory_order_relaxed);
     s.retracted = retracted_.load(std::memory_order_relaxed);
+    s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -410,6 +411,7 @@ class GossipRateLimiter::Impl {
       (void)zmqio::RetryOnEintr(
           [&] { return pub_.send(zmq::const_buffer(w.data(), w.size()), zmq::send_flags::dontwait); });
       sent_.fetch_add(1, std::memory_order_relaxed);
+      bytes_sent_.fetch_add(w.size(), std::memory_order_relaxed);
       first += n;
     } while (first < entries.size());
   }
@@ -604,7 +606,7 @@ class GossipRateLimiter::Impl {
   std::set<std::string> reported_;                              // kinds of problems already reported
   uint64_t seq_ = 0;
 
-  std::atomic<uint64_t> retracted_{0};
+  std::atomic<uint64_t> retracted_{0}, bytes_sent_{0};
   std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, skipped_{0}, peer_count_{0},
       sender_count_{0};
 };
@@ -637,6 +639,15 @@ Result<void> GossipRateLimiter::SetPolicy(RateLimitPolicy policy) {
 Result<void> GossipRateLimiter::SetPeers(std::vector<std::string> peers) {
   if (auto ok = CheckPeers(peers); !ok) return ok;
   impl_->SetPeers(std::move(peers));
+  return {};
+}
+
+Result<void> GossipRateLimiter::Apply(const PolicyFile& file) {
+  if (file.peers) {
+    if (auto ok = CheckPeers(*file.peers); !ok) return ok;
+  }
+  if (auto ok = SetPolicy(file.policy); !ok) return ok;
+  if (file.peers) impl_->SetPeers(*file.peers);
   return {};
 }
 

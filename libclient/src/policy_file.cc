@@ -1,5 +1,6 @@
 #include "cachet/policy_file.h"
 
+#include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <sstream>
@@ -114,7 +115,8 @@ std::string PolicyFile::TierOf(std::string_view api_key, std::string_view fallba
 
 Result<PolicyFile> ParsePolicy(std::string_view text, std::string_view source) {
   PolicyFile out;
-  enum class Section { kNone, kTier, kOverride, kKeys } section = Section::kNone;
+  enum class Section { kNone, kTier, kOverride, kKeys, kPeers } section = Section::kNone;
+  std::vector<std::string> peer_names;
   std::vector<Rule>* rules = nullptr;
   std::vector<std::pair<size_t, std::string>> key_lines;  // to check tiers once all are known
   size_t line_no = 0;
@@ -148,8 +150,14 @@ Result<PolicyFile> ParsePolicy(std::string_view text, std::string_view source) {
       } else if (name == "keys") {
         section = Section::kKeys;
         rules = nullptr;
+      } else if (name == "peers") {
+        if (out.peers) return fail("section [peers] appears twice");
+        section = Section::kPeers;
+        rules = nullptr;
+        out.peers.emplace();
       } else {
-        return fail("unknown section [" + std::string(name) + "]; expected [tier.NAME], [override.KEY] or [keys]");
+        return fail("unknown section [" + std::string(name) +
+                    "]; expected [tier.NAME], [override.KEY], [keys] or [peers]");
       }
       continue;
     }
@@ -163,6 +171,17 @@ Result<PolicyFile> ParsePolicy(std::string_view text, std::string_view source) {
       case Section::kKeys:
         out.key_tiers[std::string(name)] = std::string(value);
         key_lines.emplace_back(line_no, std::string(value));
+        break;
+      case Section::kPeers:
+        if (value.rfind("tcp://", 0) != 0 && value.rfind("ipc://", 0) != 0) {
+          return fail("peer '" + std::string(name) + "': expected an endpoint tcp://HOST:PORT or ipc://PATH, not '" +
+                      std::string(value) + "'");
+        }
+        if (std::find(peer_names.begin(), peer_names.end(), name) != peer_names.end()) {
+          return fail("peer '" + std::string(name) + "' appears twice");
+        }
+        peer_names.emplace_back(name);
+        out.peers->emplace_back(value);
         break;
       case Section::kTier:
       case Section::kOverride: {

@@ -14,8 +14,7 @@ namespace cachet {
 
 class PolicySubscriber::Impl {
  public:
-  Impl(RateLimiter& limiter, std::function<void(const PolicyFile&)> on_policy)
-      : limiter_(limiter), on_policy_(std::move(on_policy)) {}
+  explicit Impl(Installer install) : install_(std::move(install)) {}
 
   ~Impl() {
     stop_.store(true);
@@ -79,8 +78,7 @@ class PolicySubscriber::Impl {
     };
     auto parsed = ParsePolicy(text, "published policy v" + version_text);
     if (!parsed) return refuse(parsed.error().message);
-    if (auto ok = limiter_.SetPolicy(parsed->policy); !ok) return refuse(ok.error().message);
-    if (on_policy_) on_policy_(*parsed);
+    if (auto ok = install_(*parsed); !ok) return refuse(ok.error().message);
     installed_digest_ = digest;
     version_.store(version);
   }
@@ -90,8 +88,7 @@ class PolicySubscriber::Impl {
     last_error_ = message;
   }
 
-  RateLimiter& limiter_;
-  std::function<void(const PolicyFile&)> on_policy_;
+  const Installer install_;
   zmq::context_t context_{1};
   zmq::socket_t socket_{context_, zmq::socket_type::sub};  // used by the thread only, after Start
   std::thread thread_;
@@ -110,7 +107,16 @@ PolicySubscriber::~PolicySubscriber() = default;
 
 Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::string& endpoint, RateLimiter& limiter,
                                                                   std::function<void(const PolicyFile&)> on_policy) {
-  auto impl = std::make_unique<Impl>(limiter, std::move(on_policy));
+  return Start(endpoint, [&limiter, on_policy = std::move(on_policy)](const PolicyFile& file) -> Result<void> {
+    if (auto ok = limiter.SetPolicy(file.policy); !ok) return ok;
+    if (on_policy) on_policy(file);
+    return {};
+  });
+}
+
+Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::string& endpoint, Installer install) {
+  if (!install) return MakeError(ErrorCode::kInvalidArgument, "a policy subscriber needs an installer");
+  auto impl = std::make_unique<Impl>(std::move(install));
   if (auto ok = impl->Start(endpoint); !ok) return tl::unexpected(ok.error());
   return std::unique_ptr<PolicySubscriber>(new PolicySubscriber(std::move(impl)));
 }

@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "cachet/gossip_rate_limiter.h"
 #include "cachet/policy_subscriber.h"
 #include "daemon_process.h"
 
@@ -84,6 +85,41 @@ TEST_F(LivePolicyTest, BadPolicyOnSighupChangesNothing) {
   EXPECT_NE(daemon_.log().find(".policy:2:", mark), std::string::npos) << daemon_.log();
   EXPECT_EQ(Admit("bob", 10), 5);
   EXPECT_EQ(subscriber_->version(), PolicySubscriber::VersionOf(kInitial));
+}
+
+TEST_F(LivePolicyTest, AGossipLimiterTakesThePolicyAndItsPeersFromTheDaemon) {
+  // Two gossip limiters; the first learns its policy and its peer from the
+  // file cachetd publishes, and a SIGHUP'd file changes both.
+  GossipOptions o;
+  o.node_id = "a";
+  auto a =
+      GossipRateLimiter::Create(RateLimitPolicy{{Tier{"regular", {Rule{"per_minute", 1, minutes(1)}}}}, {}}, o, clock_);
+  o.node_id = "b";
+  auto b =
+      GossipRateLimiter::Create(RateLimitPolicy{{Tier{"regular", {Rule{"per_minute", 1, minutes(1)}}}}, {}}, o, clock_);
+  ASSERT_TRUE(a && b);
+  const std::string with_peer =
+      "[tier.regular]\nper_minute = 7/1m fixed_window\n[peers]\nb = " + (*b)->endpoint() + "\n";
+  Write(with_peer);
+  daemon_.Hup();
+  auto sub = PolicySubscriber::Start(pub_, [&](const PolicyFile& f) { return (*a)->Apply(f); });
+  ASSERT_TRUE(sub.has_value()) << sub.error().ToString();
+  ASSERT_TRUE(testing::WaitUntil([&] { return (*sub)->version() == PolicySubscriber::VersionOf(with_peer); }))
+      << (*sub)->last_error();
+  EXPECT_TRUE(testing::WaitUntil([&] { return (*a)->Stats().peers == 1 && (*a)->Stats().senders == 1; }));
+  int admitted = 0;
+  for (int i = 0; i < 10; ++i) admitted += (*a)->Check("carol", "regular").value().allowed;
+  EXPECT_EQ(admitted, 7);
+  // A file whose peer is no endpoint is refused by the daemon at reload,
+  // and the limiter keeps both its policy and its peer.
+  Write("[tier.regular]\nper_minute = 9/1m fixed_window\n[peers]\nb = 10.0.0.2:7400\n");
+  const size_t mark = daemon_.log().size();
+  daemon_.Hup();
+  ASSERT_TRUE(daemon_.WaitForLog("reload failed", mark)) << daemon_.log();
+  EXPECT_NE(daemon_.log().find("peer 'b': expected an endpoint", mark), std::string::npos) << daemon_.log();
+  EXPECT_EQ((*sub)->version(), PolicySubscriber::VersionOf(with_peer));
+  EXPECT_EQ((*a)->Stats().peers, 1u);
+  EXPECT_FALSE((*a)->Check("carol", "regular").value().allowed);
 }
 
 TEST(LivePolicyStartTest, BadPolicyAtStartExitsWithCodeTwoNamingTheLine) {

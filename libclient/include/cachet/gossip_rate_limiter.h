@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "cachet/clock.h"
+#include "cachet/policy_file.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/result.h"
 
@@ -90,6 +91,7 @@ struct GossipOptions {
 struct GossipStats {
   RateLimiterStats local;
   uint64_t messages_sent = 0;
+  uint64_t bytes_sent = 0;  // msgpack payload published (before ZeroMQ's framing)
   uint64_t messages_received = 0;
   uint64_t counts_applied = 0;      // cost units taken from peers
   uint64_t sequence_gaps = 0;       // messages from a peer that never arrived
@@ -115,6 +117,10 @@ class GossipRateLimiter {
   Result<void> SetPolicy(RateLimitPolicy policy);
   // Connects to `peers` and drops the others (membership changes).
   Result<void> SetPeers(std::vector<std::string> peers);
+  // A policy file's policy, and its [peers] if it has the section; both or
+  // neither. A PolicySubscriber's installer:
+  //   PolicySubscriber::Start(daemon_pub, [&](const PolicyFile& f) { return limiter->Apply(f); });
+  Result<void> Apply(const PolicyFile& file);
 
   // The PUB endpoint peers connect to (the port bound when `bind` had 0).
   const std::string& endpoint() const;

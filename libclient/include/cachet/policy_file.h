@@ -15,13 +15,19 @@
 //   [keys]                                     # API key -> tier, for the resolver
 //   key-3f9a = premium
 //
+//   [peers]                                    # GossipRateLimiter's peers (their PUB endpoints)
+//   web-1 = tcp://10.0.0.1:7400
+//   web-2 = tcp://10.0.0.2:7400
+//
 // Windows take a unit: ms, s, m, h or d. The default algorithm is
 // sliding_window. Errors name the source and line: "policy.ini:7: ...".
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "cachet/rate_limiter.h"
 #include "cachet/result.h"
@@ -31,6 +37,9 @@ namespace cachet {
 struct PolicyFile {
   RateLimitPolicy policy;
   std::unordered_map<std::string, std::string> key_tiers;  // API key -> tier name
+  // The [peers] section's endpoints in file order; nullopt without one (a
+  // limiter then keeps the peers it was given in code).
+  std::optional<std::vector<std::string>> peers;
 
   // The tier of an API key, or `fallback` when the key is not listed.
   std::string TierOf(std::string_view api_key, std::string_view fallback) const;

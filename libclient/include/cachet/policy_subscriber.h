@@ -33,6 +33,12 @@ class PolicySubscriber {
   // the application's tier resolver).
   static Result<std::unique_ptr<PolicySubscriber>> Start(const std::string& endpoint, RateLimiter& limiter,
                                                          std::function<void(const PolicyFile&)> on_policy = nullptr);
+  // For any other limiter: `install` is called on the subscriber's thread
+  // with each new policy; an error refuses that version (counted in
+  // rejected(), the limiter keeping its policy). For a GossipRateLimiter:
+  //   [&](const PolicyFile& f) { return gossip->Apply(f); }
+  using Installer = std::function<Result<void>(const PolicyFile&)>;
+  static Result<std::unique_ptr<PolicySubscriber>> Start(const std::string& endpoint, Installer install);
   ~PolicySubscriber();  // stops the thread
   PolicySubscriber(const PolicySubscriber&) = delete;
   PolicySubscriber& operator=(const PolicySubscriber&) = delete;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <msgpack.hpp>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -313,6 +314,26 @@ TEST_F(GossipTest, ShareRemainingSpendsAShareOfWhatIsLeftPerSync) {
   ASSERT_TRUE(testing::WaitUntil([&] { return other.Stats().counts_applied == 50; }, seconds(10)));
   EXPECT_EQ(Admit(other, 50), 14u);
   EXPECT_TRUE(Errors().empty()) << Errors().front();
+}
+
+TEST_F(GossipTest, ApplyTakesAPolicyFileWithItsPeersOrRefusesBoth) {
+  StartMesh(2, Policy(Algorithm::kFixedWindow, 100));
+  GossipRateLimiter& l = *limiters_[0];
+  ASSERT_TRUE(testing::WaitUntil([&] { return l.Stats().peers == 1; }));
+  // A bad peer refuses the whole file: neither the limit nor the peers change.
+  PolicyFile bad{Policy(Algorithm::kFixedWindow, 3), {}, std::vector<std::string>{"10.0.0.2:7400"}};
+  auto refused = l.Apply(bad);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("10.0.0.2:7400"), std::string::npos) << refused.error().message;
+  EXPECT_EQ(Admit(l, 5), 5u);
+  // No [peers] section: the peers stay; an empty one: this host is alone.
+  PolicyFile kept{Policy(Algorithm::kFixedWindow, 3), {}, std::nullopt};
+  ASSERT_TRUE(l.Apply(kept));
+  EXPECT_FALSE(l.Check("user-1", "regular")->allowed);  // 5 taken of the new 3
+  EXPECT_EQ(l.Stats().peers, 1u);
+  PolicyFile alone{Policy(Algorithm::kFixedWindow, 3), {}, std::vector<std::string>{}};
+  ASSERT_TRUE(l.Apply(alone));
+  EXPECT_TRUE(testing::WaitUntil([&] { return l.Stats().peers == 0; }));
 }
 
 TEST_F(GossipTest, ADeadPeerBlocksNoDecision) {

@@ -49,6 +49,21 @@ TEST(PolicyFileTest, ParsesTiersOverridesAndKeys) {
   EXPECT_EQ(parsed->TierOf("nobody", "anonymous"), "anonymous");
 }
 
+TEST(PolicyFileTest, PeersAreListedInFileOrderAndAbsentWithoutTheSection) {
+  auto without = ParsePolicy(kExample, "policy.ini");
+  ASSERT_TRUE(without.has_value());
+  EXPECT_FALSE(without->peers.has_value());
+  auto with = ParsePolicy(std::string(kExample) + "[peers]\nweb-2 = tcp://10.0.0.2:7400\nweb-1 = ipc:///run/l.sock\n",
+                          "policy.ini");
+  ASSERT_TRUE(with.has_value()) << with.error().ToString();
+  ASSERT_TRUE(with->peers.has_value());
+  EXPECT_EQ(*with->peers, (std::vector<std::string>{"tcp://10.0.0.2:7400", "ipc:///run/l.sock"}));
+  auto empty = ParsePolicy("[tier.t]\nr = 1/1s\n[peers]\n", "policy.ini");
+  ASSERT_TRUE(empty.has_value());
+  ASSERT_TRUE(empty->peers.has_value());  // a limiter alone: no peers
+  EXPECT_TRUE(empty->peers->empty());
+}
+
 struct BadCase {
   const char* text;
   const char* line;     // expected "policy.ini:N:"
@@ -68,18 +83,22 @@ TEST_P(BadPolicyTest, IsRefusedNamingTheLine) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, BadPolicyTest,
-    ::testing::Values(BadCase{"[tier.a]\nr = -5/1m\n", "policy.ini:2:", "negative"},
-                      BadCase{"[tier.a]\nr = 0/1m\n", "policy.ini:2:", "limit"},
-                      BadCase{"[tier.a]\n\nr = 10/0s\n", "policy.ini:3:", "window"},
-                      BadCase{"[tier.a]\nr = 10/1m leaky_bucket\n", "policy.ini:2:", "leaky_bucket"},
-                      BadCase{"[tier.a]\nr = 10/1m\n[keys]\nk = gold\n", "policy.ini:4:", "unknown tier 'gold'"},
-                      BadCase{"[tier.a]\nr = 10/1\n", "policy.ini:2:", "unit"},
-                      BadCase{"[tiers]\n", "policy.ini:1:", "unknown section"},
-                      BadCase{"r = 10/1m\n", "policy.ini:1:", "outside any section"},
-                      BadCase{"[tier.a]\nr = 10/1m\nr = 20/1m\n", "policy.ini:3:", "twice"},
-                      BadCase{"[tier.a]\nr = 10/1m fixed_window burst=5\n", "policy.ini:2:", "burst"},
-                      BadCase{"[tier.a]\nr 10/1m\n", "policy.ini:2:", "NAME = VALUE"},
-                      BadCase{"[tier.a]\nr = 10/1m\n[tier.a]\n", "policy.ini:3:", "defined twice"}));
+    ::testing::Values(
+        BadCase{"[tier.a]\nr = -5/1m\n", "policy.ini:2:", "negative"},
+        BadCase{"[tier.a]\nr = 0/1m\n", "policy.ini:2:", "limit"},
+        BadCase{"[tier.a]\n\nr = 10/0s\n", "policy.ini:3:", "window"},
+        BadCase{"[tier.a]\nr = 10/1m leaky_bucket\n", "policy.ini:2:", "leaky_bucket"},
+        BadCase{"[tier.a]\nr = 10/1m\n[keys]\nk = gold\n", "policy.ini:4:", "unknown tier 'gold'"},
+        BadCase{"[tier.a]\nr = 10/1\n", "policy.ini:2:", "unit"},
+        BadCase{"[tiers]\n", "policy.ini:1:", "unknown section"},
+        BadCase{"r = 10/1m\n", "policy.ini:1:", "outside any section"},
+        BadCase{"[tier.a]\nr = 10/1m\nr = 20/1m\n", "policy.ini:3:", "twice"},
+        BadCase{"[tier.a]\nr = 10/1m fixed_window burst=5\n", "policy.ini:2:", "burst"},
+        BadCase{"[tier.a]\nr 10/1m\n", "policy.ini:2:", "NAME = VALUE"},
+        BadCase{"[tier.a]\nr = 10/1m\n[tier.a]\n", "policy.ini:3:", "defined twice"},
+        BadCase{"[tier.a]\nr = 10/1m\n[peers]\nb = 10.0.0.2:7400\n", "policy.ini:4:", "expected an endpoint"},
+        BadCase{"[tier.a]\nr = 10/1m\n[peers]\nb = tcp://h:1\nb = tcp://h:2\n", "policy.ini:5:", "'b' appears twice"},
+        BadCase{"[tier.a]\nr = 10/1m\n[peers]\n[peers]\n", "policy.ini:4:", "[peers] appears twice"}));
 
 TEST(PolicyFileTest, TierWithoutRulesIsRefused) {
   auto parsed = ParsePolicy("[tier.empty]\n", "p");

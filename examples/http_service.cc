@@ -20,8 +20,10 @@
 //
 // Where the counts live (--store): memory (this process), shm (a
 // shared-memory table that every process of the host opening --shm-name
-// shares), cachetd (the daemon at --daemon decides, with its own policy) or
-// redis (--redis). For the two remote stores --on-failure chooses what an
+// shares), cachetd (the daemon at --daemon decides, with its own policy),
+// redis (--redis) or gossip (this process, in sync with the same service on
+// other hosts over PUB/SUB: --gossip-bind, and peers from --gossip-peer or
+// the policy file's [peers]). For the two remote stores --on-failure chooses what an
 // outage does: open (allow), closed (deny) or local (count here with the
 // policy file's limits until the store answers again).
 //
@@ -53,6 +55,7 @@
 #include <vector>
 
 #include "cachet/daemon_rate_limiter.h"
+#include "cachet/gossip_rate_limiter.h"
 #include "cachet/http.h"
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
@@ -79,8 +82,9 @@ class Store {
  public:
   virtual ~Store() = default;
   virtual Result<Decision> Check(std::string_view key, std::string_view tier) = 0;
-  // Installs a new policy; on error the current one stays.
-  virtual Result<void> SetPolicy(const RateLimitPolicy& policy) = 0;
+  // Installs a new policy file's limits (and, for gossip, its peers); on
+  // error the current ones stay.
+  virtual Result<void> Install(const cachet::PolicyFile& file) = 0;
   // The in-process limiter, for a PolicySubscriber; null for other stores.
   virtual cachet::RateLimiter* InProcess() { return nullptr; }
 };
@@ -91,7 +95,13 @@ class PolicyStore final : public Store {
  public:
   explicit PolicyStore(std::unique_ptr<Limiter> limiter) : limiter_(std::move(limiter)) {}
   Result<Decision> Check(std::string_view key, std::string_view tier) override { return limiter_->Check(key, tier); }
-  Result<void> SetPolicy(const RateLimitPolicy& policy) override { return limiter_->SetPolicy(policy); }
+  Result<void> Install(const cachet::PolicyFile& file) override {
+    if constexpr (std::is_same_v<Limiter, cachet::GossipRateLimiter>) {
+      return limiter_->Apply(file);
+    } else {
+      return limiter_->SetPolicy(file.policy);
+    }
+  }
   cachet::RateLimiter* InProcess() override {
     if constexpr (std::is_same_v<Limiter, cachet::RateLimiter>) return limiter_.get();
     return nullptr;
@@ -103,7 +113,7 @@ class PolicyStore final : public Store {
 
 // cachetd decides with its own policy (reload cachetd to change it); the
 // policy here only feeds the local fallback, so a new one means a new
-// connection carrying it. SetPolicy runs on one thread at a time.
+// connection carrying it. Install runs on one thread at a time.
 class DaemonStore final : public Store {
  public:
   static Result<std::unique_ptr<Store>> Connect(std::string endpoint, cachet::DaemonRateLimiterOptions options) {
@@ -119,10 +129,10 @@ class DaemonStore final : public Store {
     }
     return limiter->Check(key, tier);
   }
-  Result<void> SetPolicy(const RateLimitPolicy& policy) override {
+  Result<void> Install(const cachet::PolicyFile& file) override {
     if (options_.on_failure != cachet::FailureMode::kLocalFallback) return {};
     cachet::DaemonRateLimiterOptions options = options_;
-    options.fallback_policy = policy;
+    options.fallback_policy = file.policy;
     auto limiter = cachet::DaemonRateLimiter::Connect(endpoint_, options);
     if (!limiter) return tl::unexpected(limiter.error());
     options_ = std::move(options);
@@ -145,12 +155,13 @@ class DaemonStore final : public Store {
 // --- Options ---------------------------------------------------------------------
 
 struct Args {
-  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure;
+  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind, node_id;
   int port = 0;
   unsigned threads = 0;
   uint64_t capacity = 0;
-  int64_t timeout_ms = 0, retry_ms = 0;
-  std::vector<std::string> trusted;
+  int64_t timeout_ms = 0, retry_ms = 0, sync_ms = 0;
+  bool share_remaining = false;
+  std::vector<std::string> trusted, gossip_peers;
 };
 
 [[noreturn]] void Refuse(const std::string& why) {
@@ -172,9 +183,10 @@ Args Parse(int argc, char** argv) {
       "tier of requests without a known API key")(
       "pub", po::value(&a.pub)->value_name("ENDPOINT"),
       "follow the policy cachetd publishes there (instead of the file's; SIGHUP is then ignored)")(
-      "store", po::value(&a.store)->default_value("memory"), "where the counts live: memory, shm, cachetd or redis")(
+      "store", po::value(&a.store)->default_value("memory"),
+      "where the counts live: memory, shm, cachetd, redis or gossip")(
       "capacity", po::value(&a.capacity)->default_value(uint64_t{1} << 20),
-      "memory and shm: (key, rule) counters alive at once, 32 bytes each")(
+      "memory, shm and gossip: (key, rule) counters alive at once, 32 bytes each")(
       "shm-name", po::value(&a.shm_name)->default_value("cachet-limits"),
       "shm: name of the shared counter table (/dev/shm/NAME)")(
       "daemon", po::value(&a.daemon)->default_value("ipc:///tmp/cachetd.sock"), "cachetd: the daemon's endpoint")(
@@ -183,7 +195,15 @@ Args Parse(int argc, char** argv) {
       "cachetd and redis, when the store does not answer: open (allow), closed (deny) or local (count here)")(
       "store-timeout-ms", po::value(&a.timeout_ms)->default_value(50), "cachetd and redis: wait per decision")(
       "retry-ms", po::value(&a.retry_ms)->default_value(1000),
-      "cachetd and redis: after an outage, ask the store again after this long");
+      "cachetd and redis: after an outage, ask the store again after this long")(
+      "gossip-bind", po::value(&a.gossip_bind)->default_value("tcp://127.0.0.1:7400"),
+      "gossip: this host's PUB endpoint, which its peers subscribe to")(
+      "gossip-peer", po::value(&a.gossip_peers)->value_name("ENDPOINT")->composing(),
+      "gossip: a peer's PUB endpoint (repeatable); a policy file's [peers] replaces them")(
+      "node-id", po::value(&a.node_id)->default_value(""), "gossip: this host's name among its peers (hostname:pid)")(
+      "sync-interval-ms", po::value(&a.sync_ms)->default_value(10), "gossip: how often counts go to the peers")(
+      "share-remaining", po::bool_switch(&a.share_remaining),
+      "gossip: spend only this host's share of what is left between syncs (less over-admission)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, o), vm);
@@ -205,19 +225,24 @@ Args Parse(int argc, char** argv) {
   if (a.threads < 1 || a.threads > 1024) Refuse("--threads must be 1 to 1024");
   if (a.timeout_ms < 1 || a.retry_ms < 1) Refuse("--store-timeout-ms and --retry-ms must be at least 1");
   const std::vector<std::pair<const char*, std::vector<std::string>>> applies = {
-      {"capacity", {"memory", "shm"}},
+      {"capacity", {"memory", "shm", "gossip"}},
       {"shm-name", {"shm"}},
       {"daemon", {"cachetd"}},
       {"redis", {"redis"}},
       {"on-failure", {"cachetd", "redis"}},
       {"store-timeout-ms", {"cachetd", "redis"}},
       {"retry-ms", {"cachetd", "redis"}},
+      {"gossip-bind", {"gossip"}},
+      {"gossip-peer", {"gossip"}},
+      {"node-id", {"gossip"}},
+      {"sync-interval-ms", {"gossip"}},
+      {"share-remaining", {"gossip"}},
   };
-  if (a.store != "memory" && a.store != "shm" && a.store != "cachetd" && a.store != "redis") {
-    Refuse("--store must be memory, shm, cachetd or redis, not '" + a.store + "'");
+  if (a.store != "memory" && a.store != "shm" && a.store != "cachetd" && a.store != "redis" && a.store != "gossip") {
+    Refuse("--store must be memory, shm, cachetd, redis or gossip, not '" + a.store + "'");
   }
   for (const auto& [option, stores] : applies) {
-    if (!vm[option].defaulted() && std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
+    if (vm.count(option) != 0 && !vm[option].defaulted() && std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
       Refuse(std::string("--") + option + " does not apply to --store " + a.store);
     }
   }
@@ -227,7 +252,8 @@ Args Parse(int argc, char** argv) {
   return a;
 }
 
-Result<std::unique_ptr<Store>> MakeStore(const Args& a, const RateLimitPolicy& policy) {
+Result<std::unique_ptr<Store>> MakeStore(const Args& a, const cachet::PolicyFile& file) {
+  const RateLimitPolicy& policy = file.policy;
   auto wrap = [](auto limiter) -> Result<std::unique_ptr<Store>> {
     if (!limiter) return tl::unexpected(limiter.error());
     using Limiter = typename std::decay_t<decltype(**limiter)>;
@@ -235,6 +261,17 @@ Result<std::unique_ptr<Store>> MakeStore(const Args& a, const RateLimitPolicy& p
   };
   if (a.store == "memory") return wrap(cachet::RateLimiter::Create(policy, cachet::RateLimiterOptions{a.capacity}));
   if (a.store == "shm") return wrap(cachet::ShmRateLimiter::Open(a.shm_name, policy, a.capacity));
+  if (a.store == "gossip") {
+    cachet::GossipOptions g;
+    g.node_id = a.node_id;
+    g.bind = a.gossip_bind;
+    g.peers = file.peers ? *file.peers : a.gossip_peers;
+    g.sync_interval = std::chrono::milliseconds(a.sync_ms);
+    g.share_remaining = a.share_remaining;
+    g.capacity = a.capacity;
+    g.on_error = [](const std::string& line) { Log(line); };
+    return wrap(cachet::GossipRateLimiter::Create(policy, g));
+  }
   cachet::DaemonRateLimiterOptions options;
   options.on_failure = a.on_failure == "open"     ? cachet::FailureMode::kFailOpen
                        : a.on_failure == "closed" ? cachet::FailureMode::kFailClosed
@@ -260,7 +297,7 @@ class Service {
                                "the policy has no tier '" + args_.default_tier + "' (--default-tier)");
     }
     if (in_store) {
-      if (auto ok = store_->SetPolicy(file.policy); !ok) return ok;
+      if (auto ok = store_->Install(file); !ok) return ok;
     }
     tiers_.Set(file);
     return {};
@@ -347,7 +384,7 @@ int main(int argc, char** argv) {
   if (!file) Refuse(file.error().message);
   auto trusted = cachet::TrustedProxies::Parse(args.trusted);
   if (!trusted) Refuse(trusted.error().message);
-  auto store = MakeStore(args, file->policy);
+  auto store = MakeStore(args, *file);
   if (!store) Refuse("--store " + args.store + ": " + store.error().message);
   Service service(args, std::move(*store), std::move(*trusted));
   if (auto ok = service.Install(*file, /*in_store=*/false); !ok) Refuse(ok.error().message);

@@ -152,10 +152,6 @@ class GossipRateLimiter::Impl {
     incarnation_ = static_cast<uint64_t>(Steady::now().time_since_epoch().count()) ^
                    (static_cast<uint64_t>(getpid()) << 32) ^ reinterpret_cast<uintptr_t>(this);
     started_ms_ = clock_.NowMs();
-    // Until the sync thread has counted, the peers as configured are taken
-    // to be alive (as CountLiveHosts does for its first peer_timeout).
-    hosts_ = 1 + options_.peers.size();
-    live_hosts_.store(hosts_, std::memory_order_relaxed);
   }
 
   ~Impl() {
@@ -175,11 +171,16 @@ class GossipRateLimiter::Impl {
       sub_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
       sub_.set(zmq::sockopt::maxmsgsize, kMaxFrameBytes);
       sub_.set(zmq::sockopt::subscribe, "");
-      for (const std::string& p : options_.peers) Connect(p);
+      for (const std::string& p : options_.peers) {
+        if (p != endpoint_) Connect(p);  // a shared list names this host too
+      }
     } catch (const zmq::error_t& e) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "gossip: cannot bind '" + options_.bind + "' or connect to a peer: " + e.what());
     }
+    // Until the sync thread has counted, the peers as configured are taken
+    // to be alive (as CountLiveHosts does for its first peer_timeout).
+    SetLiveHosts(1 + peers_.size());
     thread_ = std::thread([this] { Run(); });
     return {};
   }
@@ -341,7 +342,7 @@ class GossipRateLimiter::Impl {
       }
     }
     for (const std::string& p : wanted) {
-      if (peers_.count(p) != 0) continue;
+      if (peers_.count(p) != 0 || p == endpoint_) continue;
       try {
         Connect(p);
       } catch (const zmq::error_t& e) {

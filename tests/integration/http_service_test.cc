@@ -186,10 +186,12 @@ TEST_F(HttpServiceTest, BadCommandLinesExitTwoWithOneLine) {
   Write(kPolicy);
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--policy", path_, "--bogus"}, "unrecognised option '--bogus'"},
-      {{"--policy", path_, "--store", "memcached"}, "--store must be memory, shm, cachetd or redis, not 'memcached'"},
+      {{"--policy", path_, "--store", "memcached"},
+       "--store must be memory, shm, cachetd, redis or gossip, not 'memcached'"},
       {{"--policy", path_, "--store", "cachetd", "--on-failure", "maybe"},
        "--on-failure must be open, closed or local, not 'maybe'"},
       {{"--policy", path_, "--shm-name", "x"}, "--shm-name does not apply to --store memory"},
+      {{"--policy", path_, "--gossip-peer", "tcp://10.0.0.2:7400"}, "--gossip-peer does not apply to --store memory"},
       {{"--policy", path_, "--trusted-proxy", "10.0.0.0/40"}, "trusted proxy '10.0.0.0/40': prefix must be 0 to 32"},
       {{"--policy", path_, "--port", "70000"}, "--port must be 0 to 65535"},
       {{"--port", "0"}, "--policy is required"},

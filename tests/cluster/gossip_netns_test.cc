@@ -1,0 +1,264 @@
+// One rate limit across three hosts: the example http_service with
+// --store gossip runs in three network namespaces of its own (addresses on
+// a bridge, tests/cluster/netns.h), its peers listed in the policy file's
+// [peers]. The test process sends requests for one API key to all three at
+// a steady combined rate far above the limit and counts, per window, what
+// the three admitted together: within docs/design.md's bound for synced
+// rules, within H - 1 with share_remaining, at most the limit for local
+// rules; and still within the bound when a host is killed mid-window, cut
+// off and healed, or restarted, with every request answered meanwhile.
+#include <httplib.h>
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cachet/clock.h"
+#include "cluster/netns.h"
+
+namespace cachet {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int kHosts = 3;
+constexpr int kPort = 8080;
+constexpr uint64_t kLimit = 150;   // per 1 s window, for the key below
+constexpr int kRatePerHost = 200;  // requests per second to each host: 600/s in all, 4x the limit
+constexpr int64_t kWindowMs = 1000;
+constexpr int64_t kGuardMs = 10;        // no request is sent this close to a window's edge
+constexpr double kSyncSeconds = 0.010;  // the services' --sync-interval-ms
+// What the hosts' and the test's own scheduling adds to the one-way delay d
+// on this 2-core machine (sanitizers included): generous, since the bound
+// still has to come out far below the limit's 2x that an unsynced limiter gives.
+constexpr double kDelaySeconds = 0.040;
+
+// docs/design.md: R * (I + d) * (H - 1) / H, for `hosts` hosts sharing `rate`.
+uint64_t Bound(int hosts, double rate) {
+  return static_cast<uint64_t>(rate * (kSyncSeconds + kDelaySeconds) * (hosts - 1) / hosts) + 1;
+}
+
+class GossipNetnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = testing::TestNetwork::Unsupported()) GTEST_SKIP() << "no network namespaces here: " << *why;
+    auto net = testing::TestNetwork::Create(kHosts);
+    ASSERT_TRUE(net.has_value()) << net.error().ToString();
+    net_ = std::move(*net);
+  }
+
+  void TearDown() override {
+    for (auto& s : services_) s.reset();  // SIGTERM each; a clean exit is checked
+    std::remove(policy_path_.c_str());
+  }
+
+  void WritePolicy(const std::string& rule_options) {
+    std::ofstream out(policy_path_);
+    out << "[tier.anonymous]\nper_second = 1/1s\n"
+        << "[tier.shared]\nper_second = " << kLimit << "/1s fixed_window " << rule_options << "\n"
+        << "[keys]\nk-shared = shared\n[peers]\n";
+    for (int i = 0; i < kHosts; ++i) out << "h" << i << " = tcp://" << net_->address(i) << ":7400\n";
+  }
+
+  void StartService(int host, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args{HTTP_SERVICE_PATH,
+                                  "--policy",
+                                  policy_path_,
+                                  "--store",
+                                  "gossip",
+                                  "--host",
+                                  net_->address(host),
+                                  "--port",
+                                  std::to_string(kPort),
+                                  "--threads",
+                                  "4",
+                                  "--gossip-bind",
+                                  "tcp://" + net_->address(host) + ":7400",
+                                  "--node-id",
+                                  "h" + std::to_string(host),
+                                  "--sync-interval-ms",
+                                  "10"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    services_[host].emplace(net_->Exec(host, args));
+    ASSERT_TRUE(testing::WaitUntil([&] { return Get(host).has_value(); }, seconds(20)))
+        << "http_service on host " << host << " did not answer; stderr:\n"
+        << services_[host]->err();
+  }
+
+  void StartAll(const std::vector<std::string>& extra = {}) {
+    for (int i = 0; i < kHosts; ++i) StartService(i, extra);
+  }
+
+  // One request as the shared key; the status, or nullopt if no answer.
+  std::optional<int> Get(int host) {
+    httplib::Client client(net_->address(host), kPort);
+    client.set_connection_timeout(seconds(1));
+    client.set_read_timeout(seconds(2));
+    auto r = client.Get("/api/items", httplib::Headers{{"X-API-Key", "k-shared"}});
+    if (!r) return std::nullopt;
+    return r->status;
+  }
+
+  struct Load {
+    std::vector<std::atomic<uint64_t>> admitted;  // per window, all hosts
+    std::atomic<uint64_t> unanswered{0};          // requests to live, reachable hosts that got no answer
+    std::atomic<uint64_t> other{0};               // answers other than 200 and 429
+    explicit Load(size_t windows) : admitted(windows) {}
+  };
+
+  // Drives every host in `hosts` at kRatePerHost for `windows` whole windows
+  // (from the next edge but one), calling `during(window)` at the start of
+  // each window from the test's thread. A host whose index is in `down`
+  // (set by `during`) is not sent to.
+  std::unique_ptr<Load> Drive(int windows, const std::function<void(int)>& during = nullptr) {
+    auto load = std::make_unique<Load>(static_cast<size_t>(windows));
+    const Clock& clock = SystemClock::Instance();
+    const int64_t first = (clock.NowMs() / kWindowMs + 2) * kWindowMs;
+    const int64_t end = first + windows * kWindowMs;
+    std::vector<std::thread> drivers;
+    for (int h = 0; h < kHosts; ++h) {
+      drivers.emplace_back([&, h] {
+        httplib::Client client(net_->address(h), kPort);
+        client.set_keep_alive(true);
+        client.set_connection_timeout(seconds(1));
+        client.set_read_timeout(seconds(2));
+        const auto start = std::chrono::steady_clock::now();
+        uint64_t sent = 0;
+        for (int64_t now = clock.NowMs(); now < end; now = clock.NowMs()) {
+          const int64_t into = now % kWindowMs;
+          const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          if (down_[h] || into < kGuardMs || into > kWindowMs - kGuardMs || sent >= elapsed * kRatePerHost) {
+            std::this_thread::sleep_for(milliseconds(1));  // pacing
+            continue;
+          }
+          ++sent;
+          const int64_t window = (now - first) / kWindowMs;
+          auto r = client.Get("/api/items", httplib::Headers{{"X-API-Key", "k-shared"}});
+          if (!r) {
+            if (!down_[h]) ++load->unanswered;
+            continue;
+          }
+          if (r->status == 200 && now >= first) {
+            load->admitted[static_cast<size_t>(window)]++;
+          } else if (r->status != 200 && r->status != 429) {
+            ++load->other;
+          }
+        }
+      });
+    }
+    for (int w = 0; w < windows; ++w) {
+      while (clock.NowMs() < first + w * kWindowMs) std::this_thread::sleep_for(milliseconds(1));
+      if (during) during(w);
+    }
+    for (auto& t : drivers) t.join();
+    std::printf("admitted per window (limit %llu): %s\n", static_cast<unsigned long long>(kLimit),
+                Counts(*load).c_str());
+    return load;
+  }
+
+  static std::string Counts(const Load& load) {
+    std::string s;
+    for (const auto& a : load.admitted) s += std::to_string(a.load()) + " ";
+    return s;
+  }
+
+  std::unique_ptr<testing::TestNetwork> net_;
+  const std::string policy_path_ = "/tmp/" + testing::UniqueSegmentName("gossip") + ".policy";
+  std::optional<testing::ChildProcess> services_[kHosts];
+  std::atomic<bool> down_[kHosts] = {};
+};
+
+TEST_F(GossipNetnsTest, SyncedCountsHoldTheLimitWithinTheDerivedBound) {
+  WritePolicy("");
+  StartAll();
+  auto load = Drive(4);
+  const uint64_t bound = Bound(kHosts, kHosts * kRatePerHost);
+  for (const auto& a : load->admitted) {
+    EXPECT_LE(a.load(), kLimit + bound) << "admitted per window: " << Counts(*load);
+    EXPECT_GE(a.load(), kLimit) << "admitted per window: " << Counts(*load);
+  }
+  EXPECT_EQ(load->unanswered.load(), 0u);
+  EXPECT_EQ(load->other.load(), 0u);
+}
+
+TEST_F(GossipNetnsTest, ShareRemainingKeepsTheExcessToAFewRequests) {
+  WritePolicy("");
+  StartAll({"--share-remaining"});
+  auto load = Drive(4);
+  for (const auto& a : load->admitted) {
+    // H - 1 in theory; a count that arrives after its extra was taken back
+    // can let a few more through (docs/design.md).
+    EXPECT_LE(a.load(), kLimit + 2 * (kHosts - 1)) << "admitted per window: " << Counts(*load);
+    EXPECT_GE(a.load(), kLimit - kHosts) << "admitted per window: " << Counts(*load);
+  }
+  EXPECT_EQ(load->unanswered.load(), 0u);
+}
+
+TEST_F(GossipNetnsTest, LocalRulesAdmitAtMostTheLimit) {
+  WritePolicy("local");
+  StartAll();
+  auto load = Drive(3);
+  for (const auto& a : load->admitted) EXPECT_EQ(a.load(), kLimit) << "admitted per window: " << Counts(*load);
+  EXPECT_EQ(load->unanswered.load(), 0u);
+}
+
+TEST_F(GossipNetnsTest, AHostKilledMidWindowLeavesTheOthersWithinTheBound) {
+  WritePolicy("");
+  StartAll();
+  auto load = Drive(4, [&](int window) {
+    if (window != 1) return;
+    std::this_thread::sleep_for(milliseconds(100));  // into the window: the limit is being spent
+    down_[2] = true;
+    services_[2]->Kill();
+    services_[2].reset();
+  });
+  const uint64_t bound = Bound(kHosts, kHosts * kRatePerHost);
+  for (const auto& a : load->admitted) EXPECT_LE(a.load(), kLimit + bound) << "admitted per window: " << Counts(*load);
+  // The two left still fill each window: nothing stalls on the dead peer.
+  EXPECT_GE(load->admitted[3].load(), kLimit) << Counts(*load);
+  EXPECT_EQ(load->unanswered.load(), 0u);
+}
+
+TEST_F(GossipNetnsTest, APartitionedHostLimitsOnItsOwnAndTheHealConverges) {
+  WritePolicy("");
+  StartAll();
+  // Host 2 is cut off for windows 1 and 2 (the test cannot reach it either,
+  // so only hosts 0 and 1 get requests then) and healed at the start of
+  // window 3. In the window of the heal each side limits on its own until
+  // the connections between them come back (TCP retransmits on its own
+  // schedule), so up to the limit on each side; from the second window
+  // after the heal on, the three hold one limit again.
+  auto load = Drive(6, [&](int window) {
+    if (window == 1) {
+      down_[2] = true;
+      ASSERT_TRUE(net_->Partition(2));
+    } else if (window == 3) {
+      ASSERT_TRUE(net_->Heal(2));
+      ASSERT_TRUE(testing::WaitUntil([&] { return Get(2).has_value(); }, seconds(5))) << "host 2 unreachable";
+      down_[2] = false;
+    }
+  });
+  const uint64_t both_sides = 2 * kLimit + Bound(2, 2 * kRatePerHost);
+  for (size_t w = 0; w < load->admitted.size(); ++w) {
+    const int live = w == 1 || w == 2 ? 2 : kHosts;
+    const uint64_t most = w == 3 || w == 4 ? both_sides : kLimit + Bound(live, live * kRatePerHost);
+    EXPECT_LE(load->admitted[w].load(), most) << "window " << w << "; admitted per window: " << Counts(*load);
+  }
+  EXPECT_GE(load->admitted[5].load(), kLimit) << Counts(*load);
+  EXPECT_EQ(load->unanswered.load(), 0u);
+}
+
+}  // namespace
+}  // namespace cachet

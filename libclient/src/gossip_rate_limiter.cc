@@ -255,6 +255,10 @@ class GossipRateLimiter::Impl {
   void Run() {
     auto next_sync = Steady::now() + options_.sync_interval;
     auto next_snapshot = Steady::now() + options_.snapshot_interval;
+    // For its first snapshot interval a host sends a snapshot every sync:
+    // peers whose subscriptions reach it late (a restart) hear it at once,
+    // and answer with snapshots of their own (a new sender below).
+    const auto announce_until = Steady::now() + options_.snapshot_interval;
     while (!stop_.load(std::memory_order_acquire)) {
       zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
       // Rounded up: a wait cut to 0 ms would spin through the interval's last millisecond.
@@ -267,8 +271,9 @@ class GossipRateLimiter::Impl {
         TakePeers();
         RetractExtras();
         Collect();
-        const bool snapshot = now >= next_snapshot;
-        if (snapshot) next_snapshot = now + options_.snapshot_interval;
+        const bool snapshot = now >= next_snapshot || now < announce_until || newcomer_;
+        if (now >= next_snapshot) next_snapshot = now + options_.snapshot_interval;
+        newcomer_ = false;
         Publish(snapshot);
         Expire();
         SetLiveHosts(CountLiveHosts());
@@ -499,6 +504,7 @@ class GossipRateLimiter::Impl {
                                                    " senders already; refusing counts from a new one, " + who.first);
       }
       it = senders_.emplace(std::move(who), Sender{}).first;
+      newcomer_ = true;  // a host that joined or restarted: it learns the open windows from the next snapshot
       sender_count_.store(senders_.size(), std::memory_order_relaxed);
     }
     if (heard_.size() < kMaxSenders || heard_.count(it->first.first) != 0) heard_[it->first.first] = clock_.NowMs();
@@ -606,6 +612,7 @@ class GossipRateLimiter::Impl {
   std::unordered_map<std::string, int64_t> heard_;              // node id -> last heard (clock ms)
   std::set<std::string> reported_;                              // kinds of problems already reported
   uint64_t seq_ = 0;
+  bool newcomer_ = false;  // a sender heard for the first time since the last sync
 
   std::atomic<uint64_t> retracted_{0}, bytes_sent_{0};
   std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, skipped_{0}, peer_count_{0},

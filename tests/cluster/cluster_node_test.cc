@@ -48,6 +48,9 @@ class ClusterNodeTest : public ::testing::Test {
   std::unique_ptr<Client> Connect(const std::string& id) {
     ClientOptions o;
     o.retries = 0;
+    // One attempt per call, which must be answered: time for a loaded
+    // machine under ThreadSanitizer (the default second is not always).
+    o.timeout = std::chrono::seconds(5);
     auto c = Client::Connect(nodes_.at(id)->tcp(), o);
     EXPECT_TRUE(c.has_value()) << c.error().ToString();
     return c ? std::move(*c) : nullptr;

@@ -317,7 +317,11 @@ TEST_F(EtcdClientTest, CallsOnLoopbackDoNotWaitForDelayedAcks) {
 // up after the timeout and says so; a write says its outcome is unknown.
 TEST_F(EtcdClientTest, AHungEtcdTimesOutWithinTheRequestTimeout) {
   EtcdClient client = Client(milliseconds(300));
-  ASSERT_TRUE(client.Put("/h/k", "v").has_value());
+  // The write goes through a patient client (etcd syncs it to disk, which a
+  // loaded machine can make take more than 300 ms); the short-timeout client
+  // reads it back, as often as it takes, so its connection is up.
+  ASSERT_TRUE(Client().Put("/h/k", "v").has_value());
+  ASSERT_TRUE(WaitUntil([&] { return client.Get("/h/k").has_value(); }));
   etcd_.Pause();
   const auto start = std::chrono::steady_clock::now();
   auto get = client.Get("/h/k");

@@ -163,7 +163,7 @@ TEST_F(LeaseKeeperTest, DestructorReturnsPromptlyWhileEtcdHangs) {
   keeper.reset();
   const auto took = Clock::now() - start;
   etcd_.Resume();
-  EXPECT_LT(took, milliseconds(500));
+  EXPECT_LT(took, milliseconds(2000));  // far below a keepalive's 10 s wait; slack for a loaded machine
 }
 
 TEST(LeaseKeeperOptionsTest, BadOptionsAreRefused) {

@@ -201,7 +201,7 @@ TEST_F(EtcdWatchTest, DestructorReturnsPromptlyWhileEtcdIsHung) {
   watch.reset();
   const auto took = std::chrono::steady_clock::now() - start_time;
   etcd_.Resume();
-  EXPECT_LT(took, milliseconds(500));
+  EXPECT_LT(took, milliseconds(2000));  // far below the 60 s idle timeout; slack for a loaded machine
 }
 
 TEST_F(EtcdWatchTest, DestructorReturnsPromptlyWhileOpeningOnAHungEtcd) {
@@ -217,7 +217,7 @@ TEST_F(EtcdWatchTest, DestructorReturnsPromptlyWhileOpeningOnAHungEtcd) {
   watch.reset();
   const auto took = std::chrono::steady_clock::now() - start_time;
   etcd_.Resume();
-  EXPECT_LT(took, milliseconds(500));
+  EXPECT_LT(took, milliseconds(2000));  // far below the 60 s idle timeout; slack for a loaded machine
   EXPECT_TRUE(recorder.Events().empty());
 }
 

@@ -298,7 +298,9 @@ TEST_F(ClientContractTest, AnIncrWhoseReplyWasLostIsAppliedOnceAndReportedAsATim
 // gives up after one timeout, not after its retries, and the counter moves
 // at most once.
 TEST_F(ClientContractTest, AnIncrToAStalledDaemonIsNotRetried) {
-  auto client = SocketClient(daemon_.tcp(), milliseconds(500), 4);
+  // The INCRs before and after the stall must succeed in their one attempt:
+  // a second per attempt, so a loaded machine under sanitizers answers in time.
+  auto client = SocketClient(daemon_.tcp(), milliseconds(1000), 4);
   ASSERT_NE(client, nullptr);
   ASSERT_EQ(client->Incr("c").value(), 1);
   Result<int64_t> r;
@@ -312,9 +314,9 @@ TEST_F(ClientContractTest, AnIncrToAStalledDaemonIsNotRetried) {
   }
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code, ErrorCode::kTimeout) << r.error().ToString();
-  // Five attempts would take at least 2.5 s (each waits its timeout for a
-  // reply or for a connection); one takes 0.5 s.
-  EXPECT_LT(took, milliseconds(2000));
+  // Five attempts would take at least 5 s (each waits its timeout for a
+  // reply or for a connection); one takes 1 s.
+  EXPECT_LT(took, milliseconds(3000));
   // The stalled INCR is applied once (the daemon read it before the
   // client closed the connection) or not at all, never more.
   ASSERT_TRUE(testing::WaitUntil([&] { return client->Ping().has_value(); }));
@@ -421,8 +423,10 @@ TEST(ClientIdTest, AReplyWithAnotherIdIsDiscarded) {
 // it comes back.
 TEST_F(ClientContractTest, AnIncrThatFoundNoDaemonIsNeverAppliedLater) {
   const std::string tcp = daemon_.tcp();
+  // The INCRs to the running daemon are not retried: each has one attempt,
+  // which must not time out on a loaded machine under sanitizers.
   ClientOptions o;
-  o.timeout = milliseconds(300);
+  o.timeout = milliseconds(2000);
   auto over_tcp = Client::Connect(tcp, o);
   auto over_ipc = Client::Connect(daemon_.ipc(), o);
   ASSERT_TRUE(over_tcp.has_value() && over_ipc.has_value());
@@ -485,7 +489,9 @@ TEST_F(ClientContractTest, ALateReplyIsNeverTakenForTheNextAnswer) {
   ASSERT_TRUE(direct_->MSet({{"a", "value of a"}, {"b", "value of b"}}).has_value());
   for (const std::string& endpoint : {daemon_.tcp(), daemon_.ipc()}) {
     SCOPED_TRACE(endpoint);
-    auto client = SocketClient(endpoint, milliseconds(500), 0);
+    // No retries, so every call to the running daemon has one attempt (on a
+    // new connection after each timeout): 2 s, time enough under sanitizers.
+    auto client = SocketClient(endpoint, milliseconds(2000), 0);
     ASSERT_NE(client, nullptr);
     for (int round = 0; round < 3; ++round) {
       ASSERT_EQ(client->Get("a").value(), std::optional<std::string>("value of a"));

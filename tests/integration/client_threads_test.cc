@@ -17,7 +17,11 @@ namespace {
 TEST(ClientThreadsTest, OneClientSharedByThreads) {
   testing::DaemonProcess daemon;
   ASSERT_TRUE(daemon.Start());
-  auto client = Client::Connect(daemon.ipc());
+  // Every INCR has one attempt, which must be answered: time for a loaded
+  // machine under ThreadSanitizer (the default second is not always).
+  ClientOptions options;
+  options.timeout = std::chrono::seconds(5);
+  auto client = Client::Connect(daemon.ipc(), options);
   ASSERT_TRUE(client.has_value());
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;

@@ -283,8 +283,11 @@ TEST(DaemonContractTest, TheDaemonsTimerReclaimsExpiredKeysNobodyReads) {
   // Item: 24-byte header + key + value, rounded up to 8 bytes.
   const int64_t item_bytes = (24 + 7 + 9 + 7) / 8 * 8;  // "exp:NNN" and "value:NNN": 40
   ASSERT_TRUE(client->Set("kept:01", "value:kpt").has_value());
+  // Long enough that all the SETs and the two STATS below are done before
+  // the first key expires, even on a loaded machine under sanitizers (with
+  // 300 ms, 100 round trips there could outlast the TTL).
   SetOptions short_ttl;
-  short_ttl.ttl = milliseconds(300);
+  short_ttl.ttl = milliseconds(3000);
   for (int i = 0; i < kKeys; ++i) {
     char key[8], value[10];
     std::snprintf(key, sizeof key, "exp:%03d", i);
@@ -294,7 +297,7 @@ TEST(DaemonContractTest, TheDaemonsTimerReclaimsExpiredKeysNobodyReads) {
   EXPECT_EQ(StatOf(*client, "bytes"), (kKeys + 1) * item_bytes);
   EXPECT_EQ(StatOf(*client, "expirations"), 0);
   // No read, no write: only the timer can reclaim them.
-  ASSERT_TRUE(testing::WaitUntil([&] { return StatOf(*client, "entries") == 1; }))
+  ASSERT_TRUE(testing::WaitUntil([&] { return StatOf(*client, "entries") == 1; }, std::chrono::seconds(20)))
       << "entries stayed at " << StatOf(*client, "entries");
   EXPECT_EQ(StatOf(*client, "bytes"), item_bytes);
   EXPECT_EQ(StatOf(*client, "expirations"), kKeys);

@@ -746,6 +746,11 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
         return fail(Error{ErrorCode::kInvalidArgument, "this cachetd has no rate-limit-policy configured"});
       auto key = wire::BytesArg(a[0], "key");
       if (!key) return fail(key.error());
+      // Strict limiting in a cluster: the node serving the key's slot is the
+      // one that counts it, so every host's decisions for a key meet in one
+      // table. Its counters stay on this node (they are not cache entries):
+      // when the slot moves, the new owner starts the open windows afresh.
+      if (elsewhere(*key, true)) return;
       auto tier = wire::BytesArg(a[1], "tier");
       if (!tier) return fail(tier.error());
       uint64_t cost = 1;

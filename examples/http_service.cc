@@ -1,6 +1,6 @@
 // http_service: an API behind cachet's rate limiter (cpp-httplib).
 //
-//   http_service --policy limits.ini [--port 8080] [--store memory|shm|cachetd|redis] ...
+//   http_service --policy limits.ini [--port 8080] [--store memory|shm|cachetd|cluster|redis|gossip] ...
 //   http_service --help              (every option, with its default)
 //
 // GET /api/...   the API. Every response carries the rate-limit headers; a
@@ -21,10 +21,10 @@
 // Where the counts live (--store): memory (this process), shm (a
 // shared-memory table that every process of the host opening --shm-name
 // shares), cachetd (the daemon at --daemon decides, with its own policy),
-// redis (--redis) or gossip (this process, in sync with the same service on
-// other hosts over PUB/SUB: --gossip-bind, and peers from --gossip-peer or
-// the policy file's [peers]). For the two remote stores --on-failure chooses what an
-// outage does: open (allow), closed (deny) or local (count here with the
+// cluster (strict: the cachetd node owning the key's slot decides; the map
+// from --cluster-seed or --etcd and --cluster), redis (--redis) or gossip (this process, in sync with the same service
+// on other hosts over PUB/SUB: --gossip-bind, and peers from --gossip-peer or the policy file's [peers]). For the three
+// remote stores --on-failure chooses what an outage does: open (allow), closed (deny) or local (count here with the
 // policy file's limits until the store answers again).
 //
 // The policy comes from --policy; SIGHUP reads the file again (a file that
@@ -46,6 +46,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -54,6 +55,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cachet/cluster_client.h"
 #include "cachet/daemon_rate_limiter.h"
 #include "cachet/gossip_rate_limiter.h"
 #include "cachet/http.h"
@@ -111,15 +113,18 @@ class PolicyStore final : public Store {
   std::unique_ptr<Limiter> limiter_;
 };
 
-// cachetd decides with its own policy (reload cachetd to change it); the
-// policy here only feeds the local fallback, so a new one means a new
-// connection carrying it. Install runs on one thread at a time.
+// cachetd (one daemon, or a cluster's key owners) decides with its own
+// policy (reload cachetd to change it); the policy here only feeds the local
+// fallback, so a new one means a new connection carrying it. Install runs on
+// one thread at a time.
 class DaemonStore final : public Store {
  public:
-  static Result<std::unique_ptr<Store>> Connect(std::string endpoint, cachet::DaemonRateLimiterOptions options) {
-    auto limiter = cachet::DaemonRateLimiter::Connect(endpoint, options);
+  using Connector =
+      std::function<Result<std::unique_ptr<cachet::DaemonRateLimiter>>(const cachet::DaemonRateLimiterOptions&)>;
+  static Result<std::unique_ptr<Store>> Connect(Connector connect, cachet::DaemonRateLimiterOptions options) {
+    auto limiter = connect(options);
     if (!limiter) return tl::unexpected(limiter.error());
-    return std::unique_ptr<Store>(new DaemonStore(std::move(endpoint), std::move(options), std::move(*limiter)));
+    return std::unique_ptr<Store>(new DaemonStore(std::move(connect), std::move(options), std::move(*limiter)));
   }
   Result<Decision> Check(std::string_view key, std::string_view tier) override {
     std::shared_ptr<cachet::DaemonRateLimiter> limiter;
@@ -133,7 +138,7 @@ class DaemonStore final : public Store {
     if (options_.on_failure != cachet::FailureMode::kLocalFallback) return {};
     cachet::DaemonRateLimiterOptions options = options_;
     options.fallback_policy = file.policy;
-    auto limiter = cachet::DaemonRateLimiter::Connect(endpoint_, options);
+    auto limiter = connect_(options);
     if (!limiter) return tl::unexpected(limiter.error());
     options_ = std::move(options);
     std::lock_guard<std::mutex> lock(mu_);
@@ -142,11 +147,11 @@ class DaemonStore final : public Store {
   }
 
  private:
-  DaemonStore(std::string endpoint, cachet::DaemonRateLimiterOptions options,
+  DaemonStore(Connector connect, cachet::DaemonRateLimiterOptions options,
               std::unique_ptr<cachet::DaemonRateLimiter> limiter)
-      : endpoint_(std::move(endpoint)), options_(std::move(options)), limiter_(std::move(limiter)) {}
+      : connect_(std::move(connect)), options_(std::move(options)), limiter_(std::move(limiter)) {}
 
-  const std::string endpoint_;
+  const Connector connect_;
   cachet::DaemonRateLimiterOptions options_;  // SetPolicy's thread only
   std::mutex mu_;
   std::shared_ptr<cachet::DaemonRateLimiter> limiter_;  // guarded by mu_
@@ -155,13 +160,14 @@ class DaemonStore final : public Store {
 // --- Options ---------------------------------------------------------------------
 
 struct Args {
-  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind, node_id;
+  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind, node_id, etcd,
+      cluster;
   int port = 0;
   unsigned threads = 0;
   uint64_t capacity = 0;
   int64_t timeout_ms = 0, retry_ms = 0, sync_ms = 0;
   bool share_remaining = false;
-  std::vector<std::string> trusted, gossip_peers;
+  std::vector<std::string> trusted, gossip_peers, cluster_seeds;
 };
 
 [[noreturn]] void Refuse(const std::string& why) {
@@ -184,18 +190,22 @@ Args Parse(int argc, char** argv) {
       "pub", po::value(&a.pub)->value_name("ENDPOINT"),
       "follow the policy cachetd publishes there (instead of the file's; SIGHUP is then ignored)")(
       "store", po::value(&a.store)->default_value("memory"),
-      "where the counts live: memory, shm, cachetd, redis or gossip")(
+      "where the counts live: memory, shm, cachetd, cluster (strict: each key's owner node decides), redis or gossip")(
       "capacity", po::value(&a.capacity)->default_value(uint64_t{1} << 20),
       "memory, shm and gossip: (key, rule) counters alive at once, 32 bytes each")(
       "shm-name", po::value(&a.shm_name)->default_value("cachet-limits"),
       "shm: name of the shared counter table (/dev/shm/NAME)")(
       "daemon", po::value(&a.daemon)->default_value("ipc:///tmp/cachetd.sock"), "cachetd: the daemon's endpoint")(
+      "cluster-seed", po::value(&a.cluster_seeds)->value_name("ENDPOINT")->composing(),
+      "cluster: a node's tcp:// endpoint to learn the shard map from (repeatable)")(
+      "etcd", po::value(&a.etcd)->value_name("URLS"), "cluster: etcd client URLs, where no seed answers")(
+      "cluster", po::value(&a.cluster)->value_name("NAME"), "cluster: the cluster's name in etcd")(
       "redis", po::value(&a.redis)->default_value("127.0.0.1:6379"), "redis: HOST:PORT or unix:/path/redis.sock")(
       "on-failure", po::value(&a.on_failure)->default_value("open"),
-      "cachetd and redis, when the store does not answer: open (allow), closed (deny) or local (count here)")(
-      "store-timeout-ms", po::value(&a.timeout_ms)->default_value(50), "cachetd and redis: wait per decision")(
+      "cachetd, cluster and redis, when the store does not answer: open (allow), closed (deny) or local (count here)")(
+      "store-timeout-ms", po::value(&a.timeout_ms)->default_value(50), "cachetd, cluster and redis: wait per decision")(
       "retry-ms", po::value(&a.retry_ms)->default_value(1000),
-      "cachetd and redis: after an outage, ask the store again after this long")(
+      "cachetd, cluster and redis: after an outage, ask the store again after this long")(
       "gossip-bind", po::value(&a.gossip_bind)->default_value("tcp://127.0.0.1:7400"),
       "gossip: this host's PUB endpoint, which its peers subscribe to")(
       "gossip-peer", po::value(&a.gossip_peers)->value_name("ENDPOINT")->composing(),
@@ -228,21 +238,29 @@ Args Parse(int argc, char** argv) {
       {"capacity", {"memory", "shm", "gossip"}},
       {"shm-name", {"shm"}},
       {"daemon", {"cachetd"}},
+      {"cluster-seed", {"cluster"}},
+      {"etcd", {"cluster"}},
+      {"cluster", {"cluster"}},
       {"redis", {"redis"}},
-      {"on-failure", {"cachetd", "redis"}},
-      {"store-timeout-ms", {"cachetd", "redis"}},
-      {"retry-ms", {"cachetd", "redis"}},
+      {"on-failure", {"cachetd", "cluster", "redis"}},
+      {"store-timeout-ms", {"cachetd", "cluster", "redis"}},
+      {"retry-ms", {"cachetd", "cluster", "redis"}},
       {"gossip-bind", {"gossip"}},
       {"gossip-peer", {"gossip"}},
       {"node-id", {"gossip"}},
       {"sync-interval-ms", {"gossip"}},
       {"share-remaining", {"gossip"}},
   };
-  if (a.store != "memory" && a.store != "shm" && a.store != "cachetd" && a.store != "redis" && a.store != "gossip") {
-    Refuse("--store must be memory, shm, cachetd, redis or gossip, not '" + a.store + "'");
+  const std::vector<std::string> known{"memory", "shm", "cachetd", "cluster", "redis", "gossip"};
+  if (std::find(known.begin(), known.end(), a.store) == known.end()) {
+    Refuse("--store must be memory, shm, cachetd, cluster, redis or gossip, not '" + a.store + "'");
+  }
+  if (a.store == "cluster" && a.cluster_seeds.empty() && (a.etcd.empty() || a.cluster.empty())) {
+    Refuse("--store cluster needs --cluster-seed, or --etcd and --cluster");
   }
   for (const auto& [option, stores] : applies) {
-    if (vm.count(option) != 0 && !vm[option].defaulted() && std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
+    if (vm.count(option) != 0 && !vm[option].defaulted() &&
+        std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
       Refuse(std::string("--") + option + " does not apply to --store " + a.store);
     }
   }
@@ -280,7 +298,22 @@ Result<std::unique_ptr<Store>> MakeStore(const Args& a, const cachet::PolicyFile
   options.retry_interval = std::chrono::milliseconds(a.retry_ms);
   if (options.on_failure == cachet::FailureMode::kLocalFallback) options.fallback_policy = policy;
   if (a.store == "redis") return wrap(cachet::RedisRateLimiter::Connect(a.redis, policy, options));
-  return DaemonStore::Connect(a.daemon, options);
+  if (a.store == "cluster") {
+    cachet::ClusterClientOptions cluster;
+    cluster.seeds = a.cluster_seeds;
+    cluster.etcd_endpoints = a.etcd;
+    cluster.cluster = a.cluster;
+    return DaemonStore::Connect(
+        [cluster](const cachet::DaemonRateLimiterOptions& o) {
+          return cachet::DaemonRateLimiter::ConnectCluster(cluster, o);
+        },
+        options);
+  }
+  return DaemonStore::Connect(
+      [endpoint = a.daemon](const cachet::DaemonRateLimiterOptions& o) {
+        return cachet::DaemonRateLimiter::Connect(endpoint, o);
+      },
+      options);
 }
 
 // --- The service ---------------------------------------------------------------

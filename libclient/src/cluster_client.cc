@@ -659,6 +659,18 @@ Result<int64_t> ClusterClient::Decr(std::string_view key, int64_t delta) {
                     "DECR");
 }
 
+Result<Decision> ClusterClient::RateLimit(std::string_view key, std::string_view tier, uint64_t cost) {
+  std::lock_guard<std::mutex> lock(impl_->mu());
+  // Not idempotent: a decision whose reply was lost may have been counted.
+  auto p = Ok(impl_->KeyCallLocked(key, Op::kRateLimit, 3, false, [&](wire::Writer& w) {
+    w.Bytes(key);
+    w.Str(tier);
+    w.Uint(cost);
+  }));
+  if (!p) return tl::unexpected(p.error());
+  return wire::ReadDecision(**p);
+}
+
 Result<std::vector<std::optional<std::string>>> ClusterClient::MGet(const std::vector<std::string>& keys) {
   std::vector<std::optional<std::string>> out(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {

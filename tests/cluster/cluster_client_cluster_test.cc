@@ -3,17 +3,24 @@
 // joined with `cachectl cluster add-node` and left with `remove-node`. The
 // client writes through one map, the map changes under it, and every value
 // must read back exactly, routed by the new map; each node holds only the
-// keys of its own slots; a node that dies fails only its own keys.
+// keys of its own slots; a node that dies fails only its own keys. Strict
+// rate limiting: each key is decided by its slot's owner, once for the
+// whole cluster; an owner that dies is the failure mode's to answer until
+// it is back.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <set>
 
 #include "cachet/client.h"
 #include "cachet/cluster/etcd_client.h"
 #include "cachet/cluster/shard_map.h"
 #include "cachet/cluster_client.h"
+#include "cachet/daemon_rate_limiter.h"
 #include "etcd_server.h"
 #include "integration/daemon_process.h"
 
@@ -27,10 +34,46 @@ class ClusterClientClusterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(etcd_.Start());
+    MakeNodes({});
+  }
+
+  void TearDown() override {
+    nodes_.clear();
+    if (!policy_path_.empty()) std::remove(policy_path_.c_str());
+  }
+
+  // Three nodes (not started), each with `extra` flags.
+  void MakeNodes(const std::vector<std::string>& extra) {
+    nodes_.clear();
     for (int i = 1; i <= 3; ++i) {
-      nodes_.push_back(std::make_unique<testing::DaemonProcess>(
-          std::vector<std::string>{"--cluster", "test", "--node-id", "n" + std::to_string(i), "--etcd",
-                                   etcd_.endpoint(), "--replication", "1"}));
+      std::vector<std::string> args{"--cluster", "test",           "--node-id",     "n" + std::to_string(i),
+                                    "--etcd",    etcd_.endpoint(), "--replication", "1"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      nodes_.push_back(std::make_unique<testing::DaemonProcess>(args));
+    }
+  }
+
+  // Nodes that decide RATELIMIT by `policy` (a policy file's text).
+  void MakeLimitingNodes(const std::string& policy) {
+    policy_path_ = "/tmp/" + testing::UniqueSegmentName("strict") + ".policy";
+    std::ofstream(policy_path_) << policy;
+    MakeNodes({"--rate-limit-policy", policy_path_});
+  }
+
+  // A strict limiter learning the map from node `seed` (1-based).
+  std::unique_ptr<DaemonRateLimiter> StrictLimiter(int seed, DaemonRateLimiterOptions options = {}) {
+    ClusterClientOptions cluster;
+    cluster.seeds = {nodes_[seed - 1]->tcp()};
+    auto made = DaemonRateLimiter::ConnectCluster(cluster, options);
+    EXPECT_TRUE(made.has_value()) << made.error().ToString();
+    return made ? std::move(*made) : nullptr;
+  }
+
+  // A key whose slot node `node` (an id) owns in `client`'s map.
+  static std::string KeyOwnedBy(ClusterClient& client, const std::string& node) {
+    for (int i = 0;; ++i) {
+      const std::string k = "user-" + std::to_string(i);
+      if (client.NodeForKey(k)->first == node) return k;
     }
   }
 
@@ -116,7 +159,19 @@ class ClusterClientClusterTest : public ::testing::Test {
 
   testing::EtcdServer etcd_;
   std::vector<std::unique_ptr<testing::DaemonProcess>> nodes_;
+  std::string policy_path_;
 };
+
+int64_t Stat(const std::string& endpoint, const std::string& name) {
+  auto client = Client::Connect(endpoint);
+  if (!client) return -1;
+  auto stats = (*client)->Stats();
+  if (!stats) return -1;
+  for (const auto& [n, v] : *stats) {
+    if (n == name) return v;
+  }
+  return -1;
+}
 
 TEST_F(ClusterClientClusterTest, EachNodeHoldsExactlyTheKeysOfItsSlotsAndMGetKeepsOrder) {
   StartCluster(2);
@@ -194,8 +249,11 @@ TEST_F(ClusterClientClusterTest, ANodeKilledFailsOnlyItsOwnKeys) {
   StartCluster(2);
   ClusterClientOptions options;
   options.seeds = {nodes_[0]->tcp()};
-  options.timeout = std::chrono::milliseconds(300);
-  options.retries = 1;
+  // One attempt of a second per call: a live node under sanitizers on a
+  // loaded machine answers within it, and each key of the dead node fails
+  // after one timeout (a call's budget is timeout * (retries + 1)).
+  options.timeout = std::chrono::milliseconds(1000);
+  options.retries = 0;
   auto connected = ClusterClient::Connect(options);
   ASSERT_TRUE(connected.has_value()) << connected.error().ToString();
   ClusterClient& client = **connected;
@@ -217,6 +275,83 @@ TEST_F(ClusterClientClusterTest, ANodeKilledFailsOnlyItsOwnKeys) {
       EXPECT_EQ(*got, std::optional<std::string>("v"));
     }
   }
+}
+
+// Two limiters on different seeds ask for one key of each node in turn:
+// each key is admitted exactly its limit in all, every decision made (and
+// counted) by the key's owner alone; a node asked about a key it does not
+// own answers MOVED, so no second count can start there.
+TEST_F(ClusterClientClusterTest, StrictLimitingCountsEachKeyOnceOnItsOwner) {
+  // A token bucket of 5 an hour: no window edge for the test to straddle.
+  MakeLimitingNodes("[tier.t]\nhourly = 5/1h token_bucket\n");
+  StartCluster(1);
+  auto client = Connect(nodes_[0]->tcp());
+  ASSERT_NE(client, nullptr);
+  const std::string on1 = KeyOwnedBy(*client, "n1"), on2 = KeyOwnedBy(*client, "n2");
+  auto a = StrictLimiter(1), b = StrictLimiter(2);
+  ASSERT_TRUE(a && b);
+  for (const std::string& key : {on1, on2}) {
+    SCOPED_TRACE(key);
+    int admitted = 0;
+    for (int i = 0; i < 10; ++i) {
+      auto d = (i % 2 ? *a : *b).Check(key, "t");
+      ASSERT_TRUE(d.has_value()) << d.error().ToString();
+      EXPECT_EQ(d->limit, 5u);
+      admitted += d->allowed ? 1 : 0;
+    }
+    EXPECT_EQ(admitted, 5);
+  }
+  EXPECT_TRUE(a->healthy() && b->healthy());
+  for (int i = 1; i <= 2; ++i) {
+    EXPECT_EQ(Stat(nodes_[i - 1]->tcp(), "ratelimit_allowed"), 5) << "n" << i;
+    EXPECT_EQ(Stat(nodes_[i - 1]->tcp(), "ratelimit_denied"), 5) << "n" << i;
+  }
+  auto plain = Client::Connect(nodes_[1]->tcp());
+  ASSERT_TRUE(plain.has_value());
+  auto moved = (*plain)->RateLimit(on1, "t");
+  ASSERT_FALSE(moved.has_value());
+  EXPECT_EQ(moved.error().code, ErrorCode::kMoved) << moved.error().ToString();
+  EXPECT_EQ(Stat(nodes_[1]->tcp(), "ratelimit_allowed"), 5);  // the refused request counted nothing
+}
+
+// The owner of a key dies: the next decision for it gives the failure
+// mode's answer (here: deny) after one timeout, the limiter reports the
+// outage, and later decisions wait for nothing until the retry interval has
+// passed; once the node is back, decisions go to it again.
+TEST_F(ClusterClientClusterTest, StrictLimitingFallsBackWhenAnOwnerDiesAndReturnsToIt) {
+  MakeLimitingNodes("[tier.t]\nhourly = 1000/1h token_bucket\n");
+  StartCluster(1);
+  auto client = Connect(nodes_[0]->tcp());
+  ASSERT_NE(client, nullptr);
+  const std::string on2 = KeyOwnedBy(*client, "n2");
+  std::atomic<int> reports_down{0}, reports_up{0};
+  DaemonRateLimiterOptions options;
+  options.on_failure = FailureMode::kFailClosed;
+  options.timeout = std::chrono::milliseconds(100);
+  options.retry_interval = std::chrono::milliseconds(300);
+  options.on_health_change = [&](bool healthy, const Error&) { ++(healthy ? reports_up : reports_down); };
+  auto limiter = StrictLimiter(1, options);
+  ASSERT_NE(limiter, nullptr);
+  ASSERT_TRUE(limiter->Check(on2, "t").value().allowed);
+  const std::string n2 = nodes_[1]->tcp();
+  nodes_[1]->Kill();
+  auto d = limiter->Check(on2, "t");
+  ASSERT_TRUE(d.has_value()) << d.error().ToString();
+  EXPECT_FALSE(d->allowed);
+  EXPECT_EQ(d->rule, "store_unavailable");
+  EXPECT_FALSE(limiter->healthy());
+  EXPECT_EQ(reports_down.load(), 1);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(limiter->Check(on2, "t").value().rule, "store_unavailable");
+  EXPECT_EQ(reports_down.load(), 1);  // one report per outage, not per decision
+  ASSERT_TRUE(nodes_[1]->Start(n2));  // the same endpoint, as a restarted service has
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto again = limiter->Check(on2, "t");
+        return again && again->allowed && again->rule != "store_unavailable";
+      },
+      std::chrono::seconds(20)));
+  EXPECT_TRUE(limiter->healthy());
+  EXPECT_EQ(reports_up.load(), 1);
 }
 
 }  // namespace

@@ -1,13 +1,20 @@
-// One rate limit across three hosts: the example http_service with
-// --store gossip runs in three network namespaces of its own (addresses on
-// a bridge, tests/cluster/netns.h), its peers listed in the policy file's
-// [peers]. The test process sends requests for one API key to all three at
-// a steady combined rate far above the limit and counts, per window, what
-// the three admitted together: within docs/design.md's bound for synced
-// rules, within H - 1 with share_remaining, at most the limit for local
-// rules; and still within the bound when a host is killed mid-window or
-// restarted (plus its catch-up), and after a cut-off host is healed, with
-// every request answered meanwhile.
+// One rate limit across three hosts: the example http_service runs in
+// three network namespaces of its own (addresses on a bridge,
+// tests/cluster/netns.h). The test process sends requests for one API key
+// to all three at a steady combined rate far above the limit and counts,
+// per window, what the three admitted together.
+//
+// Gossip (--store gossip, peers from the policy file's [peers]): within
+// docs/design.md's bound for synced rules, within H - 1 with
+// share_remaining, at most the limit for local rules; and still within the
+// bound when a host is killed mid-window or restarted (plus its catch-up),
+// and after a cut-off host is healed, with every request answered meanwhile.
+//
+// Strict (--store cluster): each host also runs a cachetd node of one
+// cluster (etcd on host 0), and the services ask the node that owns the
+// key: exactly the limit in every window; with the owner killed, what the
+// failure mode says (closed: nothing more) and every request still
+// answered.
 #include <httplib.h>
 #include <signal.h>
 
@@ -17,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -26,7 +34,9 @@
 #include <vector>
 
 #include "cachet/clock.h"
+#include "cachet/cluster_client.h"
 #include "cluster/netns.h"
+#include "integration/daemon_process.h"
 
 namespace cachet {
 namespace {
@@ -51,7 +61,7 @@ uint64_t Bound(int hosts, double rate) {
   return static_cast<uint64_t>(rate * (kSyncSeconds + kDelaySeconds) * (hosts - 1) / hosts) + 1;
 }
 
-class GossipNetnsTest : public ::testing::Test {
+class LimiterNetnsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = testing::TestNetwork::Unsupported()) GTEST_SKIP() << "no network namespaces here: " << *why;
@@ -73,24 +83,15 @@ class GossipNetnsTest : public ::testing::Test {
     for (int i = 0; i < kHosts; ++i) out << "h" << i << " = tcp://" << net_->address(i) << ":7400\n";
   }
 
+  // The --store option and what goes with it, for host `host`.
+  virtual std::vector<std::string> StoreArgs(int host) const = 0;
+
   void StartService(int host, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args{HTTP_SERVICE_PATH,
-                                  "--policy",
-                                  policy_path_,
-                                  "--store",
-                                  "gossip",
-                                  "--host",
-                                  net_->address(host),
-                                  "--port",
-                                  std::to_string(kPort),
-                                  "--threads",
-                                  "4",
-                                  "--gossip-bind",
-                                  "tcp://" + net_->address(host) + ":7400",
-                                  "--node-id",
-                                  "h" + std::to_string(host),
-                                  "--sync-interval-ms",
-                                  "10"};
+    std::vector<std::string> args{
+        HTTP_SERVICE_PATH,     "--policy",  policy_path_, "--host", net_->address(host), "--port",
+        std::to_string(kPort), "--threads", "4"};
+    const std::vector<std::string> store = StoreArgs(host);
+    args.insert(args.end(), store.begin(), store.end());
     args.insert(args.end(), extra.begin(), extra.end());
     services_[host].emplace(net_->Exec(host, args));
     ASSERT_TRUE(testing::WaitUntil([&] { return Get(host).has_value(); }, seconds(20)))
@@ -176,9 +177,95 @@ class GossipNetnsTest : public ::testing::Test {
   }
 
   std::unique_ptr<testing::TestNetwork> net_;
-  const std::string policy_path_ = "/tmp/" + testing::UniqueSegmentName("gossip") + ".policy";
+  const std::string policy_path_ = "/tmp/" + testing::UniqueSegmentName("limits") + ".policy";
   std::optional<testing::ChildProcess> services_[kHosts];
   std::atomic<bool> down_[kHosts] = {};
+};
+
+class GossipNetnsTest : public LimiterNetnsTest {
+ protected:
+  std::vector<std::string> StoreArgs(int host) const override {
+    return {"--store",
+            "gossip",
+            "--gossip-bind",
+            "tcp://" + net_->address(host) + ":7400",
+            "--node-id",
+            "h" + std::to_string(host),
+            "--sync-interval-ms",
+            "10"};
+  }
+};
+
+// Each host runs a cachetd node of cluster "limits" with the policy file;
+// etcd runs on host 0. The node of host 0 starts first (its map holds every
+// slot), the others are added with `cachectl cluster add-node`, so the
+// shared key has one owner, somewhere among the three.
+class StrictNetnsTest : public LimiterNetnsTest {
+ protected:
+  void SetUp() override {
+    LimiterNetnsTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    const std::string client_url = "http://" + net_->address(0) + ":2379";
+    const std::string peer_url = "http://" + net_->address(0) + ":2380";
+    etcd_.emplace(net_->Exec(
+        0, {ETCD_PATH, "--name", "e", "--data-dir", etcd_dir_, "--listen-client-urls", client_url,
+            "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls",
+            peer_url, "--initial-cluster", "e=" + peer_url, "--log-level", "warn"}));
+    etcd_url_ = client_url;
+    WritePolicy("");
+    for (int h = 0; h < kHosts; ++h) {
+      nodes_[h] = std::make_unique<testing::DaemonProcess>(std::vector<std::string>{
+          "--cluster", "limits", "--node-id", NodeId(h), "--etcd", etcd_url_, "--rate-limit-policy", policy_path_});
+      nodes_[h]->SetCommandPrefix(net_->Command(h, {}));
+      ASSERT_TRUE(nodes_[h]->Start(NodeEndpoint(h)));
+      if (h > 0) AddNode(h);
+    }
+  }
+
+  void TearDown() override {
+    LimiterNetnsTest::TearDown();  // the services first: they talk to the nodes
+    for (auto& n : nodes_) n.reset();
+    if (etcd_) etcd_->Stop(testing::ChildProcess::kAnyExit);
+    std::error_code ignored;
+    std::filesystem::remove_all(etcd_dir_, ignored);
+  }
+
+  std::vector<std::string> StoreArgs(int host) const override {
+    return {"--store", "cluster", "--cluster-seed", NodeEndpoint(host), "--on-failure", "closed"};
+  }
+
+  static std::string NodeId(int host) { return "n" + std::to_string(host); }
+  std::string NodeEndpoint(int host) const { return "tcp://" + net_->address(host) + ":7379"; }
+
+  // `cachectl cluster add-node` from the test process (etcd is reached over
+  // the bridge); it returns once every moved slot is served by its node.
+  void AddNode(int host) {
+    const testing::ProgramResult o = testing::RunProgram({CACHECTL_PATH, "--etcd", etcd_url_, "--cluster", "limits",
+                                                          "--timeout", "30000", "cluster", "add-node", NodeId(host)},
+                                                         seconds(60));
+    ASSERT_EQ(o.code, 0) << o.out << o.err;
+  }
+
+  // The host whose node owns the shared key, by the map host 0's node serves.
+  int OwnerHost() {
+    ClusterClientOptions o;
+    o.seeds = {NodeEndpoint(0)};
+    auto client = ClusterClient::Connect(o);
+    EXPECT_TRUE(client.has_value()) << client.error().ToString();
+    if (!client) return 0;
+    auto node = (*client)->NodeForKey("k-shared");
+    EXPECT_TRUE(node.has_value()) << node.error().ToString();
+    for (int h = 0; h < kHosts; ++h) {
+      if (node && node->first == NodeId(h)) return h;
+    }
+    ADD_FAILURE() << "k-shared has no owner among the hosts";
+    return 0;
+  }
+
+  std::optional<testing::ChildProcess> etcd_;
+  std::string etcd_url_;
+  const std::string etcd_dir_ = "/tmp/" + testing::UniqueSegmentName("limits-etcd");
+  std::unique_ptr<testing::DaemonProcess> nodes_[kHosts];
 };
 
 TEST_F(GossipNetnsTest, SyncedCountsHoldTheLimitWithinTheDerivedBound) {
@@ -285,6 +372,35 @@ TEST_F(GossipNetnsTest, APartitionedHostLimitsOnItsOwnAndTheHealConverges) {
   }
   EXPECT_GE(load->admitted[5].load(), kLimit) << Counts(*load);
   EXPECT_EQ(load->unanswered.load(), 0u);
+}
+
+// Every host's decisions for the key are the owner's: exactly the limit in
+// every window, whichever host a request reaches.
+TEST_F(StrictNetnsTest, EveryWindowAdmitsExactlyTheLimit) {
+  StartAll();
+  auto load = Drive(3);
+  for (const auto& a : load->admitted) EXPECT_EQ(a.load(), kLimit) << "admitted per window: " << Counts(*load);
+  EXPECT_EQ(load->unanswered.load(), 0u);
+  EXPECT_EQ(load->other.load(), 0u);
+}
+
+// The owner's node is killed mid-window (its shard has no other copy):
+// every service finds it within its 50 ms store timeout and denies by
+// --on-failure closed, so no window admits more than the limit and every
+// request is still answered.
+TEST_F(StrictNetnsTest, AnOwnerKilledMidWindowFailsClosedAndNothingStalls) {
+  const int owner = OwnerHost();
+  StartAll();
+  auto load = Drive(3, [&](int window) {
+    if (window != 1) return;
+    std::this_thread::sleep_for(milliseconds(100));
+    nodes_[owner]->Kill();
+  });
+  for (const auto& a : load->admitted) EXPECT_LE(a.load(), kLimit) << "admitted per window: " << Counts(*load);
+  EXPECT_EQ(load->admitted[0].load(), kLimit) << Counts(*load);
+  EXPECT_EQ(load->admitted[2].load(), 0u) << Counts(*load);
+  EXPECT_EQ(load->unanswered.load(), 0u);
+  EXPECT_EQ(load->other.load(), 0u);
 }
 
 }  // namespace

@@ -53,7 +53,10 @@
 //   Flush  every registered node flushes (replicas too: FLUSH is not
 //          replicated); all are asked even if one fails, and the
 //          first failure is returned naming its node.
-// RELOAD and RATELIMIT are a node's own: use cachet::Client on that node.
+// RateLimit is routed as a write to the key's primary, which decides by its
+// own policy and counters: strict rate limiting, one count per key for the
+// whole cluster (cachet::DaemonRateLimiter::ConnectCluster wraps it with a
+// failure mode). RELOAD is a node's own: use cachet::Client on that node.
 //
 // Failures are values, as for cachet::Client: nothing throws, and a node
 // that dies makes the calls routed to it fail with UNAVAILABLE or TIMEOUT
@@ -126,6 +129,10 @@ class ClusterClient final : public KeyValueClient {
   Result<int64_t> Decr(std::string_view key, int64_t delta = 1) override;
   Result<std::vector<std::optional<std::string>>> MGet(const std::vector<std::string>& keys) override;
   Result<void> MSet(const std::vector<std::pair<std::string, std::string>>& items) override;
+
+  // One decision by the primary of `key`'s slot (see above). Never retried
+  // after a timeout (it consumes).
+  Result<Decision> RateLimit(std::string_view key, std::string_view tier, uint64_t cost = 1);
 
   // Whole-cluster operations (see above).
   Result<Cache::ScanPage> Scan(uint64_t cursor, std::string_view pattern = {}, uint32_t count = 64);

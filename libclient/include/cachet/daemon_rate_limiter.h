@@ -8,6 +8,13 @@
 // `retry_interval` (so an outage costs no waiting per request), and the
 // limiter goes back to the daemon by itself once it answers.
 //
+// ConnectCluster makes the same limiter over a sharded cluster: each key is
+// decided by the primary of its slot (strict mode: exact, at one round trip;
+// docs/design.md, "Strict limiting"). A key whose primary is down, or whose
+// slot has no primary while one is elected, follows `on_failure` like an
+// unreachable daemon; when the map names a new primary the limiter goes to
+// it. The new primary starts the key's open windows from zero.
+//
 // Thread safety: Check may be called from any thread.
 #pragma once
 
@@ -23,6 +30,8 @@
 #include "cachet/result.h"
 
 namespace cachet {
+
+struct ClusterClientOptions;  // cachet/cluster_client.h
 
 enum class FailureMode { kFailOpen, kFailClosed, kLocalFallback };
 
@@ -40,6 +49,10 @@ class DaemonRateLimiter {
   static Result<std::unique_ptr<DaemonRateLimiter>> Connect(const std::string& endpoint,
                                                             DaemonRateLimiterOptions options = {},
                                                             const Clock& clock = SystemClock::Instance());
+  // `cluster.timeout` and `retries` are replaced by `options.timeout` and 0.
+  static Result<std::unique_ptr<DaemonRateLimiter>> ConnectCluster(ClusterClientOptions cluster,
+                                                                   DaemonRateLimiterOptions options = {},
+                                                                   const Clock& clock = SystemClock::Instance());
   ~DaemonRateLimiter();
 
   // Errors only for requests no store could answer (an unknown tier, cost 0);

@@ -205,6 +205,19 @@ Result<void> ClusterNode::Bootstrap() {
   return {};
 }
 
+Result<uint64_t> ClusterNode::PutPolicy(const std::string& text, bool only_if_absent) {
+  const std::string key = Prefix() + "policy";
+  if (!only_if_absent) {
+    auto put = etcd_->Put(key, text);
+    if (!put) return MakeError(put.error().code, "storing the cluster's policy: " + put.error().message);
+    return static_cast<uint64_t>(*put);
+  }
+  auto txn = etcd_->Txn({cluster::Compare::CreateRevision(key, cluster::Compare::Op::kEqual, 0)},
+                        {cluster::TxnOp::Put(key, text)}, {});
+  if (!txn) return MakeError(txn.error().code, "storing the cluster's first policy: " + txn.error().message);
+  return txn->succeeded ? static_cast<uint64_t>(txn->revision) : 0;
+}
+
 Result<void> ClusterNode::Refresh() {
   std::lock_guard<std::mutex> refresh(refresh_mutex_);
   auto range = etcd_->Range(Prefix());
@@ -295,6 +308,9 @@ Result<void> ClusterNode::Parse(const std::vector<cluster::KeyValue>& kvs, Clust
         view.epoch = static_cast<uint64_t>(kv.mod_revision);
         view.map_json = kv.value;
         view.map = std::make_shared<const cluster::ShardMap>(std::move(*map));
+      } else if (kv.key == prefix + "policy") {
+        view.policy = kv.value;
+        view.policy_revision = static_cast<uint64_t>(kv.mod_revision);
       } else if (kv.key == prefix + "settings") {
         const nlohmann::json j = nlohmann::json::parse(kv.value);
         view.replication = j.at("replication").get<uint32_t>();

@@ -91,6 +91,11 @@ struct ClusterView {
   bool strong = true;                                                   // the cluster's consistency mode
   std::vector<uint8_t> slot_state;                                      // kSlotCount entries
   std::vector<std::string> import_source;  // kSlotCount entries: endpoint, for kImporting slots
+  // The cluster's rate-limit policy text and the etcd revision that wrote
+  // it (0: none yet). Every node runs it; a SIGHUP that changes a node's
+  // policy file replaces it (docs/operations.md, "Cluster").
+  std::string policy;
+  uint64_t policy_revision = 0;
 };
 
 // Erases every key of `cache` whose slot is set in `slots` (kSlotCount
@@ -144,6 +149,10 @@ class ClusterNode {
   // This node's copy of `shard`, for the election (from the server thread).
   // `whole`: it holds the shard's full data up to `position`.
   void SetPosition(uint32_t shard, ShardPosition position, bool whole);
+  // Makes `text` the cluster's rate-limit policy (every node follows it
+  // through its watch); with `only_if_absent`, only when the cluster has
+  // none. The revision written, or 0 when one was there already.
+  Result<uint64_t> PutPolicy(const std::string& text, bool only_if_absent);
   // Slot ranges whose import finished since the last call, by shard: the
   // primary sends its replicas a full copy of those shards again.
   std::vector<uint32_t> TakeResyncs();

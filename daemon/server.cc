@@ -117,9 +117,30 @@ Result<void> Server::Bind() {
 Result<void> Server::LoadPolicy(const std::string& path) {
   std::ifstream in(path);
   if (!in) return MakeError(ErrorCode::kIo, "cannot read rate-limit policy '" + path + "'");
-  std::stringstream text;
-  text << in.rdbuf();
-  auto parsed = ParsePolicy(text.str(), path);
+  std::stringstream read;
+  read << in.rdbuf();
+  const std::string text = read.str();
+  if (!file_policy_text_.empty() && text == file_policy_text_) {
+    log_->debug("rate-limit policy {} is unchanged", path);
+    return {};
+  }
+  if (auto ok = AdoptPolicy(text, path); !ok) return ok;
+  file_policy_text_ = text;
+  if (!cluster_) return {};
+  // A changed file, SIGHUP'd, becomes the cluster's: every node follows it.
+  auto put = cluster_->PutPolicy(text, false);
+  if (!put) {
+    log_->error("cluster: {}; this node runs {} and the others keep the cluster's policy until it is stored",
+                put.error().ToString(), path);
+    return {};
+  }
+  followed_policy_revision_ = *put;
+  log_->info("cluster: {} is now the cluster's rate-limit policy (etcd revision {})", path, *put);
+  return {};
+}
+
+Result<void> Server::AdoptPolicy(const std::string& text, const std::string& source) {
+  auto parsed = ParsePolicy(text, source);
   if (!parsed) return tl::unexpected(parsed.error());
   if (limiter_) {
     if (auto ok = limiter_->SetPolicy(parsed->policy); !ok) return ok;
@@ -128,13 +149,24 @@ Result<void> Server::LoadPolicy(const std::string& path) {
     if (!made) return tl::unexpected(made.error());
     limiter_ = std::move(*made);
   }
-  if (text.str() != policy_text_) {
-    policy_text_ = text.str();
-    policy_version_ = PolicySubscriber::VersionOf(policy_text_);
-    log_->info("rate-limit policy version {}: {} tiers, {} overrides, {} API keys from {}", policy_version_,
-               parsed->policy.tiers.size(), parsed->policy.overrides.size(), parsed->key_tiers.size(), path);
-  }
+  if (text == policy_text_) return {};
+  policy_text_ = text;
+  policy_version_ = PolicySubscriber::VersionOf(policy_text_);
+  log_->info("rate-limit policy version {}: {} tiers, {} overrides, {} API keys from {}", policy_version_,
+             parsed->policy.tiers.size(), parsed->policy.overrides.size(), parsed->key_tiers.size(), source);
+  PublishPolicy();  // now, not at the next tick
   return {};
+}
+
+void Server::FollowClusterPolicy() {
+  const std::shared_ptr<const ClusterView> view = cluster_->view();
+  if (view->policy_revision == followed_policy_revision_) return;
+  followed_policy_revision_ = view->policy_revision;
+  if (view->policy.empty() || view->policy == policy_text_) return;
+  const std::string source = "the cluster's policy (etcd revision " + std::to_string(view->policy_revision) + ")";
+  if (auto ok = AdoptPolicy(view->policy, source); !ok) {
+    log_->error("cluster: cannot run {}: {}; keeping the running policy", source, ok.error().message);
+  }
 }
 
 // The RATELIMIT counters live in a table beside the cache segment, so a
@@ -194,6 +226,24 @@ Result<void> Server::JoinCluster(Cache& cache) {
   if (!joined) return tl::unexpected(joined.error());
   cluster_ = std::move(*joined);
   replication_ = std::make_unique<Replication>(*cluster_, cache, context_, log_);
+  // The cluster's policy wins over this node's file; a cluster without one
+  // gets the file's (the first node to offer it).
+  const std::shared_ptr<const ClusterView> view = cluster_->view();
+  if (view->policy_revision == 0 && !file_policy_text_.empty()) {
+    auto put = cluster_->PutPolicy(file_policy_text_, true);
+    if (!put) return MakeError(put.error().code, "cluster: " + put.error().message);
+    if (*put != 0) {
+      followed_policy_revision_ = *put;
+      log_->info("cluster '{}': no rate-limit policy yet; {} is now the cluster's (etcd revision {})", settings.name,
+                 config_.rate_limit_policy, *put);
+    }
+  } else if (view->policy_revision != 0 && !file_policy_text_.empty() && view->policy != file_policy_text_) {
+    log_->warn(
+        "cluster '{}': running the cluster's rate-limit policy (etcd revision {}), not {}; SIGHUP after "
+        "editing the file to make it the cluster's",
+        settings.name, view->policy_revision, config_.rate_limit_policy);
+  }
+  FollowClusterPolicy();
   return {};
 }
 
@@ -279,6 +329,7 @@ void Server::Tick() {
   const auto now = std::chrono::steady_clock::now();
   last_tick_ = now;
   cache_->Heartbeat();
+  if (cluster_) FollowClusterPolicy();
   if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
   cache_->ReclaimExpired(kReclaimBucketsPerTick);
   if (limiter_) limiter_->ReclaimIdle(kReclaimCountersPerTick);  // the whole table every ~200 s at the default size
@@ -940,6 +991,7 @@ void Server::WriteStats(wire::Writer& out) {
     const ClusterNode::Stats c = cluster_->stats();
     const Replication::Stats rs = replication_->stats();
     cluster_rows = {{"cluster_epoch", static_cast<int64_t>(c.epoch)},
+                    {"cluster_policy_revision", static_cast<int64_t>(followed_policy_revision_)},
                     {"cluster_primary_shards", static_cast<int64_t>(rs.led_shards)},
                     {"cluster_replica_shards", static_cast<int64_t>(rs.followed_shards)},
                     {"cluster_replication_lag", static_cast<int64_t>(rs.max_lag)},
@@ -990,12 +1042,10 @@ Result<void> Server::Reload() {
   }
   if (next.log_file != config_.log_file) log_->warn("reload: 'log-file' changed; it applies after a restart");
   if (!next.rate_limit_policy.empty()) {
-    const uint64_t before = policy_version_;
     if (auto ok = LoadPolicy(next.rate_limit_policy); !ok) {
       log_->error("reload failed: {}; keeping the running configuration and policy", ok.error().message);
       return ok;
     }
-    if (policy_version_ != before) PublishPolicy();  // now, not at the next tick
   }
   config_.log_level = next.log_level;
   config_.remove_segment_on_exit = next.remove_segment_on_exit;

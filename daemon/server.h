@@ -63,8 +63,16 @@ class Server {
   void WriteClusterView(wire::Writer& out);
   void SlotDump(const Call& call, wire::Writer& out);
   Result<void> Reload();
-  // Reads and validates the rate-limit policy file; adopts it if it changed.
+  // Reads the rate-limit policy file; when its text differs from the last
+  // read, runs it (AdoptPolicy) and, in a cluster, makes it the cluster's.
   Result<void> LoadPolicy(const std::string& path);
+  // Parses `text` and runs it: the RATELIMIT limiter's limits (counters
+  // kept) and what `pub` publishes. `source` names it in the log. An error
+  // changes nothing.
+  Result<void> AdoptPolicy(const std::string& text, const std::string& source);
+  // Cluster: runs the cluster's policy when etcd holds a newer one than the
+  // node last followed (from Tick, so within ~100 ms of the change).
+  void FollowClusterPolicy();
   Result<std::unique_ptr<RateLimiter>> OpenLimiter(const RateLimitPolicy& policy);
   void PublishPolicy();
   void Tick();
@@ -96,9 +104,11 @@ class Server {
   // close before the context ends.
   std::unique_ptr<Replication> replication_;
   zmq::socket_t monitor_;
-  zmq::socket_t pub_;            // publishes the rate-limit policy when configured
-  std::string policy_text_;      // the policy being published
-  uint64_t policy_version_ = 0;  // PolicySubscriber::VersionOf(policy_text_): the same across restarts
+  zmq::socket_t pub_;                      // publishes the rate-limit policy when configured
+  std::string policy_text_;                // the policy being run and published
+  std::string file_policy_text_;           // the policy file's text as last read; empty before the first read
+  uint64_t followed_policy_revision_ = 0;  // cluster: the etcd revision of the cluster policy last considered
+  uint64_t policy_version_ = 0;            // PolicySubscriber::VersionOf(policy_text_): the same across restarts
   std::chrono::steady_clock::time_point last_publish_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_tick_;

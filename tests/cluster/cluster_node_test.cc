@@ -5,15 +5,19 @@
 // not imported yet are sent back to the old owner with ASK.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "cachet/client.h"
+#include "cachet/clock.h"
 #include "cachet/cluster/etcd_client.h"
 #include "cachet/cluster/shard_map.h"
 #include "cachet/cluster/slot.h"
+#include "cachet/policy_subscriber.h"
 #include "etcd_server.h"
 #include "integration/daemon_process.h"
 #include "integration/raw_wire.h"
@@ -37,10 +41,12 @@ class ClusterNodeTest : public ::testing::Test {
   }
 
   // A node of cluster `name_` with id `id`, started.
-  DaemonProcess& StartNode(const std::string& id) {
+  DaemonProcess& StartNode(const std::string& id, const std::vector<std::string>& extra = {}) {
     auto& node = nodes_[id];
-    node = std::make_unique<DaemonProcess>(std::vector<std::string>{"--cluster", name_, "--node-id", id, "--etcd",
-                                                                    etcd_.endpoint(), "--replication", "1"});
+    std::vector<std::string> args{"--cluster",      name_,           "--node-id", id, "--etcd",
+                                  etcd_.endpoint(), "--replication", "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    node = std::make_unique<DaemonProcess>(args);
     EXPECT_TRUE(node->Start());
     return *node;
   }
@@ -293,6 +299,90 @@ TEST_F(ClusterNodeTest, BadClusterSettingsAndAnUnreachableEtcdStopTheStartWithAR
   EXPECT_EQ(dead_etcd.code, 1);
   EXPECT_NE(dead_etcd.err.find("cannot join cluster 'c'"), std::string::npos) << dead_etcd.err;
   testing::RemoveDaemonFiles(id);
+}
+
+// Limits reloaded on any node run on every node and reach every limiter
+// that follows one: each node has its own copy of the policy file (as on
+// hosts of their own) and publishes what it runs on its `pub`.
+class ClusterPolicyTest : public ClusterNodeTest {
+ protected:
+  void TearDown() override {
+    for (const auto& [id, path] : files_) std::remove(path.c_str());
+  }
+
+  // Node `id` with its own policy file holding `text`, publishing on ipc,
+  // and a subscriber to what it publishes.
+  void StartWithPolicy(const std::string& id, const std::string& text) {
+    const std::string base = "/tmp/" + name_ + "-" + id;
+    files_[id] = base + ".policy";
+    WriteFile(id, text);
+    const std::string pub = "ipc://" + base + "-pub.sock";
+    StartNode(id, {"--rate-limit-policy", files_[id], "--pub", pub});
+    auto sub = PolicySubscriber::Start(pub, [](const PolicyFile&) -> Result<void> { return {}; });
+    ASSERT_TRUE(sub.has_value()) << sub.error().ToString();
+    subscribers_[id] = std::move(*sub);
+  }
+
+  void WriteFile(const std::string& id, const std::string& text) { std::ofstream(files_.at(id)) << text; }
+
+  // Every subscriber holds `text`'s version.
+  bool AllFollow(const std::string& text) {
+    for (const auto& [id, sub] : subscribers_) {
+      if (sub->version() != PolicySubscriber::VersionOf(text)) return false;
+    }
+    return true;
+  }
+
+  static constexpr const char* kFive = "[tier.regular]\nper_hour = 5/1h sliding_window\n";
+  static constexpr const char* kEight = "[tier.regular]\nper_hour = 8/1h sliding_window\n";
+  std::map<std::string, std::string> files_;
+  std::map<std::string, std::unique_ptr<PolicySubscriber>> subscribers_;
+};
+
+TEST_F(ClusterPolicyTest, ASighuppedPolicyRunsOnEveryNodeWithinASecondCountersKept) {
+  StartWithPolicy("a", kFive);
+  StartWithPolicy("b", kFive);
+  StartWithPolicy("c", kFive);
+  ASSERT_TRUE(testing::WaitUntil([&] { return AllFollow(kFive); }, std::chrono::seconds(10)));
+  // Node a holds every slot, so it decides every key.
+  auto a = Connect("a");
+  ASSERT_NE(a, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a->RateLimit("alice", "regular").value().allowed);
+
+  WriteFile("c", kEight);  // edited on c's host only
+  const size_t mark = nodes_.at("c")->log().size();
+  const auto sent = std::chrono::steady_clock::now();
+  nodes_.at("c")->Hup();
+  ASSERT_TRUE(testing::WaitUntil([&] { return AllFollow(kEight); }, std::chrono::seconds(5)));
+  const auto took = std::chrono::steady_clock::now() - sent;
+  EXPECT_LT(took, std::chrono::seconds(1)) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+  EXPECT_TRUE(nodes_.at("c")->WaitForLog("is now the cluster's rate-limit policy", mark)) << nodes_.at("c")->log();
+  // a runs 8 per hour now and kept alice's 3: five more pass, then none.
+  int admitted = 0;
+  for (int i = 0; i < 10; ++i) admitted += a->RateLimit("alice", "regular").value().allowed;
+  EXPECT_EQ(admitted, 5);
+  auto stats = Stats("a");
+  EXPECT_EQ(stats["cluster_policy_revision"], Stats("c")["cluster_policy_revision"]);
+  EXPECT_GT(stats["cluster_policy_revision"], 0);
+}
+
+TEST_F(ClusterPolicyTest, ANodeStartedWithAnOlderFileRunsTheClustersPolicy) {
+  StartWithPolicy("a", kEight);
+  StartWithPolicy("b", kFive);  // a stale copy: the cluster's stays
+  ASSERT_TRUE(testing::WaitUntil([&] { return AllFollow(kEight); }, std::chrono::seconds(10)));
+  EXPECT_TRUE(nodes_.at("b")->WaitForLog("running the cluster's rate-limit policy")) << nodes_.at("b")->log();
+  // A SIGHUP that does not change b's file leaves the cluster's policy be.
+  nodes_.at("b")->Hup();
+  EXPECT_TRUE(nodes_.at("b")->WaitForLog("configuration reloaded")) << nodes_.at("b")->log();
+  EXPECT_TRUE(AllFollow(kEight));
+  // A file that does not parse changes nothing anywhere.
+  WriteFile("b", "[tier.regular]\nper_hour = lots\n");
+  nodes_.at("b")->Hup();
+  EXPECT_TRUE(nodes_.at("b")->WaitForLog("reload failed")) << nodes_.at("b")->log();
+  EXPECT_TRUE(AllFollow(kEight));
+  auto kv = etcd_client_->Get("/cachet/" + name_ + "/policy");
+  ASSERT_TRUE(kv.has_value() && kv->has_value());
+  EXPECT_EQ((*kv)->value, kEight);
 }
 
 }  // namespace

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cachet/clock.h"
+#include "cachet/cluster/etcd_client.h"
 #include "cachet/cluster_client.h"
 #include "cluster/netns.h"
 #include "integration/daemon_process.h"
@@ -75,10 +76,10 @@ class LimiterNetnsTest : public ::testing::Test {
     std::remove(policy_path_.c_str());
   }
 
-  void WritePolicy(const std::string& rule_options) {
-    std::ofstream out(policy_path_);
+  void WritePolicy(const std::string& rule_options, const std::string& path = "", uint64_t limit = kLimit) {
+    std::ofstream out(path.empty() ? policy_path_ : path);
     out << "[tier.anonymous]\nper_second = 1/1s\n"
-        << "[tier.shared]\nper_second = " << kLimit << "/1s fixed_window " << rule_options << "\n"
+        << "[tier.shared]\nper_second = " << limit << "/1s fixed_window " << rule_options << "\n"
         << "[keys]\nk-shared = shared\n[peers]\n";
     for (int i = 0; i < kHosts; ++i) out << "h" << i << " = tcp://" << net_->address(i) << ":7400\n";
   }
@@ -105,12 +106,16 @@ class LimiterNetnsTest : public ::testing::Test {
 
   // One request as the shared key; the status, or nullopt if no answer.
   std::optional<int> Get(int host) {
+    auto r = Request(host);
+    if (!r) return std::nullopt;
+    return r->status;
+  }
+
+  httplib::Result Request(int host) {
     httplib::Client client(net_->address(host), kPort);
     client.set_connection_timeout(seconds(1));
     client.set_read_timeout(seconds(2));
-    auto r = client.Get("/api/items", httplib::Headers{{"X-API-Key", "k-shared"}});
-    if (!r) return std::nullopt;
-    return r->status;
+    return client.Get("/api/items", httplib::Headers{{"X-API-Key", "k-shared"}});
   }
 
   struct Load {
@@ -212,10 +217,18 @@ class StrictNetnsTest : public LimiterNetnsTest {
             "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls",
             peer_url, "--initial-cluster", "e=" + peer_url, "--log-level", "warn"}));
     etcd_url_ = client_url;
+    cluster::EtcdOptions options;
+    options.endpoints = etcd_url_;
+    auto etcd = cluster::EtcdClient::Create(options);
+    ASSERT_TRUE(etcd.has_value()) << etcd.error().ToString();
+    ASSERT_TRUE(testing::WaitUntil([&] { return etcd->Range("/").has_value(); }, seconds(20)))
+        << "etcd did not answer in its namespace";
     WritePolicy("");
     for (int h = 0; h < kHosts; ++h) {
-      nodes_[h] = std::make_unique<testing::DaemonProcess>(std::vector<std::string>{
-          "--cluster", "limits", "--node-id", NodeId(h), "--etcd", etcd_url_, "--rate-limit-policy", policy_path_});
+      std::vector<std::string> args{"--cluster", "limits", "--node-id", NodeId(h), "--etcd", etcd_url_};
+      const std::vector<std::string> more = NodeArgs(h);
+      args.insert(args.end(), more.begin(), more.end());
+      nodes_[h] = std::make_unique<testing::DaemonProcess>(args);
       nodes_[h]->SetCommandPrefix(net_->Command(h, {}));
       ASSERT_TRUE(nodes_[h]->Start(NodeEndpoint(h)));
       if (h > 0) AddNode(h);
@@ -233,6 +246,9 @@ class StrictNetnsTest : public LimiterNetnsTest {
   std::vector<std::string> StoreArgs(int host) const override {
     return {"--store", "cluster", "--cluster-seed", NodeEndpoint(host), "--on-failure", "closed"};
   }
+
+  // The node's options besides the cluster's.
+  virtual std::vector<std::string> NodeArgs(int) { return {"--rate-limit-policy", policy_path_}; }
 
   static std::string NodeId(int host) { return "n" + std::to_string(host); }
   std::string NodeEndpoint(int host) const { return "tcp://" + net_->address(host) + ":7379"; }
@@ -401,6 +417,69 @@ TEST_F(StrictNetnsTest, AnOwnerKilledMidWindowFailsClosedAndNothingStalls) {
   EXPECT_EQ(load->admitted[2].load(), 0u) << Counts(*load);
   EXPECT_EQ(load->unanswered.load(), 0u);
   EXPECT_EQ(load->other.load(), 0u);
+}
+
+// Limits reloaded on one host reach every host's limiter. Each host keeps
+// its own copy of the policy file for its node, which publishes what it
+// runs on its `pub`; each host's service (gossip) follows its own node's.
+class ClusterPolicyNetnsTest : public StrictNetnsTest {
+ protected:
+  void TearDown() override {
+    StrictNetnsTest::TearDown();
+    for (int h = 0; h < kHosts; ++h) std::remove(HostPolicy(h).c_str());
+  }
+
+  std::vector<std::string> NodeArgs(int host) override {
+    WritePolicy("", HostPolicy(host));
+    return {"--rate-limit-policy", HostPolicy(host), "--pub", NodePub(host)};
+  }
+
+  std::vector<std::string> StoreArgs(int host) const override {
+    return {"--store",       "gossip",
+            "--gossip-bind", "tcp://" + net_->address(host) + ":7400",
+            "--node-id",     "h" + std::to_string(host),
+            "--pub",         NodePub(host)};
+  }
+
+  std::string HostPolicy(int host) const { return policy_path_ + "." + std::to_string(host); }
+  std::string NodePub(int host) const { return "tcp://" + net_->address(host) + ":7500"; }
+
+  // The limit host `host`'s service answers with, or 0 with no answer.
+  uint64_t LimitAt(int host) {
+    auto r = Request(host);
+    if (!r || !r->has_header("RateLimit-Limit")) return 0;
+    return std::stoull(r->get_header_value("RateLimit-Limit"));
+  }
+};
+
+TEST_F(ClusterPolicyNetnsTest, ALimitReloadedOnOneHostReachesEveryHostWithinASecond) {
+  StartAll();
+  for (int h = 0; h < kHosts; ++h) {
+    ASSERT_TRUE(testing::WaitUntil([&] { return LimitAt(h) == kLimit; }, seconds(10))) << "host " << h;
+  }
+  constexpr uint64_t kLowered = 60;
+  WritePolicy("", HostPolicy(2), kLowered);
+  const auto sent = std::chrono::steady_clock::now();
+  nodes_[2]->Hup();
+  std::vector<milliseconds> took(kHosts, milliseconds(-1));
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        bool all = true;
+        for (int h = 0; h < kHosts; ++h) {
+          if (took[h].count() >= 0) continue;
+          if (LimitAt(h) != kLowered) {
+            all = false;
+            continue;
+          }
+          took[h] = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - sent);
+        }
+        return all;
+      },
+      seconds(10)));
+  for (int h = 0; h < kHosts; ++h) {
+    std::printf("host %d runs the new limit after %lld ms\n", h, static_cast<long long>(took[h].count()));
+    EXPECT_LT(took[h], seconds(1)) << "host " << h;
+  }
 }
 
 }  // namespace

@@ -187,7 +187,7 @@ TEST_F(HttpServiceTest, BadCommandLinesExitTwoWithOneLine) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--policy", path_, "--bogus"}, "unrecognised option '--bogus'"},
       {{"--policy", path_, "--store", "memcached"},
-       "--store must be memory, shm, cachetd, redis or gossip, not 'memcached'"},
+       "--store must be memory, shm, cachetd, cluster, redis or gossip, not 'memcached'"},
       {{"--policy", path_, "--store", "cachetd", "--on-failure", "maybe"},
        "--on-failure must be open, closed or local, not 'maybe'"},
       {{"--policy", path_, "--shm-name", "x"}, "--shm-name does not apply to --store memory"},

@@ -22,10 +22,12 @@
 // shared-memory table that every process of the host opening --shm-name
 // shares), cachetd (the daemon at --daemon decides, with its own policy),
 // cluster (strict: the cachetd node owning the key's slot decides; the map
-// from --cluster-seed or --etcd and --cluster), redis (--redis) or gossip (this process, in sync with the same service
-// on other hosts over PUB/SUB: --gossip-bind, and peers from --gossip-peer or the policy file's [peers]). For the three
-// remote stores --on-failure chooses what an outage does: open (allow), closed (deny) or local (count here with the
-// policy file's limits until the store answers again).
+// from --cluster-seed or --etcd and --cluster), redis (--redis) or gossip
+// (this process, in sync with the same service on other hosts over PUB/SUB:
+// --gossip-bind, and peers from --gossip-peer or the policy file's [peers],
+// or with --etcd and --cluster every limiter of the cluster registered in
+// etcd). For the three remote stores --on-failure chooses what an outage does: open (allow), closed (deny) or local
+// (count here with the policy file's limits until the store answers again).
 //
 // The policy comes from --policy; SIGHUP reads the file again (a file that
 // does not parse is reported and the running policy stays). With --pub it
@@ -57,6 +59,7 @@
 
 #include "cachet/cluster_client.h"
 #include "cachet/daemon_rate_limiter.h"
+#include "cachet/gossip_membership.h"
 #include "cachet/gossip_rate_limiter.h"
 #include "cachet/http.h"
 #include "cachet/policy_file.h"
@@ -97,13 +100,7 @@ class PolicyStore final : public Store {
  public:
   explicit PolicyStore(std::unique_ptr<Limiter> limiter) : limiter_(std::move(limiter)) {}
   Result<Decision> Check(std::string_view key, std::string_view tier) override { return limiter_->Check(key, tier); }
-  Result<void> Install(const cachet::PolicyFile& file) override {
-    if constexpr (std::is_same_v<Limiter, cachet::GossipRateLimiter>) {
-      return limiter_->Apply(file);
-    } else {
-      return limiter_->SetPolicy(file.policy);
-    }
-  }
+  Result<void> Install(const cachet::PolicyFile& file) override { return limiter_->SetPolicy(file.policy); }
   cachet::RateLimiter* InProcess() override {
     if constexpr (std::is_same_v<Limiter, cachet::RateLimiter>) return limiter_.get();
     return nullptr;
@@ -111,6 +108,30 @@ class PolicyStore final : public Store {
 
  private:
   std::unique_ptr<Limiter> limiter_;
+};
+
+// gossip: this process decides and syncs with its peers, which come from
+// the policy file's [peers] (or --gossip-peer) or, with --etcd, from the
+// cluster's limiters registered in etcd.
+class GossipStore final : public Store {
+ public:
+  explicit GossipStore(std::unique_ptr<cachet::GossipRateLimiter> limiter) : limiter_(std::move(limiter)) {}
+  Result<void> Join(cachet::GossipMembershipOptions options) {
+    auto joined = cachet::GossipMembership::Join(*limiter_, std::move(options));
+    if (!joined) return tl::unexpected(joined.error());
+    membership_ = std::move(*joined);
+    return {};
+  }
+  Result<Decision> Check(std::string_view key, std::string_view tier) override { return limiter_->Check(key, tier); }
+  Result<void> Install(const cachet::PolicyFile& file) override {
+    if (!membership_) return limiter_->Apply(file);
+    if (file.peers) Log("the policy's [peers] are not used: the peers are the cluster's limiters in etcd");
+    return limiter_->SetPolicy(file.policy);
+  }
+
+ private:
+  std::unique_ptr<cachet::GossipRateLimiter> limiter_;
+  std::unique_ptr<cachet::GossipMembership> membership_;  // after limiter_, which it refers to
 };
 
 // cachetd (one daemon, or a cluster's key owners) decides with its own
@@ -160,8 +181,8 @@ class DaemonStore final : public Store {
 // --- Options ---------------------------------------------------------------------
 
 struct Args {
-  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind, node_id, etcd,
-      cluster;
+  std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind,
+      gossip_advertise, node_id, etcd, cluster;
   int port = 0;
   unsigned threads = 0;
   uint64_t capacity = 0;
@@ -198,8 +219,9 @@ Args Parse(int argc, char** argv) {
       "daemon", po::value(&a.daemon)->default_value("ipc:///tmp/cachetd.sock"), "cachetd: the daemon's endpoint")(
       "cluster-seed", po::value(&a.cluster_seeds)->value_name("ENDPOINT")->composing(),
       "cluster: a node's tcp:// endpoint to learn the shard map from (repeatable)")(
-      "etcd", po::value(&a.etcd)->value_name("URLS"), "cluster: etcd client URLs, where no seed answers")(
-      "cluster", po::value(&a.cluster)->value_name("NAME"), "cluster: the cluster's name in etcd")(
+      "etcd", po::value(&a.etcd)->value_name("URLS"),
+      "cluster: etcd client URLs, where no seed answers; gossip: the peers are the cluster's limiters in etcd")(
+      "cluster", po::value(&a.cluster)->value_name("NAME"), "cluster and gossip with --etcd: the cluster's name")(
       "redis", po::value(&a.redis)->default_value("127.0.0.1:6379"), "redis: HOST:PORT or unix:/path/redis.sock")(
       "on-failure", po::value(&a.on_failure)->default_value("open"),
       "cachetd, cluster and redis, when the store does not answer: open (allow), closed (deny) or local (count here)")(
@@ -208,6 +230,8 @@ Args Parse(int argc, char** argv) {
       "cachetd, cluster and redis: after an outage, ask the store again after this long")(
       "gossip-bind", po::value(&a.gossip_bind)->default_value("tcp://127.0.0.1:7400"),
       "gossip: this host's PUB endpoint, which its peers subscribe to")(
+      "gossip-advertise", po::value(&a.gossip_advertise)->value_name("ENDPOINT"),
+      "gossip with --etcd: the endpoint registered for the peers (default: --gossip-bind)")(
       "gossip-peer", po::value(&a.gossip_peers)->value_name("ENDPOINT")->composing(),
       "gossip: a peer's PUB endpoint (repeatable); a policy file's [peers] replaces them")(
       "node-id", po::value(&a.node_id)->default_value(""), "gossip: this host's name among its peers (hostname:pid)")(
@@ -239,8 +263,9 @@ Args Parse(int argc, char** argv) {
       {"shm-name", {"shm"}},
       {"daemon", {"cachetd"}},
       {"cluster-seed", {"cluster"}},
-      {"etcd", {"cluster"}},
-      {"cluster", {"cluster"}},
+      {"etcd", {"cluster", "gossip"}},
+      {"cluster", {"cluster", "gossip"}},
+      {"gossip-advertise", {"gossip"}},
       {"redis", {"redis"}},
       {"on-failure", {"cachetd", "cluster", "redis"}},
       {"store-timeout-ms", {"cachetd", "cluster", "redis"}},
@@ -258,6 +283,13 @@ Args Parse(int argc, char** argv) {
   if (a.store == "cluster" && a.cluster_seeds.empty() && (a.etcd.empty() || a.cluster.empty())) {
     Refuse("--store cluster needs --cluster-seed, or --etcd and --cluster");
   }
+  if (a.store == "gossip" && a.etcd.empty() != a.cluster.empty()) {
+    Refuse("--store gossip takes --etcd and --cluster together (peers from etcd), or neither");
+  }
+  if (a.store == "gossip" && !a.etcd.empty() && !a.gossip_peers.empty()) {
+    Refuse("--gossip-peer does not go with --etcd: the peers come from etcd");
+  }
+  if (!a.gossip_advertise.empty() && a.etcd.empty()) Refuse("--gossip-advertise needs --etcd and --cluster");
   for (const auto& [option, stores] : applies) {
     if (vm.count(option) != 0 && !vm[option].defaulted() &&
         std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
@@ -288,7 +320,19 @@ Result<std::unique_ptr<Store>> MakeStore(const Args& a, const cachet::PolicyFile
     g.share_remaining = a.share_remaining;
     g.capacity = a.capacity;
     g.on_error = [](const std::string& line) { Log(line); };
-    return wrap(cachet::GossipRateLimiter::Create(policy, g));
+    if (!a.etcd.empty()) g.peers.clear();  // from etcd, once joined
+    auto limiter = cachet::GossipRateLimiter::Create(policy, g);
+    if (!limiter) return tl::unexpected(limiter.error());
+    auto store = std::make_unique<GossipStore>(std::move(*limiter));
+    if (!a.etcd.empty()) {
+      cachet::GossipMembershipOptions m;
+      m.etcd = a.etcd;
+      m.cluster = a.cluster;
+      m.advertise = a.gossip_advertise;
+      m.on_error = [](const std::string& line) { Log(line); };
+      if (auto ok = store->Join(m); !ok) return tl::unexpected(ok.error());
+    }
+    return std::unique_ptr<Store>(std::move(store));
   }
   cachet::DaemonRateLimiterOptions options;
   options.on_failure = a.on_failure == "open"     ? cachet::FailureMode::kFailOpen

@@ -1,14 +1,17 @@
 # Installs the libraries, headers and programs, and the files that let a
-# user's project find them: find_package(cachet) with targets cachet::client
-# and cachet::shm, and a pkg-config file (pkg-config --cflags --libs cachet).
+# user's project find them: find_package(cachet) with targets cachet::shm,
+# cachet::client (the daemon's client), cachet::limiter (the rate limiter)
+# and cachet::daemon_limiter (DaemonRateLimiter, which needs both), and
+# pkg-config files of the same names: cachet, cachet-limiter and
+# cachet-daemon-limiter.
 include(CMakePackageConfigHelpers)
 
-install(TARGETS cachet_shm cachet_client EXPORT cachetTargets
+install(TARGETS cachet_shm cachet_client cachet_limiter cachet_daemon_limiter EXPORT cachetTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/shm/include/cachet ${PROJECT_SOURCE_DIR}/libclient/include/cachet
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+                  ${PROJECT_SOURCE_DIR}/limiter/include/cachet DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT cachetTargets NAMESPACE cachet:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cachet)
 
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/cachetConfig.cmake.in
@@ -18,6 +21,15 @@ install(FILES ${PROJECT_BINARY_DIR}/cachetConfig.cmake ${PROJECT_BINARY_DIR}/cac
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/cachet)
 
 file(RELATIVE_PATH CACHET_PC_TO_PREFIX "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
-configure_file(${PROJECT_SOURCE_DIR}/cmake/cachet.pc.in ${PROJECT_BINARY_DIR}/cachet.pc @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/cachet.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+# One pkg-config file per library: NAME, what it is, its -l flags, and the
+# pkg-config packages it builds on.
+function(cachet_pkg_config PC_NAME PC_DESCRIPTION PC_LIBS PC_REQUIRES)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/cachet.pc.in ${PROJECT_BINARY_DIR}/${PC_NAME}.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/${PC_NAME}.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endfunction()
+cachet_pkg_config(cachet "cachet client library: cachetd client and shared-memory cache" "-lcachet -lcachet_shm" "")
+cachet_pkg_config(cachet-limiter "cachet rate limiter: in process, shared memory, Redis, gossip"
+                  "-lcachet_limiter -lcachet_shm" "")
+cachet_pkg_config(cachet-daemon-limiter "cachet rate limiter with its counts in cachetd" "-lcachet_daemon_limiter"
+                  "cachet, cachet-limiter")
 install(FILES ${PROJECT_SOURCE_DIR}/daemon/cachetd.conf DESTINATION ${CMAKE_INSTALL_SYSCONFDIR}/cachet)

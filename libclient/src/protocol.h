@@ -18,7 +18,7 @@
 #include <string>
 #include <string_view>
 
-#include "cachet/rate_limit.h"
+#include "cachet/decision.h"
 #include "cachet/result.h"
 
 namespace cachet::wire {

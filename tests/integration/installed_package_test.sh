@@ -48,6 +48,34 @@ cmake --build "$work/consumer" > "$work/build.log"
 PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" c++ $extra_flags -o "$work/client_example_pc" "$source_dir/examples/client_example.cc" \
   $(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs cachet) -Wl,-rpath,"$work/prefix/lib"
 
+# The limiter and the cache client are separate libraries: neither needs the
+# other, and a program that only limits loads no cache client.
+needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+if needed "$work/prefix/lib/libcachet_limiter.so" | grep -q '^libcachet\.so'; then
+  echo "libcachet_limiter.so needs the cache client (libcachet.so)" >&2; exit 1
+fi
+if needed "$work/prefix/lib/libcachet.so" | grep -q '^libcachet_limiter'; then
+  echo "libcachet.so needs the limiter (libcachet_limiter.so)" >&2; exit 1
+fi
+if needed "$work/consumer/limiter_example" | grep -q '^libcachet\.so'; then
+  echo "limiter_example (cachet::limiter only) needs libcachet.so:" >&2; needed "$work/consumer/limiter_example" >&2; exit 1
+fi
+printf '[tier.regular]\nper_minute = 3/1m\n' > "$work/limits.ini"
+out=$("$work/consumer/limiter_example" "$work/limits.ini" regular alice 5)
+echo "find_package limiter build: $out"
+[ "$out" = "allowed=3 denied=2" ]
+# shellcheck disable=SC2086
+c++ $extra_flags -o "$work/limiter_example_pc" "$source_dir/examples/limiter_example.cc" \
+  $(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --cflags --libs cachet-limiter) -Wl,-rpath,"$work/prefix/lib"
+out=$("$work/limiter_example_pc" "$work/limits.ini" regular alice 4)
+echo "pkg-config limiter build: $out"
+[ "$out" = "allowed=3 denied=1" ]
+# The daemon limiter's pkg-config file brings both libraries.
+libs=$(PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig" pkg-config --libs cachet-daemon-limiter)
+for lib in -lcachet_daemon_limiter -lcachet -lcachet_limiter; do
+  grep -q -- "$lib\( \|$\)" <<<"$libs" || { echo "pkg-config cachet-daemon-limiter lacks $lib: $libs" >&2; exit 1; }
+done
+
 "$cachetd" --segment "$name" --ipc "ipc:///tmp/$name.sock" --tcp "" --capacity 8MiB --max-value-size 64KiB \
   --log-file "$work/cachetd.log" &
 daemon_pid=$!

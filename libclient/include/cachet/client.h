@@ -39,8 +39,8 @@
 #include <vector>
 
 #include "cachet/cache.h"
+#include "cachet/decision.h"
 #include "cachet/key_value_client.h"
-#include "cachet/rate_limit.h"
 #include "cachet/result.h"
 
 namespace cachet {

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "../../../libclient/src/limiter_engine.h"
+#include "../../../limiter/src/limiter_engine.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/shm_rate_limiter.h"
 #include "limiter_test_util.h"

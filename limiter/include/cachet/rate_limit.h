@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "cachet/decision.h"
 #include "cachet/result.h"
 
 namespace cachet {
@@ -46,18 +47,6 @@ struct Rule {
   bool local = false;
 
   Result<void> Validate() const;
-};
-
-// The outcome of one check, with what HTTP rate-limit headers need.
-struct Decision {
-  bool allowed = true;
-  uint64_t limit = 0;
-  std::chrono::milliseconds window{0};  // the deciding rule's window
-  uint64_t remaining = 0;
-  std::chrono::milliseconds reset{0};        // until the window (or bucket) is fully available again
-  std::chrono::milliseconds retry_after{0};  // denied: wait at least this long; 0 when allowed
-  std::string rule;                          // the rule that decided (the tightest)
-  bool shadow_denied = false;                // a shadow rule would have denied
 };
 
 // Fixed-size state for fixed window, sliding window and GCRA.

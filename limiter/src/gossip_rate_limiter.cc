@@ -161,7 +161,12 @@ class GossipRateLimiter::Impl {
 
   Result<void> Start() {
     try {
-      pub_ = zmq::socket_t(context_, zmq::socket_type::pub);
+      // XPUB, verbose: every subscriber's (re)subscription reaches us, so a
+      // peer whose connection came back (a healed partition, a restart of
+      // either side) gets a snapshot at the next sync, not at the next
+      // periodic one.
+      pub_ = zmq::socket_t(context_, zmq::socket_type::xpub);
+      pub_.set(zmq::sockopt::xpub_verbose, 1);
       pub_.set(zmq::sockopt::linger, 0);
       pub_.set(zmq::sockopt::sndhwm, kHighWaterMark);
       pub_.bind(options_.bind);
@@ -225,6 +230,7 @@ class GossipRateLimiter::Impl {
     s.skipped_entries = skipped_.load(std::memory_order_relaxed);
     s.peers = peer_count_.load(std::memory_order_relaxed);
     s.senders = sender_count_.load(std::memory_order_relaxed);
+    s.subscriptions = resubscriptions_.load(std::memory_order_relaxed);
     s.live_hosts = live_hosts_.load(std::memory_order_relaxed);
     s.retracted = retracted_.load(std::memory_order_relaxed);
     s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
@@ -260,11 +266,14 @@ class GossipRateLimiter::Impl {
     // and answer with snapshots of their own (a new sender below).
     const auto announce_until = Steady::now() + options_.snapshot_interval;
     while (!stop_.load(std::memory_order_acquire)) {
-      zmq::pollitem_t item{sub_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::pollitem_t items[] = {{sub_.handle(), 0, ZMQ_POLLIN, 0}, {pub_.handle(), 0, ZMQ_POLLIN, 0}};
       // Rounded up: a wait cut to 0 ms would spin through the interval's last millisecond.
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_sync - Steady::now());
       try {
-        if (zmqio::Poll(&item, 1, std::max(wait, std::chrono::milliseconds(0))) > 0) ReceiveAll(next_sync);
+        if (zmqio::Poll(items, 2, std::max(wait, std::chrono::milliseconds(0))) > 0) {
+          if (items[1].revents & ZMQ_POLLIN) TakeSubscriptions();
+          if (items[0].revents & ZMQ_POLLIN) ReceiveAll(next_sync);
+        }
         const auto now = Steady::now();
         if (now < next_sync) continue;
         next_sync = now + options_.sync_interval;
@@ -424,6 +433,18 @@ class GossipRateLimiter::Impl {
 
   // Reads what has arrived, until `deadline`: a flood of messages never
   // keeps this host from publishing its own counts.
+  // A subscriber (re)connected: it may have missed totals while it was
+  // away, so the next sync sends a snapshot.
+  void TakeSubscriptions() {
+    zmq::message_t m;
+    while (zmqio::Recv(pub_, m, zmq::recv_flags::dontwait)) {
+      if (m.size() > 0 && *static_cast<const uint8_t*>(m.data()) == 1) {
+        newcomer_ = true;
+        resubscriptions_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+
   void ReceiveAll(Steady::time_point deadline) {
     zmq::message_t msg;
     while (Steady::now() < deadline && zmqio::RetryOnEintr([&] { return sub_.recv(msg, zmq::recv_flags::dontwait); })) {
@@ -612,7 +633,8 @@ class GossipRateLimiter::Impl {
   std::unordered_map<std::string, int64_t> heard_;              // node id -> last heard (clock ms)
   std::set<std::string> reported_;                              // kinds of problems already reported
   uint64_t seq_ = 0;
-  bool newcomer_ = false;  // a sender heard for the first time since the last sync
+  std::atomic<uint64_t> resubscriptions_{0};
+  bool newcomer_ = false;  // since the last sync: a sender heard for the first time, or a subscriber (re)connected
 
   std::atomic<uint64_t> retracted_{0}, bytes_sent_{0};
   std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, skipped_{0}, peer_count_{0},

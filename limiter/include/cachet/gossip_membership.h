@@ -48,7 +48,8 @@ struct GossipMembershipOptions {
   // Bounds each call to etcd.
   std::chrono::milliseconds etcd_timeout{1000};
   // Problems (etcd unreachable, a lost lease, a peer entry that is not an
-  // endpoint); by default a line on stderr.
+  // endpoint); by default a line on stderr. Called from the membership's
+  // threads, possibly two at once.
   std::function<void(const std::string& line)> on_error;
 
   Result<void> Validate() const;

@@ -16,7 +16,8 @@
 // loses or doubles nothing; the next one carries the total again. Every
 // snapshot interval (default 1 s) it publishes all its totals of the
 // windows still open, which is how a peer that missed messages, joined or
-// restarted catches up. Each message carries the sender's id, a number
+// restarted catches up; a peer whose connection comes back (a healed
+// partition) gets one at the next sync. Each message carries the sender's id, a number
 // drawn when it started (a restarted sender counts afresh, beside what its
 // peers already took from its previous life) and a sequence number (gaps
 // are counted in the stats).
@@ -99,6 +100,7 @@ struct GossipStats {
   uint64_t skipped_entries = 0;     // counts for a window over a window ahead of this host's clock
   uint64_t peers = 0;               // connected PUB endpoints
   uint64_t senders = 0;             // distinct senders heard from
+  uint64_t subscriptions = 0;       // peers' (re)connections heard, each answered with a snapshot
   uint64_t live_hosts = 1;          // this host and the peers heard from within peer_timeout
   uint64_t retracted = 0;           // share_remaining: extra counts taken back
 };

@@ -153,6 +153,26 @@ TEST_F(GossipTest, AHostThatJoinsLateLearnsTheOpenWindowFromSnapshots) {
   EXPECT_EQ(late->Stats().senders, 2u);
 }
 
+// A peer whose subscription comes back (a healed partition) is heard by the
+// publisher, which answers with a snapshot at its next sync; the totals
+// sent while it was away reach it that way.
+TEST_F(GossipTest, APeerThatReconnectsIsHeardAndCatchesUp) {
+  StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
+  GossipRateLimiter& a = *limiters_[0];
+  GossipRateLimiter& b = *limiters_[1];
+  ASSERT_TRUE(testing::WaitUntil([&] { return a.Stats().subscriptions >= 1; }, seconds(10)));
+  EXPECT_EQ(Admit(a, 5), 5u);
+  ASSERT_TRUE(testing::WaitUntil([&] { return b.Stats().counts_applied == 5; }, seconds(10)));
+  ASSERT_TRUE(b.SetPeers({}));
+  ASSERT_TRUE(testing::WaitUntil([&] { return b.Stats().peers == 0; }, seconds(10)));
+  const uint64_t before = a.Stats().subscriptions;
+  EXPECT_EQ(Admit(a, 3), 3u);  // while b hears nothing
+  ASSERT_TRUE(b.SetPeers({a.endpoint()}));
+  EXPECT_TRUE(testing::WaitUntil([&] { return a.Stats().subscriptions > before; }, seconds(10)));
+  EXPECT_TRUE(testing::WaitUntil([&] { return b.Stats().counts_applied == 8; }, seconds(10)))
+      << b.Stats().counts_applied;
+}
+
 TEST_F(GossipTest, ARestartedHostCountsAfreshBesideItsEarlierLife) {
   StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
   EXPECT_EQ(Admit(*limiters_[1], 10), 10u);

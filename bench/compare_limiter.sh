@@ -2,8 +2,10 @@
 # Rate-limit decisions per second: in process (cachet::RateLimiter) against
 # a Redis Lua limiter (cachet::RedisRateLimiter: one EVALSHA per decision over
 # a unix socket), fixed window, measured by build/bench/limiter_bench in one
-# run; and cachetd's RATELIMIT op over ipc (cachet::DaemonRateLimiter).
-# Starts and stops its own redis-server and cachetd.
+# run; cachetd's RATELIMIT op over ipc (cachet::DaemonRateLimiter); and,
+# when etcd is installed, strict mode: the same op over tcp to the key's
+# owner in a one-node cluster (DaemonRateLimiter::ConnectCluster).
+# Starts and stops its own redis-server, cachetd, etcd and cluster node.
 #   bench/compare_limiter.sh          (BUILD_DIR=build REPEAT=5; FILTER=regex picks benchmarks;
 #                                      CACHETD=path runs another cachetd binary)
 set -euo pipefail
@@ -20,11 +22,39 @@ printf '[tier.regular]\nper_minute = 1000000000/1m fixed_window\n' >"$work/polic
   --rate-limit-policy "$work/policy.ini" --rate-limit-capacity 4194304 --remove-segment-on-exit true \
   --log-file "$work/cachetd.log" &
 cachetd_pid=$!
-trap 'kill $redis_pid $cachetd_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TERM
+pids="$redis_pid $cachetd_pid"
+trap 'kill $pids 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TERM
 for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break; sleep 0.05; done
 
-CACHET_BENCH_REDIS="unix:$work/redis.sock" CACHET_BENCH_DAEMON="ipc://$work/cachetd.sock" "$build/bench/limiter_bench" \
-  --benchmark_filter="${FILTER:-BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck|BM_DaemonCheck|BM_ClockRead}" --benchmark_repetitions="$repeat" \
+# A port nothing listens on now (a connection to it is refused).
+free_port() {
+  local p
+  for p in $(shuf -i 20000-60000 -n 50); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  return 1
+}
+cluster_seed=""
+if command -v etcd >/dev/null; then
+  etcd_port=$(free_port) peer_port=$(free_port)
+  etcd --name bench --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "bench=http://127.0.0.1:$peer_port" \
+    >"$work/etcd.log" 2>&1 &
+  pids="$pids $!"
+  for _ in $(seq 1 200); do grep -q "ready to serve client requests" "$work/etcd.log" && break; sleep 0.05; done
+  "${CACHETD:-$build/daemon/cachetd}" --segment "cachet-bench-node-$$" --ipc "" --tcp "tcp://127.0.0.1:*" \
+    --capacity 8MiB --rate-limit-policy "$work/policy.ini" --rate-limit-capacity 4194304 --remove-segment-on-exit true \
+    --cluster "bench-$$" --node-id n1 --etcd "http://127.0.0.1:$etcd_port" --log-file "$work/node.log" &
+  pids="$pids $!"
+  for _ in $(seq 1 200); do grep -q " ready: " "$work/node.log" 2>/dev/null && break; sleep 0.05; done
+  cluster_seed=$(sed -n 's/.*listening on \(tcp:\/\/[0-9.:]*\).*/\1/p' "$work/node.log" | head -1)
+  [ -n "$cluster_seed" ] || { echo "compare_limiter: the cluster node did not start:" >&2; cat "$work/node.log" >&2; }
+fi
+
+CACHET_BENCH_REDIS="unix:$work/redis.sock" CACHET_BENCH_DAEMON="ipc://$work/cachetd.sock" CACHET_BENCH_CLUSTER="$cluster_seed" \
+  "$build/bench/limiter_bench" \
+  --benchmark_filter="${FILTER:-BM_Check/algorithm:1|BM_ShmCheck|BM_RedisCheck|BM_DaemonCheck|BM_StrictCheck|BM_ClockRead}" --benchmark_repetitions="$repeat" \
   --benchmark_report_aggregates_only=true --benchmark_format=console 2>/dev/null | tee "$work/out.txt" | grep median
 
 median_rate() { grep "$1" "$work/out.txt" | grep median | sed -n 's/.*items_per_second=\([0-9.]*\)\([kMG]*\)\/s.*/\1 \2/p' |

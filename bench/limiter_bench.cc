@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cachet/cluster_client.h"
 #include "cachet/daemon_rate_limiter.h"
 #include "cachet/gossip_rate_limiter.h"
 #include "cachet/rate_limiter.h"
@@ -173,6 +174,33 @@ void BM_RedisCheck(benchmark::State& state) {
 }
 BENCHMARK(BM_RedisCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
 
+// Times decisions of a limiter whose store answers over a socket; skipped
+// with the reason when it cannot be reached or a decision fails.
+void TimeRemoteChecks(benchmark::State& state, cachet::Result<std::unique_ptr<cachet::DaemonRateLimiter>> limiter) {
+  if (!limiter) {
+    state.SkipWithError(limiter.error().ToString().c_str());
+    return;
+  }
+  static const std::vector<std::string> keys = MakeKeys(1'000'000);
+  const size_t nkeys = static_cast<size_t>(state.range(0));
+  size_t i = 0;
+  for (auto _ : state) {
+    auto d = (*limiter)->Check(keys[i % nkeys], "regular");
+    if (!d || !d->allowed || !(*limiter)->healthy()) {
+      state.SkipWithError("remote decision failed");
+      return;
+    }
+    ++i;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+cachet::DaemonRateLimiterOptions RemoteOptions() {
+  cachet::DaemonRateLimiterOptions options;
+  options.timeout = std::chrono::seconds(2);
+  return options;
+}
+
 // The same decision made by cachetd (op RATELIMIT), one request in flight,
 // over the endpoint in CACHET_BENCH_DAEMON (for instance ipc:///tmp/x.sock),
 // started with a policy whose tier "regular" never denies these requests:
@@ -185,27 +213,25 @@ void BM_DaemonCheck(benchmark::State& state) {
     state.SkipWithError("CACHET_BENCH_DAEMON is not set (run bench/compare_limiter.sh)");
     return;
   }
-  cachet::DaemonRateLimiterOptions options;
-  options.timeout = std::chrono::seconds(2);
-  auto limiter = cachet::DaemonRateLimiter::Connect(endpoint, options);
-  if (!limiter) {
-    state.SkipWithError(limiter.error().ToString().c_str());
-    return;
-  }
-  static const std::vector<std::string> keys = MakeKeys(1'000'000);
-  const size_t nkeys = static_cast<size_t>(state.range(0));
-  size_t i = 0;
-  for (auto _ : state) {
-    auto d = (*limiter)->Check(keys[i % nkeys], "regular");
-    if (!d || !d->allowed || !(*limiter)->healthy()) {
-      state.SkipWithError("daemon decision failed");
-      return;
-    }
-    ++i;
-  }
-  state.SetItemsProcessed(state.iterations());
+  TimeRemoteChecks(state, cachet::DaemonRateLimiter::Connect(endpoint, RemoteOptions()));
 }
 BENCHMARK(BM_DaemonCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
+
+// Strict mode: the decision made by the cluster node that owns the key,
+// found through the seed node's map in CACHET_BENCH_CLUSTER (a tcp://
+// endpoint of a node started with the policy above; compare_limiter.sh
+// starts a one-node cluster when etcd is installed).
+void BM_StrictCheck(benchmark::State& state) {
+  const char* seed = std::getenv("CACHET_BENCH_CLUSTER");
+  if (seed == nullptr || *seed == '\0') {
+    state.SkipWithError("CACHET_BENCH_CLUSTER is not set (run bench/compare_limiter.sh with etcd installed)");
+    return;
+  }
+  cachet::ClusterClientOptions cluster;
+  cluster.seeds = {seed};
+  TimeRemoteChecks(state, cachet::DaemonRateLimiter::ConnectCluster(cluster, RemoteOptions()));
+}
+BENCHMARK(BM_StrictCheck)->ArgName("keys")->Arg(1)->Arg(1'000'000)->UseRealTime();
 
 // What reading the time costs: the limiters' coarse clock against the
 // precise one.

@@ -54,13 +54,6 @@ int64_t CoarseSteadyMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
-Error Unexpected(const char* what) {
-  return Error{ErrorCode::kProtocol, std::string("unexpected reply payload for ") + what};
-}
-
-// Maps a non-OK reply to an Error carrying the daemon's message.
-Error ReplyError(const wire::Reply& reply) { return wire::ReplyError(reply.status, *reply.payload); }
-
 bool IsBytes(const msgpack::object& o) { return o.type == msgpack::type::BIN || o.type == msgpack::type::STR; }
 std::string ToString(const msgpack::object& o) {
   return o.type == msgpack::type::BIN ? std::string(o.via.bin.ptr, o.via.bin.size)
@@ -228,7 +221,7 @@ class Client::Impl {
     auto reply = CallLocked(Op::kInfo, 0, 1, std::min(options_.timeout, wait), [](wire::Writer&) {});
     if (!reply) return tl::unexpected(reply.error());
     if (reply->status != ErrorCode::kOk || reply->payload->type != msgpack::type::MAP) {
-      return tl::unexpected(Unexpected("INFO"));
+      return tl::unexpected(wire::UnexpectedPayload("INFO"));
     }
     std::string segment;
     uint64_t generation = 0;
@@ -292,40 +285,8 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& endpoint, con
 bool Client::ReadsSharedMemory() const { return impl_->attached(); }
 const std::string& Client::endpoint() const { return impl_->endpoint(); }
 
-namespace {
-
-// Checks a reply's status: OK → the payload, else the daemon's error.
-Result<const msgpack::object*> Ok(const Result<wire::Reply>& reply) {
-  if (!reply) return tl::unexpected(reply.error());
-  if (reply->status != ErrorCode::kOk) return tl::unexpected(ReplyError(*reply));
-  return reply->payload;
-}
-
-Result<bool> BoolPayload(const Result<wire::Reply>& reply, const char* op) {
-  auto p = Ok(reply);
-  if (!p) return tl::unexpected(p.error());
-  if ((*p)->type != msgpack::type::BOOLEAN) return tl::unexpected(Unexpected(op));
-  return (*p)->via.boolean;
-}
-
-Result<int64_t> IntPayload(const Result<wire::Reply>& reply, const char* op) {
-  auto p = Ok(reply);
-  if (!p) return tl::unexpected(p.error());
-  auto v = wire::IntArg(**p, op);
-  if (!v) return tl::unexpected(Unexpected(op));
-  return *v;
-}
-
-Result<void> VoidPayload(const Result<wire::Reply>& reply) {
-  auto p = Ok(reply);
-  if (!p) return tl::unexpected(p.error());
-  return {};
-}
-
-}  // namespace
-
 Result<void> Client::Ping() {
-  return VoidPayload(impl_->Call(Op::kPing, 0, true, [](wire::Writer&) {}));
+  return wire::VoidPayload(impl_->Call(Op::kPing, 0, true, [](wire::Writer&) {}));
 }
 
 Result<std::optional<std::string>> Client::Get(std::string_view key) {
@@ -341,12 +302,12 @@ Result<bool> Client::GetInto(std::string_view key, std::string* value) {
   if (Cache* shm = impl_->SharedMemory()) return shm->GetInto(key, value);
   auto reply = impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return false;
-  auto p = Ok(reply);
+  auto p = wire::Payload(reply);
   if (!p) {
     impl_->MaybeRecheckSegment();
     return tl::unexpected(p.error());
   }
-  if (!IsBytes(**p)) return tl::unexpected(Unexpected("GET"));
+  if (!IsBytes(**p)) return tl::unexpected(wire::UnexpectedPayload("GET"));
   const msgpack::object& o = **p;
   if (o.type == msgpack::type::BIN) {
     value->assign(o.via.bin.ptr, o.via.bin.size);
@@ -364,36 +325,36 @@ Result<bool> Client::Set(std::string_view key, std::string_view value, const Set
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = impl_->CheckValue(value); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
-  return BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
-                                 [&](wire::Writer& w) {
-                                   w.Bytes(key);
-                                   w.Bytes(value);
-                                   w.Int(options.ttl.count());
-                                   w.Uint(cond);
-                                 }),
-                     "SET");
+  return wire::BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
+                                       [&](wire::Writer& w) {
+                                         w.Bytes(key);
+                                         w.Bytes(value);
+                                         w.Int(options.ttl.count());
+                                         w.Uint(cond);
+                                       }),
+                           "SET");
 }
 
 Result<bool> Client::Del(std::string_view key) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
-  return BoolPayload(impl_->Call(Op::kDel, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
+  return wire::BoolPayload(impl_->Call(Op::kDel, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
 }
 
 Result<bool> Client::Exists(std::string_view key) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (Cache* shm = impl_->SharedMemory()) return shm->Contains(key);
-  return BoolPayload(impl_->Call(Op::kExists, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "EXISTS");
+  return wire::BoolPayload(impl_->Call(Op::kExists, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "EXISTS");
 }
 
 Result<bool> Client::Expire(std::string_view key, std::chrono::milliseconds ttl) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
-  return BoolPayload(impl_->Call(Op::kExpire, 2, true,
-                                 [&](wire::Writer& w) {
-                                   w.Bytes(key);
-                                   w.Int(ttl.count());
-                                 }),
-                     "EXPIRE");
+  return wire::BoolPayload(impl_->Call(Op::kExpire, 2, true,
+                                       [&](wire::Writer& w) {
+                                         w.Bytes(key);
+                                         w.Int(ttl.count());
+                                       }),
+                           "EXPIRE");
 }
 
 Result<std::optional<std::chrono::milliseconds>> Client::Ttl(std::string_view key) {
@@ -402,7 +363,7 @@ Result<std::optional<std::chrono::milliseconds>> Client::Ttl(std::string_view ke
   if (Cache* shm = impl_->SharedMemory()) return shm->Ttl(key);
   auto reply = impl_->Call(Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return std::optional<Ms>();
-  auto ms = IntPayload(reply, "TTL");
+  auto ms = wire::IntPayload(reply, "TTL");
   if (!ms) return tl::unexpected(ms.error());
   return std::optional<Ms>(*ms < 0 ? Cache::kNoExpiry : Ms(*ms));
 }
@@ -412,23 +373,23 @@ Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::m
   if (auto ok = wire::CheckTtl(ttl_on_create.count(), wire::TtlUse::kOnWrite); !ok) {
     return tl::unexpected(ok.error());
   }
-  return IntPayload(impl_->Call(Op::kIncr, 3, false,
-                                [&](wire::Writer& w) {
-                                  w.Bytes(key);
-                                  w.Int(delta);
-                                  w.Int(ttl_on_create.count());
-                                }),
-                    "INCR");
+  return wire::IntPayload(impl_->Call(Op::kIncr, 3, false,
+                                      [&](wire::Writer& w) {
+                                        w.Bytes(key);
+                                        w.Int(delta);
+                                        w.Int(ttl_on_create.count());
+                                      }),
+                          "INCR");
 }
 
 Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
-  return IntPayload(impl_->Call(Op::kDecr, 2, false,
-                                [&](wire::Writer& w) {
-                                  w.Bytes(key);
-                                  w.Int(delta);
-                                }),
-                    "DECR");
+  return wire::IntPayload(impl_->Call(Op::kDecr, 2, false,
+                                      [&](wire::Writer& w) {
+                                        w.Bytes(key);
+                                        w.Int(delta);
+                                      }),
+                          "DECR");
 }
 
 Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<std::string>& keys) {
@@ -445,10 +406,10 @@ Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<s
   const auto reply = impl_->Call(Op::kMGet, static_cast<uint32_t>(keys.size()), true, [&](wire::Writer& w) {
     for (const std::string& k : keys) w.Bytes(k);
   });
-  auto p = Ok(reply);
+  auto p = wire::Payload(reply);
   if (!p) return tl::unexpected(p.error());
   if ((*p)->type != msgpack::type::ARRAY || (*p)->via.array.size != keys.size()) {
-    return tl::unexpected(Unexpected("MGET"));
+    return tl::unexpected(wire::UnexpectedPayload("MGET"));
   }
   for (size_t i = 0; i < keys.size(); ++i) {
     const msgpack::object& v = (*p)->via.array.ptr[i];
@@ -465,7 +426,7 @@ Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>
     }
   }
   if (items.empty()) return {};  // the wire has no empty MSET
-  return VoidPayload(impl_->Call(Op::kMSet, static_cast<uint32_t>(items.size() * 2), true, [&](wire::Writer& w) {
+  return wire::VoidPayload(impl_->Call(Op::kMSet, static_cast<uint32_t>(items.size() * 2), true, [&](wire::Writer& w) {
     for (const auto& [k, v] : items) {
       w.Bytes(k);
       w.Bytes(v);
@@ -479,18 +440,18 @@ Result<Cache::ScanPage> Client::Scan(uint64_t cursor, std::string_view pattern, 
     w.Bytes(pattern);
     w.Uint(count);
   });
-  auto p = Ok(reply);
+  auto p = wire::Payload(reply);
   if (!p) return tl::unexpected(p.error());
   const msgpack::object& o = **p;
   if (o.type != msgpack::type::ARRAY || o.via.array.size != 2 ||
       o.via.array.ptr[0].type != msgpack::type::POSITIVE_INTEGER || o.via.array.ptr[1].type != msgpack::type::ARRAY) {
-    return tl::unexpected(Unexpected("SCAN"));
+    return tl::unexpected(wire::UnexpectedPayload("SCAN"));
   }
   Cache::ScanPage page;
   page.cursor = o.via.array.ptr[0].via.u64;
   const msgpack::object_array& keys = o.via.array.ptr[1].via.array;
   for (uint32_t i = 0; i < keys.size; ++i) {
-    if (!IsBytes(keys.ptr[i])) return tl::unexpected(Unexpected("SCAN"));
+    if (!IsBytes(keys.ptr[i])) return tl::unexpected(wire::UnexpectedPayload("SCAN"));
     page.keys.push_back(ToString(keys.ptr[i]));
   }
   return page;
@@ -498,21 +459,21 @@ Result<Cache::ScanPage> Client::Scan(uint64_t cursor, std::string_view pattern, 
 
 Result<StatsList> Client::Stats() {
   const auto reply = impl_->Call(Op::kStats, 0, true, [](wire::Writer&) {});
-  auto p = Ok(reply);
+  auto p = wire::Payload(reply);
   if (!p) return tl::unexpected(p.error());
-  if ((*p)->type != msgpack::type::MAP) return tl::unexpected(Unexpected("STATS"));
+  if ((*p)->type != msgpack::type::MAP) return tl::unexpected(wire::UnexpectedPayload("STATS"));
   StatsList out;
   const msgpack::object_map& map = (*p)->via.map;
   for (uint32_t i = 0; i < map.size; ++i) {
     auto v = wire::IntArg(map.ptr[i].val, "stat");
-    if (!IsBytes(map.ptr[i].key) || !v) return tl::unexpected(Unexpected("STATS"));
+    if (!IsBytes(map.ptr[i].key) || !v) return tl::unexpected(wire::UnexpectedPayload("STATS"));
     out.emplace_back(ToString(map.ptr[i].key), *v);
   }
   return out;
 }
 
 Result<void> Client::Flush() {
-  return VoidPayload(impl_->Call(Op::kFlush, 0, true, [](wire::Writer&) {}));
+  return wire::VoidPayload(impl_->Call(Op::kFlush, 0, true, [](wire::Writer&) {}));
 }
 
 Result<Decision> Client::RateLimit(std::string_view key, std::string_view tier, uint64_t cost) {
@@ -521,13 +482,13 @@ Result<Decision> Client::RateLimit(std::string_view key, std::string_view tier, 
     w.Str(tier);
     w.Uint(cost);
   });
-  auto p = Ok(reply);
+  auto p = wire::Payload(reply);
   if (!p) return tl::unexpected(p.error());
   return wire::ReadDecision(**p);
 }
 
 Result<void> Client::Reload() {
-  return VoidPayload(impl_->Call(Op::kReload, 0, false, [](wire::Writer&) {}));
+  return wire::VoidPayload(impl_->Call(Op::kReload, 0, false, [](wire::Writer&) {}));
 }
 
 }  // namespace cachet

@@ -512,27 +512,6 @@ Result<std::pair<std::string, std::string>> ClusterClient::NodeForKey(std::strin
 
 namespace {
 
-Result<const msgpack::object*> Ok(const Result<wire::Reply>& reply) {
-  if (!reply) return tl::unexpected(reply.error());
-  if (reply->status != ErrorCode::kOk) return tl::unexpected(wire::ReplyError(reply->status, *reply->payload));
-  return reply->payload;
-}
-
-Result<bool> BoolPayload(const Result<wire::Reply>& reply, const char* op) {
-  auto p = Ok(reply);
-  if (!p) return tl::unexpected(p.error());
-  if ((*p)->type != msgpack::type::BOOLEAN) return MakeError(ErrorCode::kProtocol, std::string("bad reply to ") + op);
-  return (*p)->via.boolean;
-}
-
-Result<int64_t> IntPayload(const Result<wire::Reply>& reply, const char* op) {
-  auto p = Ok(reply);
-  if (!p) return tl::unexpected(p.error());
-  auto v = wire::IntArg(**p, op);
-  if (!v) return MakeError(ErrorCode::kProtocol, std::string("bad reply to ") + op);
-  return *v;
-}
-
 Result<void> CheckKey(std::string_view key, size_t index = wire::kNoIndex) {
   return wire::CheckKey(key, kWidestKey, index);
 }
@@ -555,7 +534,7 @@ Result<void> ClusterClient::Ping() {
   }
   impl_->Run(xs);
   for (const Exchange& x : xs) {
-    if (auto p = Ok(*x.result); !p) {
+    if (auto p = wire::Payload(*x.result); !p) {
       return MakeError(p.error().code, "node at " + x.endpoint + ": " + p.error().message);
     }
   }
@@ -575,7 +554,7 @@ Result<bool> ClusterClient::GetInto(std::string_view key, std::string* value) {
   std::lock_guard<std::mutex> lock(impl_->mu());
   auto reply = impl_->KeyCallLocked(key, Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return false;
-  auto p = Ok(reply);
+  auto p = wire::Payload(reply);
   if (!p) return tl::unexpected(p.error());
   if (!IsBytes(**p)) return MakeError(ErrorCode::kProtocol, "bad reply to GET");
   *value = ToString(**p);
@@ -590,39 +569,40 @@ Result<bool> ClusterClient::Set(std::string_view key, std::string_view value, co
   if (auto ok = wire::CheckValue(value, kWidestValue); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
-                                          [&](wire::Writer& w) {
-                                            w.Bytes(key);
-                                            w.Bytes(value);
-                                            w.Int(options.ttl.count());
-                                            w.Uint(cond);
-                                          }),
-                     "SET");
+  return wire::BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
+                                                [&](wire::Writer& w) {
+                                                  w.Bytes(key);
+                                                  w.Bytes(value);
+                                                  w.Int(options.ttl.count());
+                                                  w.Uint(cond);
+                                                }),
+                           "SET");
 }
 
 Result<bool> ClusterClient::Del(std::string_view key) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(
+  return wire::BoolPayload(
       impl_->KeyCallLocked(key, Op::kDel, 1, /*idempotent=*/false, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
 }
 
 Result<bool> ClusterClient::Exists(std::string_view key) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kExists, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "EXISTS");
+  return wire::BoolPayload(impl_->KeyCallLocked(key, Op::kExists, 1, true, [&](wire::Writer& w) { w.Bytes(key); }),
+                           "EXISTS");
 }
 
 Result<bool> ClusterClient::Expire(std::string_view key, std::chrono::milliseconds ttl) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return BoolPayload(impl_->KeyCallLocked(key, Op::kExpire, 2, /*idempotent=*/false,
-                                          [&](wire::Writer& w) {
-                                            w.Bytes(key);
-                                            w.Int(ttl.count());
-                                          }),
-                     "EXPIRE");
+  return wire::BoolPayload(impl_->KeyCallLocked(key, Op::kExpire, 2, /*idempotent=*/false,
+                                                [&](wire::Writer& w) {
+                                                  w.Bytes(key);
+                                                  w.Int(ttl.count());
+                                                }),
+                           "EXPIRE");
 }
 
 Result<std::optional<std::chrono::milliseconds>> ClusterClient::Ttl(std::string_view key) {
@@ -630,7 +610,7 @@ Result<std::optional<std::chrono::milliseconds>> ClusterClient::Ttl(std::string_
   std::lock_guard<std::mutex> lock(impl_->mu());
   auto reply = impl_->KeyCallLocked(key, Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return std::optional<Ms>();
-  auto ms = IntPayload(reply, "TTL");
+  auto ms = wire::IntPayload(reply, "TTL");
   if (!ms) return tl::unexpected(ms.error());
   return std::optional<Ms>(*ms < 0 ? Cache::kNoExpiry : Ms(*ms));
 }
@@ -639,34 +619,36 @@ Result<int64_t> ClusterClient::Incr(std::string_view key, int64_t delta, std::ch
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl_on_create.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return IntPayload(impl_->KeyCallLocked(key, Op::kIncr, 3, false,
-                                         [&](wire::Writer& w) {
-                                           w.Bytes(key);
-                                           w.Int(delta);
-                                           w.Int(ttl_on_create.count());
-                                         }),
-                    "INCR");
+  return wire::IntPayload(impl_->KeyCallLocked(key, Op::kIncr, 3, false,
+                                               [&](wire::Writer& w) {
+                                                 w.Bytes(key);
+                                                 w.Int(delta);
+                                                 w.Int(ttl_on_create.count());
+                                               }),
+                          "INCR");
 }
 
 Result<int64_t> ClusterClient::Decr(std::string_view key, int64_t delta) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return IntPayload(impl_->KeyCallLocked(key, Op::kDecr, 2, false,
-                                         [&](wire::Writer& w) {
-                                           w.Bytes(key);
-                                           w.Int(delta);
-                                         }),
-                    "DECR");
+  return wire::IntPayload(impl_->KeyCallLocked(key, Op::kDecr, 2, false,
+                                               [&](wire::Writer& w) {
+                                                 w.Bytes(key);
+                                                 w.Int(delta);
+                                               }),
+                          "DECR");
 }
 
 Result<Decision> ClusterClient::RateLimit(std::string_view key, std::string_view tier, uint64_t cost) {
+  if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
   // Not idempotent: a decision whose reply was lost may have been counted.
-  auto p = Ok(impl_->KeyCallLocked(key, Op::kRateLimit, 3, false, [&](wire::Writer& w) {
+  auto reply = impl_->KeyCallLocked(key, Op::kRateLimit, 3, false, [&](wire::Writer& w) {
     w.Bytes(key);
     w.Str(tier);
     w.Uint(cost);
-  }));
+  });
+  auto p = wire::Payload(reply);  // points into `reply`, which must outlive it
   if (!p) return tl::unexpected(p.error());
   return wire::ReadDecision(**p);
 }
@@ -696,7 +678,7 @@ Result<std::vector<std::optional<std::string>>> ClusterClient::MGet(const std::v
   for (size_t i : redo) {
     auto reply = impl_->KeyCallLocked(keys[i], Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(keys[i]); });
     if (reply && reply->status == ErrorCode::kNotFound) continue;
-    auto p = Ok(reply);
+    auto p = wire::Payload(reply);
     if (!p) return tl::unexpected(p.error());
     if (!IsBytes(**p)) return MakeError(ErrorCode::kProtocol, "bad reply to GET");
     out[i] = ToString(**p);
@@ -722,14 +704,14 @@ Result<void> ClusterClient::MSet(const std::vector<std::pair<std::string, std::s
   if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
     const auto& [key, value] = items[i];
-    auto stored = BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
-                                                   [&](wire::Writer& w) {
-                                                     w.Bytes(key);
-                                                     w.Bytes(value);
-                                                     w.Int(0);
-                                                     w.Uint(static_cast<uint64_t>(wire::SetCond::kAlways));
-                                                   }),
-                              "SET");
+    auto stored = wire::BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
+                                                         [&](wire::Writer& w) {
+                                                           w.Bytes(key);
+                                                           w.Bytes(value);
+                                                           w.Int(0);
+                                                           w.Uint(static_cast<uint64_t>(wire::SetCond::kAlways));
+                                                         }),
+                                    "SET");
     if (!stored) return tl::unexpected(stored.error());
   }
   return {};

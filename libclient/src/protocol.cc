@@ -323,6 +323,37 @@ Error ReplyError(ErrorCode status, const msgpack::object& payload) {
   return Error{status, std::string("daemon replied ") + ErrorCodeName(status)};
 }
 
+Result<const msgpack::object*> Payload(const Result<Reply>& reply) {
+  if (!reply) return tl::unexpected(reply.error());
+  if (reply->status != ErrorCode::kOk) return tl::unexpected(ReplyError(reply->status, *reply->payload));
+  return reply->payload;
+}
+
+Error UnexpectedPayload(const char* op) {
+  return Error{ErrorCode::kProtocol, std::string("unexpected reply payload for ") + op};
+}
+
+Result<bool> BoolPayload(const Result<Reply>& reply, const char* op) {
+  auto p = Payload(reply);
+  if (!p) return tl::unexpected(p.error());
+  if ((*p)->type != msgpack::type::BOOLEAN) return tl::unexpected(UnexpectedPayload(op));
+  return (*p)->via.boolean;
+}
+
+Result<int64_t> IntPayload(const Result<Reply>& reply, const char* op) {
+  auto p = Payload(reply);
+  if (!p) return tl::unexpected(p.error());
+  auto v = IntArg(**p, op);
+  if (!v) return tl::unexpected(UnexpectedPayload(op));
+  return *v;
+}
+
+Result<void> VoidPayload(const Result<Reply>& reply) {
+  auto p = Payload(reply);
+  if (!p) return tl::unexpected(p.error());
+  return {};
+}
+
 void Writer::ErrorReply(uint64_t id, const Error& error) {
   BeginReply(id, error.code);
   Str(error.message);

@@ -139,6 +139,18 @@ std::optional<Redirect> ReadRedirect(const msgpack::object& payload);
 // ASK, the redirect's message).
 Error ReplyError(ErrorCode status, const msgpack::object& payload);
 
+// A reply's payload when its status is OK; else the daemon's error (or the
+// call's own). The pointer is into `reply`, so a temporary reply is refused
+// at compile time: keep the reply in a variable.
+Result<const msgpack::object*> Payload(const Result<Reply>& reply);
+Result<const msgpack::object*> Payload(Result<Reply>&& reply) = delete;
+// The payload as a bool, an integer or nothing; a payload of another type
+// is a protocol error naming `op`.
+Result<bool> BoolPayload(const Result<Reply>& reply, const char* op);
+Result<int64_t> IntPayload(const Result<Reply>& reply, const char* op);
+Result<void> VoidPayload(const Result<Reply>& reply);
+Error UnexpectedPayload(const char* op);
+
 // RATELIMIT's payload: [allowed, limit, remaining, reset_ms, retry_after_ms,
 // window_ms, rule, shadow_denied].
 void WriteDecision(Writer& out, const cachet::Decision& d);

@@ -248,13 +248,43 @@ void LimiterEngine::Record(const CountedRule& r, uint64_t id, int64_t window_sta
 
 void LimiterEngine::Journal::Push(const Counted& c) {
   const uint64_t h = head.load(std::memory_order_relaxed);
+  if (h != 0 && c.cost > 0 && c.extra == 0) {
+    // The entry this thread published last: its fields are ours and never
+    // change once published; only its cost is shared with the consumer.
+    Entry& last = ring[(h - 1) % kSize];
+    if (last.id == c.id && last.meta == c.meta && last.window_start == c.window_start && last.extra == 0) {
+      int64_t cost = last.cost.load(std::memory_order_relaxed);
+      while (cost != kTaken && cost > 0) {
+        if (last.cost.compare_exchange_weak(cost, cost + c.cost, std::memory_order_relaxed)) return;
+      }
+    }
+  }
   if (h - tail.load(std::memory_order_acquire) < kSize) {
-    ring[h % kSize] = c;
+    Entry& e = ring[h % kSize];
+    e.id = c.id;
+    e.meta = c.meta;
+    e.window_start = c.window_start;
+    e.extra = c.extra;
+    e.cost.store(c.cost, std::memory_order_relaxed);
     head.store(h + 1, std::memory_order_release);
     return;
   }
   std::lock_guard<std::mutex> lock(overflow_mu);
   overflow.push_back(c);
+}
+
+template <typename Fn>
+void LimiterEngine::Journal::Drain(Fn&& fn) {
+  const uint64_t t = tail.load(std::memory_order_relaxed);
+  const uint64_t h = head.load(std::memory_order_acquire);
+  for (uint64_t i = t; i < h; ++i) {
+    Entry& e = ring[i % kSize];
+    // After the swap the producer adds nothing more here: it sees kTaken
+    // and publishes a new entry instead.
+    const int64_t cost = e.cost.exchange(kTaken, std::memory_order_relaxed);
+    fn(Counted{e.id, e.meta, e.window_start, cost, e.extra});
+  }
+  tail.store(h, std::memory_order_release);
 }
 
 void LimiterEngine::DrainJournal(const std::function<void(const Counted&)>& fn) {
@@ -267,10 +297,7 @@ void LimiterEngine::DrainJournal(const std::function<void(const Counted&)>& fn) 
   }
   std::vector<Counted> spilled;
   for (Journal* j : journals) {
-    const uint64_t t = j->tail.load(std::memory_order_relaxed);
-    const uint64_t h = j->head.load(std::memory_order_acquire);
-    for (uint64_t i = t; i < h; ++i) fn(j->ring[i % Journal::kSize]);
-    j->tail.store(h, std::memory_order_release);
+    j->Drain(fn);
     {
       std::lock_guard<std::mutex> lock(j->overflow_mu);
       spilled.swap(j->overflow);

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -159,14 +160,29 @@ class LimiterEngine {
   std::atomic<const CompiledPolicy*> current_{nullptr};
   // A single-producer, single-consumer ring of counts (the deciding thread
   // and DrainJournal); a full ring spills into `overflow`, under its lock.
+  // A count for the same counter and window as the last one published is
+  // added to that entry's cost, unless the consumer has taken it already
+  // (its cost is then kTaken): a hot key costs one entry per interval, not
+  // one per request, and the ring does not fill.
   struct Journal {
     static constexpr size_t kSize = 4096;
-    Counted ring[kSize];
+    static constexpr int64_t kTaken = INT64_MIN;
+    struct Entry {
+      uint64_t id = 0;
+      uint64_t meta = 0;
+      int64_t window_start = 0;
+      int64_t extra = 0;
+      std::atomic<int64_t> cost{kTaken};  // the producer adds to it (CAS) until the consumer swaps in kTaken
+    };
+    Entry ring[kSize];
     alignas(64) std::atomic<uint64_t> head{0};  // written by the producer
     alignas(64) std::atomic<uint64_t> tail{0};  // written by the consumer
     std::mutex overflow_mu;
     std::vector<Counted> overflow;  // guarded by overflow_mu
     void Push(const Counted& c);
+    // Hands the entries published since the last call to `fn`.
+    template <typename Fn>
+    void Drain(Fn&& fn);
   };
   // Decision counts, one tally per thread: each has a single writer, so
   // counting takes no locked instruction. A thread finds its tally through

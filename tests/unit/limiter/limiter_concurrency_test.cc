@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -241,6 +242,53 @@ TYPED_TEST(LimiterConcurrencyTest, AMultiRuleTierCountsExactlyWhatItAdmitsUnderC
     EXPECT_EQ(more, 3) << "key k" << i << ": the roomy rule had counted " << 4 - more << " requests";
     wrong += more != 3;
   }
+}
+
+// The journal a gossip limiter drains while threads decide: counts for one
+// hot key are folded into the entry last published until the drain takes
+// it, so what the drains hand out, summed, is exactly what was admitted,
+// per counter, however the folding and the draining interleave.
+TEST(JournalTest, DrainsWhileThreadsDecideHandOutExactlyWhatWasCounted) {
+  FakeClock clock{1'700'000'040'000};
+  detail::LimiterEngine engine(std::move(*CounterTable::CreatePrivate(1024)), clock);
+  engine.EnableJournal();
+  engine.Install(Tier("t", {MakeRule("roomy", 1'000'000'000, minutes(1), Algorithm::kFixedWindow)}));
+  constexpr int kPerThread = 20000;
+  std::atomic<bool> done{false};
+  std::map<uint64_t, int64_t> drained;  // counter id -> cost handed out; the drain thread's
+  uint64_t entries = 0;
+  auto drain = [&] {
+    engine.DrainJournal([&](const detail::LimiterEngine::Counted& c) {
+      drained[c.id] += c.cost;
+      ++entries;
+    });
+  };
+  std::thread drainer([&] {
+    while (!done.load()) drain();
+  });
+  std::vector<std::thread> deciders;
+  for (int t = 0; t < kThreads; ++t) {
+    deciders.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        // Mostly the hot key, now and then another: runs of folding broken
+        // by a new entry.
+        const std::string key = i % 16 == 15 ? "cold-" + std::to_string(t) : "hot";
+        EXPECT_TRUE(engine.Check(key, "t", 1).value().allowed);
+      }
+    });
+  }
+  for (auto& d : deciders) d.join();
+  done.store(true);
+  drainer.join();
+  drain();  // what the last turn left
+  int64_t total = 0;
+  for (const auto& [id, cost] : drained) total += cost;
+  EXPECT_EQ(total, int64_t{kThreads} * kPerThread);
+  EXPECT_EQ(engine.Stats().allowed, uint64_t{kThreads} * kPerThread);
+  // Folding: far fewer entries than counts (each run of 15 hot-key counts
+  // becomes at most a few entries).
+  EXPECT_LT(entries, uint64_t{kThreads} * kPerThread / 4) << entries;
+  EXPECT_EQ(drained.size(), static_cast<size_t>(kThreads) + 1);  // "hot" and one cold key per thread
 }
 
 }  // namespace

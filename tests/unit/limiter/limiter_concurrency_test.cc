@@ -263,8 +263,11 @@ TEST(JournalTest, DrainsWhileThreadsDecideHandOutExactlyWhatWasCounted) {
       ++entries;
     });
   };
-  std::thread drainer([&] {
-    while (!done.load()) drain();
+  std::thread drainer([&] {  // as the sync thread does, but every millisecond
+    while (!done.load()) {
+      drain();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   });
   std::vector<std::thread> deciders;
   for (int t = 0; t < kThreads; ++t) {

@@ -25,7 +25,10 @@
 #include <thread>
 #include <vector>
 
+#include <zmq.h>
+
 #include "cachet/client.h"
+#include "cachet/curve.h"
 #include "cachet/cluster/etcd_client.h"
 #include "cachet/cluster/shard_map.h"
 #include "cachet/cluster/slot.h"
@@ -55,6 +58,7 @@ const Command kCommands[] = {
     {"stats", "", "print the daemon's counters"},
     {"reload", "", "make the daemon re-read its configuration file (like SIGHUP)"},
     {"flush", "", "delete every key"},
+    {"keygen", "NAME [--force]", "write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub"},
     {"cluster", "SUBCOMMAND [ID]",
      "show or change a cluster's shard map in etcd (--etcd URLS --cluster NAME; see --help)"},
 };
@@ -62,9 +66,12 @@ const Command kCommands[] = {
 void PrintUsage(FILE* out) {
   std::fprintf(out,
                "usage: cachectl [--endpoint E] [--json] [--timeout MS] COMMAND [ARGS]\n\n"
-               "  --endpoint E   daemon endpoint (default $CACHET_ENDPOINT or ipc:///tmp/cachetd.sock)\n"
-               "  --json         machine-readable output\n"
-               "  --timeout MS   per-request timeout (default 1000)\n\ncommands:\n");
+               "  --endpoint E       daemon endpoint (default $CACHET_ENDPOINT or ipc:///tmp/cachetd.sock)\n"
+               "  --json             machine-readable output\n"
+               "  --timeout MS       per-request timeout (default 1000)\n"
+               "  --server-key FILE  the daemon's public key (NAME.pub), for a tcp endpoint with CURVE\n"
+               "                     (default $CACHET_SERVER_KEY)\n"
+               "  --key FILE         this client's key pair (NAME.key) (default $CACHET_KEY)\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-7s %-36s %s\n", c.name, c.args, c.summary);
   std::fprintf(out,
                "\ncluster commands (read and write the map in etcd; no --endpoint):\n"
@@ -183,7 +190,9 @@ struct Invocation {
   std::string command;
   std::vector<std::string> args;               // positional
   std::map<std::string, std::string> options;  // --ttl, --by
-  std::vector<std::string> flags;              // --nx, --xx
+  std::vector<std::string> flags;              // --nx, --xx, --force
+  std::string server_key_file;                 // --server-key
+  std::string key_file;                        // --key
   bool help = false;
   bool timeout_set = false;  // cluster changes wait 60 s unless told
 };
@@ -543,10 +552,32 @@ int RunCluster(const Invocation& in) {
   return ClusterChange(in, *etcd, prefix, *st);
 }
 
+int Keygen(const Invocation& in) {
+  if (in.args.size() != 1) return UsageError("keygen takes NAME");
+  char public_key[41] = {}, secret_key[41] = {};
+  if (zmq_curve_keypair(public_key, secret_key) != 0) {
+    return Fail(Error{ErrorCode::kInternal, std::string("cannot make a CURVE key pair: ") + zmq_strerror(zmq_errno())});
+  }
+  const std::string& base = in.args[0];
+  const bool force = !in.flags.empty();
+  if (auto ok = cachet::WriteCurveKeyFiles(base, {public_key, secret_key}, force); !ok) return Fail(ok.error());
+  if (in.json) {
+    PrintJson({{"public_key", public_key}, {"secret_file", base + ".key"}, {"public_file", base + ".pub"}});
+  } else {
+    std::printf("wrote %s.key (secret, mode 0600) and %s.pub\npublic key: %s\n", base.c_str(), base.c_str(),
+                public_key);
+  }
+  return kOk;
+}
+
 int Run(const Invocation& in) {
   if (in.command == "cluster") return RunCluster(in);
+  if (in.command == "keygen") return Keygen(in);
   cachet::ClientOptions options;
   options.timeout = std::chrono::milliseconds(in.timeout_ms);
+  auto curve = cachet::CurveClientKeys::Load(in.server_key_file, in.key_file);
+  if (!curve) return Fail(curve.error());
+  options.curve = *curve;
   auto connected = cachet::Client::Connect(in.endpoint, options);
   if (!connected) return Fail(connected.error());
   cachet::Client& client = **connected;
@@ -722,6 +753,9 @@ int main(int argc, char** argv) {
   Invocation in;
   const char* env = std::getenv("CACHET_ENDPOINT");
   in.endpoint = env && *env ? env : "ipc:///tmp/cachetd.sock";
+  for (auto [name, field] : {std::pair{"CACHET_SERVER_KEY", &in.server_key_file}, {"CACHET_KEY", &in.key_file}}) {
+    if (const char* v = std::getenv(name); v && *v) *field = v;
+  }
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const std::string& name) -> std::optional<std::string> {
@@ -734,7 +768,7 @@ int main(int argc, char** argv) {
     } else if (arg == "--json") {
       in.json = true;
     } else if (arg == "--endpoint" || arg == "--timeout" || arg == "--ttl" || arg == "--by" || arg == "--etcd" ||
-               arg == "--cluster") {
+               arg == "--cluster" || arg == "--server-key" || arg == "--key") {
       auto v = value(arg);
       if (!v) return UsageError(arg + " needs a value");
       if (arg == "--endpoint") {
@@ -744,10 +778,14 @@ int main(int argc, char** argv) {
         if (!ms || *ms <= 0) return UsageError("--timeout takes a positive number of milliseconds");
         in.timeout_ms = *ms;
         in.timeout_set = true;
+      } else if (arg == "--server-key") {
+        in.server_key_file = *v;
+      } else if (arg == "--key") {
+        in.key_file = *v;
       } else {
         in.options[arg] = *v;
       }
-    } else if (arg == "--nx" || arg == "--xx") {
+    } else if (arg == "--nx" || arg == "--xx" || arg == "--force") {
       in.flags.push_back(arg);
     } else if (arg.size() > 1 && arg[0] == '-' && !ParseInt(arg)) {
       return UsageError("unknown option '" + arg + "'");
@@ -779,7 +817,10 @@ int main(int argc, char** argv) {
                          ((name == "--etcd" || name == "--cluster") && in.command == "cluster");
     if (!allowed) return UsageError(name + " does not apply to " + in.command);
   }
-  if (!in.flags.empty() && in.command != "set") return UsageError(in.flags[0] + " applies only to set");
+  for (const std::string& f : in.flags) {
+    const char* owner = f == "--force" ? "keygen" : "set";
+    if (in.command != owner) return UsageError(f + " applies only to " + owner);
+  }
   if (in.flags.size() > 1) return UsageError("--nx and --xx exclude each other");
   if (in.command == "cluster" && !in.timeout_set) in.timeout_ms = 60000;
   return Run(in);

@@ -658,6 +658,7 @@ bool ClusterNode::RunImport(const ImportJob& job) {
   zmq::context_t context(1);
   zmq::socket_t socket(context, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::linger, 0);
+  zmqio::UseCurveClient(socket, settings_.curve);
   socket.connect(job.source);
   uint64_t request_id = 0;
   size_t keys = 0;

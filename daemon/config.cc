@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include "cachet/segment_access.h"
+
 #include <boost/program_options.hpp>
 
 #include <algorithm>
@@ -17,7 +19,8 @@ namespace {
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
-      node_id, advertise, etcd, replication, consistency;
+      node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure, access_mode,
+      access_group, max_connections;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -56,7 +59,19 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "copies of every shard (1 to 7), for a new cluster; an existing cluster keeps its own")(
       "consistency", po::value(&r.consistency)->default_value("strong"),
       "strong (a write is acknowledged once a majority of its shard's copies hold it) or eventual (at once), "
-      "for a new cluster");
+      "for a new cluster")(
+      "curve-secret-key", po::value(&r.curve_secret_key)->default_value(""),
+      "this daemon's CURVE key file (cachectl keygen): tcp and pub endpoints are encrypted and authenticated")(
+      "curve-authorized-keys", po::value(&r.curve_authorized_keys)->default_value(""),
+      "file of client public keys admitted over CURVE, one per line; reloaded on SIGHUP")(
+      "insecure", po::value(&r.insecure)->default_value("false"),
+      "allow a tcp or pub endpoint on an address other than loopback without CURVE (clear text)")(
+      "access-mode", po::value(&r.access_mode)->default_value("0600"),
+      "mode of the ipc socket files and the shared-memory segments (0600: the daemon's user only)")(
+      "access-group", po::value(&r.access_group)->default_value(""),
+      "group of the ipc socket files and segments, for access-mode 0660; empty: the daemon's group")(
+      "max-connections", po::value(&r.max_connections)->default_value("4096"),
+      "connections served at once; further ones are refused at their handshake");
   return o;
 }
 
@@ -145,6 +160,18 @@ Result<DaemonConfig> Convert(const Raw& r) {
                      "consistency must be strong or eventual, got '" + r.consistency + "'");
   }
   c.cluster.strong = r.consistency == "strong";
+  c.curve_secret_key = r.curve_secret_key;
+  c.curve_authorized_keys = r.curve_authorized_keys;
+  auto insecure = ParseBool("insecure", r.insecure);
+  if (!insecure) return tl::unexpected(insecure.error());
+  c.insecure = *insecure;
+  auto mode = ParseAccessMode(r.access_mode);
+  if (!mode) return MakeError(ErrorCode::kInvalidArgument, "access-mode: " + mode.error().message);
+  c.access_mode = *mode;
+  c.access_group = r.access_group;
+  auto connections = ParseCount("max-connections", r.max_connections);
+  if (!connections) return tl::unexpected(connections.error());
+  c.max_connections = *connections;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -217,7 +244,32 @@ Result<void> DaemonConfig::Validate() const {
   }
   if (auto ok = CacheOptionsFor().Validate(); !ok) return bad(ok.error().message);
   if (auto ok = cluster.Validate(); !ok) return bad(ok.error().message);
+  if (curve() != !curve_authorized_keys.empty()) {
+    return bad("curve-secret-key and curve-authorized-keys go together: the daemon's key pair and the client keys "
+               "it admits");
+  }
+  if (max_connections == 0) return bad("max-connections must be at least 1");
+  if (!curve() && !insecure) {
+    for (const std::string* endpoint : {&tcp, &pub, &cluster.advertise}) {
+      if (endpoint->empty() || IsLoopbackEndpoint(*endpoint)) continue;
+      return bad(*endpoint + " is reachable from other hosts: set curve-secret-key and curve-authorized-keys to "
+                 "encrypt and authenticate it (docs/operations.md, \"Secure\"), or insecure = true to serve it in "
+                 "clear text");
+    }
+  }
   return {};
+}
+
+bool IsLoopbackEndpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string host = endpoint.substr(6);
+  const size_t colon = host.rfind(':');
+  if (colon != std::string::npos) host.resize(colon);
+  // A "source;destination" pair connects from source: the destination decides.
+  if (const size_t semi = host.find(';'); semi != std::string::npos) host = host.substr(semi + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "lo" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
@@ -288,6 +340,10 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.cluster.etcd != b.cluster.etcd) changed.push_back("etcd");
   if (a.cluster.replication != b.cluster.replication) changed.push_back("replication");
   if (a.cluster.strong != b.cluster.strong) changed.push_back("consistency");
+  if (a.curve_secret_key != b.curve_secret_key) changed.push_back("curve-secret-key");
+  if (a.insecure != b.insecure) changed.push_back("insecure");
+  if (a.access_mode != b.access_mode) changed.push_back("access-mode");
+  if (a.access_group != b.access_group) changed.push_back("access-group");
   return changed;
 }
 

@@ -3,11 +3,14 @@
 // over the file. Parsing never throws: errors come back as one line.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "cachet/cache.h"
+#include "cachet/curve.h"
 #include "cachet/result.h"
 
 namespace cachet::daemon {
@@ -23,6 +26,10 @@ struct ClusterSettings {
   // whether a write is acknowledged after a majority of them hold it.
   uint32_t replication = 3;
   bool strong = true;
+  // How this node connects to the others (replication, imports): as a
+  // CURVE client with the key pair the cluster's nodes share. Set from
+  // curve-secret-key at start; empty: plaintext.
+  CurveClientKeys curve;
 
   bool enabled() const { return !name.empty(); }
   Result<void> Validate() const;
@@ -50,7 +57,21 @@ struct DaemonConfig {
   uint64_t reply_backlog_per_client = uint64_t{16} << 20;
   uint64_t reply_backlog_total = uint64_t{256} << 20;
   ClusterSettings cluster;
+  // Security (docs/operations.md, "Secure"). With a key file, the tcp and
+  // pub endpoints speak CURVE and admit only the client keys listed in
+  // curve_authorized_keys (reloaded on SIGHUP). Without, a tcp or pub
+  // endpoint on an address other than loopback is refused unless insecure.
+  std::string curve_secret_key;       // this daemon's key pair (cachectl keygen); shared by a cluster's nodes
+  std::string curve_authorized_keys;  // public keys admitted, one per line
+  bool insecure = false;              // serve a non-loopback endpoint in clear text (logs a warning)
+  // Who may attach: the ipc socket files, the segment and the rate-limit
+  // table get this mode and group.
+  mode_t access_mode = 0600;
+  std::string access_group;  // empty: the daemon's own group
+  // Connections served at once; more are refused at their handshake.
+  uint64_t max_connections = 4096;
 
+  bool curve() const { return !curve_secret_key.empty(); }
   CacheOptions CacheOptionsFor() const;
   // The shared-memory table of the RATELIMIT counters, beside the segment.
   std::string RateLimitSegment() const { return segment + "-ratelimit"; }
@@ -72,6 +93,10 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args);
 
 // "256MiB", "64k", "1G", "4096" -> bytes.
 Result<uint64_t> ParseSize(const std::string& text);
+
+// True for ipc endpoints and tcp ones on a loopback address (127.0.0.0/8,
+// ::1, localhost, lo): reachable from this host only.
+bool IsLoopbackEndpoint(const std::string& endpoint);
 
 // Settings that differ between two configs and need a restart to apply.
 std::vector<std::string> RestartOnlyChanges(const DaemonConfig& running, const DaemonConfig& loaded);

@@ -159,6 +159,10 @@ int main(int argc, char** argv) {
     (*log)->error("{}", cache.error().ToString());
     return kExitFailed;
   }
+  if (auto secured = server.SecureSegment(config.segment); !secured) {
+    (*log)->error("{}", secured.error().ToString());
+    return kExitFailed;
+  }
   if (auto joined = server.JoinCluster(**cache); !joined) {
     (*log)->error("cannot join cluster '{}': {}", config.cluster.name, joined.error().ToString());
     return kExitFailed;

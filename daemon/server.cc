@@ -1,19 +1,26 @@
 #include "server.h"
 
+#include <grp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
+
+#include <cstring>
 
 #include <fstream>
 #include <sstream>
 
 #include "cachet/cluster/slot.h"
 #include "cachet/counter_table.h"
+#include "cachet/curve.h"
+#include "cachet/segment_access.h"
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
 
 #include "../libclient/src/protocol.h"
 #include "../libclient/src/zmq_io.h"
+#include "auth.h"
 #include "cluster_node.h"
 #include "replication.h"
 
@@ -58,6 +65,7 @@ Server::Server(DaemonConfig config, std::vector<std::string> args, std::shared_p
       log_(std::move(logger)),
       signals_(signals),
       backlog_(config_.reply_backlog_per_client, config_.reply_backlog_total),
+      auth_(std::make_unique<Authenticator>(context_, log_)),
       router_(context_, zmq::socket_type::router),
       monitor_(context_, zmq::socket_type::pair),
       pub_(context_, zmq::socket_type::pub) {}
@@ -78,15 +86,23 @@ Result<void> Server::Bind() {
   router_.set(zmq::sockopt::sndhwm, 100000);
   router_.set(zmq::sockopt::rcvhwm, 1000);
   router_.set(zmq::sockopt::router_mandatory, 1);
-  if (zmq_socket_monitor(static_cast<void*>(router_), kMonitorEndpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) !=
-      0) {
+  // Every handshake, CURVE or not, goes through the ZAP handler, which
+  // also enforces max-connections.
+  router_.set(zmq::sockopt::zap_domain, "cachet");
+  if (auto ok = StartAuthentication(); !ok) return ok;
+  if (zmq_socket_monitor(static_cast<void*>(router_), kMonitorEndpoint,
+                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0) {
     return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
   }
   monitor_.connect(kMonitorEndpoint);
   std::vector<std::string> bound;
+  // ipc first, in clear (the socket file's mode guards it); then tcp, with
+  // CURVE when configured: ZeroMQ takes the security options at each bind.
   for (const std::string& endpoint : {config_.ipc, config_.tcp}) {
     if (endpoint.empty()) continue;
     try {
+      if (endpoint == config_.tcp && config_.curve()) zmqio::UseCurveServer(router_, secret_key_);
       router_.bind(endpoint);
     } catch (const zmq::error_t& e) {
       RemoveIpcFiles(bound);
@@ -94,17 +110,38 @@ Result<void> Server::Bind() {
     }
     bound.push_back(router_.get(zmq::sockopt::last_endpoint));
     if (endpoint == config_.tcp) bound_tcp_ = bound.back();
+    if (auto ok = SecureIpcFile(bound.back()); !ok) {
+      RemoveIpcFiles(bound);
+      return ok;
+    }
   }
   if (!config_.pub.empty()) {
     try {
       pub_.set(zmq::sockopt::linger, 0);
+      pub_.set(zmq::sockopt::zap_domain, "cachet");
+      if (config_.curve() && config_.pub.rfind("tcp://", 0) == 0) zmqio::UseCurveServer(pub_, secret_key_);
       pub_.bind(config_.pub);
     } catch (const zmq::error_t& e) {
       RemoveIpcFiles(bound);
       return MakeError(ErrorCode::kIo, "cannot bind " + config_.pub + ": " + e.what());
     }
+    if (auto ok = SecureIpcFile(pub_.get(zmq::sockopt::last_endpoint)); !ok) {
+      RemoveIpcFiles(bound);
+      return ok;
+    }
   }
-  for (const std::string& endpoint : bound) log_->info("listening on {}", endpoint);
+  for (const std::string& endpoint : bound) {
+    const bool encrypted = config_.curve() && endpoint.rfind("tcp://", 0) == 0;
+    log_->info("listening on {}{}", endpoint, encrypted ? " (CURVE)" : "");
+  }
+  if (config_.insecure) {
+    for (const std::string* endpoint : {&config_.tcp, &config_.pub}) {
+      if (endpoint->empty() || IsLoopbackEndpoint(*endpoint) || config_.curve()) continue;
+      log_->warn("{} is served in clear text to other hosts (insecure = true): anyone who reaches it can read, "
+                 "write and flush the cache",
+                 *endpoint);
+    }
+  }
   if (!config_.pub.empty()) {
     log_->info("publishing the rate-limit policy on {}", pub_.get(zmq::sockopt::last_endpoint));
   }
@@ -112,6 +149,57 @@ Result<void> Server::Bind() {
     if (auto ok = LoadPolicy(config_.rate_limit_policy); !ok) return ok;
   }
   return {};
+}
+
+Result<void> Server::StartAuthentication() {
+  if (!config_.access_group.empty()) {
+    const group* g = getgrnam(config_.access_group.c_str());
+    if (g == nullptr) return MakeError(ErrorCode::kInvalidArgument, "access-group: no group named '" + config_.access_group + "'");
+    access_group_ = g->gr_gid;
+  }
+  if (auto ok = auth_->Start(); !ok) return ok;
+  auth_->SetConnectionLimit(config_.max_connections);
+  if (!config_.curve()) return {};
+  if (!zmq_has("curve")) {
+    return MakeError(ErrorCode::kInvalidArgument, "curve-secret-key is set but this libzmq was built without CURVE");
+  }
+  auto own = ReadCurveKeyFile(config_.curve_secret_key, true);
+  if (!own) return MakeError(own.error().code, "curve-secret-key: " + own.error().message);
+  public_key_ = own->public_key;
+  secret_key_ = own->secret_key;
+  auto keys = ReadAuthorizedKeys(config_);
+  if (!keys) return tl::unexpected(keys.error());
+  AdmitKeys(std::move(*keys), config_);
+  return {};
+}
+
+Result<std::vector<AuthorizedKey>> Server::ReadAuthorizedKeys(const DaemonConfig& config) {
+  auto keys = LoadAuthorizedKeys(config.curve_authorized_keys);
+  if (!keys) return MakeError(keys.error().code, "curve-authorized-keys: " + keys.error().message);
+  return keys;
+}
+
+void Server::AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& config) {
+  const size_t count = keys.size();
+  auth_->SetKeys(std::move(keys), public_key_);
+  log_->info("CURVE: admitting {} client keys from {}", count, config.curve_authorized_keys);
+}
+
+Result<void> Server::SecureIpcFile(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) != 0) return {};
+  const std::string path = endpoint.substr(6);
+  if (access_group_ != static_cast<gid_t>(-1) && chown(path.c_str(), static_cast<uid_t>(-1), access_group_) != 0) {
+    return MakeError(ErrorCode::kIo, "cannot give " + path + " to group " + config_.access_group + ": " +
+                                         std::strerror(errno));
+  }
+  if (chmod(path.c_str(), config_.access_mode) != 0) {
+    return MakeError(ErrorCode::kIo, "cannot set the mode of " + path + ": " + std::strerror(errno));
+  }
+  return {};
+}
+
+Result<void> Server::SecureSegment(const std::string& name) {
+  return SetSegmentAccess(name, SegmentAccess{config_.access_mode, access_group_});
 }
 
 Result<void> Server::LoadPolicy(const std::string& path) {
@@ -179,6 +267,7 @@ Result<std::unique_ptr<RateLimiter>> Server::OpenLimiter(const RateLimitPolicy& 
   auto opened = RateLimiter::Open(name, policy, options);
   if (opened && (*opened)->Stats().capacity == options.capacity) {
     log_->info("rate-limit counters in /{}: {} live of {}", name, (*opened)->Stats().counters, options.capacity);
+    if (auto ok = SecureSegment(name); !ok) return tl::unexpected(ok.error());
     return opened;
   }
   if (opened) {
@@ -194,6 +283,7 @@ Result<std::unique_ptr<RateLimiter>> Server::OpenLimiter(const RateLimitPolicy& 
   auto made = RateLimiter::Open(name, policy, options);
   if (!made) return MakeError(made.error().code, "rate-limit table /" + name + ": " + made.error().message);
   log_->info("rate-limit counters in /{}: a new table for {}", name, options.capacity);
+  if (auto ok = SecureSegment(name); !ok) return tl::unexpected(ok.error());
   return made;
 }
 
@@ -222,6 +312,7 @@ Result<void> Server::JoinCluster(Cache& cache) {
     }
     settings.advertise = bound_tcp_;
   }
+  if (config_.curve()) settings.curve = CurveClientKeys{public_key_, public_key_, secret_key_};
   auto joined = ClusterNode::Join(settings, cache, log_);
   if (!joined) return tl::unexpected(joined.error());
   cluster_ = std::move(*joined);
@@ -259,7 +350,9 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     // are timed, so it wakes often while a cluster node.
     const bool busy = replication_ && PumpReplication();
     std::vector<zmq::pollitem_t>& items = poll_items_;  // reused: no allocation per turn
-    items.assign({{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0}, {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0}});
+    items.assign({{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
+                  {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0},
+                  {static_cast<void*>(auth_->socket()), 0, ZMQ_POLLIN, 0}});
     if (replication_) replication_->AddPollItems(items);
     try {
       zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
@@ -269,6 +362,10 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       return 1;
     }
     if (items[1].revents & ZMQ_POLLIN) DrainMonitor();
+    if (items[2].revents & ZMQ_POLLIN) {
+      DrainMonitor();  // the connection being admitted is counted first
+      auth_->Answer(connected_clients_);
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       for (int i = 0; i < kMaxMessagesPerWake; ++i) {
         if (!(zmqio::Events(router_) & ZMQ_POLLIN)) break;
@@ -334,6 +431,7 @@ void Server::Tick() {
   cache_->ReclaimExpired(kReclaimBucketsPerTick);
   if (limiter_) limiter_->ReclaimIdle(kReclaimCountersPerTick);  // the whole table every ~200 s at the default size
   backlog_.Sweep();
+  auth_->Tick();
   if (dropped_replies_ != dropped_replies_reported_ && now - last_drop_report_ >= std::chrono::seconds(1)) {
     log_->warn("dropped {} replies to clients that do not read them (or have gone); {} reply bytes waiting",
                dropped_replies_ - dropped_replies_reported_, backlog_.total_bytes());
@@ -357,6 +455,28 @@ void Server::DrainMonitor() {
     std::memcpy(&id, event[0].data(), sizeof id);
     if (id == ZMQ_EVENT_ACCEPTED) ++connected_clients_;
     if (id == ZMQ_EVENT_DISCONNECTED && connected_clients_ > 0) --connected_clients_;
+    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+      // Refusals by the ZAP handler are logged there, with the client's
+      // address and key; these never reached it.
+      uint32_t value = 0;
+      if (event[0].size() >= 6) std::memcpy(&value, static_cast<const char*>(event[0].data()) + 2, sizeof value);
+      const std::string endpoint = event.size() > 1 ? event[1].to_string() : "?";
+      const std::string why = id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                  ? std::string("the connection closed during it: ") + std::strerror(static_cast<int>(value))
+                                  : HandshakeFailure(value);
+      auth_->Refuse("refused a connection on " + endpoint + ": handshake failed (" + why + ")");
+    }
+  }
+}
+
+std::string Server::HandshakeFailure(uint32_t code) {
+  switch (code) {
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+      return config_.curve() ? "the client does not speak CURVE" : "the client speaks CURVE; this endpoint does not";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+      return "CURVE decryption failed: the client has another server key";
+    default:
+      return "ZMTP error 0x" + fmt::format("{:08x}", code);
   }
 }
 
@@ -971,6 +1091,8 @@ void Server::WriteStats(wire::Writer& out) {
       {"max_entries", static_cast<int64_t>(s.max_entries)},
       {"memory_bytes", static_cast<int64_t>(s.segment_bytes)},
       {"connected_clients", connected_clients_},
+      {"refused_connections", static_cast<int64_t>(auth_->refused())},
+      {"authorized_keys", static_cast<int64_t>(auth_->key_count())},
       {"requests", static_cast<int64_t>(requests_)},
       {"errors", static_cast<int64_t>(errors_)},
       {"dropped_frames", static_cast<int64_t>(dropped_frames_)},
@@ -1041,6 +1163,15 @@ Result<void> Server::Reload() {
     log_->info("reload: log level is now {}", next.log_level);
   }
   if (next.log_file != config_.log_file) log_->warn("reload: 'log-file' changed; it applies after a restart");
+  std::vector<AuthorizedKey> keys;
+  if (config_.curve() && next.curve()) {
+    auto read = ReadAuthorizedKeys(next);
+    if (!read) {
+      log_->error("reload failed: {}; keeping the running configuration and keys", read.error().message);
+      return tl::unexpected(read.error());
+    }
+    keys = std::move(*read);
+  }
   if (!next.rate_limit_policy.empty()) {
     if (auto ok = LoadPolicy(next.rate_limit_policy); !ok) {
       log_->error("reload failed: {}; keeping the running configuration and policy", ok.error().message);
@@ -1050,6 +1181,12 @@ Result<void> Server::Reload() {
   config_.log_level = next.log_level;
   config_.remove_segment_on_exit = next.remove_segment_on_exit;
   config_.rate_limit_policy = next.rate_limit_policy;
+  if (config_.curve() && next.curve()) {
+    AdmitKeys(std::move(keys), next);
+    config_.curve_authorized_keys = next.curve_authorized_keys;
+  }
+  config_.max_connections = next.max_connections;
+  auth_->SetConnectionLimit(next.max_connections);
   config_.reply_backlog_per_client = next.reply_backlog_per_client;
   config_.reply_backlog_total = next.reply_backlog_total;
   backlog_.SetLimits(next.reply_backlog_per_client, next.reply_backlog_total);

@@ -28,6 +28,8 @@ class Writer;
 
 namespace cachet::daemon {
 
+class Authenticator;
+struct AuthorizedKey;
 class ClusterNode;
 class Replication;
 struct HeldReply;
@@ -53,6 +55,9 @@ class Server {
   Result<void> JoinCluster(Cache& cache);
   // Serves `cache` until SIGTERM/SIGINT; returns the process exit code.
   int Run(std::unique_ptr<Cache> cache);
+  // Gives the named segment the configured mode and group (access-mode,
+  // access-group); fails with the reason.
+  Result<void> SecureSegment(const std::string& name);
 
  private:
   void HandleMessage();
@@ -77,6 +82,13 @@ class Server {
   void PublishPolicy();
   void Tick();
   void DrainMonitor();
+  // Security settings at start: the ZAP handler, keys, and the access of
+  // the ipc socket files (the segments' is set by SecureSegment).
+  Result<void> StartAuthentication();
+  Result<std::vector<AuthorizedKey>> ReadAuthorizedKeys(const DaemonConfig& config);
+  void AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& config);
+  std::string HandshakeFailure(uint32_t code);
+  Result<void> SecureIpcFile(const std::string& endpoint);
   void SendReply(std::string_view routing_id, bool req_envelope, const char* data, size_t size);
   // Cluster: the replication's turn in the loop (released replies sent).
   // True while it has more to send at once.
@@ -99,6 +111,12 @@ class Server {
   Signals& signals_;
   ReplyBacklog backlog_;  // before context_: its messages live until the context ends
   zmq::context_t context_{1};
+  // Before the sockets it authenticates, so that it is bound first and
+  // closed last; after context_, as its socket must close before it ends.
+  std::unique_ptr<Authenticator> auth_;
+  std::string public_key_;  // this daemon's CURVE key (Z85); empty without CURVE
+  std::string secret_key_;
+  gid_t access_group_ = static_cast<gid_t>(-1);
   zmq::socket_t router_;
   // With cluster_, which it refers to; after context_, as its sockets must
   // close before the context ends.

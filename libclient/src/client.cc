@@ -160,11 +160,25 @@ class Client::Impl {
   }
 
  private:
+  bool IsTcp() const { return endpoint_.rfind("tcp://", 0) == 0; }
+
+  // A connection that never completes its handshake looks like a daemon
+  // that is not there; over tcp, say what else it may be.
+  std::string HandshakeHint() const {
+    if (!IsTcp()) return "";
+    if (options_.curve.enabled()) {
+      return " (or it refused the handshake: is this client's public key in the daemon's curve-authorized-keys, "
+             "and the server key the daemon's?)";
+    }
+    return " (or it refused the handshake: a daemon with CURVE admits only clients with keys)";
+  }
+
   Result<void> OpenSocketLocked() {
     try {
       socket_ = std::make_unique<zmq::socket_t>(zmqio::SharedContext(), zmq::socket_type::dealer);
       socket_->set(zmq::sockopt::linger, 0);
       socket_->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
+      if (IsTcp()) zmqio::UseCurveClient(*socket_, options_.curve);
       socket_->connect(endpoint_);
       return {};
     } catch (const zmq::error_t& e) {
@@ -188,8 +202,8 @@ class Client::Impl {
       zmq::pollitem_t out{static_cast<void*>(*socket_), 0, ZMQ_POLLOUT, 0};
       if (zmqio::Poll(&out, 1, std::chrono::milliseconds(remaining())) == 0) {
         socket_.reset();
-        return MakeError(ErrorCode::kUnavailable,
-                         "cannot reach cachetd at " + endpoint_ + " within " + std::to_string(timeout.count()) + " ms");
+        return MakeError(ErrorCode::kUnavailable, "cannot reach cachetd at " + endpoint_ + " within " +
+                                                      std::to_string(timeout.count()) + " ms" + HandshakeHint());
       }
       if (!zmqio::Send(*socket_, zmq::const_buffer(writer_.data(), writer_.size()), zmq::send_flags::dontwait)) {
         socket_.reset();

@@ -71,11 +71,12 @@ Result<void> ClusterClientOptions::Validate() const {
 
 class ClusterClient::Impl {
  public:
-  explicit Impl(const ClusterClientOptions& options) : options_(options) {
+  explicit Impl(const ClusterClientOptions& options) : options_(options), sockets_(options.curve) {
     client_options_.timeout = options.timeout;
     client_options_.retries = options.retries;
     client_options_.backoff = options.backoff;
     client_options_.shared_memory_reads = false;  // a node's segment holds only its shards
+    client_options_.curve = options.curve;
   }
 
   std::mutex& mu() { return mu_; }

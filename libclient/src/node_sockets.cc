@@ -21,7 +21,7 @@ Ms Left(SteadyClock::time_point deadline) {
 
 }  // namespace
 
-NodeSockets::NodeSockets() = default;
+NodeSockets::NodeSockets(CurveClientKeys curve) : curve_(std::move(curve)) {}
 NodeSockets::~NodeSockets() = default;
 
 Result<zmq::socket_t*> NodeSockets::Open(const std::string& endpoint) {
@@ -31,6 +31,7 @@ Result<zmq::socket_t*> NodeSockets::Open(const std::string& endpoint) {
     auto socket = std::make_unique<zmq::socket_t>(zmqio::SharedContext(), zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
     socket->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
+    if (endpoint.rfind("tcp://", 0) == 0) zmqio::UseCurveClient(*socket, curve_);
     socket->connect(endpoint);
     return (sockets_[endpoint] = std::move(socket)).get();
   } catch (const zmq::error_t& e) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cachet/curve.h"
 #include "protocol.h"
 
 namespace zmq {
@@ -36,7 +37,8 @@ struct Exchange {
 
 class NodeSockets {
  public:
-  NodeSockets();
+  // `curve`: the nodes' public key and this client's pair; empty: plaintext.
+  explicit NodeSockets(CurveClientKeys curve = {});
   ~NodeSockets();
   NodeSockets(const NodeSockets&) = delete;
   NodeSockets& operator=(const NodeSockets&) = delete;
@@ -50,6 +52,7 @@ class NodeSockets {
  private:
   Result<zmq::socket_t*> Open(const std::string& endpoint);
 
+  const CurveClientKeys curve_;
   std::map<std::string, std::unique_ptr<zmq::socket_t>> sockets_;
 };
 

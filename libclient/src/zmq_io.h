@@ -17,6 +17,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "cachet/curve.h"
+
 namespace cachet::zmqio {
 
 // The process's one ZeroMQ context (one I/O thread) for every client socket
@@ -82,6 +84,22 @@ inline bool RecvMultipart(zmq::socket_ref socket, std::vector<zmq::message_t>& f
 // ZMQ_EVENTS: ZMQ_POLLIN / ZMQ_POLLOUT as they stand now.
 inline int Events(zmq::socket_ref socket) {
   return RetryOnEintr([&] { return socket.get(zmq::sockopt::events); });
+}
+
+// Makes `socket`'s next connects CURVE clients of the server whose public
+// key `keys` holds; nothing when `keys` is empty (plaintext).
+inline void UseCurveClient(zmq::socket_t& socket, const CurveClientKeys& keys) {
+  if (!keys.enabled()) return;
+  socket.set(zmq::sockopt::curve_serverkey, keys.server_public_key);
+  socket.set(zmq::sockopt::curve_publickey, keys.public_key);
+  socket.set(zmq::sockopt::curve_secretkey, keys.secret_key);
+}
+
+// Makes `socket`'s next binds CURVE servers with this secret key; the
+// context's ZAP handler decides which clients are admitted.
+inline void UseCurveServer(zmq::socket_t& socket, const std::string& secret_key) {
+  socket.set(zmq::sockopt::curve_server, 1);
+  socket.set(zmq::sockopt::curve_secretkey, secret_key);
 }
 
 }  // namespace cachet::zmqio

@@ -142,6 +142,7 @@ Result<std::unique_ptr<DaemonRateLimiter>> DaemonRateLimiter::Connect(const std:
   client_options.timeout = options.timeout;
   client_options.retries = 0;
   client_options.shared_memory_reads = false;
+  client_options.curve = options.curve;
   auto connect = [endpoint, client_options] { return Client::Connect(endpoint, client_options); };
   auto client = connect();
   if (!client) return tl::unexpected(client.error());

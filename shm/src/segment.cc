@@ -1,14 +1,21 @@
 #include "segment.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <boost/interprocess/file_mapping.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+
+#include "cachet/segment_access.h"
 
 namespace cachet::detail {
 
@@ -23,10 +30,33 @@ Result<void> CheckName(const std::string& name) {
   return {};
 }
 
+std::string OwnerName(uid_t uid) {
+  const passwd* p = ::getpwuid(uid);
+  return p ? p->pw_name : std::to_string(uid);
+}
+
+std::string GroupName(gid_t gid) {
+  const group* g = ::getgrgid(gid);
+  return g ? g->gr_name : std::to_string(gid);
+}
+
+// Why this process may not open /dev/shm/NAME: its mode, owner and group.
+std::string AccessDeniedReason(const std::string& name) {
+  struct stat st {};
+  const std::string path = "/dev/shm/" + name;
+  if (::stat(path.c_str(), &st) != 0) return "permission denied";
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return "permission denied: " + path + " is mode " + mode + ", owner " + OwnerName(st.st_uid) + ", group " +
+         GroupName(st.st_gid) + "; this process runs as " + OwnerName(::geteuid()) +
+         " (the daemon's access-mode and access-group settings say who may attach)";
+}
+
 Error FromBoost(const bip::interprocess_exception& e, const std::string& what, const std::string& name) {
   ErrorCode code = ErrorCode::kIo;
   if (e.get_error_code() == bip::not_found_error) code = ErrorCode::kNotFound;
   if (e.get_error_code() == bip::already_exists_error) code = ErrorCode::kAlreadyExists;
+  if (e.get_native_error() == EACCES) return Error{code, what + " shared memory '" + name + "': " + AccessDeniedReason(name)};
   return Error{code, what + " shared memory '" + name + "': " + e.what()};
 }
 
@@ -66,7 +96,10 @@ Result<std::unique_ptr<Segment>> Segment::CreateNamed(const std::string& name, s
   if (auto ok = CheckName(name); !ok) return tl::unexpected(ok.error());
   bool created = false;
   try {
-    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write);
+    // Owner only: SetSegmentAccess widens it where the operator asks.
+    bip::permissions owner_only;
+    owner_only.set_permissions(0600);
+    bip::shared_memory_object shm(bip::create_only, name.c_str(), bip::read_write, owner_only);
     created = true;
     shm.truncate(static_cast<bip::offset_t>(bytes));
     // Reserve every page now: a tmpfs too small for the segment must fail
@@ -107,3 +140,39 @@ Result<void> Segment::RemoveNamed(const std::string& name) {
 }
 
 }  // namespace cachet::detail
+
+namespace cachet {
+
+Result<void> SetSegmentAccess(const std::string& name, const SegmentAccess& access) {
+  const int fd = ::shm_open(("/" + name).c_str(), O_RDWR | O_CLOEXEC, 0);
+  if (fd < 0) return MakeError(ErrorCode::kIo, "cannot open shared memory '" + name + "': " + std::strerror(errno));
+  // The group first: widening the mode before would open it to the old group.
+  std::string failed;
+  if (access.group != static_cast<gid_t>(-1) && ::fchown(fd, static_cast<uid_t>(-1), access.group) != 0) {
+    failed = "cannot give shared memory '" + name + "' to group " + detail::GroupName(access.group) + ": " +
+             std::strerror(errno);
+  } else if (::fchmod(fd, access.mode & 0666) != 0) {
+    failed = "cannot set the mode of shared memory '" + name + "': " + std::strerror(errno);
+  }
+  ::close(fd);
+  if (!failed.empty()) return MakeError(ErrorCode::kIo, failed);
+  return {};
+}
+
+Result<mode_t> ParseAccessMode(const std::string& text) {
+  unsigned long v = 0;
+  size_t used = 0;
+  try {
+    v = std::stoul(text, &used, 8);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || text[0] == '-' || (v & ~0666ul) != 0) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "access mode must be octal permission bits without execute, such as 0600 or 0660, got '" + text +
+                         "'");
+  }
+  return static_cast<mode_t>(v);
+}
+
+}  // namespace cachet

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "cachet/cache.h"
+#include "cachet/curve.h"
 #include "cachet/decision.h"
 #include "cachet/key_value_client.h"
 #include "cachet/result.h"
@@ -55,6 +56,9 @@ struct ClientOptions {
   std::chrono::milliseconds backoff{20};
   // For ipc:// endpoints: read through the shared-memory segment.
   bool shared_memory_reads = true;
+  // For tcp:// endpoints of a daemon with CURVE: its public key and this
+  // client's key pair (CurveClientKeys::Load reads them from key files).
+  CurveClientKeys curve;
 };
 
 // STATS as name/value pairs, in the daemon's order.

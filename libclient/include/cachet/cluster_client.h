@@ -77,6 +77,7 @@
 
 #include "cachet/cache.h"
 #include "cachet/client.h"
+#include "cachet/curve.h"
 #include "cachet/key_value_client.h"
 #include "cachet/result.h"
 
@@ -99,6 +100,9 @@ struct ClusterClientOptions {
   std::chrono::milliseconds backoff{20};
   // MOVED replies followed for one key before giving up.
   int max_redirects = 5;
+  // The cluster's public key (its nodes share one key pair) and this
+  // client's key pair, when the nodes speak CURVE.
+  CurveClientKeys curve;
 
   Result<void> Validate() const;
 };

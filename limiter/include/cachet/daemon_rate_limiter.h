@@ -26,6 +26,7 @@
 #include <string_view>
 
 #include "cachet/clock.h"
+#include "cachet/curve.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/result.h"
 
@@ -42,6 +43,9 @@ struct DaemonRateLimiterOptions {
   std::optional<RateLimitPolicy> fallback_policy;  // required for kLocalFallback
   // Called on each change between reachable and unreachable.
   std::function<void(bool healthy, const Error& why)> on_health_change;
+  // Connect: the daemon's public key and this client's pair when its tcp
+  // endpoint speaks CURVE (ConnectCluster takes them in ClusterClientOptions).
+  CurveClientKeys curve;
 };
 
 class DaemonRateLimiter {

@@ -1,0 +1,206 @@
+#include "auth.h"
+
+#include <spdlog/spdlog.h>
+#include <zmq.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "cachet/curve.h"
+#include "zmq_io.h"
+
+namespace cachet::daemon {
+
+namespace {
+
+constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";  // fixed by RFC 27
+constexpr const char* kOwnName = "cachet-node";
+constexpr int kLogBurst = 10;
+
+std::vector<std::string> Words(std::string_view line) {
+  std::vector<std::string> words;
+  std::istringstream in{std::string(line)};
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+std::vector<std::string> SplitCommas(const std::string& text) {
+  std::vector<std::string> parts;
+  std::istringstream in(text);
+  for (std::string part; std::getline(in, part, ',');) parts.push_back(part);
+  return parts;
+}
+
+Result<AuthorizedKey> ParseLine(const std::vector<std::string>& words, const std::string& where) {
+  auto bad = [&](const std::string& why) { return MakeError(ErrorCode::kInvalidArgument, where + ": " + why); };
+  if (words.size() < 2 || words.size() > 4) return bad("expected PUBLIC-KEY NAME [ACCESS] [PREFIXES]");
+  AuthorizedKey key;
+  if (!IsCurveKey(words[0])) return bad("'" + words[0] + "' is not a CURVE public key (40 characters of Z85)");
+  key.public_key = words[0];
+  key.name = words[1];
+  for (char c : key.name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') {
+      return bad("name '" + key.name + "' may hold only letters, digits, '-', '_' and '.'");
+    }
+  }
+  if (words.size() >= 3) {
+    const std::string& a = words[2];
+    if (a == "read") key.access = Access::kRead;
+    else if (a == "write") key.access = Access::kWrite;
+    else if (a == "admin") key.access = Access::kAdmin;
+    else return bad("access must be read, write or admin, got '" + a + "'");
+  }
+  if (words.size() == 4 && words[3] != "*") {
+    for (const std::string& prefix : SplitCommas(words[3])) {
+      if (prefix.empty()) return bad("an empty key prefix in '" + words[3] + "'");
+      key.prefixes.push_back(prefix);
+    }
+  }
+  return key;
+}
+
+}  // namespace
+
+bool AuthorizedKey::MayTouch(std::string_view key) const {
+  if (prefixes.empty()) return true;
+  for (const std::string& p : prefixes) {
+    if (key.substr(0, p.size()) == p) return true;
+  }
+  return false;
+}
+
+Result<std::vector<AuthorizedKey>> ParseAuthorizedKeys(std::string_view text, const std::string& source) {
+  std::vector<AuthorizedKey> keys;
+  std::istringstream in{std::string(text)};
+  int number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    // Comments are whole lines: '#' is a Z85 digit, so keys may hold one.
+    const std::vector<std::string> words = Words(line);
+    if (words.empty() || words[0][0] == '#') continue;
+    const std::string where = source + ":" + std::to_string(number);
+    auto key = ParseLine(words, where);
+    if (!key) return tl::unexpected(key.error());
+    for (const AuthorizedKey& other : keys) {
+      if (other.public_key == key->public_key || other.name == key->name) {
+        return MakeError(ErrorCode::kInvalidArgument,
+                         where + ": key or name '" + key->name + "' is listed twice (first as '" + other.name + "')");
+      }
+    }
+    keys.push_back(std::move(*key));
+  }
+  return keys;
+}
+
+Result<std::vector<AuthorizedKey>> LoadAuthorizedKeys(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return MakeError(ErrorCode::kIo, "cannot read authorized keys '" + path + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseAuthorizedKeys(text.str(), path);
+}
+
+Authenticator::Authenticator(zmq::context_t& context, std::shared_ptr<spdlog::logger> log)
+    : socket_(context, zmq::socket_type::rep), log_(std::move(log)) {}
+
+Authenticator::~Authenticator() = default;
+
+Result<void> Authenticator::Start() {
+  try {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind(kZapEndpoint);
+  } catch (const zmq::error_t& e) {
+    return MakeError(ErrorCode::kIo, std::string("cannot start the ZAP handler: ") + e.what());
+  }
+  return {};
+}
+
+void Authenticator::SetKeys(std::vector<AuthorizedKey> keys, const std::string& own) {
+  by_key_.clear();
+  by_name_.clear();
+  for (AuthorizedKey& key : keys) {
+    by_name_[key.name] = key.public_key;
+    by_key_[key.public_key] = std::move(key);
+  }
+  if (!own.empty()) {
+    by_key_[own] = AuthorizedKey{own, kOwnName, Access::kAdmin, {}};
+    by_name_[kOwnName] = own;
+  }
+}
+
+const AuthorizedKey* Authenticator::Find(std::string_view user_id) const {
+  auto name = by_name_.find(user_id);
+  if (name == by_name_.end()) return nullptr;
+  auto key = by_key_.find(name->second);
+  return key == by_key_.end() ? nullptr : &key->second;
+}
+
+std::pair<const char*, std::string> Authenticator::Decide(const std::string& address, const std::string& mechanism,
+                                                          const zmq::message_t& credentials, int64_t connections,
+                                                          const AuthorizedKey** admitted) {
+  const std::string from = address.empty() ? "a local client" : address;
+  if (connections > 0 && static_cast<uint64_t>(connections) > max_connections_) {
+    return {"300", "refused a connection from " + from + ": " + std::to_string(connections - 1) +
+                       " connections open, max-connections is " + std::to_string(max_connections_)};
+  }
+  if (mechanism != "CURVE") return {"200", ""};  // ipc: trusted by the socket file's mode
+  if (credentials.size() != 32) return {"400", "refused a connection from " + from + ": malformed CURVE credentials"};
+  char z85[41] = {};
+  zmq_z85_encode(z85, static_cast<const uint8_t*>(credentials.data()), 32);
+  auto it = by_key_.find(std::string_view(z85, 40));
+  if (it == by_key_.end()) {
+    return {"400", "refused a connection from " + from + ": CURVE key " + std::string(z85, 40) +
+                       " is not in curve-authorized-keys"};
+  }
+  *admitted = &it->second;
+  return {"200", ""};
+}
+
+void Authenticator::Answer(int64_t connections) {
+  for (;;) {
+    std::vector<zmq::message_t> request;
+    if (!zmqio::RecvMultipart(socket_, request, zmq::recv_flags::dontwait)) return;
+    // version, request id, domain, address, identity, mechanism, credentials...
+    if (request.size() < 6 || request[0].to_string_view() != "1.0") {
+      log_->error("ZAP: a malformed request of {} frames; refusing it", request.size());
+      request.resize(std::max<size_t>(request.size(), 2));
+    }
+    const AuthorizedKey* admitted = nullptr;
+    static const zmq::message_t kNone;
+    auto [status, text] = request.size() >= 6
+                              ? Decide(request[3].to_string(), request[5].to_string(),
+                                       request.size() > 6 ? request[6] : kNone, connections, &admitted)
+                              : std::pair<const char*, std::string>{"500", "malformed ZAP request"};
+    if (status[0] != '2') Refuse(text);
+    const std::string user = admitted ? admitted->name : "";
+    zmqio::Send(socket_, zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
+    zmqio::Send(socket_, zmq::buffer(request[1].data(), request[1].size()), zmq::send_flags::sndmore);
+    zmqio::Send(socket_, zmq::buffer(status, 3), zmq::send_flags::sndmore);
+    zmqio::Send(socket_, zmq::buffer(status[0] == '2' ? std::string_view("OK") : std::string_view("refused")),
+                zmq::send_flags::sndmore);
+    zmqio::Send(socket_, zmq::buffer(user), zmq::send_flags::sndmore);
+    zmqio::Send(socket_, zmq::const_buffer(), zmq::send_flags::none);
+  }
+}
+
+void Authenticator::Tick() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - log_second_ < std::chrono::seconds(1)) return;
+  if (unlogged_ > 0) log_->warn("... and {} more connections refused in the last second, not logged one by one", unlogged_);
+  log_second_ = now;
+  logged_this_second_ = 0;
+  unlogged_ = 0;
+}
+
+void Authenticator::Refuse(const std::string& text) {
+  ++refused_;
+  Tick();
+  if (logged_this_second_ < kLogBurst) {
+    ++logged_this_second_;
+    log_->warn("{}", text);
+  } else {
+    ++unlogged_;
+  }
+}
+
+}  // namespace cachet::daemon

@@ -20,7 +20,7 @@ fail() { echo "$*" >&2; exit 1; }
 "$cpack" -G DEB --config "$build_dir/CPackConfig.cmake" -B "$work/cpack" > "$work/cpack.log" 2>&1 ||
   { cat "$work/cpack.log" >&2; fail "cpack -G DEB failed"; }
 debs=("$work"/cpack/cachet_*.deb)
-[ ${#debs[@]} -eq 1 ] && [ -f "${debs[0]}" ] || fail "cpack made no single cachet_*.deb: ${debs[*]}"
+if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then fail "cpack made no single cachet_*.deb: ${debs[*]}"; fi
 deb=${debs[0]}
 echo "built $(basename "$deb") ($(du -k "$deb" | cut -f1) KiB)"
 
@@ -62,6 +62,7 @@ if dpkg-deb -c "$deb" | grep -q ' \./usr/local/\| \./usr/etc/'; then
 fi
 # The unit: the key lines, and systemd's own check where systemd is installed.
 unit=$root/usr/lib/systemd/system/cachetd.service
+# shellcheck disable=SC2016 # $MAINPID is systemd's, not the shell's
 for line in 'User=cachet' 'Group=cachet' 'ExecStart=/usr/bin/cachetd --config /etc/cachet/cachetd.conf' \
   'ExecReload=/bin/kill -HUP $MAINPID' 'Restart=on-failure' 'RuntimeDirectory=cachet' 'RemoveIPC=no' \
   'ProtectSystem=strict' 'ProtectHome=yes' 'PrivateTmp=yes' 'NoNewPrivileges=yes' 'CapabilityBoundingSet=' \
@@ -83,7 +84,9 @@ grep -qx 'ipc = ipc:///run/cachet/cachetd.sock' "$conf" || fail "the packaged co
 # any installed on the machine.
 for binary in cachetd cachectl; do
   lib=$(ldd "$root/usr/bin/$binary" | awk '$1 == "libcachet_shm.so.0" { print $3 }')
-  [ -n "$lib" ] && [ "$(realpath "$lib")" = "$(realpath "$root/usr/lib/libcachet_shm.so.0")" ] || fail "$binary loads libcachet_shm from '$lib', not the package"
+  if [ -z "$lib" ] || [ "$(realpath "$lib")" != "$(realpath "$root/usr/lib/libcachet_shm.so.0")" ]; then
+    fail "$binary loads libcachet_shm from '$lib', not the package"
+  fi
 done
 
 # The unpacked daemon with the packaged configuration; only the endpoints,

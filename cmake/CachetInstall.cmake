@@ -32,4 +32,20 @@ cachet_pkg_config(cachet-limiter "cachet rate limiter: in process, shared memory
                   "-lcachet_limiter -lcachet_shm" "")
 cachet_pkg_config(cachet-daemon-limiter "cachet rate limiter with its counts in cachetd" "-lcachet_daemon_limiter"
                   "cachet, cachet-limiter")
-install(FILES ${PROJECT_SOURCE_DIR}/daemon/cachetd.conf DESTINATION ${CMAKE_INSTALL_SYSCONFDIR}/cachet)
+
+# The service: cachetd.service in CACHET_SYSTEMD_UNITDIR (relative to the
+# prefix; empty installs no unit) and the configuration it reads, in
+# <sysconfdir>/cachet. Both name paths under the prefix the install really
+# goes to (cmake --install --prefix, or /usr for the Debian package), so they
+# are written at install time by CachetInstallService.cmake.
+set(CACHET_SYSTEMD_UNITDIR "lib/systemd/system" CACHE STRING
+    "Where cachetd.service goes, relative to the install prefix (or absolute); empty: no unit")
+install(CODE "
+  set(CACHET_SOURCE_DIR \"${PROJECT_SOURCE_DIR}\")
+  set(CACHET_BINDIR \"${CMAKE_INSTALL_BINDIR}\")
+  set(CACHET_SYSCONFDIR \"${CMAKE_INSTALL_SYSCONFDIR}\")
+  set(CACHET_DOCDIR \"${CMAKE_INSTALL_DOCDIR}\")
+  set(CACHET_SYSTEMD_UNITDIR \"${CACHET_SYSTEMD_UNITDIR}\")")
+install(SCRIPT ${PROJECT_SOURCE_DIR}/cmake/CachetInstallService.cmake)
+install(FILES ${PROJECT_SOURCE_DIR}/README.md ${PROJECT_SOURCE_DIR}/docs/operations.md
+        DESTINATION ${CMAKE_INSTALL_DOCDIR})

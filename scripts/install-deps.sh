@@ -22,6 +22,7 @@ packages=(
   wrk                                   # bench/wrk_http_service.sh
   iproute2                              # cluster tests: network namespaces, veths and a bridge (ip)
   gnuplot-nox                           # cachet-load --png: latency and throughput over time
+  dpkg-dev file                         # cpack -G DEB: dpkg-shlibdeps finds the package's dependencies
 )
 
 missing=()

@@ -17,6 +17,10 @@ trap cleanup EXIT
 cmake --install "$build_dir" --prefix "$work/prefix" > "$work/install.log"
 test -f "$work/prefix/lib/cmake/cachet/cachetConfig.cmake"
 test -f "$work/prefix/include/cachet/client.h"
+# The service's files name the prefix they were installed to.
+grep -qxF "ExecStart=$work/prefix/bin/cachetd --config $work/prefix/etc/cachet/cachetd.conf" \
+  "$work/prefix/lib/systemd/system/cachetd.service"
+grep -qx 'ipc = ipc:///run/cachet/cachetd.sock' "$work/prefix/etc/cachet/cachetd.conf"
 
 # A single node needs no cluster library at run time: cpp-httplib is the
 # cluster's HTTP module's alone, loaded only when a cluster is configured.

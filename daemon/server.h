@@ -53,6 +53,12 @@ class Server {
   Result<void> JoinCluster(Cache& cache);
   // Serves `cache` until SIGTERM/SIGINT; returns the process exit code.
   int Run(std::unique_ptr<Cache> cache);
+  // In process, without sockets (the fuzz target tests/fuzz/fuzz_server.cc):
+  // ServeInProcess gives the server `cache` as Run does, and Answer writes
+  // into `out` the reply Run's loop makes for one request frame of at most
+  // max-frame bytes. Not for a server that Runs or is in a cluster.
+  void ServeInProcess(std::unique_ptr<Cache> cache);
+  void Answer(const char* data, size_t size, wire::Writer& out);
 
  private:
   void HandleMessage();

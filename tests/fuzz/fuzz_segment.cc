@@ -119,8 +119,7 @@ struct Images {
     for (int i = 0; i < 200; ++i) {
       SetOptions set;
       if (i % 3 == 0) set.ttl = std::chrono::hours(1);
-      (void)cache.Set(Key(i % 90), std::string(static_cast<size_t>(i * 7 % 300), 'a' + static_cast<char>(i % 26)),
-                      set);
+      (void)cache.Set(Key(i % 90), std::string(static_cast<size_t>(i * 7 % 300), 'a' + static_cast<char>(i % 26)), set);
       if (i % 5 == 0) (void)cache.Get(Key(i / 2));
       if (i % 11 == 0) (void)cache.Erase(Key(i / 3));
     }
@@ -135,7 +134,10 @@ struct Images {
     if (!made) Die(made.error().ToString().c_str());
     for (uint64_t id = 1; id <= 200; ++id) {
       (void)(*made)->Update(
-          id, id % 4, [&](const CounterTable::Value&) { return CounterTable::Value{id, id * 3}; },
+          id, id % 4,
+          [&](const CounterTable::Value&) {
+            return CounterTable::Value{id, id * 3};
+          },
           [](uint64_t, const CounterTable::Value&) { return false; });
     }
     made->reset();

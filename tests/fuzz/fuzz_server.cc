@@ -58,7 +58,8 @@ struct Daemon {
 
   Daemon() {
     std::ofstream(policy_path) << kPolicy;
-    // The command line a Reload re-reads.
+    // The command line a Reload re-reads, one flag and its value a line.
+    // clang-format off
     const std::vector<std::string> args = {"--segment", tag,
                                            "--ipc", "ipc://" + ipc_path,
                                            "--tcp", "",
@@ -68,6 +69,7 @@ struct Daemon {
                                            "--max-value-size", "4KiB",
                                            "--rate-limit-capacity", "1024",
                                            "--log-level", "off"};
+    // clang-format on
     auto parsed = daemon::ParseConfig(args);
     if (!parsed) Fail(parsed.error().ToString());
     config = parsed->config;

@@ -40,6 +40,8 @@ std::string Request(uint64_t id, Op op, uint32_t count, const std::function<void
 
 // Requests, named for their op, in the order a session might send them.
 std::vector<std::pair<std::string, std::string>> Requests() {
+  // One request a line:
+  // clang-format off
   return {
       {"ping", Request(1, Op::kPing, 0)},
       {"info", Request(2, Op::kInfo, 0)},
@@ -64,6 +66,7 @@ std::vector<std::pair<std::string, std::string>> Requests() {
       {"reload", Request(21, Op::kReload, 0)},
       {"flush", Request(22, Op::kFlush, 0)},
   };
+  // clang-format on
 }
 
 void WireCorpus() {
@@ -126,13 +129,19 @@ void ServerCorpus() {
   for (const auto& [name, frame] : requests) all.push_back(frame);
   Put("fuzz_server", "session_every_op", Session(all));
   auto set = [](const std::string& k, const std::string& v) {
-    return Request(1, Op::kSet, 2, [&](wire::Writer& w) { w.Bytes(k); w.Bytes(v); });
+    return Request(1, Op::kSet, 2, [&](wire::Writer& w) {
+      w.Bytes(k);
+      w.Bytes(v);
+    });
   };
   auto one = [](Op op, const std::string& k) { return Request(2, op, 1, [&](wire::Writer& w) { w.Bytes(k); }); };
   Put("fuzz_server", "session_set_get_del",
       Session({set("k", "v"), one(Op::kGet, "k"), one(Op::kDel, "k"), one(Op::kGet, "k")}));
   Put("fuzz_server", "session_incr_not_integer", Session({set("n", "abc"), one(Op::kIncr, "n")}));
-  std::vector<std::string> limited(8, Request(3, Op::kRateLimit, 2, [](wire::Writer& w) { w.Bytes("c"); w.Bytes("free"); }));
+  std::vector<std::string> limited(8, Request(3, Op::kRateLimit, 2, [](wire::Writer& w) {
+                                     w.Bytes("c");
+                                     w.Bytes("free");
+                                   }));
   Put("fuzz_server", "session_ratelimit_denied", Session(limited));
   Put("fuzz_server", "bad_not_array", "\x92\x01");
   Put("fuzz_server", "bad_unknown_op", Request(9, Op::kPing, 0).replace(3, 5, "\xa4NOPE"));
@@ -222,7 +231,8 @@ void SegmentCorpus() {
     Put("fuzz_segment", "cache_" + tag + "_index_junk", SegmentInput(cache, 64, 0, junk));
     Put("fuzz_segment", "cache_" + tag + "_log_junk", SegmentInput(cache, 20000, 0, junk));
     Put("fuzz_segment", "cache_" + tag + "_truncated", SegmentInput(cache | 1 << 1, 0, 9000, ""));
-    Put("fuzz_segment", "cache_" + tag + "_header_move", SegmentInput(cache | 3 << 1, 0x1d0, 0, "\x08\x00\x00\x00\x01"));
+    Put("fuzz_segment", "cache_" + tag + "_header_move",
+        SegmentInput(cache | 3 << 1, 0x1d0, 0, "\x08\x00\x00\x00\x01"));
   }
   Put("fuzz_segment", "table_intact_write", SegmentInput(1 | 0x20, 0, 0, ""));
   Put("fuzz_segment", "table_slots_junk", SegmentInput(1 | 0x20, 32, 0, junk));

@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     -t) seconds=$2; shift 2 ;;
     -j) jobs=$2; shift 2 ;;
     --remake-corpus) remake=1; shift ;;
-    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
     fuzz_*) targets+=("$1"); shift ;;
     *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac

@@ -10,6 +10,22 @@ if(CACHET_WERROR)
   target_compile_options(cachet_build_flags INTERFACE -Werror)
 endif()
 
+# Fuzzing: every cachet target gets libFuzzer's coverage instrumentation
+# (fuzzer-no-link); only the fuzz targets link libFuzzer itself
+# (tests/fuzz/CMakeLists.txt). Findings are sanitizer reports, so ASan and
+# UBSan are on unless CACHET_SANITIZE names others.
+if(CACHET_BUILD_FUZZERS)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "CACHET_BUILD_FUZZERS needs clang, for libFuzzer; this build's compiler is "
+                        "${CMAKE_CXX_COMPILER_ID}. Configure a tree of its own with -DCMAKE_CXX_COMPILER=clang++ "
+                        "(tests/fuzz/run.sh does).")
+  endif()
+  if(NOT CACHET_SANITIZE)
+    set(CACHET_SANITIZE "address,undefined")
+  endif()
+  target_compile_options(cachet_build_flags INTERFACE -fsanitize=fuzzer-no-link)
+endif()
+
 if(CACHET_SANITIZE)
   string(REPLACE "," ";" _cachet_sanitizers "${CACHET_SANITIZE}")
   foreach(_san IN LISTS _cachet_sanitizers)

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 namespace cachet::daemon {
 
@@ -87,6 +88,23 @@ Result<uint64_t> ParseCount(const std::string& name, const std::string& text) {
     return MakeError(ErrorCode::kInvalidArgument, name + " must be a whole number, got '" + text + "'");
   }
   return v;
+}
+
+// Boost.Program_options (1.74) fills its error messages by replacing each
+// %placeholder% with the offending text until none is left, so a name or
+// value that holds its own placeholder ("%canonical_option%") makes what()
+// loop forever, growing the string (found by fuzzing the config file).
+// Such text is refused before the parser sees it.
+Result<void> CheckNoPlaceholder(std::string_view text, const std::string& where) {
+  static constexpr std::string_view kPlaceholders[] = {"%canonical_option%", "%option%", "%original_token%",
+                                                       "%prefix%", "%value%", "%invalid_line%"};
+  for (std::string_view p : kPlaceholders) {
+    if (text.find(p) != std::string_view::npos) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       where + " contains '" + std::string(p) + "', which cachetd does not accept");
+    }
+  }
+  return {};
 }
 
 Result<bool> ParseBool(const std::string& name, const std::string& text) {
@@ -282,6 +300,9 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
   po::options_description all;
   all.add(general).add(settings);
 
+  for (const std::string& arg : args) {
+    if (auto ok = CheckNoPlaceholder(arg, "the command line"); !ok) return tl::unexpected(ok.error());
+  }
   Parsed parsed;
   try {
     po::variables_map vm;
@@ -307,8 +328,14 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
       const std::string path = vm["config"].as<std::string>();
       std::ifstream file(path);
       if (!file) return MakeError(ErrorCode::kIo, "cannot read config file '" + path + "'");
+      std::stringstream text;
+      text << file.rdbuf();
+      text.clear();  // an empty file sets failbit
+      if (auto ok = CheckNoPlaceholder(text.view(), "config file '" + path + "'"); !ok) {
+        return tl::unexpected(ok.error());
+      }
       // Values from the command line were stored first and win.
-      po::store(po::parse_config_file(file, settings, /*allow_unregistered=*/false), vm);
+      po::store(po::parse_config_file(text, settings, /*allow_unregistered=*/false), vm);
     }
     po::notify(vm);
   } catch (const po::error& e) {

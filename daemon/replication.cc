@@ -93,7 +93,7 @@ struct Replication::Copy {
 };
 
 struct Replication::Follower {
-  enum State { kProbe, kSync, kStream };
+  enum State { kProbe, kSync, kStreaming };  // not kStream: that is a message Kind
   std::string node;
   std::string endpoint;  // empty while the node is not registered
   State state = kProbe;
@@ -355,7 +355,7 @@ bool Replication::PumpFollower(uint32_t shard, Led& led, Follower& f, Clock::tim
       if (Send(PeerFor(f.endpoint), w)) f.last_sent = now;
       return false;
     }
-    case Follower::kStream: SendStream(shard, led, f); return false;
+    case Follower::kStreaming: SendStream(shard, led, f); return false;
     case Follower::kSync:
       if (!SendStream(shard, led, f)) return false;
       return SendPages(shard, led, f);
@@ -549,7 +549,7 @@ void Replication::OnReply(const std::string& endpoint, uint64_t id, const msgpac
   switch (f->state) {
     case Follower::kProbe:
       if (whole && log.Holds(at)) {
-        f->state = Follower::kStream;
+        f->state = Follower::kStreaming;
         f->whole = true;
         f->next_seq = at.seq + 1;
         f->acked = at.seq;
@@ -565,12 +565,12 @@ void Replication::OnReply(const std::string& endpoint, uint64_t id, const msgpac
       }
       if (whole && !f->whole) {
         f->whole = true;
-        f->state = Follower::kStream;
+        f->state = Follower::kStreaming;
         log_->info("replication: shard {}: follower '{}' holds a full copy", it->first, f->node);
       }
       f->acked = std::max(f->acked, at.seq);
       return;
-    case Follower::kStream:
+    case Follower::kStreaming:
       if (!accepted) {
         f->state = Follower::kProbe;
         f->whole = false;
@@ -586,7 +586,7 @@ void Replication::AdvanceCommit(uint32_t shard, Led& led) {
   const Log& log = copies_[shard]->log;
   std::vector<uint64_t> held{log.last().seq};
   for (const Follower& f : led.followers) {
-    if (f.whole && f.state == Follower::kStream) held.push_back(f.acked);
+    if (f.whole && f.state == Follower::kStreaming) held.push_back(f.acked);
   }
   const size_t majority = led.copies / 2 + 1;
   if (held.size() < majority) return;

@@ -575,6 +575,13 @@ void Server::Handle(const char* data, size_t size, wire::Writer& out) {
   Dispatch(Call{request->id, request->op, request->args, request->arg_count, false}, out);
 }
 
+void Server::ServeInProcess(std::unique_ptr<Cache> cache) { cache_ = std::move(cache); }
+
+void Server::Answer(const char* data, size_t size, wire::Writer& out) {
+  out.Clear();
+  Handle(data, size, out);
+}
+
 void Server::Dispatch(const Call& r, wire::Writer& out) {
   const msgpack::object* a = r.args;
   auto fail = [&](const Error& e) {

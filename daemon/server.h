@@ -58,6 +58,12 @@ class Server {
   // Gives the named segment the configured mode and group (access-mode,
   // access-group); fails with the reason.
   Result<void> SecureSegment(const std::string& name);
+  // In process, without sockets (the fuzz target tests/fuzz/fuzz_server.cc):
+  // ServeInProcess gives the server `cache` as Run does, and Answer writes
+  // into `out` the reply Run's loop makes for one request frame of at most
+  // max-frame bytes. Not for a server that Runs or is in a cluster.
+  void ServeInProcess(std::unique_ptr<Cache> cache);
+  void Answer(const char* data, size_t size, wire::Writer& out);
 
  private:
   void HandleMessage();

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   cmake ninja-build g++ pkg-config      # build
+  clang libclang-rt-14-dev              # fuzzing (tests/fuzz/run.sh): clang 14, libFuzzer and its sanitizer runtimes
   ccache                                # faster rebuilds (CMake uses it when present)
   libboost-dev                          # Boost.Interprocess (segments)
   libexpected-dev                       # tl::expected (Result<T>)

@@ -315,9 +315,11 @@ class ClusterClient::Impl {
     }
     std::vector<Exchange> xs;
     std::vector<const std::vector<size_t>*> parts;
-    for (const auto& [endpoint, indexes] : groups) {
+    for (const auto& group : groups) {
+      // Named, not a structured binding: clang before 16 cannot capture one.
+      const std::vector<size_t>& indexes = group.second;
       Exchange x;
-      x.endpoint = endpoint;
+      x.endpoint = group.first;
       x.id = NextId();
       x.frame = Frame(x.id, op, static_cast<uint32_t>(indexes.size()) * args_per_item, false, [&](wire::Writer& w) {
         for (size_t i : indexes) write(w, i);
@@ -704,7 +706,8 @@ Result<void> ClusterClient::MSet(const std::vector<std::pair<std::string, std::s
       [](const std::vector<size_t>&, const msgpack::object&, const std::string&) -> Result<void> { return {}; }, &redo);
   if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
-    const auto& [key, value] = items[i];
+    const std::string& key = items[i].first;  // captured below: no structured binding (clang before 16)
+    const std::string& value = items[i].second;
     auto stored = wire::BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
                                                          [&](wire::Writer& w) {
                                                            w.Bytes(key);

@@ -401,8 +401,13 @@ Result<Decision> LimiterEngine::Check(std::string_view key, std::string_view tie
   Count(verdict.allowed, verdict.shadow_denied);
   // Built in place, field by field: a Decision is costly to move or zero.
   const Verdict& v = verdict;
+#ifdef __cpp_aggregate_paren_init
   return Result<Decision>(tl::in_place, v.allowed, v.limit, v.window, v.remaining, v.reset, v.retry_after,
                           (*rules)[reported].rule.name, v.shadow_denied);
+#else  // clang before 16 cannot initialize an aggregate from parentheses: one move
+  return Result<Decision>(tl::in_place, Decision{v.allowed, v.limit, v.window, v.remaining, v.reset, v.retry_after,
+                                                 (*rules)[reported].rule.name, v.shadow_denied});
+#endif
 }
 
 // The common case, one rule: one compare-and-swap, no peek.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -62,6 +63,12 @@ Result<std::chrono::milliseconds> Window(std::string_view s) {
     ms = 86'400'000;
   else {
     return MakeError(ErrorCode::kInvalidArgument, "window '" + std::string(s) + "' needs a unit: ms, s, m, h or d");
+  }
+  // Past a year Rule::Validate refuses it; past int64 milliseconds the
+  // product would wrap (found by fuzzing: 25555555555555h read as a
+  // negative or a small window).
+  if (*n > static_cast<uint64_t>(INT64_MAX / ms)) {
+    return MakeError(ErrorCode::kInvalidArgument, "window '" + std::string(s) + "' is too long; at most a year");
   }
   return std::chrono::milliseconds(static_cast<int64_t>(*n) * ms);
 }

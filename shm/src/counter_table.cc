@@ -84,6 +84,7 @@ struct TableHeader {
 };
 constexpr uint64_t kHeaderBytes = 4096;
 static_assert(sizeof(TableHeader) <= kHeaderBytes);
+constexpr uint64_t kMaxCapacity = uint64_t{1} << 28;  // ids; the bound Open and Validate check
 
 uint64_t Mix(uint64_t x) {  // splitmix64 finalizer: spreads ids over the table
   x ^= x >> 30;
@@ -182,7 +183,10 @@ class CounterTable::Impl {
     if (!ours) {
       return MakeError(ErrorCode::kCorrupt, "'" + name + "' is not a cachet counter table (or is still being made)");
     }
-    if (BytesFor(h->capacity) != segment.size()) {
+    // The capacity's bounds first: for a forged one BytesFor's product wraps
+    // and could match the mapping's size, naming slots far past it (found
+    // by fuzzing: 2^59 + 256 passed for a table of 256).
+    if (h->capacity == 0 || h->capacity > kMaxCapacity || BytesFor(h->capacity) != segment.size()) {
       return MakeError(ErrorCode::kCorrupt, "counter table '" + name + "' size does not match its capacity");
     }
     return {};
@@ -392,7 +396,7 @@ CounterTable::~CounterTable() = default;
 
 namespace {
 Result<void> CheckCapacity(uint64_t capacity) {
-  if (capacity == 0 || capacity > (1ull << 28)) {
+  if (capacity == 0 || capacity > kMaxCapacity) {
     return MakeError(ErrorCode::kInvalidArgument, "counter table capacity must be 1 to 2^28 ids");
   }
   return {};

@@ -36,7 +36,6 @@ class ArgumentRulesTest : public ::testing::Test {
 
   int64_t Requests(Client& client) { return testing::StatOf(client, "requests"); }
 
-  static constexpr uint32_t kMaxKey = 32;
   static constexpr uint32_t kMaxValue = 1024;
   testing::DaemonProcess daemon_{{"--max-key-size", "32", "--max-value-size", "1KiB"}};
   std::unique_ptr<testing::RawWire> wire_;

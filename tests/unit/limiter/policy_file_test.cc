@@ -87,6 +87,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"[tier.a]\nr = -5/1m\n", "policy.ini:2:", "negative"},
         BadCase{"[tier.a]\nr = 0/1m\n", "policy.ini:2:", "limit"},
         BadCase{"[tier.a]\n\nr = 10/0s\n", "policy.ini:3:", "window"},
+        // Its milliseconds would pass int64: refused, not wrapped (fuzzing).
+        BadCase{"[tier.a]\nr = 10/25555555555555h\n", "policy.ini:2:", "is too long"},
+        BadCase{"[tier.a]\nr = 10/999999999999999999d\n", "policy.ini:2:", "is too long"},
         BadCase{"[tier.a]\nr = 10/1m leaky_bucket\n", "policy.ini:2:", "leaky_bucket"},
         BadCase{"[tier.a]\nr = 10/1m\n[keys]\nk = gold\n", "policy.ini:4:", "unknown tier 'gold'"},
         BadCase{"[tier.a]\nr = 10/1\n", "policy.ini:2:", "unit"},

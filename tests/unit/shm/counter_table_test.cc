@@ -352,5 +352,20 @@ TEST_F(NamedCounterTableTest, ATableOfAnotherLayoutIsRefusedWithAReason) {
   EXPECT_EQ((*fresh)->Load(5).hi, 0u);
 }
 
+// A capacity whose bytes (header + 32 per id) wrap to the mapping's size:
+// refused as corrupt, not trusted (found by fuzzing).
+TEST_F(NamedCounterTableTest, AForgedCapacityIsRefusedAsCorrupt) {
+  ASSERT_TRUE(CounterTable::Open(name_, 256).has_value());
+  constexpr off_t kCapacityAt = 16;  // TableHeader: magic, version, reserved, capacity
+  const uint64_t forged = (uint64_t{1} << 59) + 256;  // 32 x forged wraps to 32 x 256
+  const int fd = shm_open(("/" + name_).c_str(), O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pwrite(fd, &forged, sizeof forged, kCapacityAt), static_cast<ssize_t>(sizeof forged));
+  close(fd);
+  auto t = CounterTable::Open(name_, 256);
+  ASSERT_FALSE(t.has_value());
+  EXPECT_EQ(t.error().code, ErrorCode::kCorrupt);
+}
+
 }  // namespace
 }  // namespace cachet

@@ -43,15 +43,24 @@ file(MAKE_DIRECTORY "${stage}")
 # The packaged configuration is the source tree's, so every setting and
 # comment added there reaches it; only the socket moves from /tmp (hidden
 # from the service by PrivateTmp) to its runtime folder.
-set(source_ipc "ipc = ipc:///tmp/cachetd.sock")
-set(service_ipc "ipc = ipc:///run/cachet/cachetd.sock")
+# Lines of the source tree's configuration and what the service runs
+# instead: the socket in its runtime folder, and the socket and segment
+# open to group cachet (the unit's group), whose members are the service's
+# same-host clients.
+set(replacements
+    "ipc = ipc:///tmp/cachetd.sock" "ipc = ipc:///run/cachet/cachetd.sock"
+    "access-mode = 0600" "access-mode = 0660"
+    "access-group =" "access-group = cachet")
 file(READ "${CACHET_SOURCE_DIR}/daemon/cachetd.conf" conf)
-string(FIND "${conf}" "\n${source_ipc}\n" at)
-if(at EQUAL -1)
-  message(FATAL_ERROR "daemon/cachetd.conf has no line '${source_ipc}' for the packaged configuration to replace; "
-                      "update cmake/CachetInstallService.cmake with it")
-endif()
-string(REPLACE "\n${source_ipc}\n" "\n${service_ipc}\n" conf "${conf}")
+while(replacements)
+  list(POP_FRONT replacements source_line service_line)
+  string(FIND "${conf}" "\n${source_line}\n" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "daemon/cachetd.conf has no line '${source_line}' for the packaged configuration to replace; "
+                        "update cmake/CachetInstallService.cmake with it")
+  endif()
+  string(REPLACE "\n${source_line}\n" "\n${service_line}\n" conf "${conf}")
+endwhile()
 file(WRITE "${stage}/cachetd.conf"
   "# Installed with cachet: the configuration cachetd.service runs with.\n"
   "# Clients of this host connect to ipc:///run/cachet/cachetd.sock (members of\n"

@@ -59,7 +59,102 @@ Result<AuthorizedKey> ParseLine(const std::vector<std::string>& words, const std
   return key;
 }
 
+const char* AccessName(Access a) {
+  switch (a) {
+    case Access::kRead: return "read";
+    case Access::kWrite: return "write";
+    case Access::kAdmin: return "admin";
+  }
+  return "?";
+}
+
+// The prefix a SCAN pattern fixes: the characters before its first glob
+// character.
+std::string_view LiteralPrefix(std::string_view pattern) {
+  const size_t glob = pattern.find_first_of("*?[\\");
+  return pattern.substr(0, glob);
+}
+
 }  // namespace
+
+Access Required(wire::Op op) {
+  using wire::Op;
+  switch (op) {
+    case Op::kPing:
+    case Op::kInfo:
+    case Op::kGet:
+    case Op::kExists:
+    case Op::kTtl:
+    case Op::kMGet:
+    case Op::kScan:
+    case Op::kStats:
+    case Op::kCluster:
+    case Op::kAsk: return Access::kRead;
+    case Op::kSet:
+    case Op::kDel:
+    case Op::kExpire:
+    case Op::kIncr:
+    case Op::kDecr:
+    case Op::kMSet:
+    case Op::kRateLimit: return Access::kWrite;
+    case Op::kFlush:
+    case Op::kReload:
+    case Op::kSlotDump:
+    case Op::kReplicate: return Access::kAdmin;
+  }
+  return Access::kAdmin;
+}
+
+Result<void> Permit(const AuthorizedKey& client, const wire::Request& request) {
+  using wire::Op;
+  const Access need = Required(request.op);
+  if (need > client.access) {
+    return MakeError(ErrorCode::kPermissionDenied, std::string(wire::OpName(request.op)) + " needs " +
+                                                       AccessName(need) + " access; key '" + client.name + "' has " +
+                                                       AccessName(client.access));
+  }
+  if (client.prefixes.empty()) return {};
+  // Which arguments are keys: [first, end) stepping by `step`.
+  uint32_t first = 0, end = 0, step = 1;
+  switch (request.op) {
+    case Op::kGet:
+    case Op::kSet:
+    case Op::kDel:
+    case Op::kExists:
+    case Op::kExpire:
+    case Op::kTtl:
+    case Op::kIncr:
+    case Op::kDecr:
+    case Op::kRateLimit: end = std::min<uint32_t>(1, request.arg_count); break;
+    case Op::kMGet: end = request.arg_count; break;
+    case Op::kMSet: end = request.arg_count, step = 2; break;
+    case Op::kAsk: first = 1, end = request.arg_count; break;  // the op's name, then GET/EXISTS/TTL/MGET keys
+    case Op::kScan: {
+      std::string_view pattern;
+      if (request.arg_count >= 2) {
+        auto p = wire::BytesArg(request.args[1], "pattern");
+        if (p) pattern = *p;
+      }
+      if (client.MayTouch(LiteralPrefix(pattern)) && !LiteralPrefix(pattern).empty()) return {};
+      return MakeError(ErrorCode::kPermissionDenied, "key '" + client.name +
+                                                         "' may scan only patterns that start with one of its "
+                                                         "prefixes");
+    }
+    case Op::kFlush:
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "FLUSH removes every key; key '" + client.name + "' is limited to some prefixes");
+    default: return {};
+  }
+  for (uint32_t i = first; i < end; i += step) {
+    auto key = wire::BytesArg(request.args[i], "key");
+    if (!key) continue;  // the handler refuses the type
+    if (!client.MayTouch(*key)) {
+      return MakeError(ErrorCode::kPermissionDenied,
+                       "key '" + client.name + "' may not touch '" + std::string(*key) + "' (outside its prefixes)");
+    }
+  }
+  return {};
+}
 
 bool AuthorizedKey::MayTouch(std::string_view key) const {
   if (prefixes.empty()) return true;

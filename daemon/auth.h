@@ -19,6 +19,7 @@
 #include <zmq.hpp>
 
 #include "cachet/result.h"
+#include "protocol.h"
 
 namespace spdlog {
 class logger;
@@ -36,6 +37,14 @@ struct AuthorizedKey {
 
   bool MayTouch(std::string_view key) const;
 };
+
+// What an op needs: read, write or admin.
+Access Required(wire::Op op);
+
+// Whether `client` may run `request`: its access covers the op, and every
+// key the request names (for SCAN, its pattern) is inside its prefixes.
+// Arguments of the wrong type are left to the handler to refuse.
+Result<void> Permit(const AuthorizedKey& client, const wire::Request& request);
 
 Result<std::vector<AuthorizedKey>> ParseAuthorizedKeys(std::string_view text, const std::string& source);
 Result<std::vector<AuthorizedKey>> LoadAuthorizedKeys(const std::string& path);

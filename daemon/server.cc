@@ -496,7 +496,10 @@ void Server::HandleMessage() {
     return;
   }
   ++requests_;
-  const zmq::message_t& payload = frames.back();
+  zmq::message_t& payload = frames.back();
+  // The CURVE client the ZAP handler admitted; none over ipc or plaintext.
+  const char* user = zmq_msg_gets(payload.handle(), "User-Id");
+  caller_ = user != nullptr && *user != '\0' ? auth_->Find(user) : nullptr;
   static thread_local wire::Writer out;
   out.Clear();
   if (payload.size() > config_.EffectiveMaxFrame()) {
@@ -571,6 +574,14 @@ void Server::Handle(const char* data, size_t size, wire::Writer& out) {
     ++errors_;
     out.ErrorReply(id, request.error());
     return;
+  }
+  if (caller_ != nullptr) {
+    if (auto allowed = Permit(*caller_, *request); !allowed) {
+      ++errors_;
+      ++denied_requests_;
+      out.ErrorReply(request->id, allowed.error());
+      return;
+    }
   }
   Dispatch(Call{request->id, request->op, request->args, request->arg_count, false}, out);
 }
@@ -1099,6 +1110,7 @@ void Server::WriteStats(wire::Writer& out) {
       {"memory_bytes", static_cast<int64_t>(s.segment_bytes)},
       {"connected_clients", connected_clients_},
       {"refused_connections", static_cast<int64_t>(auth_->refused())},
+      {"denied_requests", static_cast<int64_t>(denied_requests_)},
       {"authorized_keys", static_cast<int64_t>(auth_->key_count())},
       {"requests", static_cast<int64_t>(requests_)},
       {"errors", static_cast<int64_t>(errors_)},

@@ -120,6 +120,10 @@ class Server {
   // Before the sockets it authenticates, so that it is bound first and
   // closed last; after context_, as its socket must close before it ends.
   std::unique_ptr<Authenticator> auth_;
+  // The client of the request being handled when it came over CURVE (its
+  // permissions); null otherwise. Points into auth_, valid until the next
+  // message (keys change only between messages).
+  const AuthorizedKey* caller_ = nullptr;
   std::string public_key_;  // this daemon's CURVE key (Z85); empty without CURVE
   std::string secret_key_;
   gid_t access_group_ = static_cast<gid_t>(-1);
@@ -141,6 +145,7 @@ class Server {
   uint64_t requests_ = 0;
   uint64_t errors_ = 0;
   uint64_t dropped_frames_ = 0;
+  uint64_t denied_requests_ = 0;  // PERMISSION_DENIED replies
   uint64_t dropped_replies_ = 0;  // not sent: the client owed too much (backlog_) or had gone
   uint64_t dropped_replies_reported_ = 0;
   std::chrono::steady_clock::time_point last_drop_report_;

@@ -1,9 +1,12 @@
 #include "cachet/client.h"
 
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 #include <zmq.hpp>
@@ -79,6 +82,7 @@ class Client::Impl {
     if (options_.timeout.count() <= 0 || options_.retries < 0 || options_.backoff.count() < 0) {
       return MakeError(ErrorCode::kInvalidArgument, "timeout must be positive; retries and backoff not negative");
     }
+    if (auto ok = CheckIpcAccess(); !ok) return ok;
     if (endpoint_.rfind("ipc://", 0) == 0 && options_.shared_memory_reads) {
       std::lock_guard<std::mutex> lock(mu_);
       // Without the daemon there is no segment yet: reads go over the socket
@@ -160,6 +164,22 @@ class Client::Impl {
   }
 
  private:
+  // A socket file this process may not use would look like a daemon that
+  // never answers: say why instead. (No file yet is fine: the daemon may
+  // start later.)
+  Result<void> CheckIpcAccess() const {
+    if (endpoint_.rfind("ipc://", 0) != 0) return {};
+    const std::string path = endpoint_.substr(6);
+    if (::access(path.c_str(), R_OK | W_OK) == 0 || errno != EACCES) return {};
+    struct stat st {};
+    char mode[8] = "?";
+    if (::stat(path.c_str(), &st) == 0) std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return MakeError(ErrorCode::kUnavailable,
+                     "permission denied on " + path + " (mode " + mode + ", uid " + std::to_string(st.st_uid) +
+                         ", gid " + std::to_string(st.st_gid) + "): the daemon's access-mode and access-group say "
+                         "who may connect");
+  }
+
   bool IsTcp() const { return endpoint_.rfind("tcp://", 0) == 0; }
 
   // A connection that never completes its handshake looks like a daemon

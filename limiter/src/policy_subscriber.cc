@@ -21,10 +21,11 @@ class PolicySubscriber::Impl {
     if (thread_.joinable()) thread_.join();
   }
 
-  Result<void> Start(const std::string& endpoint) {
+  Result<void> Start(const std::string& endpoint, const CurveClientKeys& curve) {
     try {
       socket_.set(zmq::sockopt::linger, 0);
       socket_.set(zmq::sockopt::subscribe, "cachet.policy");
+      if (endpoint.rfind("tcp://", 0) == 0) zmqio::UseCurveClient(socket_, curve);
       socket_.connect(endpoint);
     } catch (const zmq::error_t& e) {
       return MakeError(ErrorCode::kInvalidArgument, "cannot subscribe to '" + endpoint + "': " + e.what());
@@ -106,18 +107,23 @@ PolicySubscriber::PolicySubscriber(std::unique_ptr<Impl> impl) : impl_(std::move
 PolicySubscriber::~PolicySubscriber() = default;
 
 Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::string& endpoint, RateLimiter& limiter,
-                                                                  std::function<void(const PolicyFile&)> on_policy) {
-  return Start(endpoint, [&limiter, on_policy = std::move(on_policy)](const PolicyFile& file) -> Result<void> {
-    if (auto ok = limiter.SetPolicy(file.policy); !ok) return ok;
-    if (on_policy) on_policy(file);
-    return {};
-  });
+                                                                  std::function<void(const PolicyFile&)> on_policy,
+                                                                  const CurveClientKeys& curve) {
+  return Start(
+      endpoint,
+      [&limiter, on_policy = std::move(on_policy)](const PolicyFile& file) -> Result<void> {
+        if (auto ok = limiter.SetPolicy(file.policy); !ok) return ok;
+        if (on_policy) on_policy(file);
+        return {};
+      },
+      curve);
 }
 
-Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::string& endpoint, Installer install) {
+Result<std::unique_ptr<PolicySubscriber>> PolicySubscriber::Start(const std::string& endpoint, Installer install,
+                                                                  const CurveClientKeys& curve) {
   if (!install) return MakeError(ErrorCode::kInvalidArgument, "a policy subscriber needs an installer");
   auto impl = std::make_unique<Impl>(std::move(install));
-  if (auto ok = impl->Start(endpoint); !ok) return tl::unexpected(ok.error());
+  if (auto ok = impl->Start(endpoint, curve); !ok) return tl::unexpected(ok.error());
   return std::unique_ptr<PolicySubscriber>(new PolicySubscriber(std::move(impl)));
 }
 

@@ -39,6 +39,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kMoved: return "MOVED";
     case ErrorCode::kAsk: return "ASK";
     case ErrorCode::kClusterDown: return "CLUSTER_DOWN";
+    case ErrorCode::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }

@@ -27,6 +27,7 @@
 #include "cluster/linearizability.h"
 #include "cluster/netns.h"
 #include "cluster/register_load.h"
+#include "integration/curve_files.h"
 #include "integration/daemon_process.h"
 
 namespace cachet {
@@ -90,7 +91,10 @@ class ClusterNetnsTest : public ::testing::Test {
   std::string Endpoint(int host) const { return "tcp://" + net_->address(host) + ":7379"; }
 
   void StartNode(int host, const std::vector<std::string>& extra = {"--replication", "1"}) {
+    // Nodes and clients on the bridge speak CURVE, as any deployment
+    // beyond one host must: the nodes share the cluster's key pair.
     std::vector<std::string> args{"--cluster", name_, "--node-id", NodeId(host), "--etcd", etcd_url_};
+    for (const std::string& a : curve_.DaemonArgs()) args.push_back(a);
     args.insert(args.end(), extra.begin(), extra.end());
     auto node = std::make_unique<testing::DaemonProcess>(args);
     node->SetCommandPrefix(net_->Command(host, {}));
@@ -102,6 +106,7 @@ class ClusterNetnsTest : public ::testing::Test {
     std::map<std::string, int64_t> stats;
     ClientOptions o;
     o.retries = 0;
+    o.curve = curve_.Keys();
     auto c = Client::Connect(Endpoint(host), o);
     if (!c) return stats;
     if (auto s = (*c)->Stats()) stats.insert(s->begin(), s->end());
@@ -142,6 +147,7 @@ class ClusterNetnsTest : public ::testing::Test {
 
   std::unique_ptr<ClusterClient> Connect(milliseconds timeout = milliseconds(500)) {
     ClusterClientOptions o;
+    o.curve = curve_.Keys();
     o.seeds = {Endpoint(1)};
     o.etcd_endpoints = etcd_url_;
     o.cluster = name_;
@@ -209,7 +215,8 @@ class ClusterNetnsTest : public ::testing::Test {
   // write the node acknowledged.
   std::vector<int> WriteFromInside(int host, const std::string& key, const std::string& tag, int count) {
     const std::string script = "for i in $(seq 1 " + std::to_string(count) + "); do \"$0\" --endpoint " +
-                               Endpoint(host) + " --timeout 3000 set " + key + " " + tag +
+                               Endpoint(host) + " --server-key " + curve_.path("server.pub") + " --key " +
+                               curve_.path("client.key") + " --timeout 3000 set " + key + " " + tag +
                                "$i >/dev/null 2>&1 && echo $i; sleep 0.1; done";
     testing::ProgramResult r =
         testing::RunProgram(net_->Command(host, {"sh", "-c", script, CACHECTL_PATH}), seconds(count * 4 + 10));
@@ -229,6 +236,7 @@ class ClusterNetnsTest : public ::testing::Test {
   std::string etcd_url_;
   const std::string name_ = testing::UniqueSegmentName("netc");
   const std::string etcd_dir_ = "/tmp/" + name_ + "-etcd";
+  testing::CurveFiles curve_;
   std::map<int, std::unique_ptr<testing::DaemonProcess>> nodes_;
 };
 
@@ -388,6 +396,7 @@ TEST_F(ClusterNetnsTest, EventualBothSidesWriteAndTheHealConvergesOnTheNewerTerm
   for (int h = 1; h <= kNodes; ++h) {
     ClientOptions o;
     o.retries = 0;
+    o.curve = curve_.Keys();
     auto direct = Client::Connect(Endpoint(h), o);
     ASSERT_TRUE(direct.has_value());
     auto v = (*direct)->Get(key);  // a whole replica answers reads itself

@@ -63,10 +63,12 @@ TEST_F(TestNetworkTest, HostsHaveTheirOwnAddressesAndReachEachOtherOverTcp) {
   EXPECT_FALSE(Contains(addr.out, b)) << addr.out;
 
   // A real cachetd inside host 0, on host 0's address.
-  DaemonProcess daemon;
+  DaemonProcess daemon({"--insecure", "true"});
   daemon.SetCommandPrefix(net->Command(0, {}));
   ASSERT_TRUE(daemon.Start("tcp://" + a + ":*"));
   ASSERT_EQ(daemon.tcp().rfind("tcp://" + a + ":", 0), 0u) << daemon.tcp();
+  // Served in clear to other hosts, as asked, and the log says so.
+  EXPECT_NE(daemon.log().find("is served in clear text to other hosts"), std::string::npos) << daemon.log();
 
   // cachectl inside host 1 reaches it across the bridge...
   const ProgramResult ping = Ping(*net, 1, daemon.tcp());
@@ -90,7 +92,7 @@ TEST_F(TestNetworkTest, HostsHaveTheirOwnAddressesAndReachEachOtherOverTcp) {
 TEST_F(TestNetworkTest, APartitionStopsTheTrafficAndAHealRestoresIt) {
   auto net = Make(3);
   ASSERT_NE(net, nullptr);
-  DaemonProcess daemon;
+  DaemonProcess daemon({"--insecure", "true"});
   daemon.SetCommandPrefix(net->Command(0, {}));
   ASSERT_TRUE(daemon.Start("tcp://" + net->address(0) + ":*"));
   ASSERT_EQ(Ping(*net, 1, daemon.tcp()).code, 0);
@@ -100,7 +102,7 @@ TEST_F(TestNetworkTest, APartitionStopsTheTrafficAndAHealRestoresIt) {
   EXPECT_EQ(cut.code, 3) << cut.out << cut.err;  // unreachable: no reply within the timeout
   EXPECT_EQ(Ping(*net, 2, daemon.tcp()).code, 3);
   // Hosts 1 and 2 still reach each other: only host 0 is cut off.
-  DaemonProcess other;
+  DaemonProcess other({"--insecure", "true"});
   other.SetCommandPrefix(net->Command(2, {}));
   ASSERT_TRUE(other.Start("tcp://" + net->address(2) + ":*"));
   EXPECT_EQ(Ping(*net, 1, other.tcp()).code, 0);

@@ -19,6 +19,7 @@
 #include <string>
 #include <string_view>
 
+#include "cachet/curve.h"
 #include "cachet/policy_file.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/result.h"
@@ -30,15 +31,18 @@ class PolicySubscriber {
   // Starts listening on `endpoint` (the daemon's `pub`). The limiter must
   // outlive the subscriber. `on_policy`, if set, is called on the
   // subscriber's thread with each policy installed (its API-key tiers feed
-  // the application's tier resolver).
+  // the application's tier resolver). `curve`: the daemon's public key and
+  // this subscriber's pair when its tcp `pub` speaks CURVE.
   static Result<std::unique_ptr<PolicySubscriber>> Start(const std::string& endpoint, RateLimiter& limiter,
-                                                         std::function<void(const PolicyFile&)> on_policy = nullptr);
+                                                         std::function<void(const PolicyFile&)> on_policy = nullptr,
+                                                         const CurveClientKeys& curve = {});
   // For any other limiter: `install` is called on the subscriber's thread
   // with each new policy; an error refuses that version (counted in
   // rejected(), the limiter keeping its policy). For a GossipRateLimiter:
   //   [&](const PolicyFile& f) { return gossip->Apply(f); }
   using Installer = std::function<Result<void>(const PolicyFile&)>;
-  static Result<std::unique_ptr<PolicySubscriber>> Start(const std::string& endpoint, Installer install);
+  static Result<std::unique_ptr<PolicySubscriber>> Start(const std::string& endpoint, Installer install,
+                                                         const CurveClientKeys& curve = {});
   ~PolicySubscriber();  // stops the thread
   PolicySubscriber(const PolicySubscriber&) = delete;
   PolicySubscriber& operator=(const PolicySubscriber&) = delete;

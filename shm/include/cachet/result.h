@@ -42,6 +42,8 @@ enum class ErrorCode : uint16_t {
   kMoved = 22,        // the key's slot is served by another node (the reply names it)
   kAsk = 23,          // the slot is being imported here and the key is not here yet: ask the old owner
   kClusterDown = 24,  // the node cannot serve the slot now (no map yet, control plane lost)
+  // Security (docs/protocol.md, "Permissions").
+  kPermissionDenied = 25,  // this client's key may not run the op, or not on this key
 };
 
 const char* ErrorCodeName(ErrorCode code);

@@ -21,6 +21,7 @@ packages=(
   etcd-server etcd-client               # the cluster's control plane (tests start their own etcd)
   nginx-light                           # auth_request test (tests start their own nginx)
   wrk                                   # bench/wrk_http_service.sh
+  tcpdump                               # curve_test: a capture of its own loopback port
   iproute2                              # cluster tests: network namespaces, veths and a bridge (ip)
   gnuplot-nox                           # cachet-load --png: latency and throughput over time
   dpkg-dev file                         # cpack -G DEB: dpkg-shlibdeps finds the package's dependencies

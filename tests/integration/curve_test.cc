@@ -245,6 +245,37 @@ TEST_F(CurveTest, BadKeySettingsStopTheStartWithAReason) {
   }
 }
 
+// max-connections: a handshake beyond it is refused, and a freed place is
+// taken by the next client.
+TEST_F(CurveTest, ConnectionsBeyondTheMaximumAreRefusedAtTheHandshake) {
+  daemon_.emplace(std::vector<std::string>{"--max-connections", "3"});
+  ASSERT_TRUE(daemon_->Start());
+  ClientOptions quick;
+  quick.retries = 0;
+  quick.timeout = milliseconds(500);
+  quick.shared_memory_reads = false;
+  std::vector<std::unique_ptr<Client>> open;
+  for (int i = 0; i < 3; ++i) {
+    auto c = Client::Connect(daemon_->ipc(), quick);
+    ASSERT_TRUE(c && (*c)->Ping().has_value()) << i;
+    open.push_back(std::move(*c));
+  }
+  auto fourth = Client::Connect(daemon_->ipc(), quick);
+  ASSERT_TRUE(fourth);
+  auto refused = (*fourth)->Ping();
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);
+  EXPECT_GE(StatOf(*open[0], "refused_connections"), 1);
+  EXPECT_NE(daemon_->log().find("max-connections is 3"), std::string::npos) << daemon_->log();
+  open.pop_back();  // a place frees up
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto c = Client::Connect(daemon_->ipc(), quick);
+        return c && (*c)->Ping().has_value();
+      },
+      seconds(10)));
+}
+
 // Who may attach: the ipc socket file and the segment take access-mode
 // and access-group; a user outside them gets a clear error.
 TEST_F(CurveTest, TheSocketAndSegmentTakeTheConfiguredAccess) {

@@ -79,6 +79,9 @@ fi
 # The packaged configuration serves its socket in the unit's runtime folder.
 conf=$root/etc/cachet/cachetd.conf
 grep -qx 'ipc = ipc:///run/cachet/cachetd.sock' "$conf" || fail "the packaged configuration's ipc is not in /run/cachet"
+# ...open to the unit's group, whose members are the same-host clients.
+grep -qx 'access-mode = 0660' "$conf" || fail "the packaged configuration's access-mode is not 0660"
+grep -qx 'access-group = cachet' "$conf" || fail "the packaged configuration's access-group is not cachet"
 
 # The unpacked programs use the unpacked libraries (their run path), not
 # any installed on the machine.
@@ -90,9 +93,10 @@ for binary in cachetd cachectl; do
 done
 
 # The unpacked daemon with the packaged configuration; only the endpoints,
-# segment and size are its own, so it disturbs nothing on the machine.
+# segment and size are its own, so it disturbs nothing on the machine, and
+# the group is this user's (the package's postinst makes group cachet).
 "$root/usr/bin/cachetd" --config "$conf" --segment "$name" --ipc "ipc://$work/cachetd.sock" \
-  --tcp tcp://127.0.0.1:0 --capacity 8MiB --max-value-size 64KiB 2> "$work/cachetd.log" &
+  --tcp tcp://127.0.0.1:0 --capacity 8MiB --max-value-size 64KiB --access-group "$(id -gn)" 2> "$work/cachetd.log" &
 daemon_pid=$!
 for _ in $(seq 1 200); do grep -q " ready: " "$work/cachetd.log" && break; sleep 0.05; done
 grep -q " ready: " "$work/cachetd.log" || { cat "$work/cachetd.log" >&2; fail "the packaged cachetd did not start"; }

@@ -228,7 +228,8 @@ TEST(WireStatusTableTest, ProtocolMdTableNamesEveryCodeAsTheLibraryDoes) {
                                             {21, "PROTOCOL"},
                                             {22, "MOVED"},
                                             {23, "ASK"},
-                                            {24, "CLUSTER_DOWN"}};
+                                            {24, "CLUSTER_DOWN"},
+                                            {25, "PERMISSION_DENIED"}};
   EXPECT_EQ(table, fixed);
   for (const auto& [code, name] : fixed) {
     EXPECT_EQ(ErrorCodeName(static_cast<ErrorCode>(code)), name) << code;

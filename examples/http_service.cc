@@ -182,7 +182,8 @@ class DaemonStore final : public Store {
 
 struct Args {
   std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind,
-      gossip_advertise, node_id, etcd, cluster;
+      gossip_advertise, node_id, etcd, cluster, server_key, key;
+  cachet::CurveClientKeys curve;  // from server_key and key
   int port = 0;
   unsigned threads = 0;
   uint64_t capacity = 0;
@@ -222,6 +223,10 @@ Args Parse(int argc, char** argv) {
       "etcd", po::value(&a.etcd)->value_name("URLS"),
       "cluster: etcd client URLs, where no seed answers; gossip: the peers are the cluster's limiters in etcd")(
       "cluster", po::value(&a.cluster)->value_name("NAME"), "cluster and gossip with --etcd: the cluster's name")(
+      "server-key", po::value(&a.server_key)->value_name("FILE"),
+      "cachetd, cluster and --pub over tcp with CURVE: the daemon's (or cluster's) public key file")(
+      "key", po::value(&a.key)->value_name("FILE"),
+      "with --server-key: this service's key pair (cachectl keygen), admitted in the daemon's curve-authorized-keys")(
       "redis", po::value(&a.redis)->default_value("127.0.0.1:6379"), "redis: HOST:PORT or unix:/path/redis.sock")(
       "on-failure", po::value(&a.on_failure)->default_value("open"),
       "cachetd, cluster and redis, when the store does not answer: open (allow), closed (deny) or local (count here)")(
@@ -296,6 +301,14 @@ Args Parse(int argc, char** argv) {
       Refuse(std::string("--") + option + " does not apply to --store " + a.store);
     }
   }
+  if ((!a.server_key.empty() || !a.key.empty()) && a.store != "cachetd" && a.store != "cluster" && a.pub.empty()) {
+    Refuse("--server-key and --key apply to --store cachetd or cluster, and to --pub");
+  }
+  if (auto keys = cachet::CurveClientKeys::Load(a.server_key, a.key); keys) {
+    a.curve = *keys;
+  } else {
+    Refuse(keys.error().message);
+  }
   if (a.on_failure != "open" && a.on_failure != "closed" && a.on_failure != "local") {
     Refuse("--on-failure must be open, closed or local, not '" + a.on_failure + "'");
   }
@@ -340,6 +353,7 @@ Result<std::unique_ptr<Store>> MakeStore(const Args& a, const cachet::PolicyFile
                                                   : cachet::FailureMode::kLocalFallback;
   options.timeout = std::chrono::milliseconds(a.timeout_ms);
   options.retry_interval = std::chrono::milliseconds(a.retry_ms);
+  options.curve = a.curve;
   if (options.on_failure == cachet::FailureMode::kLocalFallback) options.fallback_policy = policy;
   if (a.store == "redis") return wrap(cachet::RedisRateLimiter::Connect(a.redis, policy, options));
   if (a.store == "cluster") {
@@ -347,6 +361,7 @@ Result<std::unique_ptr<Store>> MakeStore(const Args& a, const cachet::PolicyFile
     cluster.seeds = a.cluster_seeds;
     cluster.etcd_endpoints = a.etcd;
     cluster.cluster = a.cluster;
+    cluster.curve = a.curve;
     return DaemonStore::Connect(
         [cluster](const cachet::DaemonRateLimiterOptions& o) {
           return cachet::DaemonRateLimiter::ConnectCluster(cluster, o);
@@ -401,10 +416,13 @@ class Service {
       target = checker_.get();
     }
     const bool in_store = store_->InProcess() == nullptr;
-    auto sub = cachet::PolicySubscriber::Start(args_.pub, *target, [this, in_store](const cachet::PolicyFile& file) {
-      auto ok = Install(file, in_store);
-      Log(ok ? "installed cachetd's policy" : "refused cachetd's policy: " + ok.error().message);
-    });
+    auto sub = cachet::PolicySubscriber::Start(
+        args_.pub, *target,
+        [this, in_store](const cachet::PolicyFile& file) {
+          auto ok = Install(file, in_store);
+          Log(ok ? "installed cachetd's policy" : "refused cachetd's policy: " + ok.error().message);
+        },
+        args_.curve);
     if (!sub) return tl::unexpected(sub.error());
     subscriber_ = std::move(*sub);
     return {};

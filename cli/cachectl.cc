@@ -28,10 +28,10 @@
 #include <zmq.h>
 
 #include "cachet/client.h"
-#include "cachet/curve.h"
 #include "cachet/cluster/etcd_client.h"
 #include "cachet/cluster/shard_map.h"
 #include "cachet/cluster/slot.h"
+#include "cachet/curve.h"
 
 namespace {
 

@@ -45,10 +45,14 @@ Result<AuthorizedKey> ParseLine(const std::vector<std::string>& words, const std
   }
   if (words.size() >= 3) {
     const std::string& a = words[2];
-    if (a == "read") key.access = Access::kRead;
-    else if (a == "write") key.access = Access::kWrite;
-    else if (a == "admin") key.access = Access::kAdmin;
-    else return bad("access must be read, write or admin, got '" + a + "'");
+    if (a == "read")
+      key.access = Access::kRead;
+    else if (a == "write")
+      key.access = Access::kWrite;
+    else if (a == "admin")
+      key.access = Access::kAdmin;
+    else
+      return bad("access must be read, write or admin, got '" + a + "'");
   }
   if (words.size() == 4 && words[3] != "*") {
     for (const std::string& prefix : SplitCommas(words[3])) {
@@ -262,10 +266,9 @@ void Authenticator::Answer(int64_t connections) {
     }
     const AuthorizedKey* admitted = nullptr;
     static const zmq::message_t kNone;
-    auto [status, text] = request.size() >= 6
-                              ? Decide(request[3].to_string(), request[5].to_string(),
-                                       request.size() > 6 ? request[6] : kNone, connections, &admitted)
-                              : std::pair<const char*, std::string>{"500", "malformed ZAP request"};
+    auto [status, text] = request.size() >= 6 ? Decide(request[3].to_string(), request[5].to_string(),
+                                                       request.size() > 6 ? request[6] : kNone, connections, &admitted)
+                                              : std::pair<const char*, std::string>{"500", "malformed ZAP request"};
     if (status[0] != '2') Refuse(text);
     const std::string user = admitted ? admitted->name : "";
     zmqio::Send(socket_, zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
@@ -281,7 +284,8 @@ void Authenticator::Answer(int64_t connections) {
 void Authenticator::Tick() {
   const auto now = std::chrono::steady_clock::now();
   if (now - log_second_ < std::chrono::seconds(1)) return;
-  if (unlogged_ > 0) log_->warn("... and {} more connections refused in the last second, not logged one by one", unlogged_);
+  if (unlogged_ > 0)
+    log_->warn("... and {} more connections refused in the last second, not logged one by one", unlogged_);
   log_second_ = now;
   logged_this_second_ = 0;
   unlogged_ = 0;

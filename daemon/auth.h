@@ -88,8 +88,8 @@ class Authenticator {
 
   zmq::socket_t socket_;
   std::shared_ptr<spdlog::logger> log_;
-  std::map<std::string, AuthorizedKey, std::less<>> by_key_;   // Z85 public key -> client
-  std::map<std::string, std::string, std::less<>> by_name_;    // name -> Z85 public key
+  std::map<std::string, AuthorizedKey, std::less<>> by_key_;  // Z85 public key -> client
+  std::map<std::string, std::string, std::less<>> by_name_;   // name -> Z85 public key
   uint64_t max_connections_ = UINT64_MAX;
   uint64_t refused_ = 0;
   std::chrono::steady_clock::time_point log_second_;

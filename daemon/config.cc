@@ -20,8 +20,8 @@ namespace {
 struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
-      node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure, access_mode,
-      access_group, max_connections;
+      node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure,
+      access_mode, access_group, max_connections;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -97,7 +97,7 @@ Result<uint64_t> ParseCount(const std::string& name, const std::string& text) {
 // Such text is refused before the parser sees it.
 Result<void> CheckNoPlaceholder(std::string_view text, const std::string& where) {
   static constexpr std::string_view kPlaceholders[] = {"%canonical_option%", "%option%", "%original_token%",
-                                                       "%prefix%", "%value%", "%invalid_line%"};
+                                                       "%prefix%",           "%value%",  "%invalid_line%"};
   for (std::string_view p : kPlaceholders) {
     if (text.find(p) != std::string_view::npos) {
       return MakeError(ErrorCode::kInvalidArgument,
@@ -263,14 +263,16 @@ Result<void> DaemonConfig::Validate() const {
   if (auto ok = CacheOptionsFor().Validate(); !ok) return bad(ok.error().message);
   if (auto ok = cluster.Validate(); !ok) return bad(ok.error().message);
   if (curve() != !curve_authorized_keys.empty()) {
-    return bad("curve-secret-key and curve-authorized-keys go together: the daemon's key pair and the client keys "
-               "it admits");
+    return bad(
+        "curve-secret-key and curve-authorized-keys go together: the daemon's key pair and the client keys "
+        "it admits");
   }
   if (max_connections == 0) return bad("max-connections must be at least 1");
   if (!curve() && !insecure) {
     for (const std::string* endpoint : {&tcp, &pub, &cluster.advertise}) {
       if (endpoint->empty() || IsLoopbackEndpoint(*endpoint)) continue;
-      return bad(*endpoint + " is reachable from other hosts: set curve-secret-key and curve-authorized-keys to "
+      return bad(*endpoint +
+                 " is reachable from other hosts: set curve-secret-key and curve-authorized-keys to "
                  "encrypt and authenticate it (docs/operations.md, \"Secure\"), or insecure = true to serve it in "
                  "clear text");
     }

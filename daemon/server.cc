@@ -14,9 +14,9 @@
 #include "cachet/cluster/slot.h"
 #include "cachet/counter_table.h"
 #include "cachet/curve.h"
-#include "cachet/segment_access.h"
 #include "cachet/policy_file.h"
 #include "cachet/policy_subscriber.h"
+#include "cachet/segment_access.h"
 
 #include "../libclient/src/protocol.h"
 #include "../libclient/src/zmq_io.h"
@@ -137,9 +137,10 @@ Result<void> Server::Bind() {
   if (config_.insecure) {
     for (const std::string* endpoint : {&config_.tcp, &config_.pub}) {
       if (endpoint->empty() || IsLoopbackEndpoint(*endpoint) || config_.curve()) continue;
-      log_->warn("{} is served in clear text to other hosts (insecure = true): anyone who reaches it can read, "
-                 "write and flush the cache",
-                 *endpoint);
+      log_->warn(
+          "{} is served in clear text to other hosts (insecure = true): anyone who reaches it can read, "
+          "write and flush the cache",
+          *endpoint);
     }
   }
   if (!config_.pub.empty()) {
@@ -154,7 +155,8 @@ Result<void> Server::Bind() {
 Result<void> Server::StartAuthentication() {
   if (!config_.access_group.empty()) {
     const group* g = getgrnam(config_.access_group.c_str());
-    if (g == nullptr) return MakeError(ErrorCode::kInvalidArgument, "access-group: no group named '" + config_.access_group + "'");
+    if (g == nullptr)
+      return MakeError(ErrorCode::kInvalidArgument, "access-group: no group named '" + config_.access_group + "'");
     access_group_ = g->gr_gid;
   }
   if (auto ok = auth_->Start(); !ok) return ok;
@@ -189,8 +191,8 @@ Result<void> Server::SecureIpcFile(const std::string& endpoint) {
   if (endpoint.rfind("ipc://", 0) != 0) return {};
   const std::string path = endpoint.substr(6);
   if (access_group_ != static_cast<gid_t>(-1) && chown(path.c_str(), static_cast<uid_t>(-1), access_group_) != 0) {
-    return MakeError(ErrorCode::kIo, "cannot give " + path + " to group " + config_.access_group + ": " +
-                                         std::strerror(errno));
+    return MakeError(ErrorCode::kIo,
+                     "cannot give " + path + " to group " + config_.access_group + ": " + std::strerror(errno));
   }
   if (chmod(path.c_str(), config_.access_mode) != 0) {
     return MakeError(ErrorCode::kIo, "cannot set the mode of " + path + ": " + std::strerror(errno));
@@ -461,9 +463,10 @@ void Server::DrainMonitor() {
       uint32_t value = 0;
       if (event[0].size() >= 6) std::memcpy(&value, static_cast<const char*>(event[0].data()) + 2, sizeof value);
       const std::string endpoint = event.size() > 1 ? event[1].to_string() : "?";
-      const std::string why = id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                                  ? std::string("the connection closed during it: ") + std::strerror(static_cast<int>(value))
-                                  : HandshakeFailure(value);
+      const std::string why =
+          id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+              ? std::string("the connection closed during it: ") + std::strerror(static_cast<int>(value))
+              : HandshakeFailure(value);
       auth_->Refuse("refused a connection on " + endpoint + ": handshake failed (" + why + ")");
     }
   }
@@ -473,10 +476,8 @@ std::string Server::HandshakeFailure(uint32_t code) {
   switch (code) {
     case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
       return config_.curve() ? "the client does not speak CURVE" : "the client speaks CURVE; this endpoint does not";
-    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
-      return "CURVE decryption failed: the client has another server key";
-    default:
-      return "ZMTP error 0x" + fmt::format("{:08x}", code);
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: return "CURVE decryption failed: the client has another server key";
+    default: return "ZMTP error 0x" + fmt::format("{:08x}", code);
   }
 }
 

@@ -173,11 +173,12 @@ class Client::Impl {
     if (::access(path.c_str(), R_OK | W_OK) == 0 || errno != EACCES) return {};
     struct stat st {};
     char mode[8] = "?";
-    if (::stat(path.c_str(), &st) == 0) std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return MakeError(ErrorCode::kUnavailable,
-                     "permission denied on " + path + " (mode " + mode + ", uid " + std::to_string(st.st_uid) +
-                         ", gid " + std::to_string(st.st_gid) + "): the daemon's access-mode and access-group say "
-                         "who may connect");
+    if (::stat(path.c_str(), &st) == 0)
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return MakeError(ErrorCode::kUnavailable, "permission denied on " + path + " (mode " + mode + ", uid " +
+                                                  std::to_string(st.st_uid) + ", gid " + std::to_string(st.st_gid) +
+                                                  "): the daemon's access-mode and access-group say "
+                                                  "who may connect");
   }
 
   bool IsTcp() const { return endpoint_.rfind("tcp://", 0) == 0; }

@@ -117,8 +117,8 @@ Result<CurveKeyPair> ReadCurveKeyFile(const std::string& path, bool need_secret)
   if (::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return MakeError(ErrorCode::kInvalidArgument, path + " holds a secret key but is mode " + mode +
-                                                      ", readable by others; run: chmod 600 " + path);
+    return MakeError(ErrorCode::kInvalidArgument,
+                     path + " holds a secret key but is mode " + mode + ", readable by others; run: chmod 600 " + path);
   }
   return keys;
 }
@@ -127,9 +127,8 @@ Result<void> WriteCurveKeyFiles(const std::string& base, const CurveKeyPair& key
   if (!IsCurveKey(keys.public_key) || !IsCurveKey(keys.secret_key)) {
     return MakeError(ErrorCode::kInvalidArgument, "not a CURVE key pair");
   }
-  const std::string secret_text =
-      "# cachet CURVE key pair: keep secret (mode 0600)\npublic-key = " + keys.public_key +
-      "\nsecret-key = " + keys.secret_key + "\n";
+  const std::string secret_text = "# cachet CURVE key pair: keep secret (mode 0600)\npublic-key = " + keys.public_key +
+                                  "\nsecret-key = " + keys.secret_key + "\n";
   const std::string public_text = "# cachet CURVE public key\npublic-key = " + keys.public_key + "\n";
   for (const std::string& path : {base + ".key", base + ".pub"}) {
     if (!overwrite && ::access(path.c_str(), F_OK) == 0) {

@@ -56,7 +56,8 @@ Error FromBoost(const bip::interprocess_exception& e, const std::string& what, c
   ErrorCode code = ErrorCode::kIo;
   if (e.get_error_code() == bip::not_found_error) code = ErrorCode::kNotFound;
   if (e.get_error_code() == bip::already_exists_error) code = ErrorCode::kAlreadyExists;
-  if (e.get_native_error() == EACCES) return Error{code, what + " shared memory '" + name + "': " + AccessDeniedReason(name)};
+  if (e.get_native_error() == EACCES)
+    return Error{code, what + " shared memory '" + name + "': " + AccessDeniedReason(name)};
   return Error{code, what + " shared memory '" + name + "': " + e.what()};
 }
 
@@ -168,9 +169,9 @@ Result<mode_t> ParseAccessMode(const std::string& text) {
     used = 0;
   }
   if (used == 0 || used != text.size() || text[0] == '-' || (v & ~0666ul) != 0) {
-    return MakeError(ErrorCode::kInvalidArgument,
-                     "access mode must be octal permission bits without execute, such as 0600 or 0660, got '" + text +
-                         "'");
+    return MakeError(
+        ErrorCode::kInvalidArgument,
+        "access mode must be octal permission bits without execute, such as 0600 or 0660, got '" + text + "'");
   }
   return static_cast<mode_t>(v);
 }

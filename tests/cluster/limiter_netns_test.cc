@@ -308,8 +308,8 @@ class StrictNetnsTest : public LimiterNetnsTest {
     if (HasFatalFailure()) return;
     WritePolicy("");
     for (int h = 0; h < kHosts; ++h) {
-      std::vector<std::string> args{"--cluster", "limits", "--node-id", NodeId(h), "--etcd", etcd_url_,
-                                    "--insecure",  "true"};
+      std::vector<std::string> args{"--cluster", "limits",  "--node-id",  NodeId(h),
+                                    "--etcd",    etcd_url_, "--insecure", "true"};
       const std::vector<std::string> more = NodeArgs(h);
       args.insert(args.end(), more.begin(), more.end());
       nodes_[h] = std::make_unique<testing::DaemonProcess>(args);

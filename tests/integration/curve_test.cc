@@ -137,7 +137,8 @@ TEST_F(CurveTest, ARefusalIsLoggedOncePerConnectionNotPerFrame) {
       dealer.set(zmq::sockopt::curve_secretkey, stranger.secret_key);
     }
     dealer.connect(daemon_->tcp());
-    for (int i = 0; i < 200; ++i) (void)dealer.send(zmq::str_buffer("\x94\x01\x01\xa3GET\xa6secret"), zmq::send_flags::dontwait);
+    for (int i = 0; i < 200; ++i)
+      (void)dealer.send(zmq::str_buffer("\x94\x01\x01\xa3GET\xa6secret"), zmq::send_flags::dontwait);
     ASSERT_TRUE(WaitUntil([&] { return StatOf(*Local(), "refused_connections") > before; }, seconds(10)));
     // Give any further refusal time to show before counting.
     std::this_thread::sleep_for(milliseconds(300));
@@ -174,9 +175,7 @@ TEST_F(CurveTest, AReloadAdmitsAndRefusesFromTheNextConnectionAndABrokenFileChan
   EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);
 
   // A broken file: the reload fails and the newcomer is still admitted.
-  {
-    std::ofstream(files_.authorized()) << "not-a-key someone\n";
-  }
+  { std::ofstream(files_.authorized()) << "not-a-key someone\n"; }
   auto reload = Local()->Reload();
   ASSERT_FALSE(reload.has_value());
   EXPECT_NE(reload.error().message.find("not a CURVE public key"), std::string::npos) << reload.error().message;
@@ -231,8 +230,7 @@ TEST_F(CurveTest, BadKeySettingsStopTheStartWithAReason) {
   const Case cases[] = {
       {{"--curve-secret-key", files_.path("server.key")}, "go together"},
       {{"--curve-secret-key", pub, "--curve-authorized-keys", files_.authorized()}, "holds no secret-key"},
-      {{"--curve-secret-key", files_.path("client.key"), "--curve-authorized-keys", files_.authorized()},
-       "chmod 600"},
+      {{"--curve-secret-key", files_.path("client.key"), "--curve-authorized-keys", files_.authorized()}, "chmod 600"},
       {{"--curve-secret-key", files_.path("server.key"), "--curve-authorized-keys", files_.path("missing")},
        "cannot read authorized keys"},
       {{"--tcp", "tcp://0.0.0.0:0"}, "insecure = true"},
@@ -300,10 +298,10 @@ TEST_F(CurveTest, TheSocketAndSegmentTakeTheConfiguredAccess) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   if (geteuid() != 0) GTEST_SKIP() << "running as another user needs root";
   // `nobody` may use neither the socket nor the segment.
-  const ProgramResult denied = testing::RunProgram(
-      {"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", CACHECTL_PATH, "--endpoint",
-       owner_only.ipc(), "--timeout", "300", "ping"},
-      seconds(10));
+  const ProgramResult denied =
+      testing::RunProgram({"/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", CACHECTL_PATH,
+                           "--endpoint", owner_only.ipc(), "--timeout", "300", "ping"},
+                          seconds(10));
   EXPECT_EQ(denied.code, 3) << denied.out << denied.err;
   EXPECT_NE(denied.err.find("permission denied"), std::string::npos) << denied.err;
 }
@@ -350,8 +348,8 @@ TEST_F(CurveTest, APacketCaptureShowsValuesOnlyWithoutCurve) {
     // tcpdump has its filter on once it has written the file's header; it
     // drops privileges and attaches to the device around then, so the
     // exchange is repeated until it shows in the file.
-    EXPECT_TRUE(WaitUntil([&] { return std::filesystem::exists(pcap) && std::filesystem::file_size(pcap) > 0; },
-                          seconds(10)));
+    EXPECT_TRUE(
+        WaitUntil([&] { return std::filesystem::exists(pcap) && std::filesystem::file_size(pcap) > 0; }, seconds(10)));
     auto file_size = [&] { return std::filesystem::file_size(pcap); };
     EXPECT_TRUE(WaitUntil(
         [&] {
@@ -371,9 +369,9 @@ TEST_F(CurveTest, APacketCaptureShowsValuesOnlyWithoutCurve) {
   };
   const std::string clear = capture(false);
   const std::string encrypted = capture(true);
-  EXPECT_NE(clear.find(value), std::string::npos) << "the capture missed the plaintext exchange (" << clear.size()
-                                                  << " bytes)";
-  EXPECT_GT(encrypted.size(), 500u);  // the exchange was captured...
+  EXPECT_NE(clear.find(value), std::string::npos)
+      << "the capture missed the plaintext exchange (" << clear.size() << " bytes)";
+  EXPECT_GT(encrypted.size(), 500u);                    // the exchange was captured...
   EXPECT_EQ(encrypted.find(value), std::string::npos);  // ...and the value is not in it
 }
 

@@ -82,8 +82,8 @@ TEST_F(DaemonStartTest, RestartAfterKillNineTakesTheLockAgain) {
 }
 
 TEST_F(DaemonStartTest, UnbindableTcpEndpointExitsTwoWithOneLineAndNoSegment) {
-  const Outcome o = RunToExit({"--segment", segment_, "--ipc", "ipc://" + ipc_path_, "--tcp", "tcp://999.1.1.1:5",
-                               "--insecure", "true"});
+  const Outcome o = RunToExit(
+      {"--segment", segment_, "--ipc", "ipc://" + ipc_path_, "--tcp", "tcp://999.1.1.1:5", "--insecure", "true"});
   EXPECT_EQ(o.code, 2) << o.output;
   EXPECT_EQ(Lines(o.output), 1) << o.output;
   EXPECT_EQ(o.output.rfind("cachetd: cannot bind tcp://999.1.1.1:5: ", 0), 0u) << o.output;

@@ -13,7 +13,7 @@
 namespace cachet {
 
 struct SegmentAccess {
-  mode_t mode = 0600;  // permission bits, at most 0666 (no execute bits)
+  mode_t mode = 0600;                    // permission bits, at most 0666 (no execute bits)
   gid_t group = static_cast<gid_t>(-1);  // -1: leave the group as it is
 };
 

@@ -356,7 +356,7 @@ TEST_F(NamedCounterTableTest, ATableOfAnotherLayoutIsRefusedWithAReason) {
 // refused as corrupt, not trusted (found by fuzzing).
 TEST_F(NamedCounterTableTest, AForgedCapacityIsRefusedAsCorrupt) {
   ASSERT_TRUE(CounterTable::Open(name_, 256).has_value());
-  constexpr off_t kCapacityAt = 16;  // TableHeader: magic, version, reserved, capacity
+  constexpr off_t kCapacityAt = 16;                   // TableHeader: magic, version, reserved, capacity
   const uint64_t forged = (uint64_t{1} << 59) + 256;  // 32 x forged wraps to 32 x 256
   const int fd = shm_open(("/" + name_).c_str(), O_RDWR, 0600);
   ASSERT_GE(fd, 0);

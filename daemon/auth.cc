@@ -216,21 +216,16 @@ Result<void> Authenticator::Start() {
 
 void Authenticator::SetKeys(std::vector<AuthorizedKey> keys, const std::string& own) {
   by_key_.clear();
-  by_name_.clear();
   for (AuthorizedKey& key : keys) {
-    by_name_[key.name] = key.public_key;
     by_key_[key.public_key] = std::move(key);
   }
   if (!own.empty()) {
     by_key_[own] = AuthorizedKey{own, kOwnName, Access::kAdmin, {}};
-    by_name_[kOwnName] = own;
   }
 }
 
 const AuthorizedKey* Authenticator::Find(std::string_view user_id) const {
-  auto name = by_name_.find(user_id);
-  if (name == by_name_.end()) return nullptr;
-  auto key = by_key_.find(name->second);
+  auto key = by_key_.find(user_id);
   return key == by_key_.end() ? nullptr : &key->second;
 }
 
@@ -270,7 +265,9 @@ void Authenticator::Answer(int64_t connections) {
                                                        request.size() > 6 ? request[6] : kNone, connections, &admitted)
                                               : std::pair<const char*, std::string>{"500", "malformed ZAP request"};
     if (status[0] != '2') Refuse(text);
-    const std::string user = admitted ? admitted->name : "";
+    // The User-Id is the key itself, not its name: names are the file's
+    // to choose, and one could copy another's (or the nodes').
+    const std::string user = admitted ? admitted->public_key : "";
     zmqio::Send(socket_, zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
     zmqio::Send(socket_, zmq::buffer(request[1].data(), request[1].size()), zmq::send_flags::sndmore);
     zmqio::Send(socket_, zmq::buffer(status, 3), zmq::send_flags::sndmore);

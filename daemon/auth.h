@@ -31,7 +31,7 @@ enum class Access : uint8_t { kRead = 1, kWrite = 2, kAdmin = 3 };
 
 struct AuthorizedKey {
   std::string public_key;  // Z85
-  std::string name;        // in logs, and the connection's ZeroMQ User-Id
+  std::string name;        // in logs and errors; the connection's User-Id is public_key
   Access access = Access::kWrite;
   std::vector<std::string> prefixes;  // empty: every key
 
@@ -72,7 +72,8 @@ class Authenticator {
   void Refuse(const std::string& text);
   // Logs what refusals the once-a-second burst limit held back.
   void Tick();
-  // The client behind a CURVE connection, by its ZeroMQ User-Id; null for
+  // The client behind a CURVE connection, by its ZeroMQ User-Id (the
+  // client's public key, as Answer sets it); null for
   // connections without CURVE (ipc), which are trusted by file mode.
   const AuthorizedKey* Find(std::string_view user_id) const;
 
@@ -89,7 +90,6 @@ class Authenticator {
   zmq::socket_t socket_;
   std::shared_ptr<spdlog::logger> log_;
   std::map<std::string, AuthorizedKey, std::less<>> by_key_;  // Z85 public key -> client
-  std::map<std::string, std::string, std::less<>> by_name_;   // name -> Z85 public key
   uint64_t max_connections_ = UINT64_MAX;
   uint64_t refused_ = 0;
   std::chrono::steady_clock::time_point log_second_;

@@ -498,8 +498,9 @@ void Server::HandleMessage() {
   }
   ++requests_;
   zmq::message_t& payload = frames.back();
-  // The CURVE client the ZAP handler admitted; none over ipc or plaintext.
-  const char* user = zmq_msg_gets(payload.handle(), "User-Id");
+  // The CURVE client the ZAP handler admitted; none over ipc or plaintext
+  // (and no lookup at all without CURVE).
+  const char* user = config_.curve() ? zmq_msg_gets(payload.handle(), "User-Id") : nullptr;
   caller_ = user != nullptr && *user != '\0' ? auth_->Find(user) : nullptr;
   static thread_local wire::Writer out;
   out.Clear();

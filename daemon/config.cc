@@ -21,7 +21,7 @@ struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
       node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure,
-      access_mode, access_group, max_connections;
+      access_mode, access_group, max_connections, max_in_flight, log_format;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -72,7 +72,12 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "access-group", po::value(&r.access_group)->default_value(""),
       "group of the ipc socket files and segments, for access-mode 0660; empty: the daemon's group")(
       "max-connections", po::value(&r.max_connections)->default_value("4096"),
-      "connections served at once; further ones are refused at their handshake");
+      "connections served at once; further ones are refused at their handshake")(
+      "max-in-flight", po::value(&r.max_in_flight)->default_value("1024"),
+      "requests one connection may have in flight: queued unread in the daemon, and replies it has not taken; "
+      "beyond, the daemon stops reading it, and answers BUSY without running the request")(
+      "log-format", po::value(&r.log_format)->default_value("text"),
+      "text, or json: one JSON object per line, for log shippers");
   return o;
 }
 
@@ -190,6 +195,10 @@ Result<DaemonConfig> Convert(const Raw& r) {
   auto connections = ParseCount("max-connections", r.max_connections);
   if (!connections) return tl::unexpected(connections.error());
   c.max_connections = *connections;
+  auto in_flight = ParseCount("max-in-flight", r.max_in_flight);
+  if (!in_flight) return tl::unexpected(in_flight.error());
+  c.max_in_flight = *in_flight;
+  c.log_format = r.log_format;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -268,6 +277,10 @@ Result<void> DaemonConfig::Validate() const {
         "it admits");
   }
   if (max_connections == 0) return bad("max-connections must be at least 1");
+  if (max_in_flight == 0 || max_in_flight > kMaxInFlight) {
+    return bad("max-in-flight must be 1 to " + std::to_string(kMaxInFlight) + ", got " + std::to_string(max_in_flight));
+  }
+  if (log_format != "text" && log_format != "json") return bad("log-format must be text or json, got '" + log_format + "'");
   if (!curve() && !insecure) {
     for (const std::string* endpoint : {&tcp, &pub, &cluster.advertise}) {
       if (endpoint->empty() || IsLoopbackEndpoint(*endpoint)) continue;
@@ -373,6 +386,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.insecure != b.insecure) changed.push_back("insecure");
   if (a.access_mode != b.access_mode) changed.push_back("access-mode");
   if (a.access_group != b.access_group) changed.push_back("access-group");
+  if (a.log_format != b.log_format) changed.push_back("log-format");
   return changed;
 }
 

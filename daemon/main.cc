@@ -13,6 +13,7 @@
 #include "cachet/policy_file.h"
 #include "config.h"
 #include "instance_lock.h"
+#include "log_format.h"
 #include "server.h"
 
 namespace {
@@ -62,7 +63,7 @@ Result<std::shared_ptr<spdlog::logger>> MakeLogger(const DaemonConfig& config) {
     } else {
       log = spdlog::basic_logger_mt("cachetd", config.log_file);
     }
-    log->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ cachetd[%P] %v");
+    cachet::daemon::SetLogFormat(*log, config.log_format);
     log->set_level(spdlog::level::from_str(config.log_level));
     log->flush_on(spdlog::level::info);
     return log;

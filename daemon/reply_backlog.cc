@@ -36,6 +36,7 @@ std::optional<zmq::message_t> ReplyBacklog::Make(std::string_view routing_id, co
   // Release after the copy: the I/O thread that frees the block acquires
   // through these counters first.
   total_.fetch_add(block->charged, std::memory_order_release);
+  account->replies.fetch_add(1, std::memory_order_relaxed);
   account->bytes.fetch_add(block->charged, std::memory_order_release);
   return zmq::message_t(raw + sizeof(Block), size, &ReplyBacklog::Release, block);
 }
@@ -47,8 +48,14 @@ void ReplyBacklog::Release(void* /*data*/, void* hint) {
   const uint64_t charged = block->charged;
   block->total->fetch_sub(charged, std::memory_order_acq_rel);
   ::operator delete(static_cast<void*>(block));
+  account->replies.fetch_sub(1, std::memory_order_relaxed);
   // Last: once the account reads 0 the daemon may delete it.
   account->bytes.fetch_sub(charged, std::memory_order_acq_rel);
+}
+
+uint64_t ReplyBacklog::RepliesOwed(std::string_view routing_id) const {
+  auto it = accounts_.find(std::string(routing_id));
+  return it == accounts_.end() ? 0 : it->second->replies.load(std::memory_order_relaxed);
 }
 
 void ReplyBacklog::Sweep() {

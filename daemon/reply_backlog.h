@@ -48,6 +48,9 @@ class ReplyBacklog {
   void Sweep();
   void SetLimits(uint64_t per_connection, uint64_t total);
 
+  // Replies to this connection handed to ZeroMQ and not yet written to it.
+  uint64_t RepliesOwed(std::string_view routing_id) const;
+
   uint64_t total_bytes() const { return total_.load(std::memory_order_relaxed); }
 
  private:
@@ -55,6 +58,7 @@ class ReplyBacklog {
     // Changed by read-modify-writes only: release when the daemon adds a
     // reply it has just written, acq_rel when the I/O thread takes it back.
     std::atomic<uint64_t> bytes{0};
+    std::atomic<uint64_t> replies{0};  // as bytes; changed before bytes, so bytes == 0 implies replies == 0
   };
   struct Block;
   static void Release(void* data, void* hint);

@@ -81,10 +81,11 @@ Result<void> Server::Bind() {
   // Replies: a connection's queue is bounded in bytes by backlog_, and in
   // messages by the high-water mark; with router_mandatory a full or gone
   // peer makes the send fail, so the reply is counted as dropped rather
-  // than vanishing. Requests: at most rcvhwm queued per connection, after
-  // which ZeroMQ stops reading that connection (the sender waits).
+  // than vanishing. Requests: at most max-in-flight queued per connection,
+  // after which ZeroMQ stops reading that connection (the sender waits);
+  // ZeroMQ takes the mark at bind, so a reload does not change it.
   router_.set(zmq::sockopt::sndhwm, 100000);
-  router_.set(zmq::sockopt::rcvhwm, 1000);
+  router_.set(zmq::sockopt::rcvhwm, static_cast<int>(config_.max_in_flight));
   router_.set(zmq::sockopt::router_mandatory, 1);
   // Every handshake, CURVE or not, goes through the ZAP handler, which
   // also enforces max-connections.
@@ -504,7 +505,15 @@ void Server::HandleMessage() {
   caller_ = user != nullptr && *user != '\0' ? auth_->Find(user) : nullptr;
   static thread_local wire::Writer out;
   out.Clear();
-  if (payload.size() > config_.EffectiveMaxFrame()) {
+  if (backlog_.RepliesOwed(frames[0].to_string_view()) >= config_.max_in_flight) {
+    // A client that sends without taking its replies: nothing more of its
+    // is run until it reads (the reply backlog bounds these replies' bytes).
+    ++errors_;
+    ++busy_replies_;
+    out.ErrorReply(wire::PeekRequestId(static_cast<const char*>(payload.data()), payload.size()).value_or(0),
+                   Error{ErrorCode::kBusy, "this connection has " + std::to_string(config_.max_in_flight) +
+                                               " replies it has not read (max-in-flight); the request was not run"});
+  } else if (payload.size() > config_.EffectiveMaxFrame()) {
     ++errors_;
     out.ErrorReply(
         wire::PeekRequestId(static_cast<const char*>(payload.data()), payload.size()).value_or(0),
@@ -1118,6 +1127,7 @@ void Server::WriteStats(wire::Writer& out) {
       {"errors", static_cast<int64_t>(errors_)},
       {"dropped_frames", static_cast<int64_t>(dropped_frames_)},
       {"dropped_replies", static_cast<int64_t>(dropped_replies_)},
+      {"busy_replies", static_cast<int64_t>(busy_replies_)},
       {"reply_backlog_bytes", static_cast<int64_t>(backlog_.total_bytes())},
       {"ops_per_second", static_cast<int64_t>(ops_per_second_)},
       {"uptime_seconds", static_cast<int64_t>(uptime.count())},
@@ -1206,6 +1216,12 @@ Result<void> Server::Reload() {
     AdmitKeys(std::move(keys), next);
     config_.curve_authorized_keys = next.curve_authorized_keys;
   }
+  if (next.max_in_flight != config_.max_in_flight) {
+    log_->info("reload: max-in-flight is now {} for replies not taken; requests queued per connection stay at {} "
+               "until a restart",
+               next.max_in_flight, router_.get(zmq::sockopt::rcvhwm));
+  }
+  config_.max_in_flight = next.max_in_flight;
   config_.max_connections = next.max_connections;
   auth_->SetConnectionLimit(next.max_connections);
   config_.reply_backlog_per_client = next.reply_backlog_per_client;

@@ -146,6 +146,7 @@ class Server {
   uint64_t errors_ = 0;
   uint64_t dropped_frames_ = 0;
   uint64_t denied_requests_ = 0;  // PERMISSION_DENIED replies
+  uint64_t busy_replies_ = 0;     // BUSY: requests not run, their connection owed max-in-flight replies
   uint64_t dropped_replies_ = 0;  // not sent: the client owed too much (backlog_) or had gone
   uint64_t dropped_replies_reported_ = 0;
   std::chrono::steady_clock::time_point last_drop_report_;

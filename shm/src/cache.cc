@@ -40,6 +40,7 @@ const char* ErrorCodeName(ErrorCode code) {
     case ErrorCode::kAsk: return "ASK";
     case ErrorCode::kClusterDown: return "CLUSTER_DOWN";
     case ErrorCode::kPermissionDenied: return "PERMISSION_DENIED";
+    case ErrorCode::kBusy: return "BUSY";
   }
   return "UNKNOWN";
 }

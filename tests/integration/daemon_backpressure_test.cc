@@ -3,7 +3,10 @@
 // and counts the rest, and keeps answering everyone else.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <zmq.hpp>
 
 #include "cachet/client.h"
@@ -195,6 +198,57 @@ TEST_F(BackpressureTest, TotalBacklogBoundsManyClientsThatNeverRead) {
   EXPECT_TRUE(BacklogEmpties());
 }
 
+// A connection that sends on without taking its replies: once it owes
+// max-in-flight replies, further requests are answered BUSY and not run.
+TEST_F(BackpressureTest, RequestsBeyondMaxInFlightAreAnsweredBusyAndNotRun) {
+  Start({"--max-in-flight", "16", "--reply-backlog-per-client", "64MiB"});
+  ASSERT_TRUE(Call(client_->Set("n", "0")));
+  zmq::socket_t raw(context_, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.set(zmq::sockopt::rcvhwm, 2);
+  raw.set(zmq::sockopt::rcvbuf, 64 << 10);
+  raw.connect(daemon_->ipc());
+  // Large GET replies fill the socket buffers, so replies stay owed; each
+  // INCR after one is run only if the connection owed fewer than 16.
+  constexpr int kPairs = 200;
+  uint64_t id = 0;
+  for (int i = 0; i < kPairs; ++i) {
+    ASSERT_TRUE(raw.send(zmq::buffer(testing::RawRequest(++id, "GET", {"big"})), zmq::send_flags::none));
+    ASSERT_TRUE(raw.send(zmq::buffer(testing::RawRequest(++id, "INCR", {"n"})), zmq::send_flags::none));
+  }
+  ServeUntilHandled(2 * kPairs);  // the test's own client is answered all along
+  int64_t incr_ok = 0, busy = 0;
+  for (uint64_t received = 0; received < id;) {
+    zmq::pollitem_t in{static_cast<void*>(raw), 0, ZMQ_POLLIN, 0};
+    ASSERT_GT(zmq::poll(&in, 1, milliseconds(5000)), 0) << "only " << received << " of " << id << " replies came";
+    zmq::message_t frame;
+    while (raw.recv(frame, zmq::recv_flags::dontwait)) {
+      const testing::RawReply r = testing::ParseRawReply(frame);
+      ++received;
+      if (r.status == static_cast<uint64_t>(ErrorCode::kBusy)) {
+        ++busy;
+      } else {
+        ASSERT_EQ(r.status, 0u) << "reply " << r.id;
+        if (r.id % 2 == 0) ++incr_ok;
+      }
+    }
+  }
+  EXPECT_GT(busy, 0) << "no request met the limit";
+  EXPECT_GT(incr_ok, 0);
+  EXPECT_EQ(Stat("busy_replies"), busy);
+  // Exactly the INCRs that were answered OK ran.
+  auto n = client_->Get("n");
+  ASSERT_TRUE(Call(n));
+  EXPECT_EQ(n->value_or(""), std::to_string(incr_ok));
+  // Once the client has read its replies, it is served again.
+  ASSERT_TRUE(BacklogEmpties());
+  ASSERT_TRUE(raw.send(zmq::buffer(testing::RawRequest(++id, "INCR", {"n"})), zmq::send_flags::none));
+  zmq::message_t frame;
+  ASSERT_TRUE(raw.recv(frame));
+  EXPECT_EQ(testing::ParseRawReply(frame).status, 0u);
+  EXPECT_EQ(daemon_->Stop(), 0);
+}
+
 TEST(BackpressureConfigTest, BacklogSettingsAreCheckedAtStart) {
   const std::string command =
       std::string(CACHETD_PATH) + " --reply-backlog-per-client 1MiB --reply-backlog-total 512KiB 2>&1";
@@ -205,6 +259,13 @@ TEST(BackpressureConfigTest, BacklogSettingsAreCheckedAtStart) {
   const int status = pclose(p);
   EXPECT_EQ(WEXITSTATUS(status), 2);
   EXPECT_EQ(std::string(buf, n), "cachetd: reply-backlog-total must be at least reply-backlog-per-client\n");
+  for (const char* bad : {"0", "1000001", "-3", "many"}) {
+    p = popen((std::string(CACHETD_PATH) + " --max-in-flight " + bad + " 2>&1").c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    const size_t got = fread(buf, 1, sizeof buf - 1, p);
+    EXPECT_EQ(WEXITSTATUS(pclose(p)), 2) << bad;
+    EXPECT_NE(std::string(buf, got).find("max-in-flight must be"), std::string::npos) << std::string(buf, got);
+  }
 }
 
 }  // namespace

@@ -229,7 +229,8 @@ TEST(WireStatusTableTest, ProtocolMdTableNamesEveryCodeAsTheLibraryDoes) {
                                             {22, "MOVED"},
                                             {23, "ASK"},
                                             {24, "CLUSTER_DOWN"},
-                                            {25, "PERMISSION_DENIED"}};
+                                            {25, "PERMISSION_DENIED"},
+                                            {26, "BUSY"}};
   EXPECT_EQ(table, fixed);
   for (const auto& [code, name] : fixed) {
     EXPECT_EQ(ErrorCodeName(static_cast<ErrorCode>(code)), name) << code;

@@ -44,6 +44,8 @@ enum class ErrorCode : uint16_t {
   kClusterDown = 24,  // the node cannot serve the slot now (no map yet, control plane lost)
   // Security (docs/protocol.md, "Permissions").
   kPermissionDenied = 25,  // this client's key may not run the op, or not on this key
+  // Abuse limits (docs/protocol.md, "Limits").
+  kBusy = 26,  // the connection has max-in-flight replies it has not taken; the request was not run
 };
 
 const char* ErrorCodeName(ErrorCode code);

@@ -74,10 +74,9 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "max-connections", po::value(&r.max_connections)->default_value("4096"),
       "connections served at once; further ones are refused at their handshake")(
       "max-in-flight", po::value(&r.max_in_flight)->default_value("1024"),
-      "requests one connection may have in flight: queued unread in the daemon, and replies it has not taken; "
-      "beyond, the daemon stops reading it, and answers BUSY without running the request")(
-      "log-format", po::value(&r.log_format)->default_value("text"),
-      "text, or json: one JSON object per line, for log shippers");
+      "replies one connection may leave unread; while it has that many, its further requests are answered BUSY "
+      "and not run")("log-format", po::value(&r.log_format)->default_value("text"),
+                     "text, or json: one JSON object per line, for log shippers");
   return o;
 }
 
@@ -280,7 +279,8 @@ Result<void> DaemonConfig::Validate() const {
   if (max_in_flight == 0 || max_in_flight > kMaxInFlight) {
     return bad("max-in-flight must be 1 to " + std::to_string(kMaxInFlight) + ", got " + std::to_string(max_in_flight));
   }
-  if (log_format != "text" && log_format != "json") return bad("log-format must be text or json, got '" + log_format + "'");
+  if (log_format != "text" && log_format != "json")
+    return bad("log-format must be text or json, got '" + log_format + "'");
   if (!curve() && !insecure) {
     for (const std::string* endpoint : {&tcp, &pub, &cluster.advertise}) {
       if (endpoint->empty() || IsLoopbackEndpoint(*endpoint)) continue;

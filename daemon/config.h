@@ -70,10 +70,8 @@ struct DaemonConfig {
   std::string access_group;  // empty: the daemon's own group
   // Connections served at once; more are refused at their handshake.
   uint64_t max_connections = 4096;
-  // Requests of one connection in flight at once: queued in the daemon
-  // (ZeroMQ stops reading the connection beyond this many; restart to
-  // change) and answered but not yet taken by the client (further requests
-  // are answered BUSY, not run; reloadable).
+  // Replies one connection may leave unread: while it owes that many, its
+  // further requests are answered BUSY and not run (reloadable).
   static constexpr uint64_t kMaxInFlight = 1000000;
   uint64_t max_in_flight = 1024;
   std::string log_format = "text";  // or "json": one object per line

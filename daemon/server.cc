@@ -39,6 +39,9 @@ constexpr std::chrono::milliseconds kDrainLimit{2000};
 constexpr size_t kReclaimBucketsPerTick = 512;
 constexpr size_t kReclaimCountersPerTick = 512;
 constexpr int kMaxMessagesPerWake = 1024;
+// Requests ZeroMQ queues per connection before it stops reading that
+// connection (see Bind).
+constexpr int kQueuedRequestsPerConnection = 64;
 constexpr const char* kMonitorEndpoint = "inproc://cachetd-monitor";
 
 Error Arity(Op op, uint32_t min, uint32_t max, uint32_t got) {
@@ -81,11 +84,14 @@ Result<void> Server::Bind() {
   // Replies: a connection's queue is bounded in bytes by backlog_, and in
   // messages by the high-water mark; with router_mandatory a full or gone
   // peer makes the send fail, so the reply is counted as dropped rather
-  // than vanishing. Requests: at most max-in-flight queued per connection,
-  // after which ZeroMQ stops reading that connection (the sender waits);
-  // ZeroMQ takes the mark at bind, so a reload does not change it.
+  // than vanishing. Requests: at most kQueuedRequestsPerConnection wait in
+  // a connection's pipe, after which ZeroMQ stops reading it (the rest wait
+  // in the kernel and then the sender). The pipe is short for fairness:
+  // ZeroMQ's I/O thread fills one connection's pipe before it turns to the
+  // next, so a request from a quiet client waits behind at most that many
+  // of a flooder's (571 of 1000 with a pipe of 1024; at most 63 with 64).
   router_.set(zmq::sockopt::sndhwm, 100000);
-  router_.set(zmq::sockopt::rcvhwm, static_cast<int>(config_.max_in_flight));
+  router_.set(zmq::sockopt::rcvhwm, kQueuedRequestsPerConnection);
   router_.set(zmq::sockopt::router_mandatory, 1);
   // Every handshake, CURVE or not, goes through the ZAP handler, which
   // also enforces max-connections.
@@ -1216,11 +1222,7 @@ Result<void> Server::Reload() {
     AdmitKeys(std::move(keys), next);
     config_.curve_authorized_keys = next.curve_authorized_keys;
   }
-  if (next.max_in_flight != config_.max_in_flight) {
-    log_->info("reload: max-in-flight is now {} for replies not taken; requests queued per connection stay at {} "
-               "until a restart",
-               next.max_in_flight, router_.get(zmq::sockopt::rcvhwm));
-  }
+  if (next.max_in_flight != config_.max_in_flight) log_->info("reload: max-in-flight is now {}", next.max_in_flight);
   config_.max_in_flight = next.max_in_flight;
   config_.max_connections = next.max_connections;
   auth_->SetConnectionLimit(next.max_connections);

@@ -37,6 +37,7 @@ struct RawReply {
   uint64_t id = 0;
   uint64_t status = 0;
   size_t payload_bytes = 0;  // of a bytes payload (a GET's value)
+  int64_t integer = 0;       // of an integer payload (an INCR's new value)
 };
 
 // [id, status, payload]; a malformed reply fails the test and reads as status 9999.
@@ -54,6 +55,8 @@ inline RawReply ParseRawReply(const zmq::message_t& frame) {
     r.status = o.via.array.ptr[1].as<uint64_t>();
     const msgpack::object& p = o.via.array.ptr[2];
     if (p.type == msgpack::type::BIN) r.payload_bytes = p.via.bin.size;
+    if (p.type == msgpack::type::POSITIVE_INTEGER || p.type == msgpack::type::NEGATIVE_INTEGER)
+      r.integer = p.as<int64_t>();
   } catch (const std::exception& e) {
     ADD_FAILURE() << "reply does not decode: " << e.what();
   }

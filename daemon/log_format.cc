@@ -44,9 +44,9 @@ class JsonMessage final : public spdlog::custom_flag_formatter {
 
 void SetLogFormat(spdlog::logger& log, const std::string& format) {
   if (format == "json") {
-    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
     formatter->add_flag<JsonMessage>('*').set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","pid":%P,"msg":"%*"})");
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","pid":%P,"msg":"%*"})");
     log.set_formatter(std::move(formatter));
   } else {
     log.set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%-5l%$ cachetd[%P] %v");

@@ -136,7 +136,7 @@ class DaemonProcess {
           const size_t at = log.find("listening on tcp://");
           if (log.find(" ready: ") != std::string::npos && at != std::string::npos) {
             const size_t begin = at + std::string("listening on ").size();
-            tcp_ = log.substr(begin, log.find_first_of(" \n", begin) - begin);
+            tcp_ = log.substr(begin, log.find_first_of(" \n\"", begin) - begin);  // text or json lines
             ready = true;
           }
           return ready || child_->Exited();

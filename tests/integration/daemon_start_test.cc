@@ -7,6 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+#include <sstream>
+
 #include "cachet/client.h"
 #include "daemon_process.h"
 
@@ -115,6 +118,33 @@ TEST_F(DaemonStartTest, IpcEndpointOfAnotherDaemonIsNotTakenFromIt) {
   auto client = Client::Connect(first.ipc(), options);
   ASSERT_TRUE(client.has_value());
   EXPECT_TRUE((*client)->Ping().has_value());
+}
+
+// log-format json: every line cachetd writes, from start to stop, is one
+// JSON object a log shipper can read.
+TEST(DaemonLogTest, JsonLogFormatWritesOneObjectPerLine) {
+  testing::DaemonProcess daemon({"--log-format", "json"});
+  ASSERT_TRUE(daemon.Start());
+  const pid_t pid = daemon.pid();
+  auto client = Client::Connect(daemon.tcp());
+  ASSERT_TRUE(client.has_value());
+  ASSERT_TRUE((*client)->Set("k", "v").has_value());
+  EXPECT_EQ(daemon.Stop(), 0);
+  std::istringstream lines(daemon.log());
+  std::string line;
+  int count = 0;
+  bool saw_serving = false;
+  while (std::getline(lines, line)) {
+    ++count;
+    nlohmann::json object;
+    ASSERT_NO_THROW(object = nlohmann::json::parse(line)) << line;
+    ASSERT_TRUE(object.contains("time") && object.contains("level") && object.contains("pid") && object.contains("msg"))
+        << line;
+    EXPECT_EQ(object.at("pid"), pid) << line;
+    if (object.at("msg").get<std::string>().find(daemon.tcp()) != std::string::npos) saw_serving = true;
+  }
+  EXPECT_GE(count, 3);
+  EXPECT_TRUE(saw_serving) << daemon.log();
 }
 
 }  // namespace

@@ -43,6 +43,8 @@ constexpr int kMaxMessagesPerWake = 1024;
 // connection (see Bind).
 constexpr int kQueuedRequestsPerConnection = 64;
 constexpr const char* kMonitorEndpoint = "inproc://cachetd-monitor";
+constexpr const char* kPubMonitorEndpoint = "inproc://cachetd-pub-monitor";
+constexpr int kHandshakeFailures = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
 
 Error Arity(Op op, uint32_t min, uint32_t max, uint32_t got) {
   std::string want = min == max ? std::to_string(min) : std::to_string(min) + " to " + std::to_string(max);
@@ -98,8 +100,7 @@ Result<void> Server::Bind() {
   router_.set(zmq::sockopt::zap_domain, "cachet");
   if (auto ok = StartAuthentication(); !ok) return ok;
   if (zmq_socket_monitor(static_cast<void*>(router_), kMonitorEndpoint,
-                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0) {
+                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | kHandshakeFailures) != 0) {
     return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
   }
   monitor_.connect(kMonitorEndpoint);
@@ -123,6 +124,12 @@ Result<void> Server::Bind() {
     }
   }
   if (!config_.pub.empty()) {
+    if (zmq_socket_monitor(static_cast<void*>(pub_), kPubMonitorEndpoint, kHandshakeFailures) != 0) {
+      RemoveIpcFiles(bound);
+      return MakeError(ErrorCode::kIo, std::string("cannot monitor the pub socket: ") + zmq_strerror(zmq_errno()));
+    }
+    pub_monitor_ = zmq::socket_t(context_, zmq::socket_type::pair);
+    pub_monitor_.connect(kPubMonitorEndpoint);
     try {
       pub_.set(zmq::sockopt::linger, 0);
       pub_.set(zmq::sockopt::zap_domain, "cachet");
@@ -362,6 +369,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     items.assign({{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
                   {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0},
                   {static_cast<void*>(auth_->socket()), 0, ZMQ_POLLIN, 0}});
+    if (pub_monitor_) items.push_back({static_cast<void*>(pub_monitor_), 0, ZMQ_POLLIN, 0});
     if (replication_) replication_->AddPollItems(items);
     try {
       zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
@@ -370,9 +378,10 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       log_->error("poll failed: {}; stopping", e.what());
       return 1;
     }
-    if (items[1].revents & ZMQ_POLLIN) DrainMonitor();
+    if (items[1].revents & ZMQ_POLLIN) DrainMonitor(monitor_, true);
+    if (pub_monitor_ && (items[3].revents & ZMQ_POLLIN)) DrainMonitor(pub_monitor_, false);
     if (items[2].revents & ZMQ_POLLIN) {
-      DrainMonitor();  // the connection being admitted is counted first
+      DrainMonitor(monitor_, true);  // the connection being admitted is counted first
       auth_->Answer(connected_clients_);
     }
     if (items[0].revents & ZMQ_POLLIN) {
@@ -411,6 +420,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
   }
   router_.close();
   monitor_.close();
+  if (pub_monitor_) pub_monitor_.close();
   if (config_.remove_segment_on_exit) {
     cache_.reset();
     if (auto ok = Cache::RemoveNamed(config_.segment); ok) {
@@ -455,15 +465,15 @@ void Server::Tick() {
   }
 }
 
-void Server::DrainMonitor() {
+void Server::DrainMonitor(zmq::socket_t& monitor, bool counts_clients) {
   std::vector<zmq::message_t> event;
   for (;;) {
-    if (!zmqio::RecvMultipart(monitor_, event, zmq::recv_flags::dontwait)) return;
+    if (!zmqio::RecvMultipart(monitor, event, zmq::recv_flags::dontwait)) return;
     if (event.empty() || event[0].size() < 2) continue;
     uint16_t id = 0;
     std::memcpy(&id, event[0].data(), sizeof id);
-    if (id == ZMQ_EVENT_ACCEPTED) ++connected_clients_;
-    if (id == ZMQ_EVENT_DISCONNECTED && connected_clients_ > 0) --connected_clients_;
+    if (counts_clients && id == ZMQ_EVENT_ACCEPTED) ++connected_clients_;
+    if (counts_clients && id == ZMQ_EVENT_DISCONNECTED && connected_clients_ > 0) --connected_clients_;
     if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
       // Refusals by the ZAP handler are logged there, with the client's
       // address and key; these never reached it.

@@ -87,7 +87,9 @@ class Server {
   Result<std::unique_ptr<RateLimiter>> OpenLimiter(const RateLimitPolicy& policy);
   void PublishPolicy();
   void Tick();
-  void DrainMonitor();
+  // Reads a socket monitor's events: connections counted (the router's
+  // only) and handshakes that failed before the ZAP handler saw them.
+  void DrainMonitor(zmq::socket_t& monitor, bool counts_clients);
   // Security settings at start: the ZAP handler, keys, and the access of
   // the ipc socket files (the segments' is set by SecureSegment).
   Result<void> StartAuthentication();
@@ -133,6 +135,7 @@ class Server {
   std::unique_ptr<Replication> replication_;
   zmq::socket_t monitor_;
   zmq::socket_t pub_;                      // publishes the rate-limit policy when configured
+  zmq::socket_t pub_monitor_;              // pub_'s handshake failures, when pub_ is bound
   std::string policy_text_;                // the policy being run and published
   std::string file_policy_text_;           // the policy file's text as last read; empty before the first read
   uint64_t followed_policy_revision_ = 0;  // cluster: the etcd revision of the cluster policy last considered

@@ -213,10 +213,11 @@ class Client::Impl {
       if (auto ok = OpenSocketLocked(); !ok) return tl::unexpected(ok.error());
     }
     const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // Rounded up: a wait never ends before the deadline (truncating let an
+    // attempt give up to a millisecond early).
     auto remaining = [&] {
       return std::max<int64_t>(
-          0,
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+          0, std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
     };
     try {
       // Wait for a connection the request can go out on.

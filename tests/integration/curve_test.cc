@@ -332,6 +332,14 @@ TEST_F(CurveTest, ThePolicyIsPublishedOnlyToAdmittedSubscribers) {
   ASSERT_TRUE(with_key);
   ASSERT_TRUE(WaitUntil([&] { return keyed.load() > 0; }, seconds(10)));
   EXPECT_EQ(plain.load(), 0);
+  // The plaintext subscriber's handshakes are refused, counted and logged
+  // (as on the request endpoint), though they never reach the ZAP handler.
+  auto local = Local();
+  EXPECT_TRUE(WaitUntil([&] { return StatOf(*local, "refused_connections") > 0; }, seconds(10)));
+  const std::string log = daemon_->log();
+  EXPECT_GE(CountLines(log, "refused a connection on " + pub + ": handshake failed (the client does not speak CURVE)"),
+            1u)
+      << log;
   std::filesystem::remove(policy);
 }
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One client flooding cachetd while another sends one request at a time:
+# the quiet client's p99 alone and beside the flood (bench/flood_bench),
+# over a cachetd started here on a free loopback port and stopped at the
+# end. Each run alternates quiet and flooded rounds; the table gives each
+# run's medians, and the median ratio over runs.
+#
+#   bench/flood_fairness.sh        (BUILD_DIR=build REPEAT=5 WINDOW=256)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+repeat=${REPEAT:-5}
+window=${WINDOW:-256}
+bench="$build/bench/flood_bench"
+[ -x "$bench" ] || { echo "flood_fairness: $bench missing: build first" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/cachet-flood.XXXXXX)
+segment="cachet-flood-$$"
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$work" "/dev/shm/$segment"
+}
+trap cleanup EXIT INT TERM
+
+port=
+for _ in $(seq 1 100); do
+  p=$((20000 + RANDOM % 30000))
+  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { port=$p; break; }
+done
+[ -n "$port" ] || { echo "flood_fairness: no free port" >&2; exit 1; }
+"$build/daemon/cachetd" --segment "$segment" --ipc "" --tcp "tcp://127.0.0.1:$port" --log-file "$work/cachetd.log" &
+pid=$!
+for _ in $(seq 1 200); do
+  grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break
+  sleep 0.05
+done
+
+printf '%-4s %14s %16s %7s %14s\n' run "quiet p99 us" "flooded p99 us" ratio "flood replies"
+ratios=()
+for run in $(seq 1 "$repeat"); do
+  line=$("$bench" --endpoint "tcp://127.0.0.1:$port" --window "$window")
+  get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$line"; }
+  printf '%-4s %14s %16s %7s %14s\n' "$run" "$(get quiet_p99_us)" "$(get flooded_p99_us)" "$(get ratio)" \
+    "$(get flood_replies)"
+  ratios+=("$(get ratio)")
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+echo "median ratio flooded/quiet p99 over $repeat runs: $median (the bound is 2)"

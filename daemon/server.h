@@ -16,6 +16,7 @@
 #include "cachet/rate_limiter.h"
 #include "config.h"
 #include "reply_backlog.h"
+#include "zap_handler.h"
 
 namespace spdlog {
 class logger;
@@ -93,7 +94,6 @@ class Server {
   Result<void> StartAuthentication();
   Result<std::vector<AuthorizedKey>> ReadAuthorizedKeys(const DaemonConfig& config);
   void AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& config);
-  std::string HandshakeFailure(uint32_t code);
   Result<void> SecureIpcFile(const std::string& endpoint);
   void SendReply(std::string_view routing_id, bool req_envelope, const char* data, size_t size);
   // Cluster: the replication's turn in the loop (released replies sent).
@@ -131,7 +131,7 @@ class Server {
   // With cluster_, which it refers to; after context_, as its sockets must
   // close before the context ends.
   std::unique_ptr<Replication> replication_;
-  zmq::socket_t monitor_;
+  zap::SocketMonitor monitor_;             // router_'s connections and failed handshakes
   zmq::socket_t pub_;                      // publishes the rate-limit policy when configured
   std::string policy_text_;                // the policy being run and published
   std::string file_policy_text_;           // the policy file's text as last read; empty before the first read

@@ -6,6 +6,7 @@
 //   cachet::GossipOptions g;
 //   g.bind = "tcp://10.0.0.1:7400";                       // this host's PUB
 //   g.peers = {"tcp://10.0.0.2:7400", "tcp://10.0.0.3:7400"};
+//   g.curve = *cachet::ReadCurveKeyFile("gossip.key", true);  // shared by the peers
 //   auto limiter = cachet::GossipRateLimiter::Create(policy, g);
 //   auto d = (*limiter)->Check(api_key, "premium");
 //

@@ -1,19 +1,16 @@
 #include "auth.h"
 
 #include <spdlog/spdlog.h>
-#include <zmq.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "cachet/curve.h"
-#include "zmq_io.h"
 
 namespace cachet::daemon {
 
 namespace {
 
-constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";  // fixed by RFC 27
 constexpr const char* kOwnName = "cachet-node";
 constexpr int kLogBurst = 10;
 
@@ -200,19 +197,13 @@ Result<std::vector<AuthorizedKey>> LoadAuthorizedKeys(const std::string& path) {
 }
 
 Authenticator::Authenticator(zmq::context_t& context, std::shared_ptr<spdlog::logger> log)
-    : socket_(context, zmq::socket_type::rep), log_(std::move(log)) {}
+    : zap_(context),
+      log_refusals_([log = std::move(log)](const std::string& line) { log->warn("{}", line); }, kLogBurst,
+                    std::chrono::seconds(1)) {}
 
 Authenticator::~Authenticator() = default;
 
-Result<void> Authenticator::Start() {
-  try {
-    socket_.set(zmq::sockopt::linger, 0);
-    socket_.bind(kZapEndpoint);
-  } catch (const zmq::error_t& e) {
-    return MakeError(ErrorCode::kIo, std::string("cannot start the ZAP handler: ") + e.what());
-  }
-  return {};
-}
+Result<void> Authenticator::Start() { return zap_.Start(); }
 
 void Authenticator::SetKeys(std::vector<AuthorizedKey> keys, const std::string& own) {
   by_key_.clear();
@@ -229,74 +220,31 @@ const AuthorizedKey* Authenticator::Find(std::string_view user_id) const {
   return key == by_key_.end() ? nullptr : &key->second;
 }
 
-std::pair<const char*, std::string> Authenticator::Decide(const std::string& address, const std::string& mechanism,
-                                                          const zmq::message_t& credentials, int64_t connections,
-                                                          const AuthorizedKey** admitted) {
-  const std::string from = address.empty() ? "a local client" : address;
+zap::Verdict Authenticator::Decide(const zap::Request& request, int64_t connections) const {
+  const std::string from = request.address.empty() ? "a local client" : request.address;
   if (connections > 0 && static_cast<uint64_t>(connections) > max_connections_) {
-    return {"300", "refused a connection from " + from + ": " + std::to_string(connections - 1) +
-                       " connections open, max-connections is " + std::to_string(max_connections_)};
+    return zap::Verdict::Refuse("refused a connection from " + from + ": " + std::to_string(connections - 1) +
+                                    " connections open, max-connections is " + std::to_string(max_connections_),
+                                zap::Status::kTemporaryError);
   }
-  if (mechanism != "CURVE") return {"200", ""};  // ipc: trusted by the socket file's mode
-  if (credentials.size() != 32) return {"400", "refused a connection from " + from + ": malformed CURVE credentials"};
-  char z85[41] = {};
-  zmq_z85_encode(z85, static_cast<const uint8_t*>(credentials.data()), 32);
-  auto it = by_key_.find(std::string_view(z85, 40));
-  if (it == by_key_.end()) {
-    return {"400", "refused a connection from " + from + ": CURVE key " + std::string(z85, 40) +
-                       " is not in curve-authorized-keys"};
+  if (request.mechanism != "CURVE") return zap::Verdict::Admit();  // ipc: trusted by the socket file's mode
+  if (by_key_.count(request.client_key) == 0) {
+    return zap::Verdict::Refuse("refused a connection from " + from + ": CURVE key " + request.client_key +
+                                " is not in curve-authorized-keys");
   }
-  *admitted = &it->second;
-  return {"200", ""};
+  // The User-Id is the key itself, not its name: names are the file's to
+  // choose, and one could copy another's (or the nodes').
+  return zap::Verdict::Admit(request.client_key);
 }
 
 void Authenticator::Answer(int64_t connections) {
-  for (;;) {
-    std::vector<zmq::message_t> request;
-    if (!zmqio::RecvMultipart(socket_, request, zmq::recv_flags::dontwait)) return;
-    // version, request id, domain, address, identity, mechanism, credentials...
-    if (request.size() < 6 || request[0].to_string_view() != "1.0") {
-      log_->error("ZAP: a malformed request of {} frames; refusing it", request.size());
-      request.resize(std::max<size_t>(request.size(), 2));
-    }
-    const AuthorizedKey* admitted = nullptr;
-    static const zmq::message_t kNone;
-    auto [status, text] = request.size() >= 6 ? Decide(request[3].to_string(), request[5].to_string(),
-                                                       request.size() > 6 ? request[6] : kNone, connections, &admitted)
-                                              : std::pair<const char*, std::string>{"500", "malformed ZAP request"};
-    if (status[0] != '2') Refuse(text);
-    // The User-Id is the key itself, not its name: names are the file's
-    // to choose, and one could copy another's (or the nodes').
-    const std::string user = admitted ? admitted->public_key : "";
-    zmqio::Send(socket_, zmq::str_buffer("1.0"), zmq::send_flags::sndmore);
-    zmqio::Send(socket_, zmq::buffer(request[1].data(), request[1].size()), zmq::send_flags::sndmore);
-    zmqio::Send(socket_, zmq::buffer(status, 3), zmq::send_flags::sndmore);
-    zmqio::Send(socket_, zmq::buffer(status[0] == '2' ? std::string_view("OK") : std::string_view("refused")),
-                zmq::send_flags::sndmore);
-    zmqio::Send(socket_, zmq::buffer(user), zmq::send_flags::sndmore);
-    zmqio::Send(socket_, zmq::const_buffer(), zmq::send_flags::none);
-  }
-}
-
-void Authenticator::Tick() {
-  const auto now = std::chrono::steady_clock::now();
-  if (now - log_second_ < std::chrono::seconds(1)) return;
-  if (unlogged_ > 0)
-    log_->warn("... and {} more connections refused in the last second, not logged one by one", unlogged_);
-  log_second_ = now;
-  logged_this_second_ = 0;
-  unlogged_ = 0;
+  zap_.Answer([&](const zap::Request& request) { return Decide(request, connections); },
+              [&](const std::string& why) { Refuse(why); });
 }
 
 void Authenticator::Refuse(const std::string& text) {
   ++refused_;
-  Tick();
-  if (logged_this_second_ < kLogBurst) {
-    ++logged_this_second_;
-    log_->warn("{}", text);
-  } else {
-    ++unlogged_;
-  }
+  log_refusals_.Log(text);
 }
 
 }  // namespace cachet::daemon

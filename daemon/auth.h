@@ -20,6 +20,7 @@
 
 #include "cachet/result.h"
 #include "protocol.h"
+#include "zap_handler.h"
 
 namespace spdlog {
 class logger;
@@ -49,11 +50,12 @@ Result<void> Permit(const AuthorizedKey& client, const wire::Request& request);
 Result<std::vector<AuthorizedKey>> ParseAuthorizedKeys(std::string_view text, const std::string& source);
 Result<std::vector<AuthorizedKey>> LoadAuthorizedKeys(const std::string& path);
 
-// Answers the ZAP requests of every socket of one ZeroMQ context. Owned and
-// driven by the server loop: its socket is polled there and Answer() called
-// when it is readable, so the admitted keys change only between requests.
-// The socket must be bound (Start) before any socket of the context binds,
-// as ZeroMQ admits everyone while no handler is bound.
+// Decides the ZAP requests of every socket of one ZeroMQ context (the
+// protocol is zap::ZapHandler's). Owned and driven by the server loop: its
+// socket is polled there and Answer() called when it is readable, so the
+// admitted keys change only between requests. The socket must be bound
+// (Start) before any socket of the context binds, as ZeroMQ admits everyone
+// while no handler is bound.
 class Authenticator {
  public:
   Authenticator(zmq::context_t& context, std::shared_ptr<spdlog::logger> log);
@@ -71,30 +73,24 @@ class Authenticator {
   // second (the rest summed up in a later line).
   void Refuse(const std::string& text);
   // Logs what refusals the once-a-second burst limit held back.
-  void Tick();
+  void Tick() { log_refusals_.Tick(); }
   // The client behind a CURVE connection, by its ZeroMQ User-Id (the
   // client's public key, as Answer sets it); null for
   // connections without CURVE (ipc), which are trusted by file mode.
   const AuthorizedKey* Find(std::string_view user_id) const;
 
-  zmq::socket_t& socket() { return socket_; }
+  zmq::socket_t& socket() { return zap_.socket(); }
   uint64_t refused() const { return refused_; }
   size_t key_count() const { return by_key_.size(); }
 
  private:
-  // Status code ("200", "400") and text for one request.
-  std::pair<const char*, std::string> Decide(const std::string& address, const std::string& mechanism,
-                                             const zmq::message_t& credentials, int64_t connections,
-                                             const AuthorizedKey** admitted);
+  zap::Verdict Decide(const zap::Request& request, int64_t connections) const;
 
-  zmq::socket_t socket_;
-  std::shared_ptr<spdlog::logger> log_;
+  zap::ZapHandler zap_;
+  zap::RefusalLog log_refusals_;
   std::map<std::string, AuthorizedKey, std::less<>> by_key_;  // Z85 public key -> client
   uint64_t max_connections_ = UINT64_MAX;
   uint64_t refused_ = 0;
-  std::chrono::steady_clock::time_point log_second_;
-  int logged_this_second_ = 0;
-  uint64_t unlogged_ = 0;
 };
 
 }  // namespace cachet::daemon

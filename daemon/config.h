@@ -99,10 +99,6 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args);
 // "256MiB", "64k", "1G", "4096" -> bytes.
 Result<uint64_t> ParseSize(const std::string& text);
 
-// True for ipc endpoints and tcp ones on a loopback address (127.0.0.0/8,
-// ::1, localhost, lo): reachable from this host only.
-bool IsLoopbackEndpoint(const std::string& endpoint);
-
 // Settings that differ between two configs and need a restart to apply.
 std::vector<std::string> RestartOnlyChanges(const DaemonConfig& running, const DaemonConfig& loaded);
 

@@ -72,7 +72,7 @@ Server::Server(DaemonConfig config, std::vector<std::string> args, std::shared_p
       backlog_(config_.reply_backlog_per_client, config_.reply_backlog_total),
       auth_(std::make_unique<Authenticator>(context_, log_)),
       router_(context_, zmq::socket_type::router),
-      monitor_(context_, zmq::socket_type::pair),
+      monitor_(context_),
       pub_(context_, zmq::socket_type::pub) {}
 
 Server::~Server() = default;
@@ -99,11 +99,11 @@ Result<void> Server::Bind() {
   // also enforces max-connections.
   router_.set(zmq::sockopt::zap_domain, "cachet");
   if (auto ok = StartAuthentication(); !ok) return ok;
-  if (zmq_socket_monitor(static_cast<void*>(router_), kMonitorEndpoint,
-                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | kHandshakeFailures) != 0) {
-    return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
+  if (auto ok =
+          monitor_.Watch(router_, kMonitorEndpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | kHandshakeFailures);
+      !ok) {
+    return ok;
   }
-  monitor_.connect(kMonitorEndpoint);
   std::vector<std::string> bound;
   // ipc first, in clear (the socket file's mode guards it); then tcp, with
   // CURVE when configured: ZeroMQ takes the security options at each bind.
@@ -124,12 +124,11 @@ Result<void> Server::Bind() {
     }
   }
   if (!config_.pub.empty()) {
-    if (zmq_socket_monitor(static_cast<void*>(pub_), kPubMonitorEndpoint, kHandshakeFailures) != 0) {
+    pub_monitor_.emplace(context_);
+    if (auto ok = pub_monitor_->Watch(pub_, kPubMonitorEndpoint, kHandshakeFailures); !ok) {
       RemoveIpcFiles(bound);
-      return MakeError(ErrorCode::kIo, std::string("cannot monitor the pub socket: ") + zmq_strerror(zmq_errno()));
+      return ok;
     }
-    pub_monitor_ = zmq::socket_t(context_, zmq::socket_type::pair);
-    pub_monitor_.connect(kPubMonitorEndpoint);
     try {
       pub_.set(zmq::sockopt::linger, 0);
       pub_.set(zmq::sockopt::zap_domain, "cachet");
@@ -367,9 +366,9 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     const bool busy = replication_ && PumpReplication();
     std::vector<zmq::pollitem_t>& items = poll_items_;  // reused: no allocation per turn
     items.assign({{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0},
-                  {static_cast<void*>(monitor_), 0, ZMQ_POLLIN, 0},
+                  {static_cast<void*>(monitor_.socket()), 0, ZMQ_POLLIN, 0},
                   {static_cast<void*>(auth_->socket()), 0, ZMQ_POLLIN, 0}});
-    if (pub_monitor_) items.push_back({static_cast<void*>(pub_monitor_), 0, ZMQ_POLLIN, 0});
+    if (pub_monitor_) items.push_back({static_cast<void*>(pub_monitor_->socket()), 0, ZMQ_POLLIN, 0});
     if (replication_) replication_->AddPollItems(items);
     try {
       zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
@@ -379,7 +378,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       return 1;
     }
     if (items[1].revents & ZMQ_POLLIN) DrainMonitor(monitor_, true);
-    if (pub_monitor_ && (items[3].revents & ZMQ_POLLIN)) DrainMonitor(pub_monitor_, false);
+    if (pub_monitor_ && (items[3].revents & ZMQ_POLLIN)) DrainMonitor(*pub_monitor_, false);
     if (items[2].revents & ZMQ_POLLIN) {
       DrainMonitor(monitor_, true);  // the connection being admitted is counted first
       auth_->Answer(connected_clients_);
@@ -419,8 +418,8 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     log_->info("left cluster '{}'", config_.cluster.name);
   }
   router_.close();
-  monitor_.close();
-  if (pub_monitor_) pub_monitor_.close();
+  monitor_.socket().close();
+  if (pub_monitor_) pub_monitor_->socket().close();
   if (config_.remove_segment_on_exit) {
     cache_.reset();
     if (auto ok = Cache::RemoveNamed(config_.segment); ok) {
@@ -465,36 +464,16 @@ void Server::Tick() {
   }
 }
 
-void Server::DrainMonitor(zmq::socket_t& monitor, bool counts_clients) {
-  std::vector<zmq::message_t> event;
-  for (;;) {
-    if (!zmqio::RecvMultipart(monitor, event, zmq::recv_flags::dontwait)) return;
-    if (event.empty() || event[0].size() < 2) continue;
-    uint16_t id = 0;
-    std::memcpy(&id, event[0].data(), sizeof id);
-    if (counts_clients && id == ZMQ_EVENT_ACCEPTED) ++connected_clients_;
-    if (counts_clients && id == ZMQ_EVENT_DISCONNECTED && connected_clients_ > 0) --connected_clients_;
-    if (id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+void Server::DrainMonitor(zap::SocketMonitor& monitor, bool counts_clients) {
+  while (std::optional<zap::MonitorEvent> event = monitor.Next()) {
+    if (counts_clients && event->id == ZMQ_EVENT_ACCEPTED) ++connected_clients_;
+    if (counts_clients && event->id == ZMQ_EVENT_DISCONNECTED && connected_clients_ > 0) --connected_clients_;
+    if (event->handshake_failed()) {
       // Refusals by the ZAP handler are logged there, with the client's
       // address and key; these never reached it.
-      uint32_t value = 0;
-      if (event[0].size() >= 6) std::memcpy(&value, static_cast<const char*>(event[0].data()) + 2, sizeof value);
-      const std::string endpoint = event.size() > 1 ? event[1].to_string() : "?";
-      const std::string why =
-          id == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
-              ? std::string("the connection closed during it: ") + std::strerror(static_cast<int>(value))
-              : HandshakeFailure(value);
-      auth_->Refuse("refused a connection on " + endpoint + ": handshake failed (" + why + ")");
+      auth_->Refuse("refused a connection on " + event->endpoint + ": handshake failed (" +
+                    event->HandshakeFailure(config_.curve(), "the client") + ")");
     }
-  }
-}
-
-std::string Server::HandshakeFailure(uint32_t code) {
-  switch (code) {
-    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-      return config_.curve() ? "the client does not speak CURVE" : "the client speaks CURVE; this endpoint does not";
-    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: return "CURVE decryption failed: the client has another server key";
-    default: return "ZMTP error 0x" + fmt::format("{:08x}", code);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -16,6 +17,7 @@
 #include "cachet/rate_limiter.h"
 #include "config.h"
 #include "reply_backlog.h"
+#include "zap_handler.h"
 
 namespace spdlog {
 class logger;
@@ -89,13 +91,12 @@ class Server {
   void Tick();
   // Reads a socket monitor's events: connections counted (the router's
   // only) and handshakes that failed before the ZAP handler saw them.
-  void DrainMonitor(zmq::socket_t& monitor, bool counts_clients);
+  void DrainMonitor(zap::SocketMonitor& monitor, bool counts_clients);
   // Security settings at start: the ZAP handler, keys, and the access of
   // the ipc socket files (the segments' is set by SecureSegment).
   Result<void> StartAuthentication();
   Result<std::vector<AuthorizedKey>> ReadAuthorizedKeys(const DaemonConfig& config);
   void AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& config);
-  std::string HandshakeFailure(uint32_t code);
   Result<void> SecureIpcFile(const std::string& endpoint);
   void SendReply(std::string_view routing_id, bool req_envelope, const char* data, size_t size);
   // Cluster: the replication's turn in the loop (released replies sent).
@@ -133,13 +134,13 @@ class Server {
   // With cluster_, which it refers to; after context_, as its sockets must
   // close before the context ends.
   std::unique_ptr<Replication> replication_;
-  zmq::socket_t monitor_;
-  zmq::socket_t pub_;                      // publishes the rate-limit policy when configured
-  zmq::socket_t pub_monitor_;              // pub_'s handshake failures, when pub_ is bound
-  std::string policy_text_;                // the policy being run and published
-  std::string file_policy_text_;           // the policy file's text as last read; empty before the first read
-  uint64_t followed_policy_revision_ = 0;  // cluster: the etcd revision of the cluster policy last considered
-  uint64_t policy_version_ = 0;            // PolicySubscriber::VersionOf(policy_text_): the same across restarts
+  zap::SocketMonitor monitor_;                     // router_'s connections and failed handshakes
+  zmq::socket_t pub_;                              // publishes the rate-limit policy when configured
+  std::optional<zap::SocketMonitor> pub_monitor_;  // pub_'s failed handshakes, when pub_ is bound
+  std::string policy_text_;                        // the policy being run and published
+  std::string file_policy_text_;                   // the policy file's text as last read; empty before the first read
+  uint64_t followed_policy_revision_ = 0;          // cluster: the etcd revision of the cluster policy last considered
+  uint64_t policy_version_ = 0;  // PolicySubscriber::VersionOf(policy_text_): the same across restarts
   std::chrono::steady_clock::time_point last_publish_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_tick_;

@@ -26,8 +26,11 @@
 // (this process, in sync with the same service on other hosts over PUB/SUB:
 // --gossip-bind, and peers from --gossip-peer or the policy file's [peers],
 // or with --etcd and --cluster every limiter of the cluster registered in
-// etcd). For the three remote stores --on-failure chooses what an outage does: open (allow), closed (deny) or local
-// (count here with the policy file's limits until the store answers again).
+// etcd; --gossip-key FILE, the key pair the peers share, encrypts and
+// authenticates the sync, and a --gossip-bind other hosts can reach needs
+// it, or --gossip-insecure). For the three remote stores --on-failure
+// chooses what an outage does: open (allow), closed (deny) or local (count
+// here with the policy file's limits until the store answers again).
 //
 // The policy comes from --policy; SIGHUP reads the file again (a file that
 // does not parse is reported and the running policy stays). With --pub it
@@ -182,13 +185,14 @@ class DaemonStore final : public Store {
 
 struct Args {
   std::string policy, pub, host, default_tier, store, shm_name, daemon, redis, on_failure, gossip_bind,
-      gossip_advertise, node_id, etcd, cluster, server_key, key;
-  cachet::CurveClientKeys curve;  // from server_key and key
+      gossip_advertise, node_id, etcd, cluster, server_key, key, gossip_key;
+  cachet::CurveClientKeys curve;      // from server_key and key
+  cachet::CurveKeyPair gossip_curve;  // from gossip_key
   int port = 0;
   unsigned threads = 0;
   uint64_t capacity = 0;
   int64_t timeout_ms = 0, retry_ms = 0, sync_ms = 0;
-  bool share_remaining = false;
+  bool share_remaining = false, gossip_insecure = false;
   std::vector<std::string> trusted, gossip_peers, cluster_seeds;
 };
 
@@ -242,7 +246,13 @@ Args Parse(int argc, char** argv) {
       "node-id", po::value(&a.node_id)->default_value(""), "gossip: this host's name among its peers (hostname:pid)")(
       "sync-interval-ms", po::value(&a.sync_ms)->default_value(10), "gossip: how often counts go to the peers")(
       "share-remaining", po::bool_switch(&a.share_remaining),
-      "gossip: spend only this host's share of what is left between syncs (less over-admission)");
+      "gossip: spend only this host's share of what is left between syncs (less over-admission)")(
+      "gossip-key", po::value(&a.gossip_key)->value_name("FILE"),
+      "gossip: the key pair every peer shares (NAME.key of cachectl keygen, mode 0600): the counts go "
+      "encrypted, to and from holders of the pair only")(
+      "gossip-insecure", po::bool_switch(&a.gossip_insecure),
+      "gossip: without --gossip-key, send the counts in clear text from a --gossip-bind other hosts can reach "
+      "(refused otherwise; logs a warning)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, o), vm);
@@ -280,6 +290,8 @@ Args Parse(int argc, char** argv) {
       {"node-id", {"gossip"}},
       {"sync-interval-ms", {"gossip"}},
       {"share-remaining", {"gossip"}},
+      {"gossip-key", {"gossip"}},
+      {"gossip-insecure", {"gossip"}},
   };
   const std::vector<std::string> known{"memory", "shm", "cachetd", "cluster", "redis", "gossip"};
   if (std::find(known.begin(), known.end(), a.store) == known.end()) {
@@ -295,6 +307,14 @@ Args Parse(int argc, char** argv) {
     Refuse("--gossip-peer does not go with --etcd: the peers come from etcd");
   }
   if (!a.gossip_advertise.empty() && a.etcd.empty()) Refuse("--gossip-advertise needs --etcd and --cluster");
+  if (!a.gossip_key.empty() && a.gossip_insecure) {
+    Refuse("--gossip-key and --gossip-insecure do not go together: with the key the counts are encrypted");
+  }
+  if (!a.gossip_key.empty()) {
+    auto pair = cachet::ReadCurveKeyFile(a.gossip_key, true);
+    if (!pair) Refuse("--gossip-key: " + pair.error().message);
+    a.gossip_curve = *pair;
+  }
   for (const auto& [option, stores] : applies) {
     if (vm.count(option) != 0 && !vm[option].defaulted() &&
         std::find(stores.begin(), stores.end(), a.store) == stores.end()) {
@@ -332,6 +352,8 @@ Result<std::unique_ptr<Store>> MakeStore(const Args& a, const cachet::PolicyFile
     g.sync_interval = std::chrono::milliseconds(a.sync_ms);
     g.share_remaining = a.share_remaining;
     g.capacity = a.capacity;
+    g.curve = a.gossip_curve;
+    g.insecure = a.gossip_insecure;
     g.on_error = [](const std::string& line) { Log(line); };
     if (!a.etcd.empty()) g.peers.clear();  // from etcd, once joined
     auto limiter = cachet::GossipRateLimiter::Create(policy, g);

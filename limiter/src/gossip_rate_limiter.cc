@@ -13,6 +13,7 @@
 
 #include "limiter_engine.h"
 #include "protocol.h"
+#include "zap_handler.h"
 #include "zmq_io.h"
 
 namespace cachet {
@@ -42,6 +43,12 @@ constexpr std::chrono::seconds kSenderIdle{60};
 // kept by NTP agree far better; a count further ahead would move the
 // counter into a window that has not begun here.
 constexpr std::chrono::milliseconds kMaxSkew{1000};
+// Refused connections and failed handshakes logged per period, one line
+// each (a peer with a wrong key retries ten times a second).
+constexpr int kRefusalLogBurst = 5;
+constexpr std::chrono::seconds kRefusalLogPeriod{60};
+constexpr const char* kPubMonitor = "inproc://cachet-gossip-pub-monitor";  // in the limiter's own context
+constexpr const char* kSubMonitor = "inproc://cachet-gossip-sub-monitor";
 
 struct WindowKey {
   uint64_t id;
@@ -140,13 +147,34 @@ Result<void> GossipOptions::Validate() const {
     return MakeError(ErrorCode::kInvalidArgument,
                      "gossip node_id is over " + std::to_string(kMaxSenderBytes) + " bytes");
   }
+  if (!curve.public_key.empty() || !curve.secret_key.empty()) {
+    if (!IsCurveKey(curve.public_key) || !IsCurveKey(curve.secret_key)) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "gossip curve: the peers' shared key pair needs both keys, 40 characters of Z85 each (the "
+                       "NAME.key file of cachectl keygen)");
+    }
+    char derived[41] = {};
+    if (zmq_curve_public(derived, curve.secret_key.c_str()) == 0 && curve.public_key != derived) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "gossip curve: the public key is not the secret key's (keys of two different pairs)");
+    }
+  } else if (!insecure && !IsLoopbackEndpoint(bind)) {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "gossip bind '" + bind +
+                         "' is reachable from other hosts: set curve (the peers' shared key pair, from cachectl "
+                         "keygen) to encrypt and authenticate the counts, or insecure to send them in clear text "
+                         "(docs/operations.md, \"Securing gossip\")");
+  }
   return {};
 }
 
 class GossipRateLimiter::Impl {
  public:
   Impl(std::unique_ptr<CounterTable> table, const cachet::Clock& clock, GossipOptions options)
-      : engine_(std::move(table), clock), clock_(clock), options_(std::move(options)) {
+      : engine_(std::move(table), clock),
+        clock_(clock),
+        options_(std::move(options)),
+        refusals_([this](const std::string& line) { Report(line); }, kRefusalLogBurst, kRefusalLogPeriod) {
     if (options_.node_id.empty()) options_.node_id = DefaultNodeId();
     engine_.EnableJournal();
     incarnation_ = static_cast<uint64_t>(Steady::now().time_since_epoch().count()) ^
@@ -160,6 +188,15 @@ class GossipRateLimiter::Impl {
   }
 
   Result<void> Start() {
+    const bool curve = this->curve();
+    if (curve && !zmq_has("curve")) {
+      return MakeError(ErrorCode::kInvalidArgument, "gossip curve is set but this libzmq was built without CURVE");
+    }
+    // The ZAP handler first: ZeroMQ admits every CURVE client while none
+    // is bound.
+    if (curve) {
+      if (auto ok = zap_.Start(); !ok) return ok;
+    }
     try {
       // XPUB, verbose: every subscriber's (re)subscription reaches us, so a
       // peer whose connection came back (a healed partition, a restart of
@@ -169,6 +206,16 @@ class GossipRateLimiter::Impl {
       pub_.set(zmq::sockopt::xpub_verbose, 1);
       pub_.set(zmq::sockopt::linger, 0);
       pub_.set(zmq::sockopt::sndhwm, kHighWaterMark);
+      if (curve) {
+        pub_.set(zmq::sockopt::zap_domain, "cachet-gossip");
+        zmqio::UseCurveServer(pub_, options_.curve.secret_key);
+      }
+      // Refusals by the ZAP handler are counted there; these never reach it.
+      if (auto ok = pub_monitor_.Watch(pub_, kPubMonitor,
+                                       ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL);
+          !ok) {
+        return ok;
+      }
       pub_.bind(options_.bind);
       endpoint_ = pub_.get(zmq::sockopt::last_endpoint);
       sub_ = zmq::socket_t(context_, zmq::socket_type::sub);
@@ -176,12 +223,28 @@ class GossipRateLimiter::Impl {
       sub_.set(zmq::sockopt::rcvhwm, kHighWaterMark);
       sub_.set(zmq::sockopt::maxmsgsize, kMaxFrameBytes);
       sub_.set(zmq::sockopt::subscribe, "");
+      if (curve) {
+        // The peers' PUBs are CURVE servers with this same pair.
+        zmqio::UseCurveClient(
+            sub_, CurveClientKeys{options_.curve.public_key, options_.curve.public_key, options_.curve.secret_key});
+      }
+      if (auto ok = sub_monitor_.Watch(sub_, kSubMonitor,
+                                       ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                           ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+          !ok) {
+        return ok;
+      }
       for (const std::string& p : options_.peers) {
         if (p != endpoint_) Connect(p);  // a shared list names this host too
       }
     } catch (const zmq::error_t& e) {
       return MakeError(ErrorCode::kInvalidArgument,
                        "gossip: cannot bind '" + options_.bind + "' or connect to a peer: " + e.what());
+    }
+    if (!curve && options_.insecure && !IsLoopbackEndpoint(options_.bind)) {
+      Report("gossip: " + endpoint_ +
+             " is served in clear text to other hosts (insecure): anyone who reaches it reads the counts, and "
+             "anyone who can pose as a peer adds counts of their own");
     }
     // Until the sync thread has counted, the peers as configured are taken
     // to be alive (as CountLiveHosts does for its first peer_timeout).
@@ -234,6 +297,8 @@ class GossipRateLimiter::Impl {
     s.live_hosts = live_hosts_.load(std::memory_order_relaxed);
     s.retracted = retracted_.load(std::memory_order_relaxed);
     s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+    s.refused_connections = refused_.load(std::memory_order_relaxed);
+    s.failed_handshakes = failed_handshakes_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -266,14 +331,23 @@ class GossipRateLimiter::Impl {
     // and answer with snapshots of their own (a new sender below).
     const auto announce_until = Steady::now() + options_.snapshot_interval;
     while (!stop_.load(std::memory_order_acquire)) {
-      zmq::pollitem_t items[] = {{sub_.handle(), 0, ZMQ_POLLIN, 0}, {pub_.handle(), 0, ZMQ_POLLIN, 0}};
+      // The ZAP handler's socket is never readable without CURVE (unbound).
+      zmq::pollitem_t items[] = {{sub_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {pub_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {zap_.socket().handle(), 0, ZMQ_POLLIN, 0},
+                                 {pub_monitor_.socket().handle(), 0, ZMQ_POLLIN, 0},
+                                 {sub_monitor_.socket().handle(), 0, ZMQ_POLLIN, 0}};
       // Rounded up: a wait cut to 0 ms would spin through the interval's last millisecond.
       const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_sync - Steady::now());
       try {
-        if (zmqio::Poll(items, 2, std::max(wait, std::chrono::milliseconds(0))) > 0) {
+        if (zmqio::Poll(items, std::size(items), std::max(wait, std::chrono::milliseconds(0))) > 0) {
+          if (items[2].revents & ZMQ_POLLIN) AnswerZap();
+          if (items[3].revents & ZMQ_POLLIN) TakeHandshakeFailures(pub_monitor_, "refused a connection on ");
+          if (items[4].revents & ZMQ_POLLIN) TakeHandshakeFailures(sub_monitor_, "could not connect to peer ");
           if (items[1].revents & ZMQ_POLLIN) TakeSubscriptions();
           if (items[0].revents & ZMQ_POLLIN) ReceiveAll(next_sync);
         }
+        refusals_.Tick();
         const auto now = Steady::now();
         if (now < next_sync) continue;
         next_sync = now + options_.sync_interval;
@@ -289,6 +363,37 @@ class GossipRateLimiter::Impl {
       } catch (const std::exception& e) {  // zmq::error_t, std::bad_alloc: the thread goes on
         Report("gossip: " + std::string(e.what()));
       }
+    }
+  }
+
+  bool curve() const { return !options_.curve.secret_key.empty(); }
+
+  // The peers share one key pair: its public key is the only client key
+  // admitted.
+  void AnswerZap() {
+    zap_.Answer(
+        [this](const zap::Request& r) {
+          if (r.mechanism == "CURVE" && r.client_key == options_.curve.public_key)
+            return zap::Verdict::Admit(r.client_key);
+          const std::string from = r.address.empty() ? "a local peer" : r.address;
+          return zap::Verdict::Refuse("gossip: refused a connection from " + from + ": " +
+                                      (r.mechanism == "CURVE"
+                                           ? "CURVE key " + r.client_key + " is not the peers' shared key"
+                                           : r.mechanism + " is not CURVE"));
+        },
+        [this](const std::string& why) {
+          refused_.fetch_add(1, std::memory_order_relaxed);
+          refusals_.Log(why);
+        });
+  }
+
+  // `what` begins the log line, before the endpoint.
+  void TakeHandshakeFailures(zap::SocketMonitor& monitor, const std::string& what) {
+    while (std::optional<zap::MonitorEvent> event = monitor.Next()) {
+      if (!event->handshake_failed()) continue;
+      failed_handshakes_.fetch_add(1, std::memory_order_relaxed);
+      refusals_.Log("gossip: " + what + event->endpoint + ": handshake failed (" +
+                    event->HandshakeFailure(curve(), "the peer") + ")");
     }
   }
 
@@ -604,6 +709,10 @@ class GossipRateLimiter::Impl {
   GossipOptions options_;
   uint64_t incarnation_ = 0;
   zmq::context_t context_{1};
+  // After context_, before the sockets they watch: the sync thread's alone.
+  zap::ZapHandler zap_{context_};  // bound only with CURVE
+  zap::SocketMonitor pub_monitor_{context_}, sub_monitor_{context_};
+  zap::RefusalLog refusals_;
   zmq::socket_t pub_, sub_;
   std::string endpoint_;
   std::thread thread_;
@@ -636,7 +745,7 @@ class GossipRateLimiter::Impl {
   std::atomic<uint64_t> resubscriptions_{0};
   bool newcomer_ = false;  // since the last sync: a sender heard for the first time, or a subscriber (re)connected
 
-  std::atomic<uint64_t> retracted_{0}, bytes_sent_{0};
+  std::atomic<uint64_t> retracted_{0}, bytes_sent_{0}, refused_{0}, failed_handshakes_{0};
   std::atomic<uint64_t> sent_{0}, received_{0}, applied_{0}, gaps_{0}, malformed_{0}, skipped_{0}, peer_count_{0},
       sender_count_{0};
 };

@@ -156,4 +156,16 @@ Result<CurveClientKeys> CurveClientKeys::Load(const std::string& server_key_file
   return keys;
 }
 
+bool IsLoopbackEndpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string host = endpoint.substr(6);
+  const size_t colon = host.rfind(':');
+  if (colon != std::string::npos) host.resize(colon);
+  // A "source;destination" pair connects from source: the destination decides.
+  if (const size_t semi = host.find(';'); semi != std::string::npos) host = host.substr(semi + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host == "localhost" || host == "lo" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 }  // namespace cachet

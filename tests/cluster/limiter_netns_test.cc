@@ -268,8 +268,42 @@ class GossipNetnsTest : public LimiterNetnsTest {
             "--node-id",
             "h" + std::to_string(host),
             "--sync-interval-ms",
-            "10"};
+            "10",
+            "--gossip-insecure"};  // veth addresses: other hosts reach them
   }
+};
+
+// The same services with the key pair the peers share (`cachectl keygen`,
+// --gossip-key): counts go encrypted between the veth addresses. Host
+// `stranger_` (none by default) has a pair of its own.
+class GossipCurveNetnsTest : public GossipNetnsTest {
+ protected:
+  void SetUp() override {
+    GossipNetnsTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    std::filesystem::create_directories(keys_dir_);
+    for (const char* name : {"gossip", "other"}) {
+      const testing::ProgramResult made =
+          testing::RunProgram({CACHECTL_PATH, "keygen", keys_dir_ + "/" + name}, seconds(10));
+      ASSERT_EQ(made.code, 0) << made.err;
+    }
+  }
+
+  void TearDown() override {
+    GossipNetnsTest::TearDown();
+    std::error_code ignored;
+    std::filesystem::remove_all(keys_dir_, ignored);
+  }
+
+  std::vector<std::string> StoreArgs(int host) const override {
+    std::vector<std::string> args = GossipNetnsTest::StoreArgs(host);
+    args.pop_back();  // --gossip-insecure
+    args.insert(args.end(), {"--gossip-key", keys_dir_ + (host == stranger_ ? "/other.key" : "/gossip.key")});
+    return args;
+  }
+
+  const std::string keys_dir_ = "/tmp/" + testing::UniqueSegmentName("gossip-keys");
+  int stranger_ = -1;
 };
 
 // The same services with no peer list: each registers in etcd (on host 0)
@@ -434,6 +468,39 @@ TEST_F(GossipNetnsTest, APartitionedHostLimitsOnItsOwnAndTheHealConverges) {
   EXPECT_EQ(load->unanswered.load(), 0u);
 }
 
+TEST_F(GossipCurveNetnsTest, PeersWithTheSharedKeyHoldTheLimitWithinTheDerivedBound) { ExpectSyncedWithinTheBound(); }
+
+// A host with another key pair neither gets the others' counts nor gives
+// them its own; the others log the failed handshakes. A window of a minute
+// here: the test spends the limit on one host and then asks the others.
+TEST_F(GossipCurveNetnsTest, AHostWithAnotherKeyGetsNoCountsAndIsRefused) {
+  stranger_ = 2;
+  constexpr uint64_t kMinuteLimit = 20;
+  {
+    std::ofstream out(policy_path_);
+    out << "[tier.anonymous]\nper_second = 1/1s\n[tier.shared]\nper_minute = " << kMinuteLimit
+        << "/1m fixed_window\n[keys]\nk-shared = shared\n[peers]\n";
+    for (int i = 0; i < kHosts; ++i) out << "h" << i << " = tcp://" << net_->address(i) << ":7400\n";
+  }
+  // Far enough from the minute's end for the exchange below.
+  while (SystemClock::Instance().NowMs() % 60000 > 40000) std::this_thread::sleep_for(milliseconds(100));
+  StartAll();
+  // Host 0 spends the minute (StartAll's probes of hosts 0 and 1 counted
+  // in it too).
+  uint64_t admitted = 0;
+  while (admitted <= kMinuteLimit && Get(0) == 200) ++admitted;
+  ASSERT_LE(admitted, kMinuteLimit);
+  ASSERT_GE(admitted, kMinuteLimit - 2);
+  // Host 1 shares host 0's key: it learns the minute is spent.
+  EXPECT_TRUE(testing::WaitUntil([&] { return Get(1) == 429; }, seconds(10)));
+  // Host 2 does not: it admits on its own count.
+  EXPECT_EQ(Get(2), 200);
+  EXPECT_TRUE(testing::WaitUntil([&] { return services_[0]->err().find("handshake failed") != std::string::npos; },
+                                 seconds(10)))
+      << services_[0]->err();
+  EXPECT_NE(services_[0]->err().find("another server key"), std::string::npos) << services_[0]->err();
+}
+
 // Every host's decisions for the key are the owner's: exactly the limit in
 // every window, whichever host a request reaches.
 TEST_F(StrictNetnsTest, EveryWindowAdmitsExactlyTheLimit) {
@@ -479,10 +546,15 @@ class ClusterPolicyNetnsTest : public StrictNetnsTest {
   }
 
   std::vector<std::string> StoreArgs(int host) const override {
-    return {"--store",       "gossip",
-            "--gossip-bind", "tcp://" + net_->address(host) + ":7400",
-            "--node-id",     "h" + std::to_string(host),
-            "--pub",         NodePub(host)};
+    return {"--store",
+            "gossip",
+            "--gossip-bind",
+            "tcp://" + net_->address(host) + ":7400",
+            "--node-id",
+            "h" + std::to_string(host),
+            "--pub",
+            NodePub(host),
+            "--gossip-insecure"};
   }
 
   std::string HostPolicy(int host) const { return policy_path_ + "." + std::to_string(host); }

@@ -13,7 +13,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -23,6 +22,7 @@
 #include "cachet/policy_subscriber.h"
 #include "curve_files.h"
 #include "daemon_process.h"
+#include "loopback_capture.h"
 
 namespace cachet {
 namespace {
@@ -346,37 +346,24 @@ TEST_F(CurveTest, ThePolicyIsPublishedOnlyToAdmittedSubscribers) {
 // Values cross the loopback wire in clear without CURVE and never with
 // it: a capture of the daemon's own port, by Debian's tcpdump.
 TEST_F(CurveTest, APacketCaptureShowsValuesOnlyWithoutCurve) {
-  if (geteuid() != 0) GTEST_SKIP() << "capturing packets needs root";
-  ASSERT_EQ(access("/usr/bin/tcpdump", X_OK), 0) << "tcpdump is missing (scripts/install-deps.sh installs it)";
+  if (auto why = testing::LoopbackCapture::Unavailable()) GTEST_SKIP() << *why;
   const std::string value = "cleartext-marker-" + testing::UniqueSegmentName("v");
   auto capture = [&](bool curve) -> std::string {
-    const std::string pcap = "/tmp/" + testing::UniqueSegmentName("cap") + ".pcap";
     daemon_.reset();
     daemon_.emplace(curve ? files_.DaemonArgs() : std::vector<std::string>{});
     EXPECT_TRUE(daemon_->Start());
-    testing::ChildProcess dump = testing::ChildProcess::Exec(
-        {"/usr/bin/tcpdump", "-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp", "port", PortOf(daemon_->tcp())});
-    // tcpdump has its filter on once it has written the file's header; it
-    // drops privileges and attaches to the device around then, so the
-    // exchange is repeated until it shows in the file.
-    EXPECT_TRUE(
-        WaitUntil([&] { return std::filesystem::exists(pcap) && std::filesystem::file_size(pcap) > 0; }, seconds(10)));
-    auto file_size = [&] { return std::filesystem::file_size(pcap); };
+    testing::LoopbackCapture dump(std::stoi(PortOf(daemon_->tcp())));
+    EXPECT_TRUE(dump.Started());
     EXPECT_TRUE(WaitUntil(
         [&] {
           auto client = Connect(curve ? files_.Keys() : CurveClientKeys{});
           EXPECT_TRUE(client && (*client)->Set("k", value).has_value());
           auto got = (*client)->Get("k");
           EXPECT_TRUE(got && *got && **got == value);
-          return file_size() > 1000;
+          return dump.size() > 1000;
         },
         seconds(10), milliseconds(200)));
-    dump.Signal(SIGINT);
-    (void)dump.Wait(0, seconds(10));
-    std::ifstream in(pcap, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::filesystem::remove(pcap);
-    return bytes;
+    return dump.Stop();
   };
   const std::string clear = capture(false);
   const std::string encrypted = capture(true);

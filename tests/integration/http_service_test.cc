@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "cachet/shm_rate_limiter.h"
@@ -176,8 +177,8 @@ TEST_F(HttpServiceTest, HelpPrintsUsageAndExitsZero) {
   const auto r = testing::RunService({"--help"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(r.output.rfind("usage: http_service --policy FILE [options]\n", 0), 0u) << r.output;
-  for (const char* option :
-       {"--store", "--shm-name", "--daemon", "--redis", "--on-failure", "--trusted-proxy", "--pub"}) {
+  for (const char* option : {"--store", "--shm-name", "--daemon", "--redis", "--on-failure", "--trusted-proxy", "--pub",
+                             "--gossip-key", "--gossip-insecure"}) {
     EXPECT_NE(r.output.find(option), std::string::npos) << option;
   }
 }
@@ -199,6 +200,13 @@ TEST_F(HttpServiceTest, BadCommandLinesExitTwoWithOneLine) {
        "--gossip-peer does not go with --etcd: the peers come from etcd"},
       {{"--policy", path_, "--store", "gossip", "--gossip-advertise", "tcp://10.0.0.1:7400"},
        "--gossip-advertise needs --etcd and --cluster"},
+      {{"--policy", path_, "--gossip-insecure"}, "--gossip-insecure does not apply to --store memory"},
+      {{"--policy", path_, "--store", "gossip", "--gossip-key", "/nonexistent/gossip.key", "--gossip-insecure"},
+       "--gossip-key and --gossip-insecure do not go together: with the key the counts are encrypted"},
+      {{"--policy", path_, "--store", "gossip", "--gossip-bind", "tcp://0.0.0.0:0"},
+       "--store gossip: gossip bind 'tcp://0.0.0.0:0' is reachable from other hosts: set curve (the peers' shared "
+       "key pair, from cachectl keygen) to encrypt and authenticate the counts, or insecure to send them in clear "
+       "text (docs/operations.md, \"Securing gossip\")"},
       {{"--policy", path_, "--trusted-proxy", "10.0.0.0/40"}, "trusted proxy '10.0.0.0/40': prefix must be 0 to 32"},
       {{"--policy", path_, "--port", "70000"}, "--port must be 0 to 65535"},
       {{"--port", "0"}, "--policy is required"},
@@ -209,6 +217,36 @@ TEST_F(HttpServiceTest, BadCommandLinesExitTwoWithOneLine) {
     EXPECT_EQ(r.status, 2) << message;
     EXPECT_EQ(r.output, "http_service: " + message + " (see --help)\n");
   }
+}
+
+// A --gossip-bind other hosts can reach: refused bare (BadCommandLines
+// above), served in clear text with --gossip-insecure (and a warning), or
+// encrypted with the peers' key file from cachectl keygen.
+TEST_F(HttpServiceTest, AGossipBindOtherHostsReachTakesTheKeyFileOrInsecure) {
+  Write("[tier.anonymous]\nper_day = 100/1d fixed_window\n");  // a rule the hosts can share
+  ASSERT_TRUE(service_.Start(
+      {"--policy", path_, "--store", "gossip", "--gossip-bind", "tcp://0.0.0.0:0", "--gossip-insecure"}));
+  ASSERT_TRUE(testing::WaitUntil([&] { return service_.output().find("clear text") != std::string::npos; }));
+  EXPECT_NE(service_.output().find("is served in clear text to other hosts (insecure)"), std::string::npos)
+      << service_.output();
+  ASSERT_EQ(Get()->status, 200);
+
+  const std::string dir = NewPath("gossip-keys", "");
+  std::filesystem::create_directories(dir);
+  const testing::ProgramResult made =
+      testing::RunProgram({CACHECTL_PATH, "keygen", dir + "/gossip"}, std::chrono::seconds(10));
+  ASSERT_EQ(made.code, 0) << made.err;
+  ServiceProcess keyed;
+  ASSERT_TRUE(keyed.Start({"--policy", path_, "--store", "gossip", "--gossip-bind", "tcp://0.0.0.0:0", "--gossip-key",
+                           dir + "/gossip.key"}));
+  EXPECT_EQ(cachet::Get(keyed.port())->status, 200);
+  EXPECT_EQ(keyed.output().find("clear text"), std::string::npos) << keyed.output();
+  EXPECT_TRUE(keyed.Stop());
+  // The public half is not a key pair.
+  const auto r = testing::RunService({"--policy", path_, "--store", "gossip", "--gossip-key", dir + "/gossip.pub"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--gossip-key: "), std::string::npos) << r.output;
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(HttpServiceTest, SighupReloadsThePolicyFile) {

@@ -6,6 +6,7 @@
 //   cachet::GossipOptions g;
 //   g.bind = "tcp://10.0.0.1:7400";                       // this host's PUB
 //   g.peers = {"tcp://10.0.0.2:7400", "tcp://10.0.0.3:7400"};
+//   g.curve = *cachet::ReadCurveKeyFile("gossip.key", true);  // shared by the peers
 //   auto limiter = cachet::GossipRateLimiter::Create(policy, g);
 //   auto d = (*limiter)->Check(api_key, "premium");
 //
@@ -39,6 +40,19 @@
 // peer_timeout, and a host that joins makes them shrink. Every host sends
 // at least one message per snapshot interval, so its peers know it lives.
 //
+// Security (docs/operations.md, "Securing gossip"): with `curve`, the peers
+// share one CURVE key pair (`cachectl keygen`): each one's PUB is a CURVE
+// server with the pair's secret key, its SUB connects as a CURVE client
+// with the pair as its own keys and the pair's public key as the server's,
+// and a ZAP handler on the sync thread admits only connections made with
+// the pair's public key. Counts are then encrypted, and only a holder of
+// the secret key can send or read them. Without `curve`, a bind endpoint
+// other hosts can reach (not loopback, ipc or inproc) is refused unless
+// `insecure` is set, which warns once through on_error. One shared pair
+// means a key is changed on every host at once: a host with the new key and
+// one with the old exchange no counts (each limits alone) until all have
+// restarted with the new one.
+//
 // Thread safety: every method may be called from any thread. A dead or slow
 // peer never blocks a decision: decisions touch only the local table.
 #pragma once
@@ -52,6 +66,7 @@
 #include <vector>
 
 #include "cachet/clock.h"
+#include "cachet/curve.h"
 #include "cachet/policy_file.h"
 #include "cachet/rate_limiter.h"
 #include "cachet/result.h"
@@ -82,6 +97,13 @@ struct GossipOptions {
   bool share_remaining = false;
   // (key, rule) counters alive at once in this host's table.
   uint64_t capacity = uint64_t{1} << 20;
+  // The key pair the peers share (`cachectl keygen NAME` writes it to
+  // NAME.key; ReadCurveKeyFile(path, true) reads it). Empty: plaintext.
+  CurveKeyPair curve;
+  // Without `curve`, serve a bind endpoint other hosts can reach in clear
+  // text (anyone who reaches it reads the counts, and anyone who can pose
+  // as a peer adds counts of their own). Warns once, through on_error.
+  bool insecure = false;
   // Problems of the sync thread (a peer that cannot be reached, a malformed
   // message, once per kind): by default a line on stderr.
   std::function<void(const std::string& line)> on_error;
@@ -103,6 +125,13 @@ struct GossipStats {
   uint64_t subscriptions = 0;       // peers' (re)connections heard, each answered with a snapshot
   uint64_t live_hosts = 1;          // this host and the peers heard from within peer_timeout
   uint64_t retracted = 0;           // share_remaining: extra counts taken back
+  // CURVE: connections to this host's PUB refused by its ZAP handler (a
+  // client key other than the peers' shared one).
+  uint64_t refused_connections = 0;
+  // Handshakes that failed on either socket: a plaintext peer meeting a
+  // CURVE one, a peer with another key pair. Each refusal and failure is
+  // logged once per connection through on_error, a few lines a minute.
+  uint64_t failed_handshakes = 0;
 };
 
 class GossipRateLimiter {

@@ -1,5 +1,5 @@
 // CURVE keys (ZeroMQ's CurveZMQ: encryption and authentication of tcp
-// links) and the files that hold them. Here, beside the other types every
+// links), the files that hold them, and which endpoints need them. Here, beside the other types every
 // cachet library shares, because the daemon, its client (libcachet) and the
 // limiter's peer sync (libcachet_limiter) all read them.
 //
@@ -47,5 +47,12 @@ struct CurveClientKeys {
   // neither must be given.
   static Result<CurveClientKeys> Load(const std::string& server_key_file, const std::string& key_file);
 };
+
+// True for ipc and inproc endpoints and tcp ones on a loopback address
+// (127.0.0.0/8, ::1, localhost, lo): reachable from this host only. The
+// secure default of cachetd and of the gossip limiter: an endpoint this
+// says false for is served with CURVE, or in clear text only when the
+// operator says `insecure`.
+bool IsLoopbackEndpoint(const std::string& endpoint);
 
 }  // namespace cachet

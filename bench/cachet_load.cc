@@ -48,6 +48,7 @@ struct Options {
   uint64_t keys = 10000;
   size_t value_size = 100;
   int64_t timeout_ms = 1000;
+  std::string server_key, key;  // CURVE: the daemon's public key file, this client's key file
   std::string csv, png;
   bool json = false, quiet = false;
 };
@@ -65,6 +66,8 @@ constexpr const char* kUsage =
     "  --keys N            distinct keys, drawn uniformly (default 10000)\n"
     "  --value-size B      bytes per value set (default 100)\n"
     "  --timeout MS        the clients' per-request timeout (default 1000)\n"
+    "  --server-key FILE   CURVE: the daemon's public key (server.pub), with --key\n"
+    "  --key FILE          CURVE: this client's key file from cachectl keygen, with --server-key\n"
     "  --csv FILE          per-second figures: second, ops/s, p50/p99/p999 (us), errors\n"
     "  --png FILE          plot throughput and latency over time (needs gnuplot)\n"
     "  --json              the final report as one JSON document on stdout\n"
@@ -152,6 +155,10 @@ Options Parse(int argc, char** argv) {
       o.value_size = static_cast<size_t>(ParseNumber(flag, value, 0, 64 << 20));
     } else if (flag == "--timeout") {
       o.timeout_ms = ParseNumber(flag, value, 1, 3600000);
+    } else if (flag == "--server-key") {
+      o.server_key = value;
+    } else if (flag == "--key") {
+      o.key = value;
     } else if (flag == "--csv") {
       o.csv = value;
     } else if (flag == "--png") {
@@ -229,9 +236,15 @@ struct Worker {
 };
 
 std::unique_ptr<cachet::KeyValueClient> Connect(const Options& o, std::string* why) {
+  auto keys = cachet::CurveClientKeys::Load(o.server_key, o.key);
+  if (!keys) {
+    *why = keys.error().ToString();
+    return nullptr;
+  }
   if (!o.endpoint.empty()) {
     cachet::ClientOptions co;
     co.timeout = std::chrono::milliseconds(o.timeout_ms);
+    co.curve = *keys;
     auto c = cachet::Client::Connect(o.endpoint, co);
     if (!c) {
       *why = c.error().ToString();
@@ -243,6 +256,7 @@ std::unique_ptr<cachet::KeyValueClient> Connect(const Options& o, std::string* w
   co.etcd_endpoints = o.etcd;
   co.cluster = o.cluster;
   co.timeout = std::chrono::milliseconds(o.timeout_ms);
+  co.curve = *keys;
   for (size_t at = 0; at < o.seeds.size();) {
     const size_t comma = std::min(o.seeds.find(',', at), o.seeds.size());
     co.seeds.push_back(o.seeds.substr(at, comma - at));

@@ -136,6 +136,7 @@ Result<void> Server::Bind() {
     auto started = MetricsEndpoint::Start(config_.metrics, board_);
     if (!started) {
       RemoveIpcFiles(bound);
+      if (!config_.pub.empty()) RemoveIpcFiles({pub_.get(zmq::sockopt::last_endpoint)});
       return tl::unexpected(started.error());
     }
     metrics_ = std::move(*started);

@@ -200,6 +200,17 @@ TEST_F(MetricsTest, StopsCleanlyWhileBeingScraped) {
   scraper.join();
 }
 
+TEST_F(MetricsTest, SigintStopsTheEndpointWithTheDaemon) {
+  StartDaemon();
+  ASSERT_EQ(Get("/metrics")->status, 200);
+  daemon_->Signal(SIGINT);
+  ASSERT_TRUE(daemon_->WaitForLog("metrics endpoint stopped")) << daemon_->log();
+  EXPECT_EQ(daemon_->Stop(), 0);  // it had exited with 0 by itself
+  httplib::Client http("127.0.0.1", port_);
+  http.set_connection_timeout(std::chrono::seconds(2));
+  EXPECT_FALSE(http.Get("/metrics")) << "the port still answers after the stop";
+}
+
 TEST(MetricsStartTest, OffUnlessConfigured) {
   testing::DaemonProcess daemon;
   ASSERT_TRUE(daemon.Start());

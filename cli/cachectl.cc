@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
 #include <zmq.h>
 
 #include "cachet/client.h"
@@ -32,6 +33,7 @@
 #include "cachet/cluster/shard_map.h"
 #include "cachet/cluster/slot.h"
 #include "cachet/curve.h"
+#include "top.h"
 
 namespace {
 
@@ -56,6 +58,8 @@ const Command kCommands[] = {
     {"incr", "KEY [--by N] [--ttl MS]", "add N (default 1) to the integer at KEY; --ttl applies when KEY is created"},
     {"keys", "[PATTERN]", "list keys matching a glob PATTERN (default *), walking the whole cache"},
     {"stats", "", "print the daemon's counters"},
+    {"top", "[--interval T] [--count N]",
+     "show ops/s, hit ratio, memory and clients, refreshed every T (500ms, 2s; default 1s); N refreshes"},
     {"reload", "", "make the daemon re-read its configuration file (like SIGHUP)"},
     {"flush", "", "delete every key"},
     {"keygen", "NAME [--force]", "write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub"},
@@ -733,6 +737,26 @@ int Run(const Invocation& in) {
     if (in.json) PrintJson(j);
     return kOk;
   }
+  if (cmd == "top") {
+    if (!need(0)) return UsageError("top takes no arguments");
+    cachet::cli::TopOptions top;
+    top.json = in.json;
+    top.endpoint = in.endpoint;
+    if (auto it = in.options.find("--interval"); it != in.options.end()) {
+      const auto interval = cachet::cli::ParseInterval(it->second);
+      if (!interval) return UsageError("--interval takes a time of at least 10ms: 500ms, 2s, or seconds (1.5)");
+      top.interval = *interval;
+    }
+    if (auto it = in.options.find("--count"); it != in.options.end()) {
+      const auto count = ParseInt(it->second);
+      if (!count || *count <= 0) return UsageError("--count takes a positive number of refreshes");
+      top.count = *count;
+    }
+    // A terminal gets one screen, redrawn; a pipe, a file or a bounded run
+    // gets a line per refresh.
+    top.redraw = !top.json && top.count == 0 && isatty(STDOUT_FILENO) == 1;
+    return cachet::cli::RunTop(client, top, stdout, Fail);
+  }
   if (cmd == "reload" || cmd == "flush") {
     if (!need(0)) return UsageError(cmd + " takes no arguments");
     auto r = cmd == "reload" ? client.Reload() : client.Flush();
@@ -768,7 +792,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--json") {
       in.json = true;
     } else if (arg == "--endpoint" || arg == "--timeout" || arg == "--ttl" || arg == "--by" || arg == "--etcd" ||
-               arg == "--cluster" || arg == "--server-key" || arg == "--key") {
+               arg == "--cluster" || arg == "--server-key" || arg == "--key" || arg == "--interval" ||
+               arg == "--count") {
       auto v = value(arg);
       if (!v) return UsageError(arg + " needs a value");
       if (arg == "--endpoint") {
@@ -814,7 +839,8 @@ int main(int argc, char** argv) {
   for (const auto& [name, v] : in.options) {
     const bool allowed = (name == "--ttl" && (in.command == "set" || in.command == "incr")) ||
                          (name == "--by" && in.command == "incr") ||
-                         ((name == "--etcd" || name == "--cluster") && in.command == "cluster");
+                         ((name == "--etcd" || name == "--cluster") && in.command == "cluster") ||
+                         ((name == "--interval" || name == "--count") && in.command == "top");
     if (!allowed) return UsageError(name + " does not apply to " + in.command);
   }
   for (const std::string& f : in.flags) {

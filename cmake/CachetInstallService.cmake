@@ -65,7 +65,8 @@ file(WRITE "${stage}/cachetd.conf"
   "# Installed with cachet: the configuration cachetd.service runs with.\n"
   "# Clients of this host connect to ipc:///run/cachet/cachetd.sock (members of\n"
   "# group cachet) or tcp://127.0.0.1:7379; cachectl takes --endpoint or\n"
-  "# $CACHET_ENDPOINT. Apply changes with `systemctl reload cachetd`.\n"
+  "# $CACHET_ENDPOINT. Prometheus scrapes http://127.0.0.1:9379/metrics.\n"
+  "# Apply changes with `systemctl reload cachetd`.\n"
   "#\n"
   "${conf}")
 file(INSTALL "${stage}/cachetd.conf" DESTINATION "${etc_dir}/cachet" PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ

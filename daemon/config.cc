@@ -21,7 +21,7 @@ struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
       node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure,
-      access_mode, access_group, max_connections, max_in_flight, log_format;
+      access_mode, access_group, max_connections, max_in_flight, log_format, metrics;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -76,7 +76,10 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "max-in-flight", po::value(&r.max_in_flight)->default_value("1024"),
       "replies one connection may leave unread; while it has that many, its further requests are answered BUSY "
       "and not run")("log-format", po::value(&r.log_format)->default_value("text"),
-                     "text, or json: one JSON object per line, for log shippers");
+                     "text, or json: one JSON object per line, for log shippers")(
+      "metrics", po::value(&r.metrics)->default_value(d.metrics),
+      "HOST:PORT of the Prometheus endpoint (GET /metrics over HTTP), e.g. 127.0.0.1:9379; port 0 picks a free "
+      "one; empty: none. Loopback only unless insecure");
   return o;
 }
 
@@ -198,6 +201,7 @@ Result<DaemonConfig> Convert(const Raw& r) {
   if (!in_flight) return tl::unexpected(in_flight.error());
   c.max_in_flight = *in_flight;
   c.log_format = r.log_format;
+  c.metrics = r.metrics;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -281,6 +285,20 @@ Result<void> DaemonConfig::Validate() const {
   }
   if (log_format != "text" && log_format != "json")
     return bad("log-format must be text or json, got '" + log_format + "'");
+  if (!metrics.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!SplitHostPort(metrics, &host, &port)) {
+      return bad("metrics must be HOST:PORT (or [IPv6]:PORT) with a port of 0 to 65535, got '" + metrics + "'");
+    }
+    // The endpoint has no authentication and no encryption, CURVE or not.
+    if (!insecure && !IsLoopbackEndpoint("tcp://" + metrics)) {
+      return bad("metrics " + metrics +
+                 " is reachable from other hosts and the endpoint has no authentication: give it a loopback "
+                 "address (127.0.0.1:9379) and let the scraper reach it through a tunnel or a proxy "
+                 "(docs/operations.md, \"Monitor\"), or set insecure = true to serve it to the network");
+    }
+  }
   if (!curve() && !insecure) {
     for (const std::string* endpoint : {&tcp, &pub, &cluster.advertise}) {
       if (endpoint->empty() || IsLoopbackEndpoint(*endpoint)) continue;
@@ -291,6 +309,27 @@ Result<void> DaemonConfig::Validate() const {
     }
   }
   return {};
+}
+
+bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  std::string h = address.substr(0, colon);
+  const std::string p = address.substr(colon + 1);
+  if (h.front() == '[') {
+    if (h.size() < 3 || h.back() != ']') return false;
+    h = h.substr(1, h.size() - 2);
+  } else if (h.find(':') != std::string::npos) {
+    return false;  // an IPv6 address needs its brackets
+  }
+  if (p.empty() || p.size() > 5 || !std::all_of(p.begin(), p.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    return false;
+  }
+  const unsigned long n = std::stoul(p);
+  if (n > 65535) return false;
+  *host = h;
+  *port = static_cast<uint16_t>(n);
+  return true;
 }
 
 Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
@@ -375,6 +414,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.access_mode != b.access_mode) changed.push_back("access-mode");
   if (a.access_group != b.access_group) changed.push_back("access-group");
   if (a.log_format != b.log_format) changed.push_back("log-format");
+  if (a.metrics != b.metrics) changed.push_back("metrics");
   return changed;
 }
 

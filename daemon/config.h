@@ -75,6 +75,10 @@ struct DaemonConfig {
   static constexpr uint64_t kMaxInFlight = 1000000;
   uint64_t max_in_flight = 1024;
   std::string log_format = "text";  // or "json": one object per line
+  // host:port of the Prometheus endpoint (GET /metrics over HTTP); port 0
+  // picks a free one; empty: none. It has no authentication, so an address
+  // other than loopback needs insecure.
+  std::string metrics;
 
   bool curve() const { return !curve_secret_key.empty(); }
   CacheOptions CacheOptionsFor() const;
@@ -98,6 +102,11 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args);
 
 // "256MiB", "64k", "1G", "4096" -> bytes.
 Result<uint64_t> ParseSize(const std::string& text);
+
+// Splits "host:port" or "[v6]:port" (the metrics setting); false unless
+// it has that form with a port of 0 to 65535. The host comes back without
+// brackets.
+bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
 
 // Settings that differ between two configs and need a restart to apply.
 std::vector<std::string> RestartOnlyChanges(const DaemonConfig& running, const DaemonConfig& loaded);

@@ -22,6 +22,7 @@
 #include "../libclient/src/zmq_io.h"
 #include "auth.h"
 #include "cluster_node.h"
+#include "metrics_endpoint.h"
 #include "replication.h"
 
 namespace cachet::daemon {
@@ -143,6 +144,15 @@ Result<void> Server::Bind() {
       return ok;
     }
   }
+  if (!config_.metrics.empty()) {
+    auto started = MetricsEndpoint::Start(config_.metrics, board_);
+    if (!started) {
+      RemoveIpcFiles(bound);
+      if (!config_.pub.empty()) RemoveIpcFiles({pub_.get(zmq::sockopt::last_endpoint)});
+      return tl::unexpected(started.error());
+    }
+    metrics_ = std::move(*started);
+  }
   for (const std::string& endpoint : bound) {
     const bool encrypted = config_.curve() && endpoint.rfind("tcp://", 0) == 0;
     log_->info("listening on {}{}", endpoint, encrypted ? " (CURVE)" : "");
@@ -158,6 +168,12 @@ Result<void> Server::Bind() {
   }
   if (!config_.pub.empty()) {
     log_->info("publishing the rate-limit policy on {}", pub_.get(zmq::sockopt::last_endpoint));
+  }
+  if (metrics_) {
+    log_->info("metrics on {}", metrics_->url());
+    if (!IsLoopbackEndpoint("tcp://" + config_.metrics)) {
+      log_->warn("metrics on {} are served to other hosts without authentication (insecure = true)", config_.metrics);
+    }
   }
   if (!config_.rate_limit_policy.empty()) {
     if (auto ok = LoadPolicy(config_.rate_limit_policy); !ok) return ok;
@@ -356,6 +372,7 @@ Result<void> Server::JoinCluster(Cache& cache) {
 int Server::Run(std::unique_ptr<Cache> cache) {
   cache_ = std::move(cache);
   started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
+  if (metrics_) board_.Publish(TakeSnapshot());
   while (!signals_.stop) {
     if (signals_.reload) {
       signals_.reload = 0;
@@ -384,9 +401,10 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       auth_->Answer(connected_clients_);
     }
     if (items[0].revents & ZMQ_POLLIN) {
+      auto since = metrics_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       for (int i = 0; i < kMaxMessagesPerWake; ++i) {
         if (!(zmqio::Events(router_) & ZMQ_POLLIN)) break;
-        HandleMessage();
+        ServeMessage(since);
       }
     }
     if (std::chrono::steady_clock::now() - last_tick_ >= kTick) Tick();
@@ -401,12 +419,17 @@ int Server::Run(std::unique_ptr<Cache> cache) {
   while (drained < 100000 && std::chrono::steady_clock::now() < give_up) {
     zmq::pollitem_t item{static_cast<void*>(router_), 0, ZMQ_POLLIN, 0};
     if (zmqio::Poll(&item, 1, kTick) == 0) break;
+    auto since = metrics_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     while (drained < 100000 && (zmqio::Events(router_) & ZMQ_POLLIN)) {
-      HandleMessage();
+      ServeMessage(since);
       ++drained;
     }
   }
   log_->info("stopping: answered {} requests in flight, closing sockets", drained);
+  if (metrics_) {
+    metrics_.reset();
+    log_->info("metrics endpoint stopped");
+  }
   if (replication_) {
     std::vector<HeldReply> held;
     replication_->StopAll(held);
@@ -462,6 +485,58 @@ void Server::Tick() {
     requests_at_last_second_ = requests_;
     last_rate_ = now;
   }
+  if (metrics_) board_.Publish(TakeSnapshot());
+}
+
+std::shared_ptr<const MetricsSnapshot> Server::TakeSnapshot() {
+  auto s = std::make_shared<MetricsSnapshot>();
+  s->requests = request_stats_;
+  const CacheStats c = cache_->Stats();
+  s->hits = c.hits;
+  s->misses = c.misses;
+  s->sets = c.sets;
+  s->deletes = c.erases;
+  s->evictions = c.evictions;
+  s->expirations = c.expirations;
+  s->repairs = c.repairs;
+  s->entries = c.entries;
+  s->bytes = c.live_bytes;
+  s->capacity_bytes = c.capacity_bytes;
+  s->max_entries = c.max_entries;
+  s->memory_bytes = c.segment_bytes;
+  s->generation = c.generation;
+  s->connected_clients = static_cast<uint64_t>(std::max<int64_t>(connected_clients_, 0));
+  s->refused_connections = auth_->refused();
+  s->denied_requests = denied_requests_;
+  s->dropped_frames = dropped_frames_;
+  s->dropped_replies = dropped_replies_;
+  s->busy_replies = busy_replies_;
+  s->reply_backlog_bytes = backlog_.total_bytes();
+  s->reloads = reloads_;
+  s->uptime_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count());
+  if (limiter_) {
+    const RateLimiterStats l = limiter_->Stats();
+    s->limiter = true;
+    s->ratelimit_counters = l.counters;
+    s->ratelimit_capacity = l.capacity;
+  }
+  if (cluster_) {
+    const ClusterNode::Stats n = cluster_->stats();
+    const Replication::Stats r = replication_->stats();
+    s->cluster = true;
+    s->cluster_epoch = n.epoch;
+    s->cluster_members = cluster_->view()->endpoints.size();
+    s->cluster_owned_slots = n.owned_slots;
+    s->cluster_importing_slots = n.importing_slots;
+    s->cluster_registered = n.registered;
+    s->cluster_redirects = redirects_;
+    s->cluster_primary_shards = r.led_shards;
+    s->cluster_replica_shards = r.followed_shards;
+    s->cluster_max_lag = r.max_lag;
+    for (const auto& [node, behind] : replication_->Lag()) s->cluster_follower_lag.emplace_back(node, behind);
+  }
+  return s;
 }
 
 void Server::DrainMonitor(zap::SocketMonitor& monitor, bool counts_clients) {
@@ -477,22 +552,31 @@ void Server::DrainMonitor(zap::SocketMonitor& monitor, bool counts_clients) {
   }
 }
 
-void Server::HandleMessage() {
+void Server::ServeMessage(std::chrono::steady_clock::time_point& since) {
+  const bool request = HandleMessage();
+  if (!metrics_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (request) request_stats_.Count(op_row_, static_cast<uint16_t>(reply_status_), now - since);
+  since = now;
+}
+
+bool Server::HandleMessage() {
   std::vector<zmq::message_t> frames;
   try {
-    if (!zmqio::RecvMultipart(router_, frames, zmq::recv_flags::dontwait)) return;
+    if (!zmqio::RecvMultipart(router_, frames, zmq::recv_flags::dontwait)) return false;
   } catch (const zmq::error_t& e) {
     log_->warn("receive failed: {}", e.what());
-    return;
+    return false;
   }
   // [identity, payload] from DEALER; [identity, empty, payload] from REQ.
   const bool req_envelope = frames.size() == 3 && frames[1].size() == 0;
   if (frames.size() != 2 && !req_envelope) {
     ++dropped_frames_;
     log_->debug("dropped a message of {} frames: not [identity, (empty,) request]", frames.size());
-    return;
+    return false;
   }
   ++requests_;
+  op_row_ = kInvalidOpRow;  // until Handle decodes it
   zmq::message_t& payload = frames.back();
   // The CURVE client the ZAP handler admitted; none over ipc or plaintext
   // (and no lookup at all without CURVE).
@@ -525,10 +609,13 @@ void Server::HandleMessage() {
       held.data.assign(out.data(), out.size());
       replication_->Hold(std::move(waits_), std::move(held));
       waits_.clear();
-      return;
+      reply_status_ = out.status();
+      return true;
     }
   }
+  reply_status_ = out.status();
   SendReply(frames[0].to_string_view(), req_envelope, out.data(), out.size());
+  return true;
 }
 
 bool Server::PumpReplication() {
@@ -581,6 +668,7 @@ void Server::Handle(const char* data, size_t size, wire::Writer& out) {
     out.ErrorReply(id, request.error());
     return;
   }
+  op_row_ = static_cast<size_t>(request->op);
   if (caller_ != nullptr) {
     if (auto allowed = Permit(*caller_, *request); !allowed) {
       ++errors_;
@@ -956,6 +1044,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       }
       auto d = limiter_->Check(*key, *tier, cost);
       if (!d) return fail(d.error());
+      if (metrics_) request_stats_.CountDecision(*tier, d->allowed);
       ok();
       wire::WriteDecision(out, *d);
       return;
@@ -1133,6 +1222,7 @@ void Server::WriteStats(wire::Writer& out) {
       {"ratelimit_denied", static_cast<int64_t>(l.denied)},
       {"ratelimit_counters", static_cast<int64_t>(l.counters)},
       {"ratelimit_capacity", static_cast<int64_t>(l.capacity)},
+      {"metrics_port", metrics_ ? static_cast<int64_t>(metrics_->port()) : 0},
   };
   std::vector<std::pair<std::string, int64_t>> cluster_rows;
   if (cluster_) {

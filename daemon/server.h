@@ -17,6 +17,7 @@
 #include "cachet/rate_limiter.h"
 #include "config.h"
 #include "reply_backlog.h"
+#include "server_stats.h"
 #include "zap_handler.h"
 
 namespace spdlog {
@@ -32,6 +33,7 @@ namespace cachet::daemon {
 
 class Authenticator;
 struct AuthorizedKey;
+class MetricsEndpoint;
 class ClusterNode;
 class Replication;
 struct HeldReply;
@@ -68,7 +70,16 @@ class Server {
   void Answer(const char* data, size_t size, wire::Writer& out);
 
  private:
-  void HandleMessage();
+  // Takes one message off the socket and answers it; true if it was a
+  // request (answered, or held for a commit), with its op row and reply
+  // status left in op_row_ and reply_status_.
+  bool HandleMessage();
+  // HandleMessage, and with metrics on its request counted and timed from
+  // `since` (when the loop took it up), which it moves to now: one clock
+  // read per message.
+  void ServeMessage(std::chrono::steady_clock::time_point& since);
+  // The counters as of now, for the metrics endpoint.
+  std::shared_ptr<const MetricsSnapshot> TakeSnapshot();
   void Handle(const char* data, size_t size, wire::Writer& out);
   struct Call;  // server.cc
   void Dispatch(const Call& call, wire::Writer& out);
@@ -160,6 +171,15 @@ class Server {
   uint64_t requests_at_last_second_ = 0;
   double ops_per_second_ = 0;
   std::chrono::steady_clock::time_point last_rate_;
+
+  // Metrics (docs/operations.md, "Monitor"); counted only while metrics_ is
+  // set. The loop alone touches request_stats_; board_ is shared with the
+  // endpoint's threads, and outlives them (metrics_ is destroyed first).
+  RequestStats request_stats_;
+  size_t op_row_ = kInvalidOpRow;            // of the request being handled
+  ErrorCode reply_status_ = ErrorCode::kOk;  // of its reply
+  SnapshotBoard board_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
 };
 
 }  // namespace cachet::daemon

@@ -273,6 +273,7 @@ void Writer::BeginRequest(uint64_t id, Op op, uint32_t args) {
 }
 
 void Writer::BeginReply(uint64_t id, ErrorCode status) {
+  status_ = status;
   packer_.pack_array(3);
   packer_.pack_uint64(id);
   packer_.pack_uint16(static_cast<uint16_t>(status));

@@ -160,7 +160,10 @@ Result<cachet::Decision> ReadDecision(const msgpack::object& o);
 class Writer {
  public:
   Writer() : packer_(&buffer_) {}
-  void Clear() { buffer_.clear(); }
+  void Clear() {
+    buffer_.clear();
+    status_ = ErrorCode::kOk;
+  }
   // A request header; `args` is the number of argument values that follow.
   void BeginRequest(uint64_t id, Op op, uint32_t args);
   // A reply header; exactly one payload value must follow.
@@ -182,9 +185,13 @@ class Writer {
 
   const char* data() const { return buffer_.data(); }
   size_t size() const { return buffer_.size(); }
+  // The status of the last reply header written since Clear (the daemon's
+  // metrics count replies by it).
+  ErrorCode status() const { return status_; }
 
  private:
   msgpack::sbuffer buffer_;
+  ErrorCode status_ = ErrorCode::kOk;
   msgpack::packer<msgpack::sbuffer> packer_;
 };
 

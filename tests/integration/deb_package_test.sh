@@ -82,6 +82,8 @@ grep -qx 'ipc = ipc:///run/cachet/cachetd.sock' "$conf" || fail "the packaged co
 # ...open to the unit's group, whose members are the same-host clients.
 grep -qx 'access-mode = 0660' "$conf" || fail "the packaged configuration's access-mode is not 0660"
 grep -qx 'access-group = cachet' "$conf" || fail "the packaged configuration's access-group is not cachet"
+# ...and serves its metrics on loopback.
+grep -qx 'metrics = 127.0.0.1:9379' "$conf" || fail "the packaged configuration's metrics are not on 127.0.0.1:9379"
 
 # The unpacked programs use the unpacked libraries (their run path), not
 # any installed on the machine.
@@ -92,16 +94,20 @@ for binary in cachetd cachectl; do
   fi
 done
 
-# The unpacked daemon with the packaged configuration; only the endpoints,
-# segment and size are its own, so it disturbs nothing on the machine, and
-# the group is this user's (the package's postinst makes group cachet).
+# The unpacked daemon with the packaged configuration; only the endpoints
+# (metrics on a free port), segment and size are its own, so it disturbs
+# nothing on the machine, and the group is this user's (the package's
+# postinst makes group cachet).
 "$root/usr/bin/cachetd" --config "$conf" --segment "$name" --ipc "ipc://$work/cachetd.sock" \
-  --tcp tcp://127.0.0.1:0 --capacity 8MiB --max-value-size 64KiB --access-group "$(id -gn)" 2> "$work/cachetd.log" &
+  --tcp tcp://127.0.0.1:0 --metrics 127.0.0.1:0 --capacity 8MiB --max-value-size 64KiB --access-group "$(id -gn)" \
+  2> "$work/cachetd.log" &
 daemon_pid=$!
 for _ in $(seq 1 200); do grep -q " ready: " "$work/cachetd.log" && break; sleep 0.05; done
 grep -q " ready: " "$work/cachetd.log" || { cat "$work/cachetd.log" >&2; fail "the packaged cachetd did not start"; }
 tcp=$(sed -n 's/.*listening on \(tcp:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/cachetd.log" | head -n 1)
 [ -n "$tcp" ] || { cat "$work/cachetd.log" >&2; fail "no tcp endpoint in the log"; }
+grep -q "metrics on http://127.0.0.1:[0-9]*/metrics" "$work/cachetd.log" ||
+  { cat "$work/cachetd.log" >&2; fail "the packaged configuration serves no metrics"; }
 
 cachectl=$root/usr/bin/cachectl
 out=$("$cachectl" --endpoint "$tcp" ping)

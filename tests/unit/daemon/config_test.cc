@@ -56,5 +56,79 @@ TEST(ConfigCommandLineTest, PlaceholderIsRefused) {
   EXPECT_NE(parsed.error().message.find("command line"), std::string::npos) << parsed.error().message;
 }
 
+// metrics: the Prometheus endpoint's address (docs/operations.md, "Monitor").
+TEST(ConfigMetricsTest, OffByDefault) {
+  auto parsed = ParseConfig({});
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().ToString();
+  EXPECT_EQ(parsed->config.metrics, "");
+}
+
+TEST_F(ConfigFileTest, MetricsAddressIsReadFromTheFileAndTheCommandLineWins) {
+  auto parsed = ParseFile("metrics = 127.0.0.1:9379\n");
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().ToString();
+  EXPECT_EQ(parsed->config.metrics, "127.0.0.1:9379");
+  parsed = ParseFile("metrics = 127.0.0.1:9379\n", {"--metrics", "[::1]:0"});
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().ToString();
+  EXPECT_EQ(parsed->config.metrics, "[::1]:0");
+}
+
+TEST(ConfigMetricsTest, LoopbackAddressesAreAccepted) {
+  for (const char* address : {"127.0.0.1:9379", "127.0.0.2:0", "localhost:9379", "[::1]:9379"}) {
+    auto parsed = ParseConfig({"--metrics", address});
+    EXPECT_TRUE(parsed.has_value()) << address << ": " << parsed.error().ToString();
+  }
+}
+
+TEST(ConfigMetricsTest, AnAddressOtherHostsReachIsRefusedWithoutInsecure) {
+  for (const char* address : {"0.0.0.0:9379", "10.1.2.3:9379", "[::]:9379"}) {
+    auto parsed = ParseConfig({"--metrics", address});
+    ASSERT_FALSE(parsed.has_value()) << address;
+    EXPECT_EQ(parsed.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(parsed.error().message.find("metrics " + std::string(address) + " is reachable from other hosts"),
+              std::string::npos)
+        << parsed.error().message;
+    EXPECT_NE(parsed.error().message.find("insecure"), std::string::npos) << parsed.error().message;
+    auto allowed = ParseConfig({"--metrics", address, "--insecure", "true"});
+    EXPECT_TRUE(allowed.has_value()) << address << ": " << allowed.error().ToString();
+  }
+}
+
+TEST(ConfigMetricsTest, CurveDoesNotCoverTheMetricsEndpoint) {
+  // CURVE guards the ZeroMQ endpoints; the HTTP endpoint has no
+  // authentication whatever the keys, so it still needs insecure.
+  auto parsed = ParseConfig({"--metrics", "0.0.0.0:9379", "--curve-secret-key", "/nonexistent/server.key",
+                             "--curve-authorized-keys", "/nonexistent/clients.keys"});
+  ASSERT_FALSE(parsed.has_value());
+  EXPECT_NE(parsed.error().message.find("metrics 0.0.0.0:9379"), std::string::npos) << parsed.error().message;
+}
+
+TEST(ConfigMetricsTest, MalformedAddressesAreRefused) {
+  for (const char* address : {"9379", ":9379", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:http", "::1:9379",
+                              "[::1]9379", "[]:9379", "127.0.0.1:-1", "127.0.0.1:123456"}) {
+    auto parsed = ParseConfig({"--metrics", address});
+    ASSERT_FALSE(parsed.has_value()) << address;
+    EXPECT_NE(parsed.error().message.find("metrics must be HOST:PORT"), std::string::npos) << parsed.error().message;
+  }
+}
+
+TEST(ConfigMetricsTest, SplitHostPortTakesBracketsOff) {
+  std::string host;
+  uint16_t port = 1;
+  ASSERT_TRUE(SplitHostPort("[::1]:0", &host, &port));
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 0);
+  ASSERT_TRUE(SplitHostPort("127.0.0.1:65535", &host, &port));
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 65535);
+}
+
+TEST(ConfigMetricsTest, ChangingItNeedsARestart) {
+  DaemonConfig running, loaded;
+  running.metrics = "127.0.0.1:9379";
+  loaded.metrics = "127.0.0.1:9380";
+  EXPECT_EQ(RestartOnlyChanges(running, loaded), std::vector<std::string>{"metrics"});
+  EXPECT_TRUE(RestartOnlyChanges(running, running).empty());
+}
+
 }  // namespace
 }  // namespace cachet::daemon

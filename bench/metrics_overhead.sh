@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# What the metrics endpoint costs a loaded cachetd: the same daemon binary
+# with and without `metrics`, loaded by cachet-load over tcp (every GET and
+# SET a request to the daemon), runs alternating. With metrics, a scraper
+# GETs /metrics every second, as Prometheus would (more often than its
+# usual 15 s; SCRAPE_EVERY=0: none). Prints each run and the medians'
+# ratios, with / without, of two figures: throughput (ops/s), which on a
+# shared machine moves with whatever else runs, and the daemon's CPU time
+# per request (user + system, from /proc), which moves much less.
+#
+#   bench/metrics_overhead.sh     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=5 CLIENTS=4 MIX=get=80,set=20
+#                                  SCRAPE_EVERY=1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${BUILD_DIR:-build}
+seconds=${SECONDS_PER_RUN:-5}
+repeat=${REPEAT:-5}
+clients=${CLIENTS:-4}
+mix=${MIX:-get=80,set=20}
+scrape_every=${SCRAPE_EVERY:-1}
+cachetd="$build/daemon/cachetd"
+load="$build/bench/cachet-load"
+for f in "$cachetd" "$load"; do [ -x "$f" ] || { echo "metrics_overhead: $f missing: build first" >&2; exit 2; }; done
+command -v curl >/dev/null || { echo "metrics_overhead: curl missing" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/cachet-metrics-bench.XXXXXX)
+segment="cachet-metrics-bench-$$"
+daemon_pid="" scraper_pid=""
+stop_daemon() {
+  [ -n "$scraper_pid" ] && kill "$scraper_pid" 2>/dev/null && wait "$scraper_pid" 2>/dev/null || true
+  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+  daemon_pid="" scraper_pid=""
+}
+cleanup() { stop_daemon; rm -rf "$work" "/dev/shm/$segment" "/dev/shm/$segment.lock"; }
+trap cleanup EXIT INT TERM
+
+# The daemon's CPU time so far, in clock ticks (utime + stime).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# run WITH_METRICS(0|1): prints "ops/s cpu-us-per-op" of one run.
+run() {
+  local metrics=() log="$work/cachetd.log"
+  [ "$1" = 1 ] && metrics=(--metrics 127.0.0.1:0)
+  : > "$log"
+  "$cachetd" --segment "$segment" --ipc "ipc://$work/cachetd.sock" --tcp tcp://127.0.0.1:0 --capacity 64MiB \
+    --log-file "$log" "${metrics[@]}" &
+  daemon_pid=$!
+  for _ in $(seq 1 200); do grep -q " ready: " "$log" && break; sleep 0.05; done
+  local tcp url
+  tcp=$(sed -n 's/.*listening on \(tcp:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$log" | head -n 1)
+  if [ "$1" = 1 ] && [ "$scrape_every" != 0 ]; then
+    url=$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$log")
+    (while sleep "$scrape_every"; do curl -s -o /dev/null "$url" || true; done) &
+    scraper_pid=$!
+  fi
+  local before after report ops ops_per_s
+  before=$(cpu_ticks "$daemon_pid")
+  report=$("$load" --endpoint "$tcp" --clients "$clients" --duration "$seconds" --mix "$mix" --json --quiet)
+  after=$(cpu_ticks "$daemon_pid")
+  ops=$(sed -n 's/.*"ops": \([0-9]*\).*/\1/p' <<<"$report")
+  ops_per_s=$(sed -n 's/.*"ops_per_s": \([0-9.]*\).*/\1/p' <<<"$report")
+  stop_daemon
+  awk -v r="$ops_per_s" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v n="$ops" \
+    'BEGIN { printf "%s %.3f\n", r, t * 1e6 / hz / n }'
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+without=() with=() cpu_without=() cpu_with=()
+for i in $(seq 1 "$repeat"); do
+  read -r a ca <<<"$(run 0)"
+  read -r b cb <<<"$(run 1)"
+  without+=("$a") with+=("$b") cpu_without+=("$ca") cpu_with+=("$cb")
+  printf 'run %d: without %.0f ops/s (%s us CPU/op), with %.0f ops/s (%s us CPU/op)\n' "$i" "$a" "$ca" "$b" "$cb"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+m0=$(printf '%s\n' "${without[@]}" | median) m1=$(printf '%s\n' "${with[@]}" | median)
+c0=$(printf '%s\n' "${cpu_without[@]}" | median) c1=$(printf '%s\n' "${cpu_with[@]}" | median)
+printf 'median ops/s: without %.0f, with %.0f, ratio with/without %s\n' "$m0" "$m1" "$(ratio "$m1" "$m0")"
+printf 'median daemon CPU per op: without %s us, with %s us, ratio with/without %s\n' "$c0" "$c1" "$(ratio "$c1" "$c0")"

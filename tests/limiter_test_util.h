@@ -23,6 +23,13 @@ inline Rule MakeRule(const std::string& name, uint64_t limit, std::chrono::milli
   return r;
 }
 
+// One tier, "regular", with one rule, "per_minute": `limit` per 60 s.
+inline RateLimitPolicy PerMinutePolicy(uint64_t limit, Algorithm a = Algorithm::kFixedWindow) {
+  RateLimitPolicy p;
+  p.tiers.push_back({"regular", {MakeRule("per_minute", limit, std::chrono::minutes(1), a)}});
+  return p;
+}
+
 // The schedule the store-parity tests walk: times on and around window
 // edges, costs of 1 and 2. Calls step(index, cost) after moving the clock.
 template <typename Step>

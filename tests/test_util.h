@@ -78,6 +78,24 @@ inline int FreeLoopbackPort() {
   return port;
 }
 
+// Bytes received by the kernel for the established tcp connections on
+// local `port` and not yet read by their owner (rx_queue in /proc/net/tcp).
+inline int64_t ReceiveQueued(int port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // the header
+  int64_t total = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues;
+    fields >> slot >> local >> remote >> state >> queues;
+    if (state != "01" || local.find(':') == std::string::npos || queues.find(':') == std::string::npos) continue;
+    if (std::stoi(local.substr(local.find(':') + 1), nullptr, 16) != port) continue;
+    total += std::stoll(queues.substr(queues.find(':') + 1), nullptr, 16);
+  }
+  return total;
+}
+
 // In a forked child about to exec a server: if the test process dies (a
 // crash, a timeout kill), the server dies too instead of running on.
 inline void DieWithParent() { prctl(PR_SET_PDEATHSIG, SIGKILL); }

@@ -16,6 +16,7 @@
 #include "cachet/cluster/etcd_client.h"
 #include "cachet/gossip_rate_limiter.h"
 #include "etcd_server.h"
+#include "limiter_test_util.h"
 #include "test_util.h"
 
 namespace cachet {
@@ -23,15 +24,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-RateLimitPolicy Policy(uint64_t limit) {
-  Rule r;
-  r.name = "per_minute";
-  r.limit = limit;
-  r.window = seconds(60);
-  r.algorithm = Algorithm::kFixedWindow;
-  return RateLimitPolicy{{Tier{"regular", {r}}}, {}};
-}
 
 class GossipMembershipTest : public ::testing::Test {
  protected:
@@ -50,7 +42,7 @@ class GossipMembershipTest : public ::testing::Test {
     o.node_id = id;
     o.sync_interval = milliseconds(5);
     o.snapshot_interval = milliseconds(100);
-    auto limiter = GossipRateLimiter::Create(Policy(30), o, clock_);
+    auto limiter = GossipRateLimiter::Create(testing::PerMinutePolicy(30), o, clock_);
     ASSERT_TRUE(limiter.has_value()) << limiter.error().ToString();
     auto membership = GossipMembership::Join(**limiter, Options());
     ASSERT_TRUE(membership.has_value()) << membership.error().ToString();
@@ -124,7 +116,7 @@ TEST_F(GossipMembershipTest, ANodeIdHeldByAnotherLimiterIsRefused) {
   Join("same");
   GossipOptions o;
   o.node_id = "same";
-  auto other = GossipRateLimiter::Create(Policy(30), o, clock_);
+  auto other = GossipRateLimiter::Create(testing::PerMinutePolicy(30), o, clock_);
   ASSERT_TRUE(other.has_value()) << other.error().ToString();
   auto refused = GossipMembership::Join(**other, Options());
   ASSERT_FALSE(refused.has_value());
@@ -139,7 +131,7 @@ TEST_F(GossipMembershipTest, ANodeIdHeldByAnotherLimiterIsRefused) {
 TEST_F(GossipMembershipTest, BadOptionsAndAnUnreachableEtcdAreRefusedWithTheReason) {
   GossipOptions o;
   o.node_id = "solo";
-  auto limiter = GossipRateLimiter::Create(Policy(30), o, clock_);
+  auto limiter = GossipRateLimiter::Create(testing::PerMinutePolicy(30), o, clock_);
   ASSERT_TRUE(limiter.has_value()) << limiter.error().ToString();
   auto expect_refused = [&](GossipMembershipOptions m, const std::string& why) {
     auto r = GossipMembership::Join(**limiter, m);

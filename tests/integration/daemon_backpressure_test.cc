@@ -7,7 +7,6 @@
 #include <atomic>
 #include <csignal>
 #include <fstream>
-#include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
@@ -251,23 +250,6 @@ TEST_F(BackpressureTest, RequestsBeyondMaxInFlightAreAnsweredBusyAndNotRun) {
   EXPECT_EQ(daemon_->Stop(), 0);
 }
 
-// Bytes the kernel holds unread on the daemon's side of its tcp
-// connections on `port`, from /proc/net/tcp (rx_queue, in hex).
-int64_t UnreadBytes(int port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // the header
-  int64_t total = 0;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state, queues;
-    fields >> slot >> local >> remote >> state >> queues;
-    if (std::stoi(local.substr(local.find(':') + 1), nullptr, 16) != port) continue;
-    total += std::stoll(queues.substr(queues.find(':') + 1), nullptr, 16);
-  }
-  return total;
-}
-
 // The daemon takes its connections' requests in turn, not in the order they
 // came: a request sent after a thousand of another connection's is run
 // after a few of them, not after all. The daemon is stopped (SIGSTOP) while
@@ -292,12 +274,7 @@ TEST_F(BackpressureTest, AQuietRequestIsNotQueuedBehindAFloodersBacklog) {
   }
   constexpr int kFlood = 1000;  // within max-in-flight's default, so none is refused
   const auto wait_for_unread = [port](int64_t bytes) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (UnreadBytes(port) < bytes) {
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::yield();
-    }
-    return true;
+    return testing::WaitUntil([&] { return testing::ReceiveQueued(port) >= bytes; });
   };
   ASSERT_EQ(kill(daemon_->pid(), SIGSTOP), 0);
   int64_t flood_bytes = 0;

@@ -71,24 +71,6 @@ std::string SetRequest(uint64_t id, const std::string& key, const std::string& v
   return std::string(buf.data(), buf.size());
 }
 
-// Bytes received by the kernel for the established tcp connections on
-// local `port` and not yet read by their owner (rx_queue in /proc/net/tcp).
-int64_t ReceiveQueued(int port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // the header
-  int64_t total = 0;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state, queues;
-    fields >> slot >> local >> remote >> state >> queues;
-    if (state != "01" || local.find(':') == std::string::npos || queues.find(':') == std::string::npos) continue;
-    if (std::stoi(local.substr(local.find(':') + 1), nullptr, 16) != port) continue;
-    total += std::stoll(queues.substr(queues.find(':') + 1), nullptr, 16);
-  }
-  return total;
-}
-
 // Requests that reached the daemon while it was stopped, then SIGTERM: every
 // one is applied and answered before the daemon exits with 0.
 TEST(DaemonContractTest, SigtermAnswersTheRequestsAlreadyReceived) {
@@ -123,8 +105,8 @@ TEST(DaemonContractTest, SigtermAnswersTheRequestsAlreadyReceived) {
       socket.send(zmq::buffer(request), zmq::send_flags::none);
     }
     // Received: every byte is in the kernel's buffer for the daemon.
-    ASSERT_TRUE(testing::WaitUntil([&] { return ReceiveQueued(port) >= static_cast<int64_t>(bytes); }))
-        << ReceiveQueued(port) << " bytes queued, want " << bytes;
+    ASSERT_TRUE(testing::WaitUntil([&] { return testing::ReceiveQueued(port) >= static_cast<int64_t>(bytes); }))
+        << testing::ReceiveQueued(port) << " bytes queued, want " << bytes;
     kill(daemon.pid(), SIGTERM);  // pending until SIGCONT
   }
   std::set<uint64_t> answered;

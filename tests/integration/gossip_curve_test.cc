@@ -15,6 +15,7 @@
 
 #include "cachet/gossip_rate_limiter.h"
 #include "curve_files.h"
+#include "limiter_test_util.h"
 #include "loopback_capture.h"
 #include "test_util.h"
 
@@ -26,15 +27,6 @@ using std::chrono::seconds;
 using testing::WaitUntil;
 
 constexpr int64_t kStart = 1'700'000'040'000;  // a minute's start: windows of 60 s begin here
-
-RateLimitPolicy Policy(uint64_t limit) {
-  Rule r;
-  r.name = "per_minute";
-  r.limit = limit;
-  r.window = seconds(60);
-  r.algorithm = Algorithm::kFixedWindow;
-  return RateLimitPolicy{{Tier{"regular", {r}}}, {}};
-}
 
 size_t CountOf(const std::vector<std::string>& lines, const std::string& needle) {
   size_t n = 0;
@@ -59,7 +51,7 @@ class GossipCurveTest : public ::testing::Test {
       std::lock_guard<std::mutex> lock(mu_);
       errors_.push_back(line);
     };
-    return GossipRateLimiter::Create(Policy(100), std::move(o), clock_);
+    return GossipRateLimiter::Create(testing::PerMinutePolicy(100), std::move(o), clock_);
   }
 
   std::unique_ptr<GossipRateLimiter> Start(const std::string& id, const CurveKeyPair& curve,

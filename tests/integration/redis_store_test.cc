@@ -41,12 +41,6 @@ ReplyPtr Command(const testing::RedisServer& redis, const std::string& command) 
   return reply;
 }
 
-RateLimitPolicy Policy(uint64_t limit) {
-  RateLimitPolicy p;
-  p.tiers.push_back({"regular", {testing::MakeRule("per_minute", limit, minutes(1), Algorithm::kFixedWindow)}});
-  return p;
-}
-
 class RedisStoreTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(redis_.Start()); }
@@ -74,8 +68,8 @@ class RedisStoreTest : public ::testing::Test {
 };
 
 TEST_F(RedisStoreTest, OverTcpLimitersShareOneCountKeptInAnExpiringHash) {
-  auto a = Connect(Policy(3), FailureMode::kFailClosed);
-  auto b = Connect(Policy(3), FailureMode::kFailClosed);
+  auto a = Connect(testing::PerMinutePolicy(3), FailureMode::kFailClosed);
+  auto b = Connect(testing::PerMinutePolicy(3), FailureMode::kFailClosed);
   ASSERT_TRUE(a && b);
   for (uint64_t remaining : {2u, 1u, 0u}) {
     RedisRateLimiter& l = remaining == 1 ? *b : *a;
@@ -105,7 +99,7 @@ TEST_F(RedisStoreTest, OverTcpLimitersShareOneCountKeptInAnExpiringHash) {
 // does): the next decision must load the script again and still be Redis's,
 // with the count intact, not an outage decided by the failure mode.
 TEST_F(RedisStoreTest, AfterScriptFlushRedisStillDecidesWithTheCountIntact) {
-  auto l = Connect(Policy(5), FailureMode::kFailClosed);
+  auto l = Connect(testing::PerMinutePolicy(5), FailureMode::kFailClosed);
   ASSERT_TRUE(l);
   for (int i = 0; i < 2; ++i) ASSERT_TRUE(l->Check("user", "regular").value().allowed);
   ReplyPtr flushed = Command(redis_, "SCRIPT FLUSH");
@@ -129,7 +123,7 @@ TEST_F(RedisStoreTest, ADeadRedisIsHandledByEachFailureMode) {
   for (FailureMode mode : {FailureMode::kFailOpen, FailureMode::kFailClosed, FailureMode::kLocalFallback}) {
     SCOPED_TRACE(static_cast<int>(mode));
     outages_ = recoveries_ = 0;
-    auto l = Connect(Policy(100), mode, fallback);
+    auto l = Connect(testing::PerMinutePolicy(100), mode, fallback);
     ASSERT_TRUE(l);
     ASSERT_TRUE(Command(redis_, "FLUSHALL"));
     auto first = l->Check("user", "regular");
@@ -201,7 +195,7 @@ TEST_F(RedisStoreTest, ADeadRedisIsHandledByEachFailureMode) {
 // mode decides, then Redis once it is up and the interval has passed.
 TEST_F(RedisStoreTest, ALimiterMadeWhileRedisIsDownStartsInItsFailureMode) {
   redis_.Kill();
-  auto l = Connect(Policy(10), FailureMode::kFailClosed);
+  auto l = Connect(testing::PerMinutePolicy(10), FailureMode::kFailClosed);
   ASSERT_TRUE(l);
   auto d = l->Check("user", "regular");
   ASSERT_TRUE(d.has_value()) << d.error().ToString();

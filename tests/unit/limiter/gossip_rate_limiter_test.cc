@@ -14,6 +14,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "limiter_test_util.h"
 #include "test_util.h"
 
 namespace cachet {
@@ -23,15 +24,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 constexpr int64_t kStart = 1'700'000'040'000;  // a minute's start: windows of 60 s begin here
-
-RateLimitPolicy Policy(Algorithm algorithm, uint64_t limit) {
-  Rule r;
-  r.name = "per_minute";
-  r.limit = limit;
-  r.window = seconds(60);
-  r.algorithm = algorithm;
-  return RateLimitPolicy{{Tier{"regular", {r}}}, {}};
-}
 
 // A message from the peer "skewed" carrying one count, as a peer would send it.
 std::string Message(uint64_t seq, uint64_t id, uint64_t meta, int64_t window, uint64_t total) {
@@ -106,7 +98,7 @@ class GossipTest : public ::testing::Test {
 };
 
 TEST_F(GossipTest, ThreeHostsShareOneFixedWindowLimit) {
-  StartMesh(3, Policy(Algorithm::kFixedWindow, 30));
+  StartMesh(3, testing::PerMinutePolicy(30, Algorithm::kFixedWindow));
   for (auto& l : limiters_) EXPECT_EQ(Admit(*l, 10), 10u);
   // Each host learns the other two's 10: the window is full everywhere.
   for (auto& l : limiters_) {
@@ -132,7 +124,7 @@ TEST_F(GossipTest, ThreeHostsShareOneFixedWindowLimit) {
 }
 
 TEST_F(GossipTest, SlidingWindowCountsAddUpToo) {
-  StartMesh(2, Policy(Algorithm::kSlidingWindow, 20));
+  StartMesh(2, testing::PerMinutePolicy(20, Algorithm::kSlidingWindow));
   EXPECT_EQ(Admit(*limiters_[0], 15), 15u);
   ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[1]->Stats().counts_applied == 15; }, seconds(10)));
   EXPECT_EQ(Admit(*limiters_[1], 10), 5u);  // 15 of 20 taken by the other host
@@ -143,10 +135,10 @@ TEST_F(GossipTest, SlidingWindowCountsAddUpToo) {
 }
 
 TEST_F(GossipTest, AHostThatJoinsLateLearnsTheOpenWindowFromSnapshots) {
-  StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
+  StartMesh(2, testing::PerMinutePolicy(30, Algorithm::kFixedWindow));
   EXPECT_EQ(Admit(*limiters_[0], 12), 12u);
   EXPECT_EQ(Admit(*limiters_[1], 8), 8u);
-  auto late = Start(Policy(Algorithm::kFixedWindow, 30), "late");
+  auto late = Start(testing::PerMinutePolicy(30, Algorithm::kFixedWindow), "late");
   ASSERT_TRUE(late->SetPeers(EndpointsBut(nullptr)));
   ASSERT_TRUE(testing::WaitUntil([&] { return late->Stats().counts_applied == 20; }, seconds(10)));
   EXPECT_EQ(Admit(*late, 20), 10u);
@@ -157,7 +149,7 @@ TEST_F(GossipTest, AHostThatJoinsLateLearnsTheOpenWindowFromSnapshots) {
 // publisher, which answers with a snapshot at its next sync; the totals
 // sent while it was away reach it that way.
 TEST_F(GossipTest, APeerThatReconnectsIsHeardAndCatchesUp) {
-  StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
+  StartMesh(2, testing::PerMinutePolicy(30, Algorithm::kFixedWindow));
   GossipRateLimiter& a = *limiters_[0];
   GossipRateLimiter& b = *limiters_[1];
   ASSERT_TRUE(testing::WaitUntil([&] { return a.Stats().subscriptions >= 1; }, seconds(10)));
@@ -174,13 +166,13 @@ TEST_F(GossipTest, APeerThatReconnectsIsHeardAndCatchesUp) {
 }
 
 TEST_F(GossipTest, ARestartedHostCountsAfreshBesideItsEarlierLife) {
-  StartMesh(2, Policy(Algorithm::kFixedWindow, 30));
+  StartMesh(2, testing::PerMinutePolicy(30, Algorithm::kFixedWindow));
   EXPECT_EQ(Admit(*limiters_[1], 10), 10u);
   ASSERT_TRUE(testing::WaitUntil([&] { return limiters_[0]->Stats().counts_applied == 10; }, seconds(10)));
   // h1 restarts (same id, new incarnation) and counts 5 more from zero: h0
   // keeps the 10 of its first life and adds the 5.
   limiters_[1].reset();
-  limiters_[1] = Start(Policy(Algorithm::kFixedWindow, 30), "h1");
+  limiters_[1] = Start(testing::PerMinutePolicy(30, Algorithm::kFixedWindow), "h1");
   ASSERT_TRUE(limiters_[1]->SetPeers({limiters_[0]->endpoint()}));
   ASSERT_TRUE(limiters_[0]->SetPeers({limiters_[1]->endpoint()}));
   EXPECT_EQ(Admit(*limiters_[1], 5), 5u);
@@ -189,7 +181,7 @@ TEST_F(GossipTest, ARestartedHostCountsAfreshBesideItsEarlierLife) {
 }
 
 TEST_F(GossipTest, MalformedMessagesAreRefusedAndChangeNothing) {
-  StartMesh(1, Policy(Algorithm::kFixedWindow, 5));
+  StartMesh(1, testing::PerMinutePolicy(5, Algorithm::kFixedWindow));
   zmq::context_t ctx;
   zmq::socket_t pub(ctx, zmq::socket_type::pub);
   pub.set(zmq::sockopt::linger, 0);
@@ -214,7 +206,7 @@ TEST_F(GossipTest, MalformedMessagesAreRefusedAndChangeNothing) {
 // clock (a peer with a broken clock, or a hostile one) is skipped: it would
 // otherwise move the counter into that window.
 TEST_F(GossipTest, CountsForAWindowFarAheadOfTheClockAreSkipped) {
-  StartMesh(1, Policy(Algorithm::kFixedWindow, 5));
+  StartMesh(1, testing::PerMinutePolicy(5, Algorithm::kFixedWindow));
   zmq::context_t ctx;
   zmq::socket_t pub(ctx, zmq::socket_type::pub);
   pub.set(zmq::sockopt::linger, 0);
@@ -244,31 +236,31 @@ TEST_F(GossipTest, CountsForAWindowFarAheadOfTheClockAreSkipped) {
 
 TEST_F(GossipTest, RulesThatDoNotAddUpAndBadOptionsAreRefused) {
   GossipOptions o;
-  auto bucket = GossipRateLimiter::Create(Policy(Algorithm::kTokenBucket, 10), o, clock_);
+  auto bucket = GossipRateLimiter::Create(testing::PerMinutePolicy(10, Algorithm::kTokenBucket), o, clock_);
   ASSERT_FALSE(bucket);
   EXPECT_EQ(bucket.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(bucket.error().message.find("cannot be shared between hosts"), std::string::npos) << bucket.error().message;
   o.peers = {"10.0.0.1:7400"};
-  auto bad_peer = GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_);
+  auto bad_peer = GossipRateLimiter::Create(testing::PerMinutePolicy(10, Algorithm::kFixedWindow), o, clock_);
   ASSERT_FALSE(bad_peer);
   EXPECT_NE(bad_peer.error().message.find("'10.0.0.1:7400'"), std::string::npos) << bad_peer.error().message;
   o.peers.clear();
   o.sync_interval = milliseconds(0);
-  EXPECT_FALSE(GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_));
+  EXPECT_FALSE(GossipRateLimiter::Create(testing::PerMinutePolicy(10, Algorithm::kFixedWindow), o, clock_));
   o.sync_interval = milliseconds(10);
   o.peer_timeout = o.snapshot_interval;  // a live peer could look dead between two snapshots
-  auto hasty = GossipRateLimiter::Create(Policy(Algorithm::kFixedWindow, 10), o, clock_);
+  auto hasty = GossipRateLimiter::Create(testing::PerMinutePolicy(10, Algorithm::kFixedWindow), o, clock_);
   ASSERT_FALSE(hasty);
   EXPECT_NE(hasty.error().message.find("peer_timeout"), std::string::npos) << hasty.error().message;
   // A local rule shares no counts: any algorithm will do.
   o.peer_timeout = seconds(3);
-  RateLimitPolicy local_bucket = Policy(Algorithm::kTokenBucket, 10);
+  RateLimitPolicy local_bucket = testing::PerMinutePolicy(10, Algorithm::kTokenBucket);
   local_bucket.tiers[0].rules[0].local = true;
   EXPECT_TRUE(GossipRateLimiter::Create(local_bucket, o, clock_));
 }
 
 TEST_F(GossipTest, LocalRulesShareNoCountsAndSplitTheLimitAmongTheHostsAlive) {
-  RateLimitPolicy policy = Policy(Algorithm::kFixedWindow, 90);
+  RateLimitPolicy policy = testing::PerMinutePolicy(90, Algorithm::kFixedWindow);
   policy.tiers[0].rules[0].local = true;
   StartMesh(3, policy);
   // Each host hears from the other two (their snapshots, every 100 ms).
@@ -310,7 +302,7 @@ TEST_F(GossipTest, ShareRemainingSpendsAShareOfWhatIsLeftPerSync) {
     o.snapshot_interval = milliseconds(300);
     o.peer_timeout = seconds(3);
   };
-  StartMesh(3, Policy(Algorithm::kFixedWindow, 90));
+  StartMesh(3, testing::PerMinutePolicy(90, Algorithm::kFixedWindow));
   for (auto& l : limiters_) {
     ASSERT_TRUE(testing::WaitUntil([&] { return l->Stats().senders == 2; }, seconds(10))) << l->node_id();
     EXPECT_EQ(l->Stats().live_hosts, 3u);
@@ -337,27 +329,27 @@ TEST_F(GossipTest, ShareRemainingSpendsAShareOfWhatIsLeftPerSync) {
 }
 
 TEST_F(GossipTest, ApplyTakesAPolicyFileWithItsPeersOrRefusesBoth) {
-  StartMesh(2, Policy(Algorithm::kFixedWindow, 100));
+  StartMesh(2, testing::PerMinutePolicy(100, Algorithm::kFixedWindow));
   GossipRateLimiter& l = *limiters_[0];
   ASSERT_TRUE(testing::WaitUntil([&] { return l.Stats().peers == 1; }));
   // A bad peer refuses the whole file: neither the limit nor the peers change.
-  PolicyFile bad{Policy(Algorithm::kFixedWindow, 3), {}, std::vector<std::string>{"10.0.0.2:7400"}};
+  PolicyFile bad{testing::PerMinutePolicy(3, Algorithm::kFixedWindow), {}, std::vector<std::string>{"10.0.0.2:7400"}};
   auto refused = l.Apply(bad);
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("10.0.0.2:7400"), std::string::npos) << refused.error().message;
   EXPECT_EQ(Admit(l, 5), 5u);
   // No [peers] section: the peers stay; an empty one: this host is alone.
-  PolicyFile kept{Policy(Algorithm::kFixedWindow, 3), {}, std::nullopt};
+  PolicyFile kept{testing::PerMinutePolicy(3, Algorithm::kFixedWindow), {}, std::nullopt};
   ASSERT_TRUE(l.Apply(kept));
   EXPECT_FALSE(l.Check("user-1", "regular")->allowed);  // 5 taken of the new 3
   EXPECT_EQ(l.Stats().peers, 1u);
-  PolicyFile alone{Policy(Algorithm::kFixedWindow, 3), {}, std::vector<std::string>{}};
+  PolicyFile alone{testing::PerMinutePolicy(3, Algorithm::kFixedWindow), {}, std::vector<std::string>{}};
   ASSERT_TRUE(l.Apply(alone));
   EXPECT_TRUE(testing::WaitUntil([&] { return l.Stats().peers == 0; }));
 }
 
 TEST_F(GossipTest, ADeadPeerBlocksNoDecision) {
-  StartMesh(1, Policy(Algorithm::kFixedWindow, 100));
+  StartMesh(1, testing::PerMinutePolicy(100, Algorithm::kFixedWindow));
   // Nobody listens there: the connection retries in the background.
   ASSERT_TRUE(limiters_[0]->SetPeers({"tcp://127.0.0.1:" + std::to_string(testing::FreeLoopbackPort())}));
   EXPECT_EQ(Admit(*limiters_[0], 100), 100u);

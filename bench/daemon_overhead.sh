@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# What the metrics endpoint costs a loaded cachetd: the same daemon binary
-# with and without `metrics`, loaded by cachet-load over tcp (every GET and
-# SET a request to the daemon), runs alternating. With metrics, a scraper
-# GETs /metrics every second, as Prometheus would (more often than its
-# usual 15 s; SCRAPE_EVERY=0: none). Prints each run and the medians'
-# ratios, with / without, of two figures: throughput (ops/s), which on a
-# shared machine moves with whatever else runs, and the daemon's CPU time
-# per request (user + system, from /proc), which moves much less.
+# What a feature of cachetd costs it under load: the same daemon binary with
+# and without FEATURE, loaded by cachet-load over tcp (every GET and SET a
+# request to the daemon), runs alternating. Prints each run and the
+# medians' ratios, with / without, of two figures: throughput (ops/s), which
+# on a shared machine moves with whatever else runs, and the daemon's CPU
+# time per request (user + system, from /proc), which moves much less.
 #
-#   bench/metrics_overhead.sh     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=5 CLIENTS=4 MIX=get=80,set=20
-#                                  SCRAPE_EVERY=1)
+# FEATURE:
+#   metrics  the Prometheus endpoint, with a scraper GETting /metrics every
+#            SCRAPE_EVERY seconds (default 1, more often than Prometheus's
+#            usual 15 s; 0: none)
+#   curve    CURVE on the tcp endpoint: keys from cachectl keygen, the
+#            client's admitted, every request and reply encrypted
+#
+#   bench/daemon_overhead.sh metrics|curve     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=5 CLIENTS=4
+#                                               MIX=get=80,set=20 SCRAPE_EVERY=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -18,13 +23,21 @@ repeat=${REPEAT:-5}
 clients=${CLIENTS:-4}
 mix=${MIX:-get=80,set=20}
 scrape_every=${SCRAPE_EVERY:-1}
+feature=${1:-}
 cachetd="$build/daemon/cachetd"
 load="$build/bench/cachet-load"
-for f in "$cachetd" "$load"; do [ -x "$f" ] || { echo "metrics_overhead: $f missing: build first" >&2; exit 2; }; done
-command -v curl >/dev/null || { echo "metrics_overhead: curl missing" >&2; exit 2; }
+cachectl="$build/cli/cachectl"
+case "$feature" in
+  metrics) command -v curl >/dev/null || { echo "daemon_overhead: curl missing" >&2; exit 2; } ;;
+  curve) ;;
+  *) echo "usage: bench/daemon_overhead.sh metrics|curve" >&2; exit 2 ;;
+esac
+for f in "$cachetd" "$load" "$cachectl"; do
+  [ -x "$f" ] || { echo "daemon_overhead: $f missing: build first" >&2; exit 2; }
+done
 
-work=$(mktemp -d /tmp/cachet-metrics-bench.XXXXXX)
-segment="cachet-metrics-bench-$$"
+work=$(mktemp -d /tmp/cachet-overhead-bench.XXXXXX)
+segment="cachet-overhead-bench-$$"
 daemon_pid="" scraper_pid=""
 stop_daemon() {
   [ -n "$scraper_pid" ] && kill "$scraper_pid" 2>/dev/null && wait "$scraper_pid" 2>/dev/null || true
@@ -37,25 +50,38 @@ trap cleanup EXIT INT TERM
 # The daemon's CPU time so far, in clock ticks (utime + stime).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# run WITH_METRICS(0|1): prints "ops/s cpu-us-per-op" of one run.
+# The feature's options for cachetd and for cachet-load.
+daemon_with=() load_with=()
+case "$feature" in
+  metrics) daemon_with=(--metrics 127.0.0.1:0) ;;
+  curve)
+    "$cachectl" keygen "$work/server" >/dev/null
+    "$cachectl" keygen "$work/client" >/dev/null
+    echo "$(cat "$work/client.pub") bench write" > "$work/clients.keys"
+    daemon_with=(--curve-secret-key "$work/server.key" --curve-authorized-keys "$work/clients.keys")
+    load_with=(--server-key "$work/server.pub" --key "$work/client.key")
+    ;;
+esac
+
+# run WITH_FEATURE(0|1): prints "ops/s cpu-us-per-op" of one run.
 run() {
-  local metrics=() log="$work/cachetd.log"
-  [ "$1" = 1 ] && metrics=(--metrics 127.0.0.1:0)
+  local extra=() client=() log="$work/cachetd.log"
+  [ "$1" = 1 ] && extra=("${daemon_with[@]}") client=("${load_with[@]}")
   : > "$log"
   "$cachetd" --segment "$segment" --ipc "ipc://$work/cachetd.sock" --tcp tcp://127.0.0.1:0 --capacity 64MiB \
-    --log-file "$log" "${metrics[@]}" &
+    --log-file "$log" "${extra[@]}" &
   daemon_pid=$!
   for _ in $(seq 1 200); do grep -q " ready: " "$log" && break; sleep 0.05; done
   local tcp url
   tcp=$(sed -n 's/.*listening on \(tcp:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$log" | head -n 1)
-  if [ "$1" = 1 ] && [ "$scrape_every" != 0 ]; then
+  if [ "$1" = 1 ] && [ "$feature" = metrics ] && [ "$scrape_every" != 0 ]; then
     url=$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$log")
     (while sleep "$scrape_every"; do curl -s -o /dev/null "$url" || true; done) &
     scraper_pid=$!
   fi
   local before after report ops ops_per_s
   before=$(cpu_ticks "$daemon_pid")
-  report=$("$load" --endpoint "$tcp" --clients "$clients" --duration "$seconds" --mix "$mix" --json --quiet)
+  report=$("$load" --endpoint "$tcp" --clients "$clients" --duration "$seconds" --mix "$mix" --json --quiet "${client[@]}")
   after=$(cpu_ticks "$daemon_pid")
   ops=$(sed -n 's/.*"ops": \([0-9]*\).*/\1/p' <<<"$report")
   ops_per_s=$(sed -n 's/.*"ops_per_s": \([0-9.]*\).*/\1/p' <<<"$report")

@@ -57,7 +57,7 @@ case "$feature" in
   curve)
     "$cachectl" keygen "$work/server" >/dev/null
     "$cachectl" keygen "$work/client" >/dev/null
-    echo "$(cat "$work/client.pub") bench write" > "$work/clients.keys"
+    echo "$(sed -n 's/^public-key = //p' "$work/client.pub") bench write" > "$work/clients.keys"
     daemon_with=(--curve-secret-key "$work/server.key" --curve-authorized-keys "$work/clients.keys")
     load_with=(--server-key "$work/server.pub" --key "$work/client.key")
     ;;
@@ -74,6 +74,7 @@ run() {
   for _ in $(seq 1 200); do grep -q " ready: " "$log" && break; sleep 0.05; done
   local tcp url
   tcp=$(sed -n 's/.*listening on \(tcp:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$log" | head -n 1)
+  [ -n "$tcp" ] || { echo "daemon_overhead: cachetd did not start:" >&2; cat "$log" >&2; exit 1; }
   if [ "$1" = 1 ] && [ "$feature" = metrics ] && [ "$scrape_every" != 0 ]; then
     url=$(sed -n 's/.*metrics on \(http:[^ ]*\).*/\1/p' "$log")
     (while sleep "$scrape_every"; do curl -s -o /dev/null "$url" || true; done) &

@@ -271,7 +271,7 @@ TEST(DaemonContractTest, TheDaemonsTimerReclaimsExpiredKeysNobodyReads) {
   SetOptions short_ttl;
   short_ttl.ttl = milliseconds(3000);
   for (int i = 0; i < kKeys; ++i) {
-    char key[8], value[10];
+    char key[16], value[24];  // "exp:NNN" and "value:NNN" for i < 1000
     std::snprintf(key, sizeof key, "exp:%03d", i);
     std::snprintf(value, sizeof value, "value:%03d", i);
     ASSERT_TRUE(client->Set(key, value, short_ttl).has_value());

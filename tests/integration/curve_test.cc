@@ -337,9 +337,9 @@ TEST_F(CurveTest, ThePolicyIsPublishedOnlyToAdmittedSubscribers) {
   auto local = Local();
   EXPECT_TRUE(WaitUntil([&] { return StatOf(*local, "refused_connections") > 0; }, seconds(10)));
   const std::string log = daemon_->log();
-  EXPECT_GE(CountLines(log, "refused a connection on " + pub + ": handshake failed (the client does not speak CURVE)"),
-            1u)
-      << log;
+  // The reason's wording depends on where the handshake broke off ("does
+  // not speak CURVE", or "closed during it" when the subscriber hung up first).
+  EXPECT_GE(CountLines(log, "refused a connection on " + pub + ": handshake failed ("), 1u) << log;
   std::filesystem::remove(policy);
 }
 

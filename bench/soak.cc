@@ -57,6 +57,7 @@ struct Options {
   int64_t margin_ms = 50;
   pid_t pid = 0;
   int64_t rss_bound_mib = 16;
+  int64_t limit = 0, window_ms = 0;  // the tier's rule, if given; else learned from the first decision
   std::string prefix;
   std::string csv, png;
   bool quiet = false;
@@ -85,6 +86,8 @@ constexpr const char* kUsage =
     "  --clients N      client threads (default 8)\n"
     "  --keys N         value keys, and as many counters, per thread (default 1000)\n"
     "  --tier NAME      the rate-limit tier to ask for (default soak)\n"
+    "  --limit N        the tier's rule admits N per window (default: as the first decision says)\n"
+    "  --window MS      the tier's rule's window (default: as the first decision says)\n"
     "  --reconnect MS   each thread reconnects after 0.5 to 1.5 times MS (default 1000)\n"
     "  --timeout MS     per-request timeout (default 1000)\n"
     "  --margin MS      clock margin around TTL deadlines (default 50)\n"
@@ -123,9 +126,9 @@ Options Parse(int argc, char** argv) {
       o.quiet = true;
       continue;
     }
-    static const char* const kWithValue[] = {"--endpoint",  "--duration", "--clients", "--keys", "--tier",
-                                             "--reconnect", "--timeout",  "--margin",  "--pid",  "--rss-bound",
-                                             "--prefix",    "--csv",      "--png"};
+    static const char* const kWithValue[] = {"--endpoint", "--duration",  "--clients",   "--keys",    "--tier",
+                                             "--limit",    "--window",    "--reconnect", "--timeout", "--margin",
+                                             "--pid",      "--rss-bound", "--prefix",    "--csv",     "--png"};
     if (std::find(std::begin(kWithValue), std::end(kWithValue), flag) == std::end(kWithValue)) {
       bench::RefuseArguments(kTool, "unknown option '" + flag + "'");
     }
@@ -141,6 +144,10 @@ Options Parse(int argc, char** argv) {
       o.keys = number(flag, value, 1, 1 << 20);
     } else if (flag == "--tier") {
       o.tier = value;
+    } else if (flag == "--limit") {
+      o.limit = number(flag, value, 1, 1 << 30);
+    } else if (flag == "--window") {
+      o.window_ms = number(flag, value, 1, 86400000);
     } else if (flag == "--reconnect") {
       o.reconnect_ms = number(flag, value, 1, 3600000);
     } else if (flag == "--timeout") {
@@ -161,6 +168,7 @@ Options Parse(int argc, char** argv) {
   }
   if (o.endpoint.empty()) bench::RefuseArguments(kTool, "--endpoint is required");
   if (!o.png.empty() && o.csv.empty()) bench::RefuseArguments(kTool, "--png plots the --csv file: give both");
+  if ((o.limit == 0) != (o.window_ms == 0)) bench::RefuseArguments(kTool, "give --limit and --window together");
   if (o.prefix.empty()) o.prefix = "soak:" + std::to_string(getpid());
   return o;
 }
@@ -204,7 +212,10 @@ std::optional<Memory> ReadMemory(pid_t pid) {
 // What the threads share. Counters are relaxed: read for progress, exact
 // once the threads are joined.
 struct Run {
-  explicit Run(const Options& options) : o(options) {}
+  explicit Run(const Options& options) : o(options) {
+    if (o.limit != 0)
+      shape = bench::LimitShape{static_cast<uint64_t>(o.limit), std::chrono::milliseconds(o.window_ms), ""};
+  }
 
   const Options& o;
   const Steady::time_point start = Steady::now();
@@ -229,6 +240,7 @@ struct Run {
   bench::LimitShape Shape(const Decision& d) {
     std::lock_guard<std::mutex> lock(mu);
     if (!shape) shape = bench::LimitShape{d.limit, d.window, d.rule};
+    if (shape->rule.empty()) shape->rule = d.rule;  // --limit and --window name no rule
     return *shape;
   }
 };

@@ -68,7 +68,7 @@ grep -q " ready: " "$work/cachetd.log" 2>/dev/null || {
 echo "soak: cachetd pid $pid on tcp://127.0.0.1:$port, $duration s, $clients clients; figures in $out.csv, $out.png"
 status=0
 "$soak" --endpoint "tcp://127.0.0.1:$port" --pid "$pid" --duration "$duration" --clients "$clients" --keys "$keys" \
-  --rss-bound "$rss_bound" --csv "$out.csv" --png "$out.png" || status=$?
+  --limit 20 --window 1000 --rss-bound "$rss_bound" --csv "$out.csv" --png "$out.png" || status=$?
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "soak: cachetd died during the run; its log:" >&2
   cat "$work/cachetd.log" >&2

@@ -1,8 +1,9 @@
 // bench/soak.cc (cachet-soak) against a real cachetd with a rate-limit
 // policy: a short run passes and writes its CSV and PNG; another client that
 // overwrites one of the soak's values, or spends one of its rate-limit
-// windows, makes it fail naming the key (so the checker can fail); bad
-// arguments are refused with exit 2 and a reason.
+// windows, makes it fail naming the key, and so do decisions of another rule
+// than the one it was told of (so the checker can fail); bad arguments are
+// refused with exit 2 and a reason.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -66,10 +67,10 @@ class SoakToolTest : public ::testing::Test {
 
 TEST_F(SoakToolTest, AShortRunPassesAndWritesCsvAndPng) {
   const std::string base = "/tmp/" + testing::UniqueSegmentName("soakrun");
-  const testing::ProgramResult r =
-      testing::RunProgram(Soak({"--pid", std::to_string(daemon_.pid()), "--duration", "5", "--clients", "4", "--keys",
-                                "200", "--reconnect", "300", "--csv", base + ".csv", "--png", base + ".png"}),
-                          std::chrono::seconds(60));
+  const testing::ProgramResult r = testing::RunProgram(
+      Soak({"--pid", std::to_string(daemon_.pid()), "--duration", "5", "--clients", "4", "--keys", "200", "--reconnect",
+            "300", "--limit", "20", "--window", "1000", "--csv", base + ".csv", "--png", base + ".png"}),
+      std::chrono::seconds(60));
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("PASSED"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("wrong replies 0, errors 0"), std::string::npos) << r.out;
@@ -110,6 +111,16 @@ TEST_F(SoakToolTest, ARateLimitWindowSpentByAnotherClientFailsTheRunNamingTheKey
   EXPECT_NE(r.err.find("WRONG: key " + key + ": RATELIMIT"), std::string::npos) << r.err;
 }
 
+TEST_F(SoakToolTest, DecisionsOfAnotherRuleThanTheOneGivenFailTheRun) {
+  const testing::ProgramResult r =
+      testing::RunProgram(Soak({"--clients", "1", "--duration", "30", "--limit", "10", "--window", "1000", "--quiet"}),
+                          std::chrono::seconds(60));
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("RATELIMIT decided by rule 'per_second' 20/1000ms, not the tier's 'per_second' 10/1000ms"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST_F(SoakToolTest, BadArgumentsAreRefusedWithAReason) {
   const auto run = [](std::vector<std::string> args) {
     args.insert(args.begin(), CACHET_SOAK_PATH);
@@ -124,6 +135,9 @@ TEST_F(SoakToolTest, BadArgumentsAreRefusedWithAReason) {
   const testing::ProgramResult zero = run({"--endpoint", "tcp://127.0.0.1:1", "--clients", "0"});
   EXPECT_EQ(zero.code, 2);
   EXPECT_NE(zero.err.find("--clients"), std::string::npos) << zero.err;
+  const testing::ProgramResult half = run({"--endpoint", "tcp://127.0.0.1:1", "--limit", "20"});
+  EXPECT_EQ(half.code, 2);
+  EXPECT_NE(half.err.find("--window"), std::string::npos) << half.err;
   const testing::ProgramResult png = run({"--endpoint", "tcp://127.0.0.1:1", "--png", "x.png"});
   EXPECT_EQ(png.code, 2);
   EXPECT_NE(png.err.find("--csv"), std::string::npos) << png.err;

@@ -14,10 +14,8 @@
 // op, recorded in a log-linear histogram (about 3% resolution) per thread
 // and per second, merged at the end.
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,8 +27,11 @@
 #include <thread>
 #include <vector>
 
+#include "bench_args.h"
 #include "cachet/client.h"
 #include "cachet/cluster_client.h"
+#include "csv_plot.h"
+#include "latency_histogram.h"
 
 namespace {
 
@@ -75,20 +76,12 @@ constexpr const char* kUsage =
     "\n"
     "Exit: 0 done (errors are counted, not fatal), 2 bad arguments, 3 could not connect.\n";
 
-[[noreturn]] void Usage(const std::string& why) {
-  std::fprintf(stderr, "cachet-load: %s\n\n%s", why.c_str(), kUsage);
-  std::exit(2);
-}
+constexpr cachet::bench::ToolUsage kTool{"cachet-load", kUsage};
+
+[[noreturn]] void Usage(const std::string& why) { cachet::bench::RefuseArguments(kTool, why); }
 
 int64_t ParseNumber(const std::string& flag, const std::string& text, int64_t min, int64_t max) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || errno != 0 || v < min || v > max) {
-    Usage(flag + " takes a whole number from " + std::to_string(min) + " to " + std::to_string(max) + ", got '" + text +
-          "'");
-  }
-  return v;
+  return cachet::bench::ParseWholeNumber(kTool, flag, text, min, max);
 }
 
 void ParseMix(const std::string& text, Options& o) {
@@ -174,53 +167,7 @@ Options Parse(int argc, char** argv) {
   return o;
 }
 
-// ------------------------------------------------------------ histogram
-
-// Log-linear buckets over nanoseconds: 32 sub-buckets per power of two, so a
-// value is known within about 3%.
-class Histogram {
- public:
-  static constexpr int kSub = 32;
-  static constexpr int kBuckets = 64 * kSub;
-
-  void Add(int64_t ns) {
-    ++counts_[static_cast<size_t>(Index(std::max<int64_t>(ns, 1)))];
-    ++total_;
-  }
-  void Merge(const Histogram& o) {
-    for (size_t i = 0; i < counts_.size(); ++i) counts_[i] += o.counts_[i];
-    total_ += o.total_;
-  }
-  uint64_t total() const { return total_; }
-  // The value below which `q` of the samples fall (the bucket's midpoint).
-  double Quantile(double q) const {
-    if (total_ == 0) return 0;
-    const uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total_)));
-    uint64_t seen = 0;
-    for (int i = 0; i < kBuckets; ++i) {
-      seen += counts_[static_cast<size_t>(i)];
-      if (seen >= std::max<uint64_t>(rank, 1)) return Midpoint(i);
-    }
-    return Midpoint(kBuckets - 1);
-  }
-
- private:
-  static int Index(int64_t v) {
-    const int msb = 63 - __builtin_clzll(static_cast<unsigned long long>(v));
-    if (msb < 5) return static_cast<int>(v);  // exact below 32
-    const int sub = static_cast<int>((v >> (msb - 5)) & (kSub - 1));
-    return msb * kSub + sub;
-  }
-  static double Midpoint(int i) {
-    if (i < kSub) return i;
-    const int msb = i / kSub, sub = i % kSub;
-    const double low = std::ldexp(1.0 + sub / static_cast<double>(kSub), msb);
-    return low * (1.0 + 0.5 / kSub);
-  }
-
-  std::array<uint64_t, kBuckets> counts_{};
-  uint64_t total_ = 0;
-};
+using Histogram = cachet::bench::LatencyHistogram;
 
 // ------------------------------------------------------------ the load
 
@@ -270,13 +217,7 @@ std::unique_ptr<cachet::KeyValueClient> Connect(const Options& o, std::string* w
   return std::move(*c);
 }
 
-// xorshift64*: cheap, and each thread has its own.
-uint64_t Next(uint64_t& s) {
-  s ^= s >> 12;
-  s ^= s << 25;
-  s ^= s >> 27;
-  return s * 2685821657736338717ull;
-}
+using cachet::bench::NextRandom;
 
 struct Shared {
   std::atomic<uint64_t> ops{0};
@@ -293,8 +234,8 @@ void Run(const Options& o, cachet::KeyValueClient& client, int index, Clock::tim
   const std::string value(o.value_size, 'v');
   std::string key, got;
   while (!shared.stop.load(std::memory_order_relaxed)) {
-    key = "load:" + std::to_string(Next(rng) % o.keys);
-    const int pick = static_cast<int>(Next(rng) % static_cast<uint64_t>(total));
+    key = "load:" + std::to_string(NextRandom(rng) % o.keys);
+    const int pick = static_cast<int>(NextRandom(rng) % static_cast<uint64_t>(total));
     const auto t0 = Clock::now();
     std::optional<cachet::Error> error;
     if (pick < o.get) {
@@ -304,7 +245,7 @@ void Run(const Options& o, cachet::KeyValueClient& client, int index, Clock::tim
     } else if (pick < o.get + o.set + o.incr) {
       // A key holding a value set by this run is no integer: that is
       // NOT_INTEGER, counted as an error like any other.
-      if (auto r = client.Incr("load:n:" + std::to_string(Next(rng) % o.keys)); !r) error = r.error();
+      if (auto r = client.Incr("load:n:" + std::to_string(NextRandom(rng) % o.keys)); !r) error = r.error();
     } else {
       if (auto r = client.Del(key); !r) error = r.error();
     }
@@ -342,29 +283,12 @@ const char* CodeName(ErrorCode code) {
 }
 
 bool Plot(const std::string& csv, const std::string& png, std::string* why) {
-  const std::string script =
-      "set terminal png size 1000,500; set output '" + png +
-      "'; set datafile separator ','; set key autotitle columnhead; set xlabel 'second'; "
-      "set ylabel 'latency (us)'; set y2label 'ops/s'; set ytics nomirror; set y2tics; set logscale y; "
-      "plot '" +
-      csv +
-      "' using 1:3 with lines title 'p50', '' using 1:4 with lines title 'p99', '' using 1:5 with lines "
-      "title 'p999', '' using 1:2 axes x1y2 with lines title 'ops/s'";
-  const std::string command = "gnuplot -e \"" + script + "\" 2>&1";
-  FILE* p = popen(command.c_str(), "r");
-  if (p == nullptr) {
-    *why = "cannot run gnuplot";
-    return false;
-  }
-  std::string out;
-  char buf[256];
-  while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
-  const int status = pclose(p);
-  if (status != 0) {
-    *why = out.empty() ? "gnuplot failed (is it installed? apt-get install gnuplot-nox)" : out;
-    return false;
-  }
-  return true;
+  cachet::bench::PlotSpec spec;
+  spec.left_label = "latency (us)";
+  spec.right_label = "ops/s";
+  spec.left_log = true;
+  spec.lines = {{3, "p50", false}, {4, "p99", false}, {5, "p999", false}, {2, "ops/s", true}};
+  return cachet::bench::PlotCsv(csv, png, spec, why);
 }
 
 }  // namespace

@@ -2,16 +2,14 @@
 # The soak (bench/soak.cc, cachet-soak) against a cachetd started here, on a
 # free loopback port and a segment of its own, with a small rate-limit
 # policy (one fixed_window rule, which cachet-soak checks decisions
-# against); the daemon is stopped at the end. SECONDS of mixed, checked load
+# against); the daemon is stopped at the end. DURATION seconds of mixed, checked load
 # with reconnecting clients; the per-second figures (ops/s, p99, cachetd's
 # VmRSS) go to OUT.csv and OUT.png. Exits with cachet-soak's code: 0 passed,
 # 1 a wrong reply, an error or memory past the bound, 2 bad set-up.
 #
-#   bench/soak.sh    (SECONDS=600 BUILD_DIR=build CLIENTS=8 KEYS=1000 RSS_BOUND_MIB=16 OUT=$BUILD_DIR/soak)
+#   bench/soak.sh    (DURATION=600 BUILD_DIR=build CLIENTS=8 KEYS=1000 RSS_BOUND_MIB=16 OUT=$BUILD_DIR/soak)
 #
-# SECONDS is bash's own variable (seconds since the shell started): it is
-# read here before anything else, so `SECONDS=30 bench/soak.sh` runs 30 s.
-duration=${SECONDS:-600}
+duration=${DURATION:-600}
 [ "$duration" -gt 0 ] 2>/dev/null || duration=600
 set -euo pipefail
 cd "$(dirname "$0")/.."

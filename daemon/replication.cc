@@ -164,6 +164,12 @@ void Replication::Adopt(std::shared_ptr<const ClusterView> v) {
         led = led_.end();
       }
       if (led != led_.end()) SetFollowers(*led->second, shard, *v);
+      // A follower fences the previous primary as soon as it hears of the
+      // new one, not only once the new one writes to it.
+      if (!mine && primary != v->primaries.end() && primary->second.term > copy->known_term) {
+        copy->known_term = primary->second.term;
+        copy->syncing_term = 0;
+      }
     }
   }
   // A copy whose shard gained slots lacks them until the primary sends a
@@ -297,9 +303,13 @@ void Replication::ReadBarrier(std::string_view key, std::vector<CommitWait>& wai
 }
 
 bool Replication::Committed(const std::vector<CommitWait>& waits) const {
+  // Waits are only made for shards this node leads. One it no longer leads
+  // is never committed here: the write may be lost or overwritten by the
+  // new primary, so its reply fails at its deadline rather than acknowledge
+  // it (a primary stopped past its lease used to acknowledge on resuming).
   return std::all_of(waits.begin(), waits.end(), [&](const CommitWait& w) {
     auto it = led_.find(w.shard);
-    return it == led_.end() || it->second->commit >= w.seq;
+    return it != led_.end() && it->second->commit >= w.seq;
   });
 }
 

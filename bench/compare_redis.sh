@@ -5,7 +5,12 @@
 # REPEAT times, alternating the two servers; the table shows medians and the
 # ratio cachet / redis. Stops both servers when done (or interrupted).
 #
-#   bench/compare_redis.sh            (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=3 KEYS=1000000)
+#   bench/compare_redis.sh            (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=3 KEYS=1000000 HUGE_PAGES=0)
+#
+# HUGE_PAGES=1 puts cachetd's segment on huge pages, as an operator would
+# (docs/operations.md, "Huge pages"): the script mounts a hugetlbfs of its
+# own in its work folder and raises vm.nr_hugepages by what the segment
+# needs (root only), and puts both back when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
@@ -22,12 +27,26 @@ done
 work=$(mktemp -d /tmp/cachet-bench.XXXXXX)
 segment="cachet-bench-$$"
 pids=()
+old_pool=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if mountpoint -q "$work/huge" 2>/dev/null; then umount "$work/huge"; fi
+  [ -z "$old_pool" ] || echo "$old_pool" > /proc/sys/vm/nr_hugepages
   rm -rf "$work" "/dev/shm/$segment"
 }
 trap cleanup EXIT INT TERM
+
+huge_args=()
+if [ "${HUGE_PAGES:-0}" = 1 ]; then
+  [ "$(id -u)" = 0 ] || { echo "compare_redis: HUGE_PAGES=1 needs root (mount, vm.nr_hugepages)" >&2; exit 2; }
+  pages=400  # 800 MiB: the 512 MiB cache's segment (logs and index) with room to spare
+  mkdir "$work/huge"
+  mount -t hugetlbfs -o pagesize=2M none "$work/huge"
+  old_pool=$(cat /proc/sys/vm/nr_hugepages)
+  echo $((old_pool + pages)) > /proc/sys/vm/nr_hugepages
+  huge_args=(--huge-pages on --huge-pages-dir "$work/huge")
+fi
 
 free_port() {  # a loopback port nobody listens on
   local p
@@ -44,13 +63,15 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.soc
 pids+=($!)
 cachet_port=$(free_port)
 "$build/daemon/cachetd" --segment "$segment" --ipc "ipc://$work/cachetd.sock" --tcp "tcp://127.0.0.1:$cachet_port" \
-  --capacity 512MiB --log-file "$work/cachetd.log" &
+  --capacity 512MiB --log-file "$work/cachetd.log" "${huge_args[@]}" &
 pids+=($!)
 for _ in $(seq 1 200); do
   [ -S "$work/redis.sock" ] && grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break
   sleep 0.05
 done
 
+grep -q " ready: " "$work/cachetd.log" || { echo "compare_redis: cachetd did not start:" >&2; cat "$work/cachetd.log" >&2; exit 1; }
+grep -E "created segment|huge pages" "$work/cachetd.log" | sed 's/^.*cachetd\[[0-9]*\] //'
 ipc="ipc://$work/cachetd.sock"
 tcp="tcp://127.0.0.1:$cachet_port"
 echo "filling both servers with $keys keys ..."
@@ -86,8 +107,8 @@ echo "|---|---|---|---|---|---|"
 # Shared-memory GETs take about as long as reading the clock: cachet's are
 # timed 16 at a time (the sample is their mean), redis's one at a time.
 run "GET same host, 1 client (cachet: shared memory; redis: unix socket)" "$ipc" "unix:$work/redis.sock" get 1 1 16
-run "SET same host, 1 client (cachet: ipc; redis: unix socket)" "$ipc" "unix:$work/redis.sock" set 1 1
-run "PING same host, 1 client: the bare round trip, for where SET's time goes" "$ipc" "unix:$work/redis.sock" ping 1 1
+run "SET same host, 1 client (cachet: shared memory; redis: unix socket)" "$ipc" "unix:$work/redis.sock" set 1 1
+run "PING same host, 1 client: the bare round trip over the ipc socket" "$ipc" "unix:$work/redis.sock" ping 1 1
 run "GET tcp loopback, 50 clients" "$tcp" "127.0.0.1:$redis_port" get 50 1
 run "SET tcp loopback, 50 clients" "$tcp" "127.0.0.1:$redis_port" set 50 1
 run "GET tcp, 50 clients, 16 per round trip (cachet MGET; redis pipeline)" "$tcp" "127.0.0.1:$redis_port" get 50 16

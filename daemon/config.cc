@@ -21,7 +21,8 @@ struct Raw {
   std::string config, segment, ipc, tcp, capacity, max_entries, max_key, max_value, policy, max_frame, log_level,
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
       node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure,
-      access_mode, access_group, max_connections, max_in_flight, log_format, metrics;
+      access_mode, access_group, max_connections, max_in_flight, log_format, metrics, same_host_writes, huge_pages,
+      huge_pages_dir;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -73,6 +74,14 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
       "group of the ipc socket files and segments, for access-mode 0660; empty: the daemon's group")(
       "max-connections", po::value(&r.max_connections)->default_value("4096"),
       "connections served at once; further ones are refused at their handshake")(
+      "huge-pages", po::value(&r.huge_pages)->default_value("auto"),
+      "put the segment on huge pages (a file on hugetlbfs): auto (if a hugetlbfs mount has room, else /dev/shm, "
+      "logging why), on (or refuse to start), off; restart to change")(
+      "huge-pages-dir", po::value(&r.huge_pages_dir)->default_value(""),
+      "the hugetlbfs mount for the segment; empty: the first one in /proc/mounts")(
+      "same-host-writes", po::value(&r.same_host_writes)->default_value("true"),
+      "let same-host clients write the segment directly, under its lock, without a round trip; a cluster node "
+      "never does (its writes must reach the replicas); reloaded on SIGHUP")(
       "max-in-flight", po::value(&r.max_in_flight)->default_value("1024"),
       "replies one connection may leave unread; while it has that many, its further requests are answered BUSY "
       "and not run")("log-format", po::value(&r.log_format)->default_value("text"),
@@ -202,6 +211,21 @@ Result<DaemonConfig> Convert(const Raw& r) {
   c.max_in_flight = *in_flight;
   c.log_format = r.log_format;
   c.metrics = r.metrics;
+  if (r.huge_pages == "auto") {
+    c.huge_pages = HugePages::kAuto;
+  } else if (auto on = ParseBool("huge-pages", r.huge_pages); on) {
+    c.huge_pages = *on ? HugePages::kOn : HugePages::kOff;
+  } else {
+    return MakeError(ErrorCode::kInvalidArgument, "huge-pages must be auto, on or off, got '" + r.huge_pages + "'");
+  }
+  if (!r.huge_pages_dir.empty() && r.huge_pages_dir[0] != '/') {
+    return MakeError(ErrorCode::kInvalidArgument,
+                     "huge-pages-dir must be an absolute path, got '" + r.huge_pages_dir + "'");
+  }
+  c.huge_pages_dir = r.huge_pages_dir;
+  auto same_host_writes = ParseBool("same-host-writes", r.same_host_writes);
+  if (!same_host_writes) return tl::unexpected(same_host_writes.error());
+  c.same_host_writes = *same_host_writes;
   if (auto ok = c.Validate(); !ok) return tl::unexpected(ok.error());
   return c;
 }
@@ -415,6 +439,8 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.access_group != b.access_group) changed.push_back("access-group");
   if (a.log_format != b.log_format) changed.push_back("log-format");
   if (a.metrics != b.metrics) changed.push_back("metrics");
+  if (a.huge_pages != b.huge_pages) changed.push_back("huge-pages");
+  if (a.huge_pages_dir != b.huge_pages_dir) changed.push_back("huge-pages-dir");
   return changed;
 }
 

@@ -35,6 +35,8 @@ struct ClusterSettings {
   Result<void> Validate() const;
 };
 
+enum class HugePages { kAuto, kOn, kOff };
+
 struct DaemonConfig {
   std::string config_file;                      // empty: defaults and flags only
   std::string segment = "cachet";               // shared-memory name (/dev/shm/cachet)
@@ -75,6 +77,15 @@ struct DaemonConfig {
   static constexpr uint64_t kMaxInFlight = 1000000;
   uint64_t max_in_flight = 1024;
   std::string log_format = "text";  // or "json": one object per line
+  // Where the segment lives: on a hugetlbfs mount (huge pages: fewer TLB
+  // misses on a large cache), or in /dev/shm. kAuto takes huge pages when a
+  // mount has room for the whole segment and says in the log why not
+  // otherwise; kOn refuses to start without them.
+  HugePages huge_pages = HugePages::kAuto;
+  std::string huge_pages_dir;  // empty: the first hugetlbfs mount in /proc/mounts
+  // Same-host clients write the segment directly while the daemon grants it
+  // (Cache::SetClientWrites): only a standalone daemon with this on does.
+  bool same_host_writes = true;
   // host:port of the Prometheus endpoint (GET /metrics over HTTP); port 0
   // picks a free one; empty: none. It has no authentication, so an address
   // other than loopback needs insecure.

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "instance_lock.h"
 #include "log_format.h"
+#include "segment_place.h"
 #include "server.h"
 
 namespace {
@@ -72,48 +73,6 @@ Result<std::shared_ptr<spdlog::logger>> MakeLogger(const DaemonConfig& config) {
   }
 }
 
-bool SameShape(const cachet::CacheOptions& have, const cachet::CacheOptions& want) {
-  const uint64_t want_entries = want.max_entries ? want.max_entries : std::max<uint64_t>(1, want.capacity_bytes / 64);
-  return have.capacity_bytes == want.capacity_bytes && have.max_entries == want_entries &&
-         have.max_key_size == want.max_key_size && have.max_value_size == want.max_value_size &&
-         have.policy == want.policy;
-}
-
-// Warm restart: re-attach to the segment left by the previous run if it is
-// valid and made with these options; otherwise rebuild it empty.
-Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::logger& log) {
-  const cachet::CacheOptions want = config.CacheOptionsFor();
-  uint64_t generation = 1;
-  auto existing = Cache::OpenNamed(config.segment);
-  if (existing) {
-    if (SameShape((*existing)->Options(), want)) {
-      const size_t dropped = (*existing)->Repair();
-      const cachet::CacheStats s = (*existing)->Stats();
-      log.info("warm restart: re-attached to segment /{} (generation {}, {} entries); validation dropped {}",
-               config.segment, s.generation, s.entries, dropped);
-      return std::move(*existing);
-    }
-    generation = (*existing)->Stats().generation + 1;
-    log.warn("segment /{} was made with other options than the configuration's; rebuilding it empty (generation {})",
-             config.segment, generation);
-    existing->reset();
-    (void)Cache::RemoveNamed(config.segment);
-  } else if (existing.error().code != cachet::ErrorCode::kNotFound) {
-    // Its header cannot be trusted, so neither can its generation: use the
-    // time, which is larger than any count of rebuilds.
-    generation = static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-    log.warn("segment /{} cannot be used ({}); rebuilding it empty (generation {})", config.segment,
-             existing.error().ToString(), generation);
-    (void)Cache::RemoveNamed(config.segment);
-  }
-  auto created = Cache::CreateNamed(config.segment, want, cachet::SystemClock::Instance(), generation);
-  if (!created) return cachet::MakeError(created.error().code, "cannot create segment: " + created.error().message);
-  log.info("created segment /{} ({} MiB mapped, generation {})", config.segment,
-           (*created)->Stats().segment_bytes >> 20, generation);
-  return created;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -155,12 +114,12 @@ int main(int argc, char** argv) {
   // Endpoints first: one that cannot be bound leaves no segment behind.
   cachet::daemon::Server server(config, args, *log, g_signals);
   if (auto bound = server.Bind(); !bound) return Refuse(kExitRefused, bound.error().message);
-  auto cache = OpenSegment(config, **log);
+  auto cache = cachet::daemon::OpenSegment(config, **log);
   if (!cache) {
     (*log)->error("{}", cache.error().ToString());
     return kExitFailed;
   }
-  if (auto secured = server.SecureSegment(config.segment); !secured) {
+  if (auto secured = server.SecureSegment((*cache)->Name()); !secured) {
     (*log)->error("{}", secured.error().ToString());
     return kExitFailed;
   }
@@ -169,7 +128,8 @@ int main(int argc, char** argv) {
     return kExitFailed;
   }
   const cachet::CacheStats s = (*cache)->Stats();
-  (*log)->info("cachetd {} ready: pid {}, segment /{}, capacity {} MiB, {} eviction, {} entries", kVersion, getpid(),
-               config.segment, s.capacity_bytes >> 20, cachet::EvictionPolicyName(config.policy), s.entries);
+  (*log)->info("cachetd {} ready: pid {}, segment {}, capacity {} MiB, {} eviction, {} entries", kVersion, getpid(),
+               cachet::daemon::SegmentLabel((*cache)->Name()), s.capacity_bytes >> 20,
+               cachet::EvictionPolicyName(config.policy), s.entries);
   return server.Run(std::move(*cache));
 }

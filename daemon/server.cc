@@ -24,6 +24,7 @@
 #include "cluster_node.h"
 #include "metrics_endpoint.h"
 #include "replication.h"
+#include "segment_place.h"
 
 namespace cachet::daemon {
 
@@ -369,8 +370,21 @@ Result<void> Server::JoinCluster(Cache& cache) {
   return {};
 }
 
+void Server::GrantClientWrites() {
+  // A cluster node's writes must pass through it, to reach the replicas.
+  const bool grant = config_.same_host_writes && !cluster_;
+  if (grant == cache_->ClientWritesGranted()) return;
+  cache_->SetClientWrites(grant);
+  if (grant) {
+    log_->info("same-host writes: clients on this host write segment {} directly", SegmentLabel(cache_->Name()));
+  } else {
+    log_->info("same-host writes: off{}; every write goes through the daemon", cluster_ ? " (a cluster node)" : "");
+  }
+}
+
 int Server::Run(std::unique_ptr<Cache> cache) {
   cache_ = std::move(cache);
+  GrantClientWrites();
   started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
   if (metrics_) board_.Publish(TakeSnapshot());
   while (!signals_.stop) {
@@ -409,6 +423,10 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     }
     if (std::chrono::steady_clock::now() - last_tick_ >= kTick) Tick();
   }
+  // From here on every write passes through this daemon, which stops: a
+  // segment about to be removed, or taken over by a cluster node, must not
+  // take writes nobody will see.
+  cache_->SetClientWrites(false);
   // Requests already received get their replies before the socket closes:
   // those in ZeroMQ's queue, and those the kernel holds that ZeroMQ's I/O
   // thread has not read yet (after a stall, the stop signal can be handled
@@ -443,12 +461,13 @@ int Server::Run(std::unique_ptr<Cache> cache) {
   router_.close();
   monitor_.socket().close();
   if (pub_monitor_) pub_monitor_->socket().close();
+  const std::string segment = cache_->Name();
   if (config_.remove_segment_on_exit) {
     cache_.reset();
-    if (auto ok = Cache::RemoveNamed(config_.segment); ok) {
-      log_->info("removed segment /{}", config_.segment);
+    if (auto ok = Cache::RemoveNamed(segment); ok) {
+      log_->info("removed segment {}", SegmentLabel(segment));
     } else {
-      log_->error("could not remove segment /{}: {}", config_.segment, ok.error().ToString());
+      log_->error("could not remove segment {}: {}", SegmentLabel(segment), ok.error().ToString());
     }
     limiter_.reset();
     const std::string counters = config_.RateLimitSegment();
@@ -458,7 +477,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       log_->error("could not remove rate-limit table /{}: {}", counters, ok.error().ToString());
     }
   } else {
-    log_->info("segment /{} kept for a warm restart ({} entries)", config_.segment, cache_->Size());
+    log_->info("segment {} kept for a warm restart ({} entries)", SegmentLabel(segment), cache_->Size());
   }
   return 0;
 }
@@ -780,7 +799,7 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       // through it could see a write not yet held by a majority, or a
       // replica's copy, neither of which a linearizable read may return.
       out.Str("segment");
-      out.Str(cluster_ && cluster_->view()->strong ? std::string() : config_.segment);
+      out.Str(cluster_ && cluster_->view()->strong ? std::string() : cache_->Name());
       const std::pair<const char*, uint64_t> numbers[] = {{"generation", cache_->Stats().generation},
                                                           {"protocol", wire::kProtocolVersion},
                                                           {"max_key_size", config_.max_key_size},
@@ -940,7 +959,13 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       }
       ok();
       out.Array(r.arg_count);
+      std::string_view group[Cache::kPrefetchKeys];
       for (uint32_t i = 0; i < r.arg_count; ++i) {
+        if (i % Cache::kPrefetchKeys == 0) {  // the next keys' memory, fetched together
+          const size_t n = std::min<size_t>(Cache::kPrefetchKeys, r.arg_count - i);
+          for (size_t k = 0; k < n; ++k) group[k] = *wire::BytesArg(a[i + k], "key");
+          cache_->Prefetch(group, n);
+        }
         if (cache_->GetInto(*wire::BytesArg(a[i], "key"), &value)) {
           // A reply is bounded as a request is: one that would pass
           // max-frame is refused whole, never built without bound (a key
@@ -1210,6 +1235,8 @@ void Server::WriteStats(wire::Writer& out) {
       {"denied_requests", i64(m->denied_requests)},
       {"authorized_keys", i64(auth_->key_count())},
       {"requests", i64(requests_)},
+      {"same_host_writes", cache_->ClientWritesGranted() ? 1 : 0},
+      {"segment_page_bytes", i64(cache_->Stats().page_bytes)},
       {"errors", i64(errors_)},
       {"dropped_frames", i64(m->dropped_frames)},
       {"dropped_replies", i64(m->dropped_replies)},
@@ -1310,6 +1337,8 @@ Result<void> Server::Reload() {
   config_.reply_backlog_per_client = next.reply_backlog_per_client;
   config_.reply_backlog_total = next.reply_backlog_total;
   backlog_.SetLimits(next.reply_backlog_per_client, next.reply_backlog_total);
+  config_.same_host_writes = next.same_host_writes;
+  GrantClientWrites();
   ++reloads_;
   log_->info("configuration reloaded{}", config_.config_file.empty() ? "" : " from " + config_.config_file);
   return {};

@@ -99,6 +99,9 @@ class Server {
   void FollowClusterPolicy();
   Result<std::unique_ptr<RateLimiter>> OpenLimiter(const RateLimitPolicy& policy);
   void PublishPolicy();
+  // Grants same-host clients direct writes to the segment, or revokes
+  // them, as the configuration and cluster membership say.
+  void GrantClientWrites();
   void Tick();
   // Reads a socket monitor's events: connections counted (the router's
   // only) and handshakes that failed before the ZAP handler saw them.

@@ -149,6 +149,27 @@ class Client::Impl {
     (void)RefreshSegmentLocked(kSegmentCheckTimeout);
   }
 
+  // A write through the segment when the daemon grants same-host writes:
+  // its result, or nullopt to send the request over the socket instead (no
+  // segment, no grant, or the grant withdrawn, as seen under the writer lock).
+  template <typename Write>
+  auto SharedWrite(Write write) -> std::optional<decltype(write(std::declval<Cache&>()))> {
+    if (!options_.shared_memory_writes) return std::nullopt;
+    Cache* shm = SharedMemory();
+    if (shm == nullptr || !shm->ClientWritesGranted()) return std::nullopt;
+    auto result = write(*shm);
+    if (!result && result.error().code == ErrorCode::kUnavailable) {
+      MaybeRecheckSegment();  // a rebuilt segment, or a daemon that changed its mind
+      return std::nullopt;
+    }
+    return result;
+  }
+
+  bool writes_shared_memory() const {
+    const Cache* shm = shm_.load(std::memory_order_acquire);
+    return options_.shared_memory_writes && shm != nullptr && shm->ClientWritesGranted();
+  }
+
   const std::string& endpoint() const { return endpoint_; }
   bool attached() const { return shm_.load(std::memory_order_acquire) != nullptr; }
 
@@ -319,6 +340,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& endpoint, con
 }
 
 bool Client::ReadsSharedMemory() const { return impl_->attached(); }
+bool Client::WritesSharedMemory() const { return impl_->writes_shared_memory(); }
 const std::string& Client::endpoint() const { return impl_->endpoint(); }
 
 Result<void> Client::Ping() {
@@ -361,6 +383,7 @@ Result<bool> Client::Set(std::string_view key, std::string_view value, const Set
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = impl_->CheckValue(value); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
+  if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestSet(key, value, options); })) return *done;
   return wire::BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
                                        [&](wire::Writer& w) {
                                          w.Bytes(key);
@@ -373,6 +396,7 @@ Result<bool> Client::Set(std::string_view key, std::string_view value, const Set
 
 Result<bool> Client::Del(std::string_view key) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
+  if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestErase(key); })) return *done;
   return wire::BoolPayload(impl_->Call(Op::kDel, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), "DEL");
 }
 
@@ -385,6 +409,7 @@ Result<bool> Client::Exists(std::string_view key) {
 Result<bool> Client::Expire(std::string_view key, std::chrono::milliseconds ttl) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
+  if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestExpire(key, ttl); })) return *done;
   return wire::BoolPayload(impl_->Call(Op::kExpire, 2, true,
                                        [&](wire::Writer& w) {
                                          w.Bytes(key);
@@ -409,6 +434,9 @@ Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::m
   if (auto ok = wire::CheckTtl(ttl_on_create.count(), wire::TtlUse::kOnWrite); !ok) {
     return tl::unexpected(ok.error());
   }
+  if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestIncr(key, delta, ttl_on_create); })) {
+    return *done;
+  }
   return wire::IntPayload(impl_->Call(Op::kIncr, 3, false,
                                       [&](wire::Writer& w) {
                                         w.Bytes(key);
@@ -420,6 +448,12 @@ Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::m
 
 Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
+  // -2^63 has no negation: the daemon refuses it, with its own message.
+  if (delta != INT64_MIN) {
+    if (auto done =
+            impl_->SharedWrite([&](Cache& shm) { return shm.GuestIncr(key, -delta, std::chrono::milliseconds(0)); }))
+      return *done;
+  }
   return wire::IntPayload(impl_->Call(Op::kDecr, 2, false,
                                       [&](wire::Writer& w) {
                                         w.Bytes(key);
@@ -435,7 +469,13 @@ Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<s
   }
   if (keys.empty()) return out;  // the wire has no empty MGET
   if (Cache* shm = impl_->SharedMemory()) {
-    for (size_t i = 0; i < keys.size(); ++i) out[i] = shm->Get(keys[i]);
+    std::string_view group[Cache::kPrefetchKeys];
+    for (size_t first = 0; first < keys.size(); first += Cache::kPrefetchKeys) {
+      const size_t n = std::min(Cache::kPrefetchKeys, keys.size() - first);
+      for (size_t k = 0; k < n; ++k) group[k] = keys[first + k];
+      shm->Prefetch(group, n);
+      for (size_t k = 0; k < n; ++k) out[first + k] = shm->Get(group[k]);
+    }
     return out;
   }
   // The payload points into the reply: keep the reply alive while reading it.
@@ -462,6 +502,15 @@ Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>
     }
   }
   if (items.empty()) return {};  // the wire has no empty MSET
+  // Item by item, as the daemon's MSET stores them. If the grant goes
+  // midway, the whole batch goes over the socket: SETs may be repeated.
+  auto shared = impl_->SharedWrite([&](Cache& shm) -> Result<void> {
+    for (const auto& [k, v] : items) {
+      if (auto stored = shm.GuestSet(k, v); !stored) return tl::unexpected(stored.error());
+    }
+    return {};
+  });
+  if (shared) return *shared;
   return wire::VoidPayload(impl_->Call(Op::kMSet, static_cast<uint32_t>(items.size() * 2), true, [&](wire::Writer& w) {
     for (const auto& [k, v] : items) {
       w.Bytes(k);

@@ -160,6 +160,8 @@ bool Cache::GetInto(std::string_view key, std::string* value) {
   return impl_->Lookup(key, value, &expires_at);
 }
 
+void Cache::Prefetch(const std::string_view* keys, size_t count) const { impl_->Prefetch(keys, count); }
+
 bool Cache::Contains(std::string_view key) {
   int64_t expires_at = 0;
   return impl_->Lookup(key, nullptr, &expires_at, /*touch=*/false);
@@ -193,23 +195,46 @@ auto NoThrow(Fn fn) -> decltype(fn()) {
 }
 }  // namespace
 
+using Writer = Cache::Impl::Writer;
+
 Result<bool> Cache::Set(std::string_view key, std::string_view value, const SetOptions& options) {
-  return NoThrow([&] { return impl_->Set(key, value, options); });
+  return NoThrow([&] { return impl_->Set(key, value, options, Writer::kOwner); });
 }
 
 Result<int64_t> Cache::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
-  return NoThrow([&] { return impl_->Incr(key, delta, ttl_on_create); });
+  return NoThrow([&] { return impl_->Incr(key, delta, ttl_on_create, Writer::kOwner); });
 }
 
 Cache::ScanPage Cache::Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets) {
   return impl_->Scan(cursor, pattern, max_buckets);
 }
 
-bool Cache::Erase(std::string_view key) { return impl_->Erase(key); }
+// An owner's write is never refused for want of a grant: the values are there.
+bool Cache::Erase(std::string_view key) { return *impl_->Erase(key, Writer::kOwner); }
 
-bool Cache::Expire(std::string_view key, std::chrono::milliseconds ttl) { return impl_->SetExpiry(key, ttl); }
+bool Cache::Expire(std::string_view key, std::chrono::milliseconds ttl) {
+  return *impl_->SetExpiry(key, ttl, Writer::kOwner);
+}
 
-bool Cache::Persist(std::string_view key) { return impl_->SetExpiry(key, std::nullopt); }
+bool Cache::Persist(std::string_view key) { return *impl_->SetExpiry(key, std::nullopt, Writer::kOwner); }
+
+void Cache::SetClientWrites(bool granted) { impl_->SetClientWrites(granted); }
+
+bool Cache::ClientWritesGranted() const { return impl_->ClientWritesGranted(); }
+
+Result<bool> Cache::GuestSet(std::string_view key, std::string_view value, const SetOptions& options) {
+  return NoThrow([&] { return impl_->Set(key, value, options, Writer::kGuest); });
+}
+
+Result<int64_t> Cache::GuestIncr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
+  return NoThrow([&] { return impl_->Incr(key, delta, ttl_on_create, Writer::kGuest); });
+}
+
+Result<bool> Cache::GuestErase(std::string_view key) { return impl_->Erase(key, Writer::kGuest); }
+
+Result<bool> Cache::GuestExpire(std::string_view key, std::chrono::milliseconds ttl) {
+  return impl_->SetExpiry(key, ttl, Writer::kGuest);
+}
 
 void Cache::Clear() { impl_->Clear(); }
 
@@ -222,6 +247,8 @@ void Cache::Heartbeat() { impl_->Heartbeat(); }
 size_t Cache::Size() const { return impl_->Size(); }
 
 CacheStats Cache::Stats() const { return impl_->Stats(); }
+
+const std::string& Cache::Name() const { return impl_->name(); }
 
 const CacheOptions& Cache::Options() const { return impl_->options(); }
 

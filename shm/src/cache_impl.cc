@@ -159,7 +159,9 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
                                                       std::to_string(kLayoutVersion));
   }
   if (h.header_bytes != sizeof(SegmentHeader)) return corrupt("header size differs from this build's");
-  if (h.segment_bytes != mapped) {
+  // A file of huge pages is longer by less than one of them.
+  const uint64_t page = impl->segment_->page_bytes();
+  if (h.segment_bytes > mapped || (page <= 4096 ? h.segment_bytes != mapped : mapped - h.segment_bytes >= page)) {
     return corrupt("header says " + std::to_string(h.segment_bytes) + " bytes, mapping has " + std::to_string(mapped));
   }
   if (h.generation == 0) return corrupt("generation is 0");
@@ -294,6 +296,31 @@ bool Cache::Impl::Lookup(std::string_view key, std::string* value, int64_t* expi
   }
   if (touch) CountHit(false);
   return false;
+}
+
+void Cache::Impl::Prefetch(const std::string_view* keys, size_t count) const {
+  uint64_t homes[Cache::kPrefetchKeys];
+  uint16_t tags[Cache::kPrefetchKeys];
+  count = std::min(count, Cache::kPrefetchKeys);
+  for (size_t k = 0; k < count; ++k) {
+    const uint64_t hash = HashKey(keys[k]);
+    homes[k] = HomeBucket(hash);
+    tags[k] = TagOf(hash);
+    __builtin_prefetch(&buckets_[homes[k]]);
+  }
+  // The slots may change under us: an address is only a hint, and a
+  // prefetch of a bad one is harmless. Items of up to three lines.
+  for (size_t k = 0; k < count; ++k) {
+    const Bucket& bucket = buckets_[homes[k]];
+    for (uint32_t i = 0; i < kSlotsPerBucket; ++i) {
+      const uint64_t slot = LoadRelaxed(bucket.slots[i]);
+      if (slot == 0 || SlotTag(slot) != tags[k]) continue;
+      const char* item = base_ + uint64_t{SlotUnit(slot)} * 8;
+      __builtin_prefetch(item);
+      __builtin_prefetch(item + 64);
+      __builtin_prefetch(item + 128);
+    }
+  }
 }
 
 // ---------------------------------------------------------------- index
@@ -471,13 +498,34 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   if (header_->ttl_items != 0) ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
 }
 
-Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, const SetOptions& options) {
+Result<void> Cache::Impl::CheckGrantLocked(Writer who) const {
+  if (who == Writer::kOwner) return {};
+  if (LoadRelaxed(header_->client_writes) == 0) {
+    return MakeError(ErrorCode::kUnavailable, "the daemon does not take same-host writes to this segment now");
+  }
+  const int64_t silent_ms = clock_.NowMs() - LoadRelaxed(header_->heartbeat_ms);
+  if (silent_ms > Cache::kGuestHeartbeatLimit.count()) {
+    return MakeError(ErrorCode::kUnavailable,
+                     "the daemon of this segment has shown no sign of life for " + std::to_string(silent_ms) + " ms");
+  }
+  return {};
+}
+
+void Cache::Impl::SetClientWrites(bool granted) {
+  WriterLock lock(*this);
+  StoreRelaxed(header_->client_writes, uint8_t{granted});
+}
+
+bool Cache::Impl::ClientWritesGranted() const { return LoadRelaxed(header_->client_writes) != 0; }
+
+Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, const SetOptions& options, Writer who) {
   if (auto ok = CheckSizes(key, value.size()); !ok) return tl::unexpected(ok.error());
   if (auto ok = ExpiryFor(options.ttl, 0); !ok) return tl::unexpected(ok.error());
   const uint64_t hash = HashKey(key);
   uint64_t* staged = StageItem(key, value, 0);  // outside the lock; the deadline is set under it
 
   WriterLock lock(*this);
+  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
   reinterpret_cast<ItemHeader*>(staged)->expires_at = *ExpiryFor(options.ttl, now);
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
@@ -489,12 +537,14 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   return true;
 }
 
-Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
+Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create,
+                                  Writer who) {
   if (auto ok = CheckSizes(key, 20); !ok) return tl::unexpected(ok.error());
   if (auto ok = ExpiryFor(ttl_on_create, 0); !ok) return tl::unexpected(ok.error());
   const uint64_t hash = HashKey(key);
 
   WriterLock lock(*this);
+  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
   Result<int64_t> expires_at = ExpiryFor(ttl_on_create, now);
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
@@ -542,9 +592,10 @@ Cache::ScanPage Cache::Impl::Scan(uint64_t cursor, std::string_view pattern, siz
   return page;
 }
 
-bool Cache::Impl::Erase(std::string_view key) {
+Result<bool> Cache::Impl::Erase(std::string_view key, Writer who) {
   const uint64_t hash = HashKey(key);
   WriterLock lock(*this);
+  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   std::optional<SlotRef> ref = FindLocked(key, hash);
   if (!ref) return false;
   const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
@@ -557,9 +608,10 @@ bool Cache::Impl::Erase(std::string_view key) {
   return true;
 }
 
-bool Cache::Impl::SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl) {
+Result<bool> Cache::Impl::SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl, Writer who) {
   const uint64_t hash = HashKey(key);
   WriterLock lock(*this);
+  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   if (!ref) return false;
@@ -655,6 +707,7 @@ CacheStats Cache::Impl::Stats() const {
   s.capacity_bytes = header_->capacity_bytes;
   s.max_entries = header_->max_entries;
   s.segment_bytes = header_->segment_bytes;
+  s.page_bytes = segment_->page_bytes();
   s.generation = header_->generation;
   s.repairs = LoadRelaxed(header_->repairs);
   s.heartbeat_ms = LoadRelaxed(header_->heartbeat_ms);

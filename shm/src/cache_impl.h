@@ -29,13 +29,20 @@ class Cache::Impl {
   // Lock-free. On a hit fills `value` (if not null) and `expires_at`. A
   // `touch` lookup counts as a hit or miss and marks the key as used.
   bool Lookup(std::string_view key, std::string* value, int64_t* expires_at, bool touch = true);
+  void Prefetch(const std::string_view* keys, size_t count) const;
 
-  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options);
-  Result<int64_t> Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create);
+  // Who writes: the owner (the daemon, or any user of a private or named
+  // cache), or a guest, whose writes need the segment's client-writes grant
+  // and without it fail with kUnavailable, changing nothing.
+  enum class Writer { kOwner, kGuest };
+  Result<bool> Set(std::string_view key, std::string_view value, const SetOptions& options, Writer who);
+  Result<int64_t> Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create, Writer who);
   Cache::ScanPage Scan(uint64_t cursor, std::string_view pattern, size_t max_buckets);
-  bool Erase(std::string_view key);
+  Result<bool> Erase(std::string_view key, Writer who);
   // ttl <= 0 erases the key; nullopt removes its TTL. False if absent.
-  bool SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl);
+  Result<bool> SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl, Writer who);
+  void SetClientWrites(bool granted);
+  bool ClientWritesGranted() const;
   void Clear();
   size_t ReclaimExpired(size_t max_buckets);
 
@@ -44,10 +51,13 @@ class Cache::Impl {
   size_t Size() const;
   CacheStats Stats() const;
   const CacheOptions& options() const { return options_; }
+  const std::string& name() const { return segment_->name(); }
   const Clock& clock() const { return clock_; }
 
  private:
   class WriterLock;
+  // Under the writer lock: an error unless `who` may write now.
+  Result<void> CheckGrantLocked(Writer who) const;
   struct SlotRef {
     detail::Bucket* bucket;
     uint32_t index;

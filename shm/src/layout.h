@@ -127,7 +127,12 @@ struct alignas(64) SegmentHeader {
   uint32_t max_key_size;
   uint32_t max_value_size;
   uint8_t policy;
-  uint8_t reserved[7];
+  // Atomic: 1 while the owning daemon lets same-host clients write (see
+  // Cache::SetClientWrites); changed, and relied on, under writer_mutex.
+  // A byte that was reserved (zero) in segments made before it: a new
+  // client attached to an old daemon's segment never writes it.
+  uint8_t client_writes;
+  uint8_t reserved[6];
 
   // Geometry.
   uint64_t bucket_count;

@@ -3,8 +3,12 @@
 // Connect with the daemon's endpoint:
 //   "ipc:///run/cachet/cachetd.sock"  same host: GET, MGET, EXISTS and TTL read
 //                                     the daemon's shared-memory segment
-//                                     directly (no syscall, no lock); every
-//                                     other op goes over the ipc socket.
+//                                     directly (no syscall, no lock); SET,
+//                                     MSET, DEL, EXPIRE, INCR and DECR write
+//                                     it directly (under the segment's writer
+//                                     lock) while the daemon grants that (a
+//                                     standalone daemon does, by default);
+//                                     every other op goes over the ipc socket.
 //   "tcp://10.0.0.5:7379"             another host: everything over TCP.
 // The API is the same for both.
 //
@@ -56,6 +60,9 @@ struct ClientOptions {
   std::chrono::milliseconds backoff{20};
   // For ipc:// endpoints: read through the shared-memory segment.
   bool shared_memory_reads = true;
+  // For ipc:// endpoints, with shared_memory_reads: write the segment
+  // directly while the daemon grants it, else over the socket.
+  bool shared_memory_writes = true;
   // For tcp:// endpoints of a daemon with CURVE: its public key and this
   // client's key pair (CurveClientKeys::Load reads them from key files).
   CurveClientKeys curve;
@@ -99,6 +106,8 @@ class Client : public KeyValueClient {
 
   // True while reads go through shared memory.
   bool ReadsSharedMemory() const;
+  // True while writes go through shared memory (the daemon grants them).
+  bool WritesSharedMemory() const;
   const std::string& endpoint() const;
 
   class Impl;

@@ -75,6 +75,7 @@ struct CacheStats {
   uint64_t capacity_bytes = 0;
   uint64_t max_entries = 0;
   uint64_t segment_bytes = 0;
+  uint64_t page_bytes = 0;  // of the memory behind the segment: 4096, or a huge page's size
   uint64_t generation = 0;
   uint64_t repairs = 0;  // times a writer found the previous one dead mid-write and repaired
   int64_t heartbeat_ms = 0;
@@ -89,7 +90,10 @@ class Cache {
   // A cache in memory private to this process.
   static Result<std::unique_ptr<Cache>> CreatePrivate(const CacheOptions& options,
                                                       const Clock& clock = SystemClock::Instance());
-  // A new named segment ("/cachet-x"); fails with kAlreadyExists if one exists.
+  // A new named segment: a POSIX shared-memory name ("cachet-x", in
+  // /dev/shm) or the absolute path of a file on a hugetlbfs mount
+  // ("/dev/hugepages/cachet-x"), for huge pages. Fails with kAlreadyExists
+  // if one exists, kNoSpace if its memory cannot be reserved.
   // `generation` tells readers a rebuilt segment from the one it replaced.
   static Result<std::unique_ptr<Cache>> CreateNamed(const std::string& name, const CacheOptions& options,
                                                     const Clock& clock = SystemClock::Instance(),
@@ -111,6 +115,12 @@ class Cache {
   // `*value` is unspecified.
   bool GetInto(std::string_view key, std::string* value);
   bool Contains(std::string_view key);
+  // A hint for reading several keys (MGET): fetches the index lines of up
+  // to kPrefetchKeys of `keys`, then the items they point at, so that the
+  // reads that follow find them in the CPU cache instead of waiting on
+  // memory one key after another. Reads nothing and counts nothing.
+  static constexpr size_t kPrefetchKeys = 16;
+  void Prefetch(const std::string_view* keys, size_t count) const;
   // Remaining time to live; kNoExpiry if the key has none; nullopt if absent.
   std::optional<std::chrono::milliseconds> Ttl(std::string_view key);
   // The value (into `value`) and remaining time to live of `key` from one
@@ -153,9 +163,31 @@ class Cache {
   // Records that the owning daemon is alive (header heartbeat, clock time).
   void Heartbeat();
 
+  // Same-host writes (docs/design.md, "Same-host writes"). The daemon that
+  // owns a named segment grants other processes on its host the right to
+  // write it, or takes the right back; it is off in a new segment. A change
+  // takes the writer lock, so once SetClientWrites(false) returns no guest
+  // write is under way and none will begin. The daemon revokes it wherever
+  // a write must pass through it (a cluster node) or the segment is about
+  // to be dropped.
+  void SetClientWrites(bool granted);
+  bool ClientWritesGranted() const;
+  // A guest's writes: as Set, Incr, Erase and Expire, but each first checks
+  // under the writer lock that the grant is on and that the daemon's
+  // heartbeat (Heartbeat) is at most kGuestHeartbeatLimit old; otherwise it
+  // fails with kUnavailable and changes nothing. So a segment whose daemon
+  // died takes no more writes once that time has passed.
+  static constexpr std::chrono::milliseconds kGuestHeartbeatLimit{1000};
+  Result<bool> GuestSet(std::string_view key, std::string_view value, const SetOptions& options = {});
+  Result<int64_t> GuestIncr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create);
+  Result<bool> GuestErase(std::string_view key);
+  Result<bool> GuestExpire(std::string_view key, std::chrono::milliseconds ttl);
+
   size_t Size() const;
   CacheStats Stats() const;
   const CacheOptions& Options() const;
+  // The name or path this cache was created or opened with; empty if private.
+  const std::string& Name() const;
 
   class Impl;
 

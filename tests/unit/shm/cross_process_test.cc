@@ -48,6 +48,7 @@ class CrossProcessTest : public ::testing::Test {
     ASSERT_TRUE(made.has_value()) << made.error().ToString();
     cache_ = std::move(*made);
   }
+  void KillWritersMidWrite(bool guest);
   void TearDown() override {
     cache_.reset();
     (void)Cache::RemoveNamed(name_);
@@ -147,18 +148,33 @@ TEST_F(CrossProcessTest, KilledReadersLeaveWriterAndOtherReadersUnaffected) {
   }
 }
 
-TEST_F(CrossProcessTest, WriterKilledMidWriteIsRepairedByTheNextWriter) {
+// Writers in other processes are killed with SIGKILL at varying moments of
+// their write loop until one dies holding the writer lock; the next write
+// here repairs and every value left is one written for its key. A guest
+// (a same-host client of the daemon, writing under the grant) is killed
+// the same way as an owner.
+void CrossProcessTest::KillWritersMidWrite(bool guest) {
+  cache_->SetClientWrites(guest);
+  cache_->Heartbeat();
+  // A guest's clock stands still at the heartbeat: it never finds the daemon silent.
+  const int64_t heartbeat = cache_->Stats().heartbeat_ms;
   uint64_t repairs_seen = 0;
   for (int round = 0; round < 40 && repairs_seen == 0; ++round) {
     int in_loop[2];
     ASSERT_EQ(pipe(in_loop), 0);
-    const pid_t writer = Spawn([this, round, in_loop_fd = in_loop[1]]() mutable {
-      auto cache = Cache::OpenNamed(name_);
+    const pid_t writer = Spawn([this, guest, heartbeat, round, in_loop_fd = in_loop[1]]() mutable {
+      FakeClock clock;
+      clock.Set(heartbeat);
+      auto cache = Cache::OpenNamed(name_, clock);
       if (!cache) return 10;
       for (uint64_t seq = 0;; ++seq) {
         const std::string key = Key(static_cast<int>(seq % kKeys));
-        if (!(*cache)->Set(key, MakeValue(key, seq << 8 | static_cast<uint64_t>(round))).has_value()) return 11;
-        if (seq % 5 == 0) (void)(*cache)->Erase(Key(static_cast<int>((seq * 7) % kKeys)));
+        const std::string value = MakeValue(key, seq << 8 | static_cast<uint64_t>(round));
+        if (!(guest ? (*cache)->GuestSet(key, value) : (*cache)->Set(key, value)).has_value()) return 11;
+        if (seq % 5 == 0) {
+          const std::string gone = Key(static_cast<int>((seq * 7) % kKeys));
+          if (guest ? !(*cache)->GuestErase(gone).has_value() : ((*cache)->Erase(gone), false)) return 13;
+        }
         if (seq == 100) {  // deep in its loop: the parent may aim its kill now
           if (write(in_loop_fd, "w", 1) != 1) return 12;
           close(in_loop_fd);
@@ -192,6 +208,69 @@ TEST_F(CrossProcessTest, WriterKilledMidWriteIsRepairedByTheNextWriter) {
     ASSERT_EQ(found + 1, cache_->Size());
   }
   EXPECT_GE(repairs_seen, 1u) << "no kill landed inside a write in 40 tries";
+}
+
+TEST_F(CrossProcessTest, WriterKilledMidWriteIsRepairedByTheNextWriter) { KillWritersMidWrite(false); }
+
+TEST_F(CrossProcessTest, GuestKilledMidWriteIsRepairedByTheNextWriter) { KillWritersMidWrite(true); }
+
+// A guest in another process writes only under the grant, and only while
+// the daemon's heartbeat is fresh; otherwise every write fails with
+// UNAVAILABLE and changes nothing, while the owner's writes go on. The grant
+// is seen at once, by a process already attached.
+TEST_F(CrossProcessTest, GuestWritesNeedTheGrantAndALiveDaemonAndChangeNothingWithoutThem) {
+  ASSERT_TRUE(cache_->Set("kept", "1").has_value());
+  ASSERT_TRUE(cache_->Set("n", "5").has_value());
+  EXPECT_FALSE(cache_->ClientWritesGranted());  // a new segment grants nothing
+  cache_->Heartbeat();
+  const int64_t heartbeat = cache_->Stats().heartbeat_ms;
+  int step[2], done[2];
+  ASSERT_EQ(pipe(step), 0);
+  ASSERT_EQ(pipe(done), 0);
+  const pid_t guest = Spawn([&]() {
+    FakeClock clock;
+    clock.Set(heartbeat);
+    auto cache = Cache::OpenNamed(name_, clock);
+    if (!cache) return 10;
+    Cache& c = **cache;
+    const auto refused = [](const auto& r) { return !r.has_value() && r.error().code == ErrorCode::kUnavailable; };
+    if (!refused(c.GuestSet("new", "x")) || !refused(c.GuestSet("kept", "2")) || !refused(c.GuestErase("kept")) ||
+        !refused(c.GuestExpire("kept", std::chrono::milliseconds(0))) ||
+        !refused(c.GuestIncr("n", 1, std::chrono::milliseconds(0)))) {
+      return 11;
+    }
+    char b = 0;
+    if (write(done[1], "1", 1) != 1 || read(step[0], &b, 1) != 1) return 12;  // the parent grants
+    // Granted, but the daemon has been silent for longer than the limit.
+    clock.Advance(Cache::kGuestHeartbeatLimit + std::chrono::milliseconds(1));
+    if (!refused(c.GuestSet("new", "x"))) return 16;
+    clock.Set(heartbeat + Cache::kGuestHeartbeatLimit.count());  // exactly at the limit: still alive
+    if (c.GuestSet("new", "x") != true || c.GuestIncr("n", 2, std::chrono::milliseconds(0)) != 7 ||
+        c.GuestErase("kept") != true || c.GuestErase("kept") != false) {
+      return 13;
+    }
+    if (write(done[1], "2", 1) != 1 || read(step[0], &b, 1) != 1) return 14;  // the parent revokes
+    return refused(c.GuestSet("late", "y")) ? 0 : 15;
+  });
+  char b = 0;
+  ASSERT_EQ(read(done[0], &b, 1), 1);
+  EXPECT_EQ(cache_->Get("kept"), "1");
+  EXPECT_EQ(cache_->Get("n"), "5");
+  EXPECT_FALSE(cache_->Contains("new"));
+  EXPECT_EQ(cache_->Stats().sets, 2u);
+  cache_->SetClientWrites(true);
+  EXPECT_TRUE(cache_->ClientWritesGranted());
+  ASSERT_EQ(write(step[1], "g", 1), 1);
+  ASSERT_EQ(read(done[0], &b, 1), 1);
+  EXPECT_EQ(cache_->Get("new"), "x");
+  EXPECT_EQ(cache_->Get("n"), "7");
+  EXPECT_FALSE(cache_->Contains("kept"));
+  cache_->SetClientWrites(false);
+  ASSERT_TRUE(cache_->Set("owner", "still writes").has_value());
+  ASSERT_EQ(write(step[1], "r", 1), 1);
+  EXPECT_EQ(WaitExit(guest), 0);
+  EXPECT_FALSE(cache_->Contains("late"));
+  for (int fd : {step[0], step[1], done[0], done[1]}) close(fd);
 }
 
 }  // namespace

@@ -109,7 +109,7 @@ TEST_F(SegmentTest, CreateTwiceIsAlreadyExists) {
 }
 
 TEST_F(SegmentTest, BadNamesAreRefused) {
-  for (const char* bad : {"", "a/b"}) {
+  for (const char* bad : {"", "a/b", "/tmp/dir/", "/tmp/../etc/cachet"}) {
     auto r = Cache::CreateNamed(bad, SmallOptions());
     ASSERT_FALSE(r.has_value());
     EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
@@ -248,6 +248,30 @@ TEST_F(SegmentTest, SmallQueueTargetsThatDisagreeWithTheOptionsAreCorrupt) {
     Poke(field, &was, sizeof was);
     ASSERT_TRUE(Cache::OpenNamed(name_).has_value());
   }
+}
+
+// An absolute path names a file segment (what a hugetlbfs mount holds);
+// on any other file system it is a plain shared file mapping, and behaves
+// as a /dev/shm segment does.
+TEST_F(SegmentTest, AnAbsolutePathNamesASegmentFile) {
+  const std::string path = "/tmp/" + name_ + ".segment";
+  {
+    auto made = Cache::CreateNamed(path, SmallOptions());
+    ASSERT_TRUE(made.has_value()) << made.error().ToString();
+    EXPECT_EQ((*made)->Name(), path);
+    EXPECT_EQ((*made)->Stats().page_bytes, 4096u);
+    ASSERT_TRUE((*made)->Set("k", "in a file").has_value());
+    auto again = Cache::CreateNamed(path, SmallOptions());
+    ASSERT_FALSE(again.has_value());
+    EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
+  }
+  auto opened = Cache::OpenNamed(path);
+  ASSERT_TRUE(opened.has_value()) << opened.error().ToString();
+  EXPECT_EQ((*opened)->Get("k"), "in a file");
+  opened->reset();
+  ASSERT_TRUE(Cache::RemoveNamed(path).has_value());
+  EXPECT_EQ(Cache::OpenNamed(path).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(Cache::RemoveNamed(path).error().code, ErrorCode::kNotFound);
 }
 
 TEST_F(SegmentTest, RemoveOfMissingSegmentIsNotFound) {

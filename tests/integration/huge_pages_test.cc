@@ -1,0 +1,97 @@
+// The segment on huge pages: cachetd puts it on a hugetlbfs mount when one
+// has room (huge-pages = auto or on), falls back to /dev/shm saying why
+// (auto), or refuses to start (on); same-host clients map it from the path
+// INFO gives, and a warm restart finds it there again.
+//
+// Each test mounts a hugetlbfs of its own (HugePageMount: root only).
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include "cachet/client.h"
+#include "daemon_process.h"
+#include "huge_page_mount.h"
+
+namespace cachet {
+namespace {
+
+using testing::HugePageMount;
+
+class HugePagesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = HugePageMount::Unsupported()) GTEST_SKIP() << "no hugetlbfs here: " << *why;
+  }
+};
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+TEST_F(HugePagesTest, TheSegmentGoesOnHugePagesAndClientsMapItThere) {
+  HugePageMount mount(64u << 20, 16);
+  ASSERT_EQ(mount.error(), "");
+  testing::DaemonProcess daemon({"--capacity", "8MiB", "--huge-pages", "on", "--huge-pages-dir", mount.dir()});
+  const long free_before = HugePageMount::MemInfo("HugePages_Free");
+  ASSERT_TRUE(daemon.Start());
+  const std::string file = mount.dir() + "/" + daemon.segment();
+  EXPECT_NE(daemon.log().find("created segment " + file + " on huge pages"), std::string::npos) << daemon.log();
+  EXPECT_TRUE(Exists(file));
+  EXPECT_FALSE(Exists("/dev/shm/" + daemon.segment()));
+  // The segment's pages came out of the pool, reserved at once.
+  EXPECT_GE(free_before - HugePageMount::MemInfo("HugePages_Free"), 4);
+
+  ClientOptions patient;
+  patient.timeout = std::chrono::seconds(5);
+  auto local = Client::Connect(daemon.ipc(), patient);
+  ASSERT_TRUE(local.has_value());
+  ASSERT_TRUE(testing::WaitUntilAttached(**local));
+  EXPECT_TRUE((*local)->WritesSharedMemory());
+  ASSERT_EQ((*local)->Set("k", "on huge pages"), true);
+  EXPECT_EQ((*local)->Get("k").value(), "on huge pages");
+  EXPECT_EQ(testing::StatOf(**local, "segment_page_bytes"), 2 << 20);
+
+  EXPECT_EQ(daemon.Stop(), 0);
+  ASSERT_TRUE(daemon.Start(daemon.tcp()));
+  EXPECT_NE(daemon.log().find("warm restart: re-attached to segment " + file), std::string::npos) << daemon.log();
+  auto remote = Client::Connect(daemon.tcp(), patient);
+  ASSERT_TRUE(remote.has_value());
+  EXPECT_EQ((*remote)->Get("k").value(), "on huge pages");
+}
+
+// A mount with room for one page cannot hold an 8 MiB cache.
+TEST_F(HugePagesTest, AutoFallsBackToDevShmAndSaysWhy) {
+  HugePageMount mount(2u << 20, 0);
+  ASSERT_EQ(mount.error(), "");
+  testing::DaemonProcess daemon({"--capacity", "8MiB", "--huge-pages-dir", mount.dir()});
+  ASSERT_TRUE(daemon.Start());
+  EXPECT_NE(daemon.log().find("huge pages: not used (cannot create segment file " + mount.dir()), std::string::npos)
+      << daemon.log();
+  EXPECT_TRUE(Exists("/dev/shm/" + daemon.segment()));
+  EXPECT_FALSE(Exists(mount.dir() + "/" + daemon.segment()));  // nothing left behind
+  auto local = Client::Connect(daemon.ipc());
+  ASSERT_TRUE(local.has_value());
+  ASSERT_TRUE(testing::WaitUntilAttached(**local));
+  ASSERT_EQ((*local)->Set("k", "v"), true);
+  EXPECT_EQ(testing::StatOf(**local, "segment_page_bytes"), 4096);
+}
+
+TEST_F(HugePagesTest, OnRefusesToStartWithoutRoomOrWithoutAMount) {
+  HugePageMount mount(2u << 20, 0);
+  ASSERT_EQ(mount.error(), "");
+  const testing::ProgramResult no_room =
+      testing::RunCachetd({"--capacity", "8MiB", "--huge-pages", "on", "--huge-pages-dir", mount.dir()});
+  EXPECT_EQ(no_room.code, 1);
+  EXPECT_NE(no_room.err.find("huge-pages = on: cannot create segment file"), std::string::npos) << no_room.err;
+  const testing::ProgramResult not_hugetlbfs = testing::RunCachetd({"--huge-pages", "on", "--huge-pages-dir", "/tmp"});
+  EXPECT_EQ(not_hugetlbfs.code, 1);
+  EXPECT_NE(not_hugetlbfs.err.find("huge-pages-dir /tmp is not a hugetlbfs mount"), std::string::npos)
+      << not_hugetlbfs.err;
+  const testing::ProgramResult bad = testing::RunCachetd({"--huge-pages", "sometimes"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("huge-pages must be auto, on or off"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace cachet

@@ -370,10 +370,10 @@ Result<void> Server::JoinCluster(Cache& cache) {
   return {};
 }
 
-void Server::GrantClientWrites() {
+void Server::GrantClientWrites(bool starting) {
   // A cluster node's writes must pass through it, to reach the replicas.
   const bool grant = config_.same_host_writes && !cluster_;
-  if (grant == cache_->ClientWritesGranted()) return;
+  if (!starting && grant == cache_->ClientWritesGranted()) return;
   cache_->SetClientWrites(grant);
   if (grant) {
     log_->info("same-host writes: clients on this host write segment {} directly", SegmentLabel(cache_->Name()));
@@ -384,7 +384,7 @@ void Server::GrantClientWrites() {
 
 int Server::Run(std::unique_ptr<Cache> cache) {
   cache_ = std::move(cache);
-  GrantClientWrites();
+  GrantClientWrites(true);
   started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
   if (metrics_) board_.Publish(TakeSnapshot());
   while (!signals_.stop) {
@@ -1338,7 +1338,7 @@ Result<void> Server::Reload() {
   config_.reply_backlog_total = next.reply_backlog_total;
   backlog_.SetLimits(next.reply_backlog_per_client, next.reply_backlog_total);
   config_.same_host_writes = next.same_host_writes;
-  GrantClientWrites();
+  GrantClientWrites(false);
   ++reloads_;
   log_->info("configuration reloaded{}", config_.config_file.empty() ? "" : " from " + config_.config_file);
   return {};

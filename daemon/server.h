@@ -100,8 +100,9 @@ class Server {
   Result<std::unique_ptr<RateLimiter>> OpenLimiter(const RateLimitPolicy& policy);
   void PublishPolicy();
   // Grants same-host clients direct writes to the segment, or revokes
-  // them, as the configuration and cluster membership say.
-  void GrantClientWrites();
+  // them, as the configuration and cluster membership say; logs a change
+  // (and, `starting`, the state).
+  void GrantClientWrites(bool starting);
   void Tick();
   // Reads a socket monitor's events: connections counted (the router's
   // only) and handshakes that failed before the ZAP handler saw them.

@@ -115,6 +115,32 @@ class ClusterNodeTest : public ::testing::Test {
   std::map<std::string, std::unique_ptr<DaemonProcess>> nodes_;
 };
 
+// A node's writes must reach its replicas, so it lets no same-host client
+// write its segment, not even one that a standalone run before it (killed,
+// so it revoked nothing) had let write: the segment offered to readers
+// (eventual consistency) takes writes only through the node.
+TEST_F(ClusterNodeTest, ANodeRevokesSameHostWritesEvenOnASegmentAStandaloneRunGranted) {
+  DaemonProcess node;
+  ASSERT_TRUE(node.Start());
+  ClientOptions patient;
+  patient.timeout = std::chrono::seconds(5);
+  auto local = Client::Connect(node.ipc(), patient);
+  ASSERT_TRUE(local.has_value());
+  ASSERT_TRUE(testing::WaitUntilAttached(**local));
+  ASSERT_TRUE((*local)->WritesSharedMemory());
+  node.Kill();
+  node.SetExtraArgs({"--cluster", name_, "--node-id", "a", "--etcd", etcd_.endpoint(), "--replication", "1",
+                     "--consistency", "eventual"});
+  ASSERT_TRUE(node.Start(node.tcp()));
+  EXPECT_NE(node.log().find("same-host writes: off (a cluster node)"), std::string::npos) << node.log();
+  EXPECT_FALSE((*local)->WritesSharedMemory());
+  EXPECT_EQ(testing::StatOf(**local, "same_host_writes"), 0);
+  const int64_t before = testing::StatOf(**local, "requests");
+  ASSERT_EQ((*local)->Set("k", "through the node"), true);
+  EXPECT_EQ(testing::StatOf(**local, "requests") - before, 2);  // the SET and this STATS
+  EXPECT_EQ((*local)->Get("k").value(), "through the node");
+}
+
 TEST_F(ClusterNodeTest, TheFirstNodeMakesTheMapAndServesEverySlot) {
   StartNode("a");
   const cluster::ShardMap map = Map();

@@ -76,8 +76,8 @@ Result<std::string> FindHugePageMount(const std::string& configured) {
   if (!two_mib.empty()) return two_mib;
   if (!any.empty()) return any;
   return MakeError(ErrorCode::kNotFound,
-                   "no hugetlbfs is mounted (mount -t hugetlbfs none /dev/hugepages, and reserve pages with "
-                   "sysctl vm.nr_hugepages)");
+                   "no hugetlbfs is mounted; mount one with 'mount -t hugetlbfs none /dev/hugepages' and reserve "
+                   "pages with 'sysctl vm.nr_hugepages'");
 }
 
 Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::logger& log) {
@@ -145,7 +145,7 @@ Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::l
   if (!created) return MakeError(created.error().code, "cannot create segment: " + created.error().message);
   log.info("created segment /{} ({} MiB mapped, generation {})", places->shm, (*created)->Stats().segment_bytes >> 20,
            generation);
-  log.info("huge pages: not used ({}); the segment is in /dev/shm", places->no_huge_reason);
+  log.info("huge pages: not used, the segment is in /dev/shm: {}", places->no_huge_reason);
   return created;
 }
 

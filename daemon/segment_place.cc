@@ -15,6 +15,9 @@ namespace cachet::daemon {
 
 namespace {
 
+// How long a start waits for the writer lock of a segment it finds.
+constexpr std::chrono::milliseconds kStartLockWait{2000};
+
 bool IsHugetlbfs(const std::string& dir) {
   struct statfs fs {};
   return ::statfs(dir.c_str(), &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC;
@@ -94,6 +97,14 @@ Result<std::unique_ptr<Cache>> OpenSegment(const DaemonConfig& config, spdlog::l
     auto existing = Cache::OpenNamed(name);
     if (!existing && existing.error().code == ErrorCode::kNotFound) continue;
     if (existing) {
+      // A same-host client stopped while holding the writer lock would hang
+      // this start: say who instead. Held to the end of this block (on this
+      // thread, before the server takes over).
+      auto lease = (*existing)->LeaseWriter(kStartLockWait);
+      if (!lease) {
+        return MakeError(ErrorCode::kUnavailable, "segment " + SegmentLabel(name) + ": " + lease.error().message +
+                                                      "; let that process go on or stop it, then start cachetd again");
+      }
       // Clients of the previous daemon may have been granted same-host
       // writes: none until this one decides (Server::Run), none at all if
       // it drops the segment.

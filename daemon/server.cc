@@ -33,6 +33,11 @@ using wire::Op;
 namespace {
 
 constexpr std::chrono::milliseconds kTick{100};
+// How long a write waits for the segment's writer lock held by a same-host
+// client before it is answered BUSY; while the lock stays held, how long the
+// writes after it wait.
+constexpr std::chrono::milliseconds kWriterLockWait{250};
+constexpr std::chrono::milliseconds kStuckWriterLockWait{1};
 // A cluster node's longest wait in poll: replies held for a commit and
 // probes of followers are timed.
 constexpr std::chrono::milliseconds kClusterTick{10};
@@ -370,11 +375,54 @@ Result<void> Server::JoinCluster(Cache& cache) {
   return {};
 }
 
+namespace {
+// The ops that take the segment's writer lock (reads never do).
+bool TakesWriterLock(Op op) {
+  switch (op) {
+    case Op::kSet:
+    case Op::kMSet:
+    case Op::kDel:
+    case Op::kExpire:
+    case Op::kIncr:
+    case Op::kDecr:
+    case Op::kScan:
+    case Op::kFlush: return true;
+    default: return false;
+  }
+}
+}  // namespace
+
+Result<Cache::WriterLease> Server::LeaseWriterLock() {
+  // Once the lock is known stuck, later writes wait only briefly, so that
+  // a queue of them does not hold up the reads behind it.
+  auto lease = cache_->LeaseWriter(writer_lock_stuck_ ? kStuckWriterLockWait : kWriterLockWait);
+  if (lease) {
+    if (writer_lock_stuck_) log_->info("the segment's writer lock is free again; writes go on");
+    writer_lock_stuck_ = false;
+    return lease;
+  }
+  if (!writer_lock_stuck_)
+    log_->warn("{}; writes are answered BUSY until it is free (reads go on)", lease.error().message);
+  writer_lock_stuck_ = true;
+  ++busy_replies_;
+  return MakeError(ErrorCode::kBusy, lease.error().message + "; the write was not run");
+}
+
+bool Server::SetClientWritesBounded(bool grant) {
+  auto lease = cache_->LeaseWriter(kWriterLockWait);
+  if (!lease) {
+    log_->error("cannot {} same-host writes: {}", grant ? "allow" : "revoke", lease.error().message);
+    return false;
+  }
+  cache_->SetClientWrites(grant);
+  return true;
+}
+
 void Server::GrantClientWrites(bool starting) {
   // A cluster node's writes must pass through it, to reach the replicas.
   const bool grant = config_.same_host_writes && !cluster_;
   if (!starting && grant == cache_->ClientWritesGranted()) return;
-  cache_->SetClientWrites(grant);
+  if (!SetClientWritesBounded(grant)) return;
   if (grant) {
     log_->info("same-host writes: clients on this host write segment {} directly", SegmentLabel(cache_->Name()));
   } else {
@@ -426,7 +474,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
   // From here on every write passes through this daemon, which stops: a
   // segment about to be removed, or taken over by a cluster node, must not
   // take writes nobody will see.
-  cache_->SetClientWrites(false);
+  (void)SetClientWritesBounded(false);
   // Requests already received get their replies before the socket closes:
   // those in ZeroMQ's queue, and those the kernel holds that ZeroMQ's I/O
   // thread has not read yet (after a stall, the stop signal can be handled
@@ -488,7 +536,10 @@ void Server::Tick() {
   cache_->Heartbeat();
   if (cluster_) FollowClusterPolicy();
   if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
-  cache_->ReclaimExpired(kReclaimBucketsPerTick);
+  // Not while a same-host client holds the writer lock: the next tick will.
+  if (auto lease = cache_->LeaseWriter(std::chrono::milliseconds(0)); lease || cluster_) {
+    cache_->ReclaimExpired(kReclaimBucketsPerTick);
+  }
   if (limiter_) limiter_->ReclaimIdle(kReclaimCountersPerTick);  // the whole table every ~200 s at the default size
   backlog_.Sweep();
   auth_->Tick();
@@ -784,6 +835,17 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
     replication_->ReadBarrier(key, waits_);
     waits_request_ = r.id;
   };
+
+  // Same-host clients share the segment's writer lock, and one stopped while
+  // holding it (SIGSTOP, a debugger, a frozen container) must not freeze
+  // this loop: a write leases the lock first, with a bounded wait, and is
+  // answered BUSY, not run, if it stays held. Reads never need it.
+  std::optional<Cache::WriterLease> lease;
+  if (!cluster_ && TakesWriterLock(r.op)) {
+    auto leased = LeaseWriterLock();
+    if (!leased) return fail(leased.error());
+    lease.emplace(std::move(*leased));
+  }
 
   switch (r.op) {
     case Op::kPing:

@@ -99,6 +99,12 @@ class Server {
   void FollowClusterPolicy();
   Result<std::unique_ptr<RateLimiter>> OpenLimiter(const RateLimitPolicy& policy);
   void PublishPolicy();
+  // The segment's writer lock for one request's writes, or BUSY (logged
+  // once) while a same-host client holds it too long.
+  Result<Cache::WriterLease> LeaseWriterLock();
+  // SetClientWrites without waiting forever on the lock; false (logged) if
+  // it stayed held.
+  bool SetClientWritesBounded(bool grant);
   // Grants same-host clients direct writes to the segment, or revokes
   // them, as the configuration and cluster membership say; logs a change
   // (and, `starting`, the state).
@@ -164,9 +170,10 @@ class Server {
   uint64_t requests_ = 0;
   uint64_t errors_ = 0;
   uint64_t dropped_frames_ = 0;
-  uint64_t denied_requests_ = 0;  // PERMISSION_DENIED replies
-  uint64_t busy_replies_ = 0;     // BUSY: requests not run, their connection owed max-in-flight replies
-  uint64_t dropped_replies_ = 0;  // not sent: the client owed too much (backlog_) or had gone
+  uint64_t denied_requests_ = 0;    // PERMISSION_DENIED replies
+  bool writer_lock_stuck_ = false;  // a write found the writer lock held past kWriterLockWait
+  uint64_t busy_replies_ = 0;       // BUSY: requests not run, their connection owed max-in-flight replies
+  uint64_t dropped_replies_ = 0;    // not sent: the client owed too much (backlog_) or had gone
   uint64_t dropped_replies_reported_ = 0;
   std::chrono::steady_clock::time_point last_drop_report_;
   uint64_t reloads_ = 0;

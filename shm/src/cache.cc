@@ -220,6 +220,15 @@ bool Cache::Persist(std::string_view key) { return *impl_->SetExpiry(key, std::n
 
 void Cache::SetClientWrites(bool granted) { impl_->SetClientWrites(granted); }
 
+Cache::WriterLease::~WriterLease() {
+  if (impl_ != nullptr) impl_->EndLease();
+}
+
+Result<Cache::WriterLease> Cache::LeaseWriter(std::chrono::milliseconds wait) {
+  if (auto ok = impl_->LeaseWriter(wait); !ok) return tl::unexpected(ok.error());
+  return WriterLease(impl_.get());
+}
+
 bool Cache::ClientWritesGranted() const { return impl_->ClientWritesGranted(); }
 
 Result<bool> Cache::GuestSet(std::string_view key, std::string_view value, const SetOptions& options) {

@@ -46,15 +46,39 @@ void CpuRelax() {
 
 }  // namespace
 
+namespace {
+// The cache whose writer lock this thread holds through a WriterLease, if any.
+thread_local const Cache::Impl* leased_by_this_thread = nullptr;
+
+// pthread_mutex_timedlock's deadline: `wait` from now, by CLOCK_REALTIME.
+timespec DeadlineIn(std::chrono::milliseconds wait) {
+  timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  const int64_t ns = t.tv_nsec + (wait.count() % 1000) * 1'000'000;
+  t.tv_sec += static_cast<time_t>(wait.count() / 1000 + ns / 1'000'000'000);
+  t.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+  return t;
+}
+}  // namespace
+
 // Holds the segment's writer mutex. A previous holder that died leaves the
 // mutex "owner dead": we take it over and repair what it may have half done.
 // An exception escaping the critical section (allocation, a user clock) is
 // treated the same way: the segment is repaired before the lock is released.
+// Within a WriterLease of this thread the mutex is already held: the lock
+// is then only the exception guard. With a `wait`, it gives up after that
+// long (owns() is false) rather than wait on a holder that may never go on.
 class Cache::Impl::WriterLock {
  public:
-  explicit WriterLock(Impl& impl)
+  explicit WriterLock(Impl& impl, std::optional<std::chrono::milliseconds> wait = std::nullopt)
       : impl_(impl), mutex_(&impl.header_->writer_mutex), exceptions_(std::uncaught_exceptions()) {
-    const int rc = pthread_mutex_lock(mutex_);
+    if (leased_by_this_thread == &impl) {
+      leased_ = true;
+      return;
+    }
+    const timespec deadline = wait ? DeadlineIn(*wait) : timespec{};
+    const int rc = wait ? pthread_mutex_timedlock(mutex_, &deadline) : pthread_mutex_lock(mutex_);
+    if (rc == ETIMEDOUT) return;
     if (rc == EOWNERDEAD) {
       pthread_mutex_consistent(mutex_);
       impl.RepairLocked();
@@ -62,19 +86,72 @@ class Cache::Impl::WriterLock {
       std::fprintf(stderr, "cachet: cannot lock the segment's writer mutex: %s\n", std::strerror(rc));
       std::abort();
     }
+    owns_ = true;
   }
   ~WriterLock() {
+    if (!owns_ && !leased_) return;
     if (std::uncaught_exceptions() > exceptions_) impl_.RepairLocked();
-    pthread_mutex_unlock(mutex_);
+    if (owns_) pthread_mutex_unlock(mutex_);
   }
   WriterLock(const WriterLock&) = delete;
   WriterLock& operator=(const WriterLock&) = delete;
+
+  // True if this thread holds the mutex now (by this lock or by a lease).
+  bool held() const { return owns_ || leased_; }
+  // Hands the mutex over to a lease: the destructor no longer releases it.
+  void Release() { owns_ = false; }
 
  private:
   Impl& impl_;
   pthread_mutex_t* mutex_;
   int exceptions_;
+  bool owns_ = false;
+  bool leased_ = false;
 };
+
+std::string Cache::Impl::WriterLockHolder() const {
+  // glibc keeps the holder's thread id in the mutex (the robust list needs it).
+  const int tid = __atomic_load_n(&header_->writer_mutex.__data.__owner, __ATOMIC_RELAXED) & 0x3fffffff;
+  if (tid == 0) return "no thread now";
+  std::string state = "unknown state";
+  if (FILE* f = std::fopen(("/proc/" + std::to_string(tid) + "/stat").c_str(), "r")) {
+    char buf[512];
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    if (const char* paren = std::strrchr(buf, ')'); paren != nullptr && paren[1] == ' ') {
+      switch (paren[2]) {
+        case 'T':
+        case 't': state = "stopped"; break;
+        case 'R': state = "running"; break;
+        case 'S':
+        case 'D': state = "waiting"; break;
+        default: state = std::string("state ") + paren[2];
+      }
+    }
+  }
+  return "thread " + std::to_string(tid) + " (" + state + ")";
+}
+
+Result<void> Cache::Impl::LeaseWriter(std::chrono::milliseconds wait) {
+  if (leased_by_this_thread != nullptr) {
+    return MakeError(ErrorCode::kInvalidArgument, "this thread already holds a writer lease");
+  }
+  WriterLock lock(*this, wait);
+  if (!lock.held()) {
+    return MakeError(ErrorCode::kTimeout, "the segment's writer lock has been held for over " +
+                                              std::to_string(wait.count()) + " ms by " + WriterLockHolder());
+  }
+  lock.Release();
+  leased_by_this_thread = this;
+  return {};
+}
+
+void Cache::Impl::EndLease() {
+  if (leased_by_this_thread != this) return;
+  leased_by_this_thread = nullptr;
+  pthread_mutex_unlock(&header_->writer_mutex);
+}
 
 Cache::Impl::Impl(std::unique_ptr<Segment> segment, const Clock& clock)
     : segment_(std::move(segment)), clock_(clock), base_(segment_->base()) {
@@ -498,6 +575,12 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   if (header_->ttl_items != 0) ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
 }
 
+Result<void> Cache::Impl::GuestLockTimedOut() const {
+  return MakeError(ErrorCode::kUnavailable, "the segment's writer lock has been held for over " +
+                                                std::to_string(Cache::kGuestLockWait.count()) + " ms by " +
+                                                WriterLockHolder());
+}
+
 Result<void> Cache::Impl::CheckGrantLocked(Writer who) const {
   if (who == Writer::kOwner) return {};
   if (LoadRelaxed(header_->client_writes) == 0) {
@@ -524,7 +607,8 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   const uint64_t hash = HashKey(key);
   uint64_t* staged = StageItem(key, value, 0);  // outside the lock; the deadline is set under it
 
-  WriterLock lock(*this);
+  WriterLock lock(*this, LockWaitFor(who));
+  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
   if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
   reinterpret_cast<ItemHeader*>(staged)->expires_at = *ExpiryFor(options.ttl, now);
@@ -543,7 +627,8 @@ Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chro
   if (auto ok = ExpiryFor(ttl_on_create, 0); !ok) return tl::unexpected(ok.error());
   const uint64_t hash = HashKey(key);
 
-  WriterLock lock(*this);
+  WriterLock lock(*this, LockWaitFor(who));
+  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
   if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
   Result<int64_t> expires_at = ExpiryFor(ttl_on_create, now);
@@ -594,7 +679,8 @@ Cache::ScanPage Cache::Impl::Scan(uint64_t cursor, std::string_view pattern, siz
 
 Result<bool> Cache::Impl::Erase(std::string_view key, Writer who) {
   const uint64_t hash = HashKey(key);
-  WriterLock lock(*this);
+  WriterLock lock(*this, LockWaitFor(who));
+  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
   if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   std::optional<SlotRef> ref = FindLocked(key, hash);
   if (!ref) return false;
@@ -610,7 +696,8 @@ Result<bool> Cache::Impl::Erase(std::string_view key, Writer who) {
 
 Result<bool> Cache::Impl::SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl, Writer who) {
   const uint64_t hash = HashKey(key);
-  WriterLock lock(*this);
+  WriterLock lock(*this, LockWaitFor(who));
+  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
   if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);

@@ -43,6 +43,11 @@ class Cache::Impl {
   Result<bool> SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl, Writer who);
   void SetClientWrites(bool granted);
   bool ClientWritesGranted() const;
+  // Takes the writer lock for this thread until EndLease (Cache::WriterLease).
+  Result<void> LeaseWriter(std::chrono::milliseconds wait);
+  void EndLease();
+  // Who holds the writer lock: "thread 123 (stopped)", for error messages.
+  std::string WriterLockHolder() const;
   void Clear();
   size_t ReclaimExpired(size_t max_buckets);
 
@@ -58,6 +63,11 @@ class Cache::Impl {
   class WriterLock;
   // Under the writer lock: an error unless `who` may write now.
   Result<void> CheckGrantLocked(Writer who) const;
+  // A guest gives up on a lock held too long (its holder may be stopped).
+  static std::optional<std::chrono::milliseconds> LockWaitFor(Writer who) {
+    return who == Writer::kGuest ? std::optional<std::chrono::milliseconds>(Cache::kGuestLockWait) : std::nullopt;
+  }
+  Result<void> GuestLockTimedOut() const;
   struct SlotRef {
     detail::Bucket* bucket;
     uint32_t index;

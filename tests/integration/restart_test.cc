@@ -203,6 +203,7 @@ TEST(RestartTest, KillNineUnderWriteLoadNeverYieldsAWrongValue) {
           [&, w] {
             ClientOptions o = Quick();
             o.retries = 0;
+            o.shared_memory_writes = false;  // the daemon must do the writes it is killed in
             auto c = Client::Connect(ipc, o);
             if (!c) return 10;
             std::vector<std::pair<std::string, std::string>> batch;

@@ -210,6 +210,56 @@ TEST(SameHostWritesTest, AStoppedDaemonTakesTheGrantBackSoWritesFail) {
   EXPECT_EQ(local->Get("k").value(), "1");  // reads still come from the kept segment
 }
 
+// A same-host client stopped (SIGSTOP: a debugger, a frozen container)
+// while it holds the segment's writer lock does not freeze the daemon:
+// writes are answered BUSY, naming the stopped thread, and not run; reads,
+// PING and STATS go on; once the client goes on, so do writes. A stop lands
+// inside the lock only sometimes, so the test stops the writer until one has.
+TEST(SameHostWritesTest, AClientStoppedHoldingTheLockDoesNotFreezeTheDaemon) {
+  testing::DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  const std::string ipc = daemon.ipc();
+  ClientOptions once = Patient();
+  once.retries = 0;
+  auto remote = Client::Connect(daemon.tcp(), once);
+  ASSERT_TRUE(remote.has_value());
+  ASSERT_EQ((*remote)->Set("before", "1"), true);
+  auto writer = testing::ChildProcess::Fork(
+      [&ipc] {
+        auto c = Client::Connect(ipc, Patient());
+        if (!c || !testing::WaitUntilAttached(**c) || !(*c)->WritesSharedMemory()) return 10;
+        for (uint64_t i = 0; !testing::ChildProcess::StopRequested(); ++i)
+          (void)(*c)->Set("k" + std::to_string(i % 100), "v");
+        return 0;
+      },
+      "same-host writer");
+  std::this_thread::sleep_for(milliseconds(300));  // attached and writing
+  std::optional<Error> busy;
+  for (int attempt = 0; attempt < 30 && !busy; ++attempt) {
+    writer.Signal(SIGSTOP);
+    std::this_thread::sleep_for(milliseconds(20));
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = (*remote)->Set("during", "x");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2)) << "the daemon waited on the lock";
+    if (!r) busy = r.error();
+    if (!busy) writer.Signal(SIGCONT);
+  }
+  ASSERT_TRUE(busy.has_value()) << "no stop landed inside the writer lock in 30 tries";
+  EXPECT_EQ(busy->code, ErrorCode::kBusy) << busy->ToString();
+  EXPECT_NE(busy->message.find("(stopped)"), std::string::npos) << busy->ToString();
+  EXPECT_NE(busy->message.find("was not run"), std::string::npos) << busy->ToString();
+  // Reads and the rest go on while the lock stays held.
+  EXPECT_EQ((*remote)->Get("before").value(), "1");
+  EXPECT_TRUE((*remote)->Ping().has_value());
+  EXPECT_GE(testing::StatOf(**remote, "busy_replies"), 1);
+  EXPECT_NE(daemon.log().find("writes are answered BUSY until it is free"), std::string::npos) << daemon.log();
+  writer.Signal(SIGCONT);
+  EXPECT_TRUE(testing::WaitUntil([&] { return (*remote)->Set("after", "y").has_value(); }));
+  EXPECT_EQ((*remote)->Get("after").value(), "y");
+  EXPECT_TRUE(daemon.WaitForLog("writer lock is free again"));
+  EXPECT_EQ(writer.Stop(), 0);
+}
+
 // Clients killed with SIGKILL in the middle of their write loops (some while
 // holding the segment's writer lock) block nobody: the daemon and the other
 // clients go on writing, and every value read is one written for its key.

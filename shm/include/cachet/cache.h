@@ -83,6 +83,7 @@ struct CacheStats {
 
 class Cache {
  public:
+  class Impl;
   static constexpr std::chrono::milliseconds kNoExpiry = std::chrono::milliseconds::max();
   // Longest TTL accepted: about 100 years. Set refuses more; Expire clamps.
   static constexpr std::chrono::milliseconds kMaxTtl{100ll * 365 * 24 * 3600 * 1000};
@@ -178,18 +179,42 @@ class Cache {
   // fails with kUnavailable and changes nothing. So a segment whose daemon
   // died takes no more writes once that time has passed.
   static constexpr std::chrono::milliseconds kGuestHeartbeatLimit{1000};
+  // A guest write waits this long at most for the writer lock (its holder
+  // may be another guest, stopped), then fails with kUnavailable.
+  static constexpr std::chrono::milliseconds kGuestLockWait{1000};
   Result<bool> GuestSet(std::string_view key, std::string_view value, const SetOptions& options = {});
   Result<int64_t> GuestIncr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create);
   Result<bool> GuestErase(std::string_view key);
   Result<bool> GuestExpire(std::string_view key, std::chrono::milliseconds ttl);
+
+  // Holds the writer lock for the calling thread until it is destroyed; the
+  // writes this thread makes on this cache meanwhile run under it. For an
+  // owner whose clients share the lock and that must not wait forever on
+  // one stopped while holding it (SIGSTOP, a debugger, a frozen container):
+  // it leases the lock with a bounded wait before each write. A lease is
+  // moved, not copied, and must end on the thread that took it.
+  class WriterLease {
+   public:
+    WriterLease(WriterLease&& other) noexcept : impl_(other.impl_) { other.impl_ = nullptr; }
+    WriterLease& operator=(WriterLease&&) = delete;
+    WriterLease(const WriterLease&) = delete;
+    ~WriterLease();
+
+   private:
+    friend class Cache;
+    explicit WriterLease(Impl* impl) : impl_(impl) {}
+    Impl* impl_;
+  };
+  // Waits at most `wait` for the writer lock. Fails with kTimeout, naming
+  // the thread that holds it and its state ("thread 4242 (stopped)"), or
+  // with kInvalidArgument if this thread already holds a lease.
+  Result<WriterLease> LeaseWriter(std::chrono::milliseconds wait);
 
   size_t Size() const;
   CacheStats Stats() const;
   const CacheOptions& Options() const;
   // The name or path this cache was created or opened with; empty if private.
   const std::string& Name() const;
-
-  class Impl;
 
  private:
   explicit Cache(std::unique_ptr<Impl> impl);

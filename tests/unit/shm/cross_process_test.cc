@@ -273,5 +273,68 @@ TEST_F(CrossProcessTest, GuestWritesNeedTheGrantAndALiveDaemonAndChangeNothingWi
   for (int fd : {step[0], step[1], done[0], done[1]}) close(fd);
 }
 
+// True once `pid` is stopped (state T in /proc/PID/stat), within 10 s.
+bool WaitStopped(pid_t pid) {
+  return testing::WaitUntil(
+      [&] {
+        const std::string stat = testing::ReadFile("/proc/" + std::to_string(pid) + "/stat");
+        const size_t paren = stat.rfind(')');
+        return paren != std::string::npos && stat.compare(paren, 3, ") T") == 0;
+      },
+      std::chrono::seconds(10), std::chrono::milliseconds(1));
+}
+
+// A process stopped while it holds the writer lock (SIGSTOP, a debugger)
+// makes others wait only as long as they choose: a lease waits its bound
+// and names the holder, a guest write gives up after kGuestLockWait. Once
+// the holder goes on, the lock is free again.
+TEST_F(CrossProcessTest, AWriterStoppedHoldingTheLockIsWaitedForOnlyWithinABound) {
+  cache_->SetClientWrites(true);
+  cache_->Heartbeat();
+  const int64_t heartbeat = cache_->Stats().heartbeat_ms;
+  int held[2];
+  ASSERT_EQ(pipe(held), 0);
+  const pid_t holder = Spawn([&] {
+    auto cache = Cache::OpenNamed(name_);
+    if (!cache) return 10;
+    auto lease = (*cache)->LeaseWriter(std::chrono::seconds(5));
+    if (!lease) return 11;
+    if (write(held[1], "h", 1) != 1) return 12;
+    raise(SIGSTOP);
+    return (*cache)->Set("holder", "went on").has_value() ? 0 : 13;  // inside its own lease
+  });
+  char b = 0;
+  ASSERT_EQ(read(held[0], &b, 1), 1);
+  ASSERT_TRUE(WaitStopped(holder));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto lease = cache_->LeaseWriter(std::chrono::milliseconds(100));
+  ASSERT_FALSE(lease.has_value());
+  EXPECT_EQ(lease.error().code, ErrorCode::kTimeout);
+  EXPECT_NE(lease.error().message.find("thread " + std::to_string(holder) + " (stopped)"), std::string::npos)
+      << lease.error().message;
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(100));
+
+  FakeClock clock;
+  clock.Set(heartbeat);
+  auto guest = Cache::OpenNamed(name_, clock);
+  ASSERT_TRUE(guest.has_value());
+  auto refused = (*guest)->GuestSet("k", "v");
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(refused.error().message.find("(stopped)"), std::string::npos) << refused.error().message;
+
+  ASSERT_EQ(kill(holder, SIGCONT), 0);
+  EXPECT_EQ(WaitExit(holder), 0);
+  auto free = cache_->LeaseWriter(std::chrono::seconds(5));
+  ASSERT_TRUE(free.has_value()) << free.error().ToString();
+  // Within a lease this thread's writes run under it; a second lease is refused.
+  ASSERT_TRUE(cache_->Set("owner", "1").has_value());
+  EXPECT_TRUE(cache_->Erase("holder"));
+  EXPECT_EQ(cache_->LeaseWriter(std::chrono::milliseconds(0)).error().code, ErrorCode::kInvalidArgument);
+  close(held[0]);
+  close(held[1]);
+}
+
 }  // namespace
 }  // namespace cachet

@@ -76,8 +76,13 @@ class Cache::Impl::WriterLock {
       leased_ = true;
       return;
     }
-    const timespec deadline = wait ? DeadlineIn(*wait) : timespec{};
-    const int rc = wait ? pthread_mutex_timedlock(mutex_, &deadline) : pthread_mutex_lock(mutex_);
+    int rc = 0;
+    if (!wait) {
+      rc = pthread_mutex_lock(mutex_);
+    } else if ((rc = pthread_mutex_trylock(mutex_)) == EBUSY) {  // the clock only when it is held
+      const timespec deadline = DeadlineIn(*wait);
+      rc = pthread_mutex_timedlock(mutex_, &deadline);
+    }
     if (rc == ETIMEDOUT) return;
     if (rc == EOWNERDEAD) {
       pthread_mutex_consistent(mutex_);

@@ -7,7 +7,12 @@
 # VmRSS) go to OUT.csv and OUT.png. Exits with cachet-soak's code: 0 passed,
 # 1 a wrong reply, an error or memory past the bound, 2 bad set-up.
 #
-#   bench/soak.sh    (DURATION=600 BUILD_DIR=build CLIENTS=8 KEYS=1000 RSS_BOUND_MIB=16 OUT=$BUILD_DIR/soak)
+#   bench/soak.sh    (DURATION=600 BUILD_DIR=build CLIENTS=8 KEYS=1000 RSS_BOUND_MIB=16 OUT=$BUILD_DIR/soak SAME_HOST=0)
+#
+# SAME_HOST=1 connects the clients over ipc:// instead of tcp://: they read
+# and write the segment themselves (same-host writes), sharing its writer
+# lock with each other and with the daemon's own writes (INCR's ttl sweep,
+# RATELIMIT's table is apart), while the daemon answers the rest.
 #
 duration=${DURATION:-600}
 [ "$duration" -gt 0 ] 2>/dev/null || duration=600
@@ -49,7 +54,13 @@ done
 # 64 MiB holds the soak's keys (CLIENTS x KEYS values of at most 512 bytes,
 # and as many counters) many times over: nothing is evicted, so a miss is
 # an expiry or a bug.
-"$cachetd" --segment "$segment" --ipc "" --tcp "tcp://127.0.0.1:$port" --capacity 64MiB \
+endpoint="tcp://127.0.0.1:$port"
+ipc=""
+if [ "${SAME_HOST:-0}" = 1 ]; then
+  ipc="ipc://$work/cachetd.sock"
+  endpoint=$ipc
+fi
+"$cachetd" --segment "$segment" --ipc "$ipc" --tcp "tcp://127.0.0.1:$port" --capacity 64MiB \
   --rate-limit-policy "$work/limits.ini" --log-file "$work/cachetd.log" &
 pid=$!
 for _ in $(seq 1 200); do
@@ -63,9 +74,9 @@ grep -q " ready: " "$work/cachetd.log" 2>/dev/null || {
   exit 2
 }
 
-echo "soak: cachetd pid $pid on tcp://127.0.0.1:$port, $duration s, $clients clients; figures in $out.csv, $out.png"
+echo "soak: cachetd pid $pid, clients on $endpoint, $duration s, $clients clients; figures in $out.csv, $out.png"
 status=0
-"$soak" --endpoint "tcp://127.0.0.1:$port" --pid "$pid" --duration "$duration" --clients "$clients" --keys "$keys" \
+"$soak" --endpoint "$endpoint" --pid "$pid" --duration "$duration" --clients "$clients" --keys "$keys" \
   --limit 20 --window 1000 --rss-bound "$rss_bound" --csv "$out.csv" --png "$out.png" || status=$?
 if ! kill -0 "$pid" 2>/dev/null; then
   echo "soak: cachetd died during the run; its log:" >&2

@@ -66,30 +66,32 @@ class CachetConn : public Conn {
   bool Get(const std::vector<std::string>& keys) override {
     if (keys.size() == 1) {
       auto r = c_->GetInto(keys[0], &value_);
-      return Check(r.has_value() && *r, r ? "miss" : r.error().ToString());
+      return Check(r.has_value() && *r, r, "miss");
     }
     auto r = c_->MGet(keys);
-    return Check(r.has_value(), r ? "" : r.error().ToString());
+    return Check(r.has_value(), r);
   }
   bool Ping() override {
     auto r = c_->Ping();
-    return Check(r.has_value(), r ? "" : r.error().ToString());
+    return Check(r.has_value(), r);
   }
   bool Set(const std::vector<std::string>& keys) override {
     if (keys.size() == 1) {
       auto r = c_->Set(keys[0], kValue);
-      return Check(r.has_value(), r ? "" : r.error().ToString());
+      return Check(r.has_value(), r);
     }
     std::vector<std::pair<std::string, std::string>> items;
     items.reserve(keys.size());
     for (const auto& k : keys) items.emplace_back(k, kValue);
     auto r = c_->MSet(items);
-    return Check(r.has_value(), r ? "" : r.error().ToString());
+    return Check(r.has_value(), r);
   }
 
  private:
-  static bool Check(bool ok, const std::string& why) {
-    if (!ok) std::fprintf(stderr, "cachet: %s\n", why.c_str());
+  // The reason is made only on failure: the timed path builds no string.
+  template <typename R>
+  static bool Check(bool ok, const R& r, const char* otherwise = "") {
+    if (!ok) std::fprintf(stderr, "cachet: %s\n", r ? otherwise : r.error().ToString().c_str());
     return ok;
   }
   std::unique_ptr<cachet::KeyValueClient> c_;

@@ -575,6 +575,8 @@ std::shared_ptr<const MetricsSnapshot> Server::TakeSnapshot() {
   s->max_entries = c.max_entries;
   s->memory_bytes = c.segment_bytes;
   s->generation = c.generation;
+  s->page_bytes = c.page_bytes;
+  s->same_host_writes = cache_->ClientWritesGranted() ? 1 : 0;
   s->connected_clients = static_cast<uint64_t>(std::max<int64_t>(connected_clients_, 0));
   s->refused_connections = auth_->refused();
   s->denied_requests = denied_requests_;
@@ -1297,8 +1299,8 @@ void Server::WriteStats(wire::Writer& out) {
       {"denied_requests", i64(m->denied_requests)},
       {"authorized_keys", i64(auth_->key_count())},
       {"requests", i64(requests_)},
-      {"same_host_writes", cache_->ClientWritesGranted() ? 1 : 0},
-      {"segment_page_bytes", i64(cache_->Stats().page_bytes)},
+      {"same_host_writes", i64(m->same_host_writes)},
+      {"segment_page_bytes", i64(m->page_bytes)},
       {"errors", i64(errors_)},
       {"dropped_frames", i64(m->dropped_frames)},
       {"dropped_replies", i64(m->dropped_replies)},

@@ -97,6 +97,8 @@ struct MetricsSnapshot {
   // The cache (CacheStats): counters since the segment was made, and gauges.
   uint64_t hits = 0, misses = 0, sets = 0, deletes = 0, evictions = 0, expirations = 0, repairs = 0;
   uint64_t entries = 0, bytes = 0, capacity_bytes = 0, max_entries = 0, memory_bytes = 0, generation = 0;
+  uint64_t page_bytes = 0;        // of the memory behind the segment: 4096, or a huge page's size
+  uint64_t same_host_writes = 0;  // 1 while same-host clients may write the segment
   // The daemon since it started.
   uint64_t connected_clients = 0, refused_connections = 0, denied_requests = 0, dropped_frames = 0, dropped_replies = 0,
            busy_replies = 0, reply_backlog_bytes = 0, reloads = 0;

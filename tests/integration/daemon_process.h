@@ -77,6 +77,7 @@ inline ProgramResult RunCachetd(std::vector<std::string> args,
   if (!has("--segment")) command.insert(command.end(), {"--segment", id});
   if (!has("--ipc")) command.insert(command.end(), {"--ipc", "ipc://" + socket});
   if (!has("--tcp")) command.insert(command.end(), {"--tcp", ""});
+  if (!has("--huge-pages") && !has("--huge-pages-dir")) command.insert(command.end(), {"--huge-pages", "off"});
   command.insert(command.end(), args.begin(), args.end());
   ProgramResult r = RunProgram(command, limit);
   RemoveDaemonFiles(id);
@@ -122,6 +123,10 @@ class DaemonProcess {
         args.push_back(value);
       }
     }
+    // No huge pages unless the test asks: a host's hugetlbfs mount would
+    // otherwise take the segment, out of the files these tests clean up.
+    const auto asks = [&](const char* flag) { return std::find(extra_.begin(), extra_.end(), flag) != extra_.end(); };
+    if (!asks("--huge-pages") && !asks("--huge-pages-dir")) args.insert(args.end(), {"--huge-pages", "off"});
     args.insert(args.end(), extra_.begin(), extra_.end());
     child_.emplace(ChildProcess::Exec(args));
     return ::testing::AssertionSuccess();

@@ -141,7 +141,9 @@ TEST_F(MetricsTest, CountersAndHistogramsMoveByExactlyWhatWasDriven) {
   EXPECT_EQ(after.Value("cachet_entries", -1), 5);
   EXPECT_GT(after.Value("cachet_bytes"), 0);
   EXPECT_EQ(after.Value("cachet_capacity_bytes"), 8 << 20);
-  EXPECT_GE(after.Value("cachet_connected_clients"), 2);  // client_ and raw
+  EXPECT_EQ(after.Value("cachet_same_host_writes", -1), 1);       // a single node, the default
+  EXPECT_EQ(after.Value("cachet_segment_page_bytes", -1), 4096);  // /dev/shm: test daemons take no huge pages
+  EXPECT_GE(after.Value("cachet_connected_clients"), 2);          // client_ and raw
   EXPECT_EQ(after.Value("cachet_refused_connections_total", -1), 0);
   EXPECT_FALSE(after.Has("cachet_ratelimit_capacity"));  // no policy
   EXPECT_FALSE(after.Has("cachet_cluster_members"));     // a single node

@@ -432,6 +432,7 @@ void Server::GrantClientWrites(bool starting) {
 
 int Server::Run(std::unique_ptr<Cache> cache) {
   cache_ = std::move(cache);
+  cache_->Heartbeat();  // a guest write needs a fresh one: from the start, not from the first tick
   GrantClientWrites(true);
   started_ = last_tick_ = last_rate_ = std::chrono::steady_clock::now();
   if (metrics_) board_.Publish(TakeSnapshot());

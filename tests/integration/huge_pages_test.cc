@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "cachet/client.h"
 #include "daemon_process.h"
 #include "huge_page_mount.h"
@@ -93,6 +96,81 @@ TEST_F(HugePagesTest, OnRefusesToStartWithoutRoomOrWithoutAMount) {
   const testing::ProgramResult bad = testing::RunCachetd({"--huge-pages", "sometimes"});
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.err.find("huge-pages must be auto, on or off"), std::string::npos) << bad.err;
+}
+
+// Changing huge-pages moves the segment (rebuilt empty) and removes the old
+// one; `auto` keeps whichever was served last, so no stale copy returns.
+TEST_F(HugePagesTest, ChangingTheSettingMovesTheSegmentAndLeavesNoOldCopy) {
+  HugePageMount mount(64u << 20, 16);
+  ASSERT_EQ(mount.error(), "");
+  const std::vector<std::string> dir = {"--huge-pages-dir", mount.dir()};
+  auto with = [&](const char* setting) {
+    std::vector<std::string> args = {"--capacity", "8MiB", "--huge-pages", setting};
+    args.insert(args.end(), dir.begin(), dir.end());
+    return args;
+  };
+  testing::DaemonProcess daemon(with("auto"));
+  ASSERT_TRUE(daemon.Start());
+  const std::string file = mount.dir() + "/" + daemon.segment();
+  const std::string shm = "/dev/shm/" + daemon.segment();
+  ClientOptions patient;
+  patient.timeout = std::chrono::seconds(5);
+  auto set = [&](const std::string& key) {
+    auto c = Client::Connect(daemon.tcp(), patient);
+    return c && (*c)->Set(key, "1").value_or(false);
+  };
+  auto has = [&](const std::string& key) {
+    auto c = Client::Connect(daemon.tcp(), patient);
+    return c && (*c)->Get(key).value_or(std::nullopt).has_value();
+  };
+  ASSERT_TRUE(Exists(file));
+  ASSERT_TRUE(set("on-huge"));
+  EXPECT_EQ(daemon.Stop(), 0);
+
+  daemon.SetExtraArgs(with("off"));
+  ASSERT_TRUE(daemon.Start(daemon.tcp()));
+  EXPECT_NE(daemon.log().find("is on huge pages and huge-pages = off; rebuilding it empty"), std::string::npos)
+      << daemon.log();
+  EXPECT_TRUE(Exists(shm));
+  EXPECT_FALSE(Exists(file));  // its pages went back to the pool
+  EXPECT_FALSE(has("on-huge"));
+  ASSERT_TRUE(set("in-shm"));
+  EXPECT_EQ(daemon.Stop(), 0);
+
+  daemon.SetExtraArgs(with("auto"));  // the /dev/shm one is the one served last: kept
+  ASSERT_TRUE(daemon.Start(daemon.tcp()));
+  EXPECT_NE(daemon.log().find("warm restart: re-attached to segment /" + daemon.segment()), std::string::npos)
+      << daemon.log();
+  EXPECT_TRUE(has("in-shm"));
+  EXPECT_FALSE(Exists(file));
+  EXPECT_EQ(daemon.Stop(), 0);
+
+  daemon.SetExtraArgs(with("on"));
+  ASSERT_TRUE(daemon.Start(daemon.tcp()));
+  EXPECT_TRUE(Exists(file));
+  EXPECT_FALSE(Exists(shm));
+  EXPECT_FALSE(has("in-shm"));
+}
+
+// `on` that cannot make the segment on huge pages refuses to start and
+// leaves the segment it would have replaced as it was.
+TEST_F(HugePagesTest, OnThatCannotMoveTheSegmentKeepsTheOldOne) {
+  HugePageMount mount(2u << 20, 0);
+  ASSERT_EQ(mount.error(), "");
+  testing::DaemonProcess daemon({"--capacity", "8MiB", "--huge-pages", "off"});
+  ASSERT_TRUE(daemon.Start());
+  auto c = Client::Connect(daemon.tcp());
+  ASSERT_TRUE(c.has_value());
+  ASSERT_EQ((*c)->Set("kept", "1"), true);
+  EXPECT_EQ(daemon.Stop(), 0);
+  const testing::ProgramResult refused = testing::RunCachetd(
+      {"--segment", daemon.segment(), "--capacity", "8MiB", "--huge-pages", "on", "--huge-pages-dir", mount.dir()});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.err.find("huge-pages = on: cannot create segment file"), std::string::npos) << refused.err;
+  ASSERT_TRUE(daemon.Start(daemon.tcp()));
+  auto again = Client::Connect(daemon.tcp());
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ((*again)->Get("kept").value(), "1");
 }
 
 }  // namespace

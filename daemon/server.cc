@@ -37,7 +37,7 @@ constexpr std::chrono::milliseconds kTick{100};
 // client before it is answered BUSY; while the lock stays held, how long the
 // writes after it wait.
 constexpr std::chrono::milliseconds kWriterLockWait{250};
-constexpr std::chrono::milliseconds kStuckWriterLockWait{1};
+constexpr std::chrono::milliseconds kStuckWriterLockWait{0};
 // A cluster node's longest wait in poll: replies held for a commit and
 // probes of followers are timed.
 constexpr std::chrono::milliseconds kClusterTick{10};
@@ -408,21 +408,32 @@ Result<Cache::WriterLease> Server::LeaseWriterLock() {
   return MakeError(ErrorCode::kBusy, lease.error().message + "; the write was not run");
 }
 
-bool Server::SetClientWritesBounded(bool grant) {
-  auto lease = cache_->LeaseWriter(kWriterLockWait);
+bool Server::SetClientWritesBounded(bool grant, std::chrono::milliseconds wait) {
+  auto lease = cache_->LeaseWriter(wait);
   if (!lease) {
-    log_->error("cannot {} same-host writes: {}", grant ? "allow" : "revoke", lease.error().message);
+    if (!writer_lock_stuck_) {
+      log_->error("cannot {} same-host writes yet: {}; trying again each tick", grant ? "allow" : "revoke",
+                  lease.error().message);
+    }
+    writer_lock_stuck_ = true;
     return false;
   }
   cache_->SetClientWrites(grant);
   return true;
 }
 
+void Server::RevokeClientWritesForGood() {
+  if (SetClientWritesBounded(false, kWriterLockWait)) return;
+  // The lock stays held: make guests refuse without it, by the heartbeat.
+  cache_->EndHeartbeat();
+  log_->warn("same-host writes end with this daemon's heartbeat instead (a write under way may still finish)");
+}
+
 void Server::GrantClientWrites(bool starting) {
   // A cluster node's writes must pass through it, to reach the replicas.
   const bool grant = config_.same_host_writes && !cluster_;
   if (!starting && grant == cache_->ClientWritesGranted()) return;
-  if (!SetClientWritesBounded(grant)) return;
+  if (!SetClientWritesBounded(grant, starting ? kWriterLockWait : std::chrono::milliseconds(0))) return;
   if (grant) {
     log_->info("same-host writes: clients on this host write segment {} directly", SegmentLabel(cache_->Name()));
   } else {
@@ -455,6 +466,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;  // a signal: the flags are checked above
       log_->error("poll failed: {}; stopping", e.what());
+      RevokeClientWritesForGood();
       return 1;
     }
     if (items[1].revents & ZMQ_POLLIN) DrainMonitor(monitor_, true);
@@ -475,7 +487,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
   // From here on every write passes through this daemon, which stops: a
   // segment about to be removed, or taken over by a cluster node, must not
   // take writes nobody will see.
-  (void)SetClientWritesBounded(false);
+  RevokeClientWritesForGood();
   // Requests already received get their replies before the socket closes:
   // those in ZeroMQ's queue, and those the kernel holds that ZeroMQ's I/O
   // thread has not read yet (after a stall, the stop signal can be handled
@@ -535,6 +547,7 @@ void Server::Tick() {
   const auto now = std::chrono::steady_clock::now();
   last_tick_ = now;
   cache_->Heartbeat();
+  GrantClientWrites(false);  // again, if a reload could not change it (the lock was held)
   if (cluster_) FollowClusterPolicy();
   if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
   // Not while a same-host client holds the writer lock: the next tick will.

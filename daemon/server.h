@@ -102,9 +102,11 @@ class Server {
   // The segment's writer lock for one request's writes, or BUSY (logged
   // once) while a same-host client holds it too long.
   Result<Cache::WriterLease> LeaseWriterLock();
-  // SetClientWrites without waiting forever on the lock; false (logged) if
-  // it stayed held.
-  bool SetClientWritesBounded(bool grant);
+  // SetClientWrites without waiting on the lock past `wait`; false (logged
+  // once) if it stayed held.
+  bool SetClientWritesBounded(bool grant, std::chrono::milliseconds wait);
+  // At stop: revoke, or if the lock stays held, end the heartbeat.
+  void RevokeClientWritesForGood();
   // Grants same-host clients direct writes to the segment, or revokes
   // them, as the configuration and cluster membership say; logs a change
   // (and, `starting`, the state).

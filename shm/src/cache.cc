@@ -239,11 +239,15 @@ Result<int64_t> Cache::GuestIncr(std::string_view key, int64_t delta, std::chron
   return NoThrow([&] { return impl_->Incr(key, delta, ttl_on_create, Writer::kGuest); });
 }
 
-Result<bool> Cache::GuestErase(std::string_view key) { return impl_->Erase(key, Writer::kGuest); }
+Result<bool> Cache::GuestErase(std::string_view key) {
+  return NoThrow([&] { return impl_->Erase(key, Writer::kGuest); });
+}
 
 Result<bool> Cache::GuestExpire(std::string_view key, std::chrono::milliseconds ttl) {
-  return impl_->SetExpiry(key, ttl, Writer::kGuest);
+  return NoThrow([&] { return impl_->SetExpiry(key, ttl, Writer::kGuest); });
 }
+
+void Cache::EndHeartbeat() { impl_->EndHeartbeat(); }
 
 void Cache::Clear() { impl_->Clear(); }
 

@@ -79,9 +79,8 @@ class Cache::Impl::WriterLock {
     int rc = 0;
     if (!wait) {
       rc = pthread_mutex_lock(mutex_);
-    } else if ((rc = pthread_mutex_trylock(mutex_)) == EBUSY) {  // the clock only when it is held
-      const timespec deadline = DeadlineIn(*wait);
-      rc = pthread_mutex_timedlock(mutex_, &deadline);
+    } else if ((rc = pthread_mutex_trylock(mutex_)) == EBUSY) {  // the clocks only when it is held
+      rc = TimedLock(*wait);
     }
     if (rc == ETIMEDOUT) return;
     if (rc == EOWNERDEAD) {
@@ -93,6 +92,20 @@ class Cache::Impl::WriterLock {
     }
     owns_ = true;
   }
+  // pthread_mutex_timedlock takes a deadline on the wall clock, which NTP
+  // may step back: the wait is cut into slices and measured on the
+  // monotonic clock, so a step lengthens it by one slice at most.
+  int TimedLock(std::chrono::milliseconds wait) {
+    const auto end = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      const timespec deadline = DeadlineIn(std::clamp(left, std::chrono::milliseconds(0), kLockSlice));
+      const int rc = pthread_mutex_timedlock(mutex_, &deadline);
+      if (rc != ETIMEDOUT || std::chrono::steady_clock::now() >= end) return rc;
+    }
+  }
+  static constexpr std::chrono::milliseconds kLockSlice{50};
+
   ~WriterLock() {
     if (!owns_ && !leased_) return;
     if (std::uncaught_exceptions() > exceptions_) impl_.RepairLocked();
@@ -118,6 +131,9 @@ std::string Cache::Impl::WriterLockHolder() const {
   // glibc keeps the holder's thread id in the mutex (the robust list needs it).
   const int tid = __atomic_load_n(&header_->writer_mutex.__data.__owner, __ATOMIC_RELAXED) & 0x3fffffff;
   if (tid == 0) return "no thread now";
+  if (tid == 0x3fffffff) return "a thread that died holding it";  // glibc's "inconsistent" mark
+  // The id is as the holder's PID namespace numbers it: for a client in a
+  // container of its own, /proc here may show another thread or none.
   std::string state = "unknown state";
   if (FILE* f = std::fopen(("/proc/" + std::to_string(tid) + "/stat").c_str(), "r")) {
     char buf[512];
@@ -783,6 +799,8 @@ size_t Cache::Impl::Repair() {
 }
 
 void Cache::Impl::Heartbeat() { StoreRelaxed(header_->heartbeat_ms, clock_.NowMs()); }
+
+void Cache::Impl::EndHeartbeat() { StoreRelaxed(header_->heartbeat_ms, int64_t{0}); }
 
 CacheStats Cache::Impl::Stats() const {
   CacheStats s;

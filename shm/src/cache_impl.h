@@ -53,6 +53,7 @@ class Cache::Impl {
 
   size_t Repair();
   void Heartbeat();
+  void EndHeartbeat();
   size_t Size() const;
   CacheStats Stats() const;
   const CacheOptions& options() const { return options_; }

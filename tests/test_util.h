@@ -44,6 +44,14 @@ inline std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
+// The scheduler state of `pid` from /proc ('R', 'S', 'T' for stopped, ...),
+// or '?' when it is gone.
+inline char ProcessState(pid_t pid) {
+  const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  const size_t close = stat.rfind(')');
+  return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+
 // Polls `done` every `interval` until it returns true (then true) or `limit`
 // has passed (then false, after one last try). The one way tests wait for
 // another process or thread: callers assert on the result, so a wait that

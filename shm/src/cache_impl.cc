@@ -44,9 +44,6 @@ void CpuRelax() {
 #endif
 }
 
-}  // namespace
-
-namespace {
 // The cache whose writer lock this thread holds through a WriterLease, if any.
 thread_local const Cache::Impl* leased_by_this_thread = nullptr;
 
@@ -67,7 +64,7 @@ timespec DeadlineIn(std::chrono::milliseconds wait) {
 // treated the same way: the segment is repaired before the lock is released.
 // Within a WriterLease of this thread the mutex is already held: the lock
 // is then only the exception guard. With a `wait`, it gives up after that
-// long (owns() is false) rather than wait on a holder that may never go on.
+// long (held() is false) rather than wait on a holder that may never go on.
 class Cache::Impl::WriterLock {
  public:
   explicit WriterLock(Impl& impl, std::optional<std::chrono::milliseconds> wait = std::nullopt)
@@ -596,18 +593,17 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   if (header_->ttl_items != 0) ReclaimExpiredLocked(kSweepBucketsPerWrite, now);
 }
 
-Result<void> Cache::Impl::GuestLockTimedOut() const {
-  return MakeError(ErrorCode::kUnavailable, "the segment's writer lock has been held for over " +
-                                                std::to_string(Cache::kGuestLockWait.count()) + " ms by " +
-                                                WriterLockHolder());
-}
-
-Result<void> Cache::Impl::CheckGrantLocked(Writer who) const {
+Result<void> Cache::Impl::AdmitLocked(const WriterLock& lock, Writer who, int64_t now) const {
+  if (!lock.held()) {
+    return MakeError(ErrorCode::kUnavailable, "the segment's writer lock has been held for over " +
+                                                  std::to_string(Cache::kGuestLockWait.count()) + " ms by " +
+                                                  WriterLockHolder());
+  }
   if (who == Writer::kOwner) return {};
   if (LoadRelaxed(header_->client_writes) == 0) {
     return MakeError(ErrorCode::kUnavailable, "the daemon does not take same-host writes to this segment now");
   }
-  const int64_t silent_ms = clock_.NowMs() - LoadRelaxed(header_->heartbeat_ms);
+  const int64_t silent_ms = now - LoadRelaxed(header_->heartbeat_ms);
   if (silent_ms > Cache::kGuestHeartbeatLimit.count()) {
     return MakeError(ErrorCode::kUnavailable,
                      "the daemon of this segment has shown no sign of life for " + std::to_string(silent_ms) + " ms");
@@ -629,9 +625,8 @@ Result<bool> Cache::Impl::Set(std::string_view key, std::string_view value, cons
   uint64_t* staged = StageItem(key, value, 0);  // outside the lock; the deadline is set under it
 
   WriterLock lock(*this, LockWaitFor(who));
-  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
-  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
+  if (auto ok = AdmitLocked(lock, who, now); !ok) return tl::unexpected(ok.error());
   reinterpret_cast<ItemHeader*>(staged)->expires_at = *ExpiryFor(options.ttl, now);
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   if ((options.condition == SetCondition::kIfAbsent && ref) ||
@@ -649,9 +644,8 @@ Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chro
   const uint64_t hash = HashKey(key);
 
   WriterLock lock(*this, LockWaitFor(who));
-  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
-  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
+  if (auto ok = AdmitLocked(lock, who, now); !ok) return tl::unexpected(ok.error());
   Result<int64_t> expires_at = ExpiryFor(ttl_on_create, now);
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   int64_t value = delta;
@@ -701,13 +695,13 @@ Cache::ScanPage Cache::Impl::Scan(uint64_t cursor, std::string_view pattern, siz
 Result<bool> Cache::Impl::Erase(std::string_view key, Writer who) {
   const uint64_t hash = HashKey(key);
   WriterLock lock(*this, LockWaitFor(who));
-  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
-  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
+  const int64_t now = clock_.NowMs();
+  if (auto ok = AdmitLocked(lock, who, now); !ok) return tl::unexpected(ok.error());
   std::optional<SlotRef> ref = FindLocked(key, hash);
   if (!ref) return false;
   const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
   RemoveItemLocked(*ref, item);
-  if (ExpiredAt(item.expires_at, clock_.NowMs())) {
+  if (ExpiredAt(item.expires_at, now)) {
     AddRelaxed(header_->expirations, uint64_t{1});
     return false;
   }
@@ -718,9 +712,8 @@ Result<bool> Cache::Impl::Erase(std::string_view key, Writer who) {
 Result<bool> Cache::Impl::SetExpiry(std::string_view key, std::optional<std::chrono::milliseconds> ttl, Writer who) {
   const uint64_t hash = HashKey(key);
   WriterLock lock(*this, LockWaitFor(who));
-  if (!lock.held()) return tl::unexpected(GuestLockTimedOut().error());
-  if (auto ok = CheckGrantLocked(who); !ok) return tl::unexpected(ok.error());
   const int64_t now = clock_.NowMs();
+  if (auto ok = AdmitLocked(lock, who, now); !ok) return tl::unexpected(ok.error());
   const std::optional<SlotRef> ref = FindLiveLocked(key, hash, now);
   if (!ref) return false;
   const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);

@@ -62,13 +62,14 @@ class Cache::Impl {
 
  private:
   class WriterLock;
-  // Under the writer lock: an error unless `who` may write now.
-  Result<void> CheckGrantLocked(Writer who) const;
   // A guest gives up on a lock held too long (its holder may be stopped).
   static std::optional<std::chrono::milliseconds> LockWaitFor(Writer who) {
     return who == Writer::kGuest ? std::optional<std::chrono::milliseconds>(Cache::kGuestLockWait) : std::nullopt;
   }
-  Result<void> GuestLockTimedOut() const;
+  // After taking `lock` for `who` at `now`: an error, changing nothing,
+  // unless the lock is held and `who` may write (an owner always; a guest
+  // while the grant is on and the daemon's heartbeat is fresh).
+  Result<void> AdmitLocked(const WriterLock& lock, Writer who, int64_t now) const;
   struct SlotRef {
     detail::Bucket* bucket;
     uint32_t index;

@@ -122,9 +122,7 @@ class ClusterNodeTest : public ::testing::Test {
 TEST_F(ClusterNodeTest, ANodeRevokesSameHostWritesEvenOnASegmentAStandaloneRunGranted) {
   DaemonProcess node;
   ASSERT_TRUE(node.Start());
-  ClientOptions patient;
-  patient.timeout = std::chrono::seconds(5);
-  auto local = Client::Connect(node.ipc(), patient);
+  auto local = Client::Connect(node.ipc(), testing::Patient());
   ASSERT_TRUE(local.has_value());
   ASSERT_TRUE(testing::WaitUntilAttached(**local));
   ASSERT_TRUE((*local)->WritesSharedMemory());

@@ -27,6 +27,13 @@
 
 namespace cachet::testing {
 
+// For clients of a daemon that runs: time for a loaded machine to answer.
+inline ClientOptions Patient() {
+  ClientOptions o;
+  o.timeout = std::chrono::seconds(5);
+  return o;
+}
+
 // One STATS counter from the daemon, or -1 (with a test failure) if absent.
 inline int64_t StatOf(Client& client, const std::string& name) {
   auto stats = client.Stats();

@@ -45,8 +45,7 @@ TEST_F(HugePagesTest, TheSegmentGoesOnHugePagesAndClientsMapItThere) {
   // The segment's pages came out of the pool, reserved at once.
   EXPECT_GE(free_before - HugePageMount::MemInfo("HugePages_Free"), 4);
 
-  ClientOptions patient;
-  patient.timeout = std::chrono::seconds(5);
+  const ClientOptions patient = testing::Patient();
   auto local = Client::Connect(daemon.ipc(), patient);
   ASSERT_TRUE(local.has_value());
   ASSERT_TRUE(testing::WaitUntilAttached(**local));
@@ -113,8 +112,7 @@ TEST_F(HugePagesTest, ChangingTheSettingMovesTheSegmentAndLeavesNoOldCopy) {
   ASSERT_TRUE(daemon.Start());
   const std::string file = mount.dir() + "/" + daemon.segment();
   const std::string shm = "/dev/shm/" + daemon.segment();
-  ClientOptions patient;
-  patient.timeout = std::chrono::seconds(5);
+  const ClientOptions patient = testing::Patient();
   auto set = [&](const std::string& key) {
     auto c = Client::Connect(daemon.tcp(), patient);
     return c && (*c)->Set(key, "1").value_or(false);

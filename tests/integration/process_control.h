@@ -14,15 +14,6 @@
 
 namespace cachet::testing {
 
-// The scheduler state of `pid` from /proc ('R', 'S', 'T' for stopped, ...),
-// or '?' when it is gone.
-inline char ProcessState(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
-}
-
 // SIGSTOPs a process for the lifetime of the object (or until Resume), and
 // waits until the kernel reports it stopped, so that nothing it does can
 // race the test's next step. Every thread of the process stops, ZeroMQ's I/O

@@ -19,19 +19,13 @@ namespace {
 using std::chrono::milliseconds;
 using testing::CheckValue;
 using testing::MakeValue;
+using testing::Patient;
 
 ClientOptions Quick() {
   ClientOptions o;
   o.timeout = milliseconds(200);
   o.retries = 2;
   o.backoff = milliseconds(10);
-  return o;
-}
-
-// For clients of a daemon that runs: time for a loaded machine to answer.
-ClientOptions Patient() {
-  ClientOptions o;
-  o.timeout = std::chrono::seconds(5);
   return o;
 }
 
@@ -144,13 +138,8 @@ void KillInsideTheStore(testing::DaemonProcess& daemon, int looks) {
   const std::string proc = "/proc/" + std::to_string(pid);
   for (int i = 0; i < looks && !code.empty(); ++i) {
     daemon.Signal(SIGSTOP);
-    const bool stopped = testing::WaitUntil(
-        [&] {
-          const std::string stat = testing::ReadFile(proc + "/stat");
-          const size_t paren = stat.rfind(')');
-          return paren != std::string::npos && stat.compare(paren, 3, ") T") == 0;
-        },
-        std::chrono::seconds(5), milliseconds(0));
+    const bool stopped =
+        testing::WaitUntil([&] { return testing::ProcessState(pid) == 'T'; }, std::chrono::seconds(5), milliseconds(0));
     uint64_t sp = 0, pc = 0;
     if (stopped &&
         std::sscanf(testing::ReadFile(proc + "/syscall").c_str(), "-1 %" SCNx64 " %" SCNx64, &sp, &pc) == 2 &&

@@ -18,12 +18,7 @@ namespace cachet {
 namespace {
 
 using std::chrono::milliseconds;
-
-ClientOptions Patient() {
-  ClientOptions o;
-  o.timeout = std::chrono::seconds(5);
-  return o;
-}
+using testing::Patient;
 
 // For calls meant to fail fast once the daemon is gone.
 ClientOptions Quick() {

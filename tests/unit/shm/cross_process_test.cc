@@ -273,17 +273,6 @@ TEST_F(CrossProcessTest, GuestWritesNeedTheGrantAndALiveDaemonAndChangeNothingWi
   for (int fd : {step[0], step[1], done[0], done[1]}) close(fd);
 }
 
-// True once `pid` is stopped (state T in /proc/PID/stat), within 10 s.
-bool WaitStopped(pid_t pid) {
-  return testing::WaitUntil(
-      [&] {
-        const std::string stat = testing::ReadFile("/proc/" + std::to_string(pid) + "/stat");
-        const size_t paren = stat.rfind(')');
-        return paren != std::string::npos && stat.compare(paren, 3, ") T") == 0;
-      },
-      std::chrono::seconds(10), std::chrono::milliseconds(1));
-}
-
 // A process stopped while it holds the writer lock (SIGSTOP, a debugger)
 // makes others wait only as long as they choose: a lease waits its bound
 // and names the holder, a guest write gives up after kGuestLockWait. Once
@@ -305,7 +294,8 @@ TEST_F(CrossProcessTest, AWriterStoppedHoldingTheLockIsWaitedForOnlyWithinABound
   });
   char b = 0;
   ASSERT_EQ(read(held[0], &b, 1), 1);
-  ASSERT_TRUE(WaitStopped(holder));
+  ASSERT_TRUE(testing::WaitUntil([&] { return testing::ProcessState(holder) == 'T'; }, std::chrono::seconds(10),
+                                 std::chrono::milliseconds(1)));
 
   const auto t0 = std::chrono::steady_clock::now();
   auto lease = cache_->LeaseWriter(std::chrono::milliseconds(100));

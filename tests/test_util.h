@@ -1,6 +1,7 @@
 // Helpers shared by the tests.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -50,6 +51,25 @@ inline char ProcessState(pid_t pid) {
   const std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
   const size_t close = stat.rfind(')');
   return close == std::string::npos || close + 2 >= stat.size() ? '?' : stat[close + 2];
+}
+
+// True when every thread of `pid` is stopped ('T'): a SIGSTOP reaches the
+// threads one by one, and one not stopped yet (ZeroMQ's I/O thread) may
+// still read from its sockets.
+inline bool AllThreadsStopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return false;
+  bool all = true, any = false;
+  while (const dirent* e = readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string stat = ReadFile(tasks + "/" + e->d_name + "/stat");
+    const size_t close = stat.rfind(')');
+    any = true;
+    all = all && close != std::string::npos && close + 2 < stat.size() && stat[close + 2] == 'T';
+  }
+  closedir(dir);
+  return any && all;
 }
 
 // Polls `done` every `interval` until it returns true (then true) or `limit`

@@ -22,7 +22,7 @@ class Suspended {
  public:
   explicit Suspended(pid_t pid) : pid_(pid) {
     kill(pid_, SIGSTOP);
-    stopped_ = WaitUntil([&] { return ProcessState(pid_) == 'T'; }, std::chrono::seconds(5));
+    stopped_ = WaitUntil([&] { return AllThreadsStopped(pid_); }, std::chrono::seconds(5));
   }
   ~Suspended() { Resume(); }
   Suspended(const Suspended&) = delete;

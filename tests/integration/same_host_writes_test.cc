@@ -232,14 +232,23 @@ TEST(SameHostWritesTest, AClientStoppedHoldingTheLockDoesNotFreezeTheDaemon) {
       [&ipc] {
         auto c = Client::Connect(ipc, Patient());
         if (!c || !testing::WaitUntilAttached(**c) || !(*c)->WritesSharedMemory()) return 10;
+        if (!(*c)->Set("writing", "yes").has_value()) return 11;
         for (uint64_t i = 0; !testing::ChildProcess::StopRequested(); ++i)
           (void)(*c)->Set("k" + std::to_string(i % 100), "v");
         return 0;
       },
       "same-host writer");
-  std::this_thread::sleep_for(milliseconds(300));  // attached and writing
+  // Attaching can take over a second on a loaded machine: stopping the
+  // writer before it writes would never catch it inside the lock.
+  ASSERT_TRUE(testing::WaitUntil([&] {
+    auto v = (*remote)->Get("writing");
+    return (v && *v) || !writer.running();
+  })) << "the writer never wrote";
+  ASSERT_TRUE(writer.running()) << "the writer exited with " << writer.Stop(testing::ChildProcess::kAnyExit);
   std::optional<Error> busy;
-  for (int attempt = 0; attempt < 30 && !busy; ++attempt) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  for (int attempt = 0; attempt < 100 && !busy && std::chrono::steady_clock::now() < give_up; ++attempt) {
+    ASSERT_TRUE(writer.running()) << "the writer exited with " << writer.Stop(testing::ChildProcess::kAnyExit);
     writer.Signal(SIGSTOP);
     std::this_thread::sleep_for(milliseconds(20));
     const auto t0 = std::chrono::steady_clock::now();
@@ -251,7 +260,7 @@ TEST(SameHostWritesTest, AClientStoppedHoldingTheLockDoesNotFreezeTheDaemon) {
     if (!r && r.error().message.find("(stopped)") != std::string::npos) busy = r.error();
     if (!busy) writer.Signal(SIGCONT);
   }
-  ASSERT_TRUE(busy.has_value()) << "no stop landed inside the writer lock in 30 tries";
+  ASSERT_TRUE(busy.has_value()) << "no stop landed inside the writer lock in 100 tries";
   EXPECT_EQ(busy->code, ErrorCode::kBusy) << busy->ToString();
   EXPECT_NE(busy->message.find("(stopped)"), std::string::npos) << busy->ToString();
   EXPECT_NE(busy->message.find("was not run"), std::string::npos) << busy->ToString();

@@ -22,7 +22,7 @@ struct Raw {
       log_file, remove_on_exit, rate_limit_policy, rate_limit_capacity, pub, backlog_per_client, backlog_total, cluster,
       node_id, advertise, etcd, replication, consistency, curve_secret_key, curve_authorized_keys, insecure,
       access_mode, access_group, max_connections, max_in_flight, log_format, metrics, same_host_writes, huge_pages,
-      huge_pages_dir;
+      huge_pages_dir, stream;
 };
 
 po::options_description Describe(Raw& r, const DaemonConfig& d) {
@@ -31,7 +31,11 @@ po::options_description Describe(Raw& r, const DaemonConfig& d) {
                   "shared-memory segment name (/dev/shm/NAME)")(
       "ipc", po::value(&r.ipc)->default_value(d.ipc), "ipc:// endpoint for same-host clients; empty to disable")(
       "tcp", po::value(&r.tcp)->default_value(d.tcp), "tcp:// endpoint for remote clients; empty to disable")(
-      "capacity", po::value(&r.capacity)->default_value("64MiB"), "bytes of items the cache holds (k, M, G suffixes)")(
+      "stream", po::value(&r.stream)->default_value(d.stream),
+      "HOST:PORT of the stream endpoint: the same requests on plain TCP without ZeroMQ, the fastest round trip "
+      "(clients connect to stream://HOST:PORT); clear text, loopback only unless insecure; not on a cluster node; "
+      "port 0 picks a free one; empty: none")("capacity", po::value(&r.capacity)->default_value("64MiB"),
+                                              "bytes of items the cache holds (k, M, G suffixes)")(
       "max-entries", po::value(&r.max_entries)->default_value("0"), "most items held; 0 = capacity / 64")(
       "max-key-size", po::value(&r.max_key)->default_value("250"), "longest key accepted, bytes")(
       "max-value-size", po::value(&r.max_value)->default_value("1MiB"), "largest value accepted")(
@@ -137,6 +141,7 @@ Result<DaemonConfig> Convert(const Raw& r) {
   c.segment = r.segment;
   c.ipc = r.ipc;
   c.tcp = r.tcp;
+  c.stream = r.stream;
   c.log_level = r.log_level;
   c.log_file = r.log_file;
   auto size = [](const std::string& name, const std::string& text) -> Result<uint64_t> {
@@ -272,6 +277,25 @@ Result<void> DaemonConfig::Validate() const {
   if (ipc.empty() && tcp.empty()) return bad("at least one of ipc and tcp must be set");
   if (!ipc.empty() && ipc.rfind("ipc://", 0) != 0) return bad("ipc must start with ipc://, got '" + ipc + "'");
   if (!tcp.empty() && tcp.rfind("tcp://", 0) != 0) return bad("tcp must start with tcp://, got '" + tcp + "'");
+  if (!stream.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!SplitHostPort(stream, &host, &port)) {
+      return bad("stream must be HOST:PORT (or [IPv6]:PORT) with a port of 0 to 65535, got '" + stream + "'");
+    }
+    if (cluster.enabled()) {
+      return bad(
+          "stream is for a standalone daemon: a cluster node's replies may wait for its replicas, which "
+          "only its tcp endpoint does; clients of a cluster use tcp://");
+    }
+    // Never encrypted, CURVE or not.
+    if (!insecure && !IsLoopbackEndpoint("tcp://" + stream)) {
+      return bad("stream " + stream +
+                 " is reachable from other hosts and is clear text without authentication: give it a loopback "
+                 "address (127.0.0.1:7380), use the tcp endpoint (with CURVE) for other hosts, or set insecure = "
+                 "true");
+    }
+  }
   if (segment.empty() || segment.find('/') != std::string::npos) return bad("segment must be a name without '/'");
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};
   if (std::find_if(std::begin(kLevels), std::end(kLevels), [&](const char* l) { return log_level == l; }) ==
@@ -333,27 +357,6 @@ Result<void> DaemonConfig::Validate() const {
     }
   }
   return {};
-}
-
-bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return false;
-  std::string h = address.substr(0, colon);
-  const std::string p = address.substr(colon + 1);
-  if (h.front() == '[') {
-    if (h.size() < 3 || h.back() != ']') return false;
-    h = h.substr(1, h.size() - 2);
-  } else if (h.find(':') != std::string::npos) {
-    return false;  // an IPv6 address needs its brackets
-  }
-  if (p.empty() || p.size() > 5 || !std::all_of(p.begin(), p.end(), [](unsigned char c) { return std::isdigit(c); })) {
-    return false;
-  }
-  const unsigned long n = std::stoul(p);
-  if (n > 65535) return false;
-  *host = h;
-  *port = static_cast<uint16_t>(n);
-  return true;
 }
 
 Result<Parsed> ParseConfig(const std::vector<std::string>& args) {
@@ -419,6 +422,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonConfig& a, const DaemonC
   if (a.segment != b.segment) changed.push_back("segment");
   if (a.ipc != b.ipc) changed.push_back("ipc");
   if (a.tcp != b.tcp) changed.push_back("tcp");
+  if (a.stream != b.stream) changed.push_back("stream");
   if (a.capacity_bytes != b.capacity_bytes) changed.push_back("capacity");
   if (a.max_entries != b.max_entries) changed.push_back("max-entries");
   if (a.max_key_size != b.max_key_size) changed.push_back("max-key-size");

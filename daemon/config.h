@@ -12,6 +12,7 @@
 #include "cachet/cache.h"
 #include "cachet/curve.h"
 #include "cachet/result.h"
+#include "stream.h"
 
 namespace cachet::daemon {
 
@@ -42,6 +43,9 @@ struct DaemonConfig {
   std::string segment = "cachet";               // shared-memory name (/dev/shm/cachet)
   std::string ipc = "ipc:///tmp/cachetd.sock";  // empty: no ipc endpoint
   std::string tcp = "tcp://127.0.0.1:7379";     // empty: no tcp endpoint
+  // host:port of the stream endpoint (StreamListener: plain TCP, no
+  // ZeroMQ, clear text); empty: none.
+  std::string stream;
   uint64_t capacity_bytes = 64ull << 20;
   uint64_t max_entries = 0;  // 0: capacity / 64
   uint32_t max_key_size = 250;
@@ -114,10 +118,8 @@ Result<Parsed> ParseConfig(const std::vector<std::string>& args);
 // "256MiB", "64k", "1G", "4096" -> bytes.
 Result<uint64_t> ParseSize(const std::string& text);
 
-// Splits "host:port" or "[v6]:port" (the metrics setting); false unless
-// it has that form with a port of 0 to 65535. The host comes back without
-// brackets.
-bool SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
+// The metrics and stream settings' "host:port" or "[v6]:port".
+using stream::SplitHostPort;
 
 // Settings that differ between two configs and need a restart to apply.
 std::vector<std::string> RestartOnlyChanges(const DaemonConfig& running, const DaemonConfig& loaded);

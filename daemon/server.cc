@@ -25,6 +25,7 @@
 #include "metrics_endpoint.h"
 #include "replication.h"
 #include "segment_place.h"
+#include "stream_listener.h"
 
 namespace cachet::daemon {
 
@@ -130,6 +131,16 @@ Result<void> Server::Bind() {
       return ok;
     }
   }
+  if (!config_.stream.empty()) {
+    auto listening = StreamListener::Listen(
+        config_.stream, {config_.EffectiveMaxFrame(), config_.max_connections},
+        [this](const char* data, size_t size, wire::Writer& out) { ServeStreamFrame(data, size, out); }, log_);
+    if (!listening) {
+      RemoveIpcFiles(bound);
+      return tl::unexpected(listening.error());
+    }
+    stream_ = std::move(*listening);
+  }
   if (!config_.pub.empty()) {
     pub_monitor_.emplace(context_);
     if (auto ok = pub_monitor_->Watch(pub_, kPubMonitorEndpoint, kHandshakeFailures); !ok) {
@@ -163,6 +174,7 @@ Result<void> Server::Bind() {
     const bool encrypted = config_.curve() && endpoint.rfind("tcp://", 0) == 0;
     log_->info("listening on {}{}", endpoint, encrypted ? " (CURVE)" : "");
   }
+  if (stream_) log_->info("listening on {} (stream: plain tcp, clear text)", stream_->endpoint());
   if (config_.insecure) {
     for (const std::string* endpoint : {&config_.tcp, &config_.pub}) {
       if (endpoint->empty() || IsLoopbackEndpoint(*endpoint) || config_.curve()) continue;
@@ -460,6 +472,8 @@ int Server::Run(std::unique_ptr<Cache> cache) {
                   {static_cast<void*>(monitor_.socket()), 0, ZMQ_POLLIN, 0},
                   {static_cast<void*>(auth_->socket()), 0, ZMQ_POLLIN, 0}});
     if (pub_monitor_) items.push_back({static_cast<void*>(pub_monitor_->socket()), 0, ZMQ_POLLIN, 0});
+    const size_t stream_item = items.size();
+    if (stream_) items.push_back({nullptr, stream_->fd(), ZMQ_POLLIN, 0});
     if (replication_) replication_->AddPollItems(items);
     try {
       zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
@@ -473,7 +487,15 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     if (pub_monitor_ && (items[3].revents & ZMQ_POLLIN)) DrainMonitor(*pub_monitor_, false);
     if (items[2].revents & ZMQ_POLLIN) {
       DrainMonitor(monitor_, true);  // the connection being admitted is counted first
-      auth_->Answer(connected_clients_);
+      auth_->Answer(connected_clients_ + (stream_ ? static_cast<int64_t>(stream_->connections()) : 0));
+    }
+    if (stream_ && (items[stream_item].revents & ZMQ_POLLIN)) {
+      // The ZeroMQ endpoints' connections and these share max-connections.
+      stream_->set_max_connections(
+          config_.max_connections -
+          std::min<uint64_t>(config_.max_connections, std::max<int64_t>(connected_clients_, 0)));
+      if (metrics_) stream_since_ = std::chrono::steady_clock::now();
+      stream_->Serve();
     }
     if (items[0].revents & ZMQ_POLLIN) {
       auto since = metrics_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
@@ -503,6 +525,11 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       ServeMessage(since);
       ++drained;
     }
+  }
+  if (stream_) {
+    if (metrics_) stream_since_ = std::chrono::steady_clock::now();
+    drained += static_cast<int>(stream_->Drain(kDrainLimit));
+    stream_.reset();
   }
   log_->info("stopping: answered {} requests in flight, closing sockets", drained);
   if (metrics_) {
@@ -591,8 +618,9 @@ std::shared_ptr<const MetricsSnapshot> Server::TakeSnapshot() {
   s->generation = c.generation;
   s->page_bytes = c.page_bytes;
   s->same_host_writes = cache_->ClientWritesGranted() ? 1 : 0;
-  s->connected_clients = static_cast<uint64_t>(std::max<int64_t>(connected_clients_, 0));
-  s->refused_connections = auth_->refused();
+  s->connected_clients =
+      static_cast<uint64_t>(std::max<int64_t>(connected_clients_, 0)) + (stream_ ? stream_->connections() : 0);
+  s->refused_connections = auth_->refused() + (stream_ ? stream_->refused() : 0);
   s->denied_requests = denied_requests_;
   s->dropped_frames = dropped_frames_;
   s->dropped_replies = dropped_replies_;
@@ -639,11 +667,36 @@ void Server::DrainMonitor(zap::SocketMonitor& monitor, bool counts_clients) {
 }
 
 void Server::ServeMessage(std::chrono::steady_clock::time_point& since) {
-  const bool request = HandleMessage();
+  if (HandleMessage()) {
+    CountRequest(since);
+  } else if (metrics_) {
+    since = std::chrono::steady_clock::now();
+  }
+}
+
+void Server::CountRequest(std::chrono::steady_clock::time_point& since) {
   if (!metrics_) return;
   const auto now = std::chrono::steady_clock::now();
-  if (request) request_stats_.Count(op_row_, static_cast<uint16_t>(reply_status_), now - since);
+  request_stats_.Count(op_row_, static_cast<uint16_t>(reply_status_), now - since);
   since = now;
+}
+
+bool Server::RefuseLargeFrame(const char* data, size_t size, wire::Writer& out) {
+  if (size <= config_.EffectiveMaxFrame()) return false;
+  ++errors_;
+  out.ErrorReply(wire::PeekRequestId(data, size).value_or(0),
+                 Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(size) + " bytes; max_frame is " +
+                                                      std::to_string(config_.EffectiveMaxFrame())});
+  return true;
+}
+
+void Server::ServeStreamFrame(const char* data, size_t size, wire::Writer& out) {
+  ++requests_;
+  op_row_ = kInvalidOpRow;
+  caller_ = nullptr;  // clear text: no CURVE client
+  if (!RefuseLargeFrame(data, size, out)) Handle(data, size, out);
+  reply_status_ = out.status();
+  CountRequest(stream_since_);
 }
 
 bool Server::HandleMessage() {
@@ -678,13 +731,7 @@ bool Server::HandleMessage() {
     out.ErrorReply(wire::PeekRequestId(static_cast<const char*>(payload.data()), payload.size()).value_or(0),
                    Error{ErrorCode::kBusy, "this connection has " + std::to_string(config_.max_in_flight) +
                                                " replies it has not read (max-in-flight); the request was not run"});
-  } else if (payload.size() > config_.EffectiveMaxFrame()) {
-    ++errors_;
-    out.ErrorReply(
-        wire::PeekRequestId(static_cast<const char*>(payload.data()), payload.size()).value_or(0),
-        Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(payload.size()) +
-                                             " bytes; max_frame is " + std::to_string(config_.EffectiveMaxFrame())});
-  } else {
+  } else if (!RefuseLargeFrame(static_cast<const char*>(payload.data()), payload.size(), out)) {
     waits_.clear();
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
     if (!waits_.empty() && !replication_->Committed(waits_)) {

@@ -35,6 +35,7 @@ class Authenticator;
 struct AuthorizedKey;
 class MetricsEndpoint;
 class ClusterNode;
+class StreamListener;
 class Replication;
 struct HeldReply;
 struct CommitWait;
@@ -78,6 +79,13 @@ class Server {
   // `since` (when the loop took it up), which it moves to now: one clock
   // read per message.
   void ServeMessage(std::chrono::steady_clock::time_point& since);
+  // One request frame off the stream endpoint, answered into `out`; counted
+  // and timed as ServeMessage does, from stream_since_.
+  void ServeStreamFrame(const char* data, size_t size, wire::Writer& out);
+  // The request's metrics, timed from `since`, which moves to now.
+  void CountRequest(std::chrono::steady_clock::time_point& since);
+  // FRAME_TOO_LARGE into `out` for a frame over max-frame; true if it was.
+  bool RefuseLargeFrame(const char* data, size_t size, wire::Writer& out);
   // The counters as of now, for the metrics endpoint.
   std::shared_ptr<const MetricsSnapshot> TakeSnapshot();
   void Handle(const char* data, size_t size, wire::Writer& out);
@@ -154,6 +162,9 @@ class Server {
   std::string secret_key_;
   gid_t access_group_ = static_cast<gid_t>(-1);
   zmq::socket_t router_;
+  // The stream endpoint (plain TCP, no ZeroMQ), when configured.
+  std::unique_ptr<StreamListener> stream_;
+  std::chrono::steady_clock::time_point stream_since_;
   // With cluster_, which it refers to; after context_, as its sockets must
   // close before the context ends.
   std::unique_ptr<Replication> replication_;

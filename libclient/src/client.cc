@@ -12,6 +12,7 @@
 #include <zmq.hpp>
 
 #include "protocol.h"
+#include "stream.h"
 #include "zmq_io.h"
 
 namespace cachet {
@@ -75,9 +76,14 @@ class Client::Impl {
   }
 
   Result<void> Start() {
-    if (endpoint_.rfind("ipc://", 0) != 0 && endpoint_.rfind("tcp://", 0) != 0) {
+    if (endpoint_.rfind("ipc://", 0) != 0 && endpoint_.rfind("tcp://", 0) != 0 && !IsStream()) {
       return MakeError(ErrorCode::kInvalidArgument,
-                       "endpoint '" + endpoint_ + "' must start with ipc:// (same host) or tcp://");
+                       "endpoint '" + endpoint_ + "' must start with ipc:// (same host), tcp:// or stream://");
+    }
+    if (IsStream() && options_.curve.enabled()) {
+      return MakeError(ErrorCode::kInvalidArgument,
+                       "stream:// endpoints are clear text: use the daemon's tcp:// "
+                       "endpoint for CURVE");
     }
     if (options_.timeout.count() <= 0 || options_.retries < 0 || options_.backoff.count() < 0) {
       return MakeError(ErrorCode::kInvalidArgument, "timeout must be positive; retries and backoff not negative");
@@ -203,6 +209,7 @@ class Client::Impl {
   }
 
   bool IsTcp() const { return endpoint_.rfind("tcp://", 0) == 0; }
+  bool IsStream() const { return endpoint_.rfind(stream::kScheme, 0) == 0; }
 
   // A connection that never completes its handshake looks like a daemon
   // that is not there; over tcp, say what else it may be.
@@ -230,6 +237,7 @@ class Client::Impl {
   }
 
   Result<wire::Reply> RoundTripLocked(uint64_t id, std::chrono::milliseconds timeout) {
+    if (IsStream()) return StreamRoundTripLocked(id, timeout);
     if (!socket_) {
       if (auto ok = OpenSocketLocked(); !ok) return tl::unexpected(ok.error());
     }
@@ -269,6 +277,26 @@ class Client::Impl {
     } catch (const zmq::error_t& e) {
       socket_.reset();
       return MakeError(ErrorCode::kUnavailable, "socket error talking to " + endpoint_ + ": " + e.what());
+    }
+  }
+
+  // The same round trip on a stream endpoint: one sendmsg, one recv.
+  Result<wire::Reply> StreamRoundTripLocked(uint64_t id, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    if (!stream_.connected()) {
+      if (auto ok = stream_.Connect(endpoint_.substr(stream::kScheme.size()), timeout); !ok)
+        return tl::unexpected(ok.error());
+    }
+    if (auto sent = stream_.Send(writer_.data(), writer_.size(), deadline); !sent) return tl::unexpected(sent.error());
+    for (;;) {
+      auto frame = stream_.Receive(deadline, kWidestReply);
+      if (!frame) return tl::unexpected(frame.error());
+      auto reply = wire::DecodeReply(frame->data(), frame->size());
+      if (!reply) {
+        stream_.Close();  // what follows in the stream cannot be trusted
+        return tl::unexpected(reply.error());
+      }
+      if (reply->id == id) return reply;
     }
   }
 
@@ -316,6 +344,7 @@ class Client::Impl {
   const ClientOptions options_;
   std::mutex mu_;  // guards everything below except the atomics
   std::unique_ptr<zmq::socket_t> socket_;
+  stream::Connection stream_;  // stream:// endpoints, instead of socket_
   uint64_t next_id_ = 1;
   wire::Writer writer_;
   std::vector<std::unique_ptr<Cache>> mappings_;
@@ -326,6 +355,8 @@ class Client::Impl {
   // The widest limits CacheOptions::Validate lets a daemon have.
   static constexpr uint32_t kWidestKey = 65535;
   static constexpr uint32_t kWidestValue = 1u << 30;
+  // No reply is larger than an MGET of a full frame's worth of values.
+  static constexpr size_t kWidestReply = size_t{4} << 30;
   std::atomic<uint32_t> max_key_size_{kWidestKey};
   std::atomic<uint32_t> max_value_size_{kWidestValue};
 };

@@ -149,6 +149,10 @@ class DaemonProcess {
           if (log.find(" ready: ") != std::string::npos && at != std::string::npos) {
             const size_t begin = at + std::string("listening on ").size();
             tcp_ = log.substr(begin, log.find_first_of(" \n\"", begin) - begin);  // text or json lines
+            if (const size_t s = log.find("listening on stream://"); s != std::string::npos) {
+              const size_t from = s + std::string("listening on ").size();
+              stream_ = log.substr(from, log.find_first_of(" \n\"", from) - from);
+            }
             ready = true;
           }
           return ready || child_->Exited();
@@ -202,6 +206,8 @@ class DaemonProcess {
 
   const std::string& ipc() const { return ipc_; }
   const std::string& tcp() const { return tcp_; }
+  // The stream endpoint (stream://host:port) when started with --stream.
+  const std::string& stream() const { return stream_; }
   const std::string& segment() const { return segment_; }
   const std::string& log_path() const { return log_path_; }
   pid_t pid() const { return child_ ? child_->pid() : -1; }
@@ -221,7 +227,7 @@ class DaemonProcess {
   }
 
   std::vector<std::string> extra_, prefix_;
-  std::string segment_, ipc_, tcp_, log_path_;
+  std::string segment_, ipc_, tcp_, stream_, log_path_;
   size_t log_before_ = 0;  // the log's size at Launch: WaitUntilReady reads after it
   std::optional<ChildProcess> child_;
 };

@@ -9,8 +9,13 @@
 //                                     lock) while the daemon grants that (a
 //                                     standalone daemon does, by default);
 //                                     every other op goes over the ipc socket.
-//   "tcp://10.0.0.5:7379"             another host: everything over TCP.
-// The API is the same for both.
+//   "tcp://10.0.0.5:7379"             another host: everything over TCP
+//                                     (ZeroMQ; CURVE when configured).
+//   "stream://127.0.0.1:7380"         the daemon's stream endpoint: the same
+//                                     requests on a plain TCP connection,
+//                                     without ZeroMQ's I/O threads (the
+//                                     fastest round trip; clear text only).
+// The API is the same for all.
 //
 // Failures are values: a miss is an empty optional, a timeout or an
 // unreachable daemon is an Error with code TIMEOUT or UNAVAILABLE. Input the

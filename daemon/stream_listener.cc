@@ -1,0 +1,296 @@
+#include "stream_listener.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "protocol.h"
+#include "stream.h"
+
+namespace cachet::daemon {
+
+struct StreamListener::Connection {
+  int fd = -1;
+  std::string peer;
+  uint32_t events = 0;  // as registered with epoll
+  // Received bytes not yet run: [in_begin, in_end) of in.
+  std::string in;
+  size_t in_begin = 0;
+  size_t in_end = 0;
+  // Replies not yet written: [out_begin, out.size()) of out.
+  std::string out;
+  size_t out_begin = 0;
+
+  size_t unsent() const { return out.size() - out_begin; }
+};
+
+namespace {
+
+std::string AddressText(const sockaddr_storage& a) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (a.ss_family == AF_INET) {
+    const auto& v4 = reinterpret_cast<const sockaddr_in&>(a);
+    inet_ntop(AF_INET, &v4.sin_addr, host, sizeof host);
+    port = ntohs(v4.sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  const auto& v6 = reinterpret_cast<const sockaddr_in6&>(a);
+  inet_ntop(AF_INET6, &v6.sin6_addr, host, sizeof host);
+  port = ntohs(v6.sin6_port);
+  return "[" + std::string(host) + "]:" + std::to_string(port);
+}
+
+Error SystemError(const std::string& what) { return Error{ErrorCode::kIo, what + ": " + std::strerror(errno)}; }
+
+}  // namespace
+
+Result<std::unique_ptr<StreamListener>> StreamListener::Listen(const std::string& address, Limits limits,
+                                                               Handler handler, std::shared_ptr<spdlog::logger> log) {
+  std::string host;
+  uint16_t port = 0;
+  if (!stream::SplitHostPort(address, &host, &port)) {
+    return MakeError(ErrorCode::kInvalidArgument, "stream must be HOST:PORT (or [IPv6]:PORT), got '" + address + "'");
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); rc != 0) {
+    return MakeError(ErrorCode::kIo, "cannot bind stream " + address + ": " + ::gai_strerror(rc));
+  }
+  const int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  const bool bound = fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+                     ::bind(fd, found->ai_addr, found->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0;
+  ::freeaddrinfo(found);
+  if (!bound) {
+    Error e = SystemError("cannot bind stream " + address);
+    if (fd >= 0) ::close(fd);
+    return tl::unexpected(e);
+  }
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  if (epoll_fd < 0 || ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    Error e = SystemError("cannot watch stream " + address);
+    ::close(fd);
+    if (epoll_fd >= 0) ::close(epoll_fd);
+    return tl::unexpected(e);
+  }
+  return std::unique_ptr<StreamListener>(new StreamListener(
+      fd, epoll_fd, std::string(stream::kScheme) + AddressText(local), limits, std::move(handler), std::move(log)));
+}
+
+StreamListener::StreamListener(int listen_fd, int epoll_fd, std::string endpoint, Limits limits, Handler handler,
+                               std::shared_ptr<spdlog::logger> log)
+    : listen_fd_(listen_fd),
+      epoll_fd_(epoll_fd),
+      endpoint_(std::move(endpoint)),
+      limits_(limits),
+      handler_(std::move(handler)),
+      log_(std::move(log)) {}
+
+StreamListener::~StreamListener() {
+  for (auto& [fd, c] : connections_) ::close(fd);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  ::close(epoll_fd_);
+}
+
+void StreamListener::Serve() {
+  epoll_event events[64];
+  int n;
+  do {
+    n = ::epoll_wait(epoll_fd_, events, 64, 0);
+  } while (n < 0 && errno == EINTR);
+  for (int i = 0; i < n; ++i) {
+    const int fd = events[i].data.fd;
+    if (fd == listen_fd_) {
+      Accept();
+      continue;
+    }
+    auto it = connections_.find(fd);
+    if (it == connections_.end()) continue;
+    Connection& c = *it->second;
+    bool open = true;
+    // An error or hang-up is found by the read (its data first).
+    if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) open = Read(c);
+    if (open && (events[i].events & EPOLLOUT)) open = Write(c) && RunFrames(c) && Write(c);
+    if (open) {
+      Watch(c);
+    } else {
+      Close(fd, "closed");
+    }
+  }
+}
+
+void StreamListener::Accept() {
+  for (;;) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        log_->warn("accept on {} failed: {}", endpoint_, std::strerror(errno));
+      return;
+    }
+    if (connections_.size() >= limits_.max_connections) {
+      ::close(fd);
+      if (refused_++ % 1000 == 0) {
+        log_->warn("refused a connection on {} from {}: {} connections are served (max-connections); {} refused so far",
+                   endpoint_, AddressText(peer), limits_.max_connections, refused_);
+      }
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto c = std::make_unique<Connection>();
+    c->fd = fd;
+    c->peer = AddressText(peer);
+    c->events = EPOLLIN;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      log_->warn("cannot watch a connection on {} from {}: {}", endpoint_, c->peer, std::strerror(errno));
+      ::close(fd);
+      continue;
+    }
+    log_->debug("{}: connection from {}", endpoint_, c->peer);
+    connections_.emplace(fd, std::move(c));
+  }
+}
+
+bool StreamListener::Read(Connection& c) {
+  if (c.unsent() >= kMaxUnsent) return true;  // not now: the client reads its replies first
+  if (c.in_begin == c.in_end) {
+    c.in_begin = c.in_end = 0;
+    if (c.in.size() > 4 * kReadChunk) std::string().swap(c.in);  // after a large frame
+  }
+  if (c.in.size() - c.in_end < kReadChunk) {
+    if (c.in_begin > 0) {
+      std::memmove(c.in.data(), c.in.data() + c.in_begin, c.in_end - c.in_begin);
+      c.in_end -= c.in_begin;
+      c.in_begin = 0;
+    }
+    if (c.in.size() - c.in_end < kReadChunk) c.in.resize(c.in_end + kReadChunk);
+  }
+  ssize_t n;
+  do {
+    n = ::recv(c.fd, c.in.data() + c.in_end, kReadChunk, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n == 0) return false;  // the client closed
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    log_->debug("{}: reading from {} failed: {}", endpoint_, c.peer, std::strerror(errno));
+    return false;
+  }
+  c.in_end += static_cast<size_t>(n);
+  return RunFrames(c) && Write(c);
+}
+
+bool StreamListener::RunFrames(Connection& c) {
+  static thread_local wire::Writer out;
+  while (c.unsent() < kMaxUnsent && c.in_end - c.in_begin >= stream::kHeaderBytes) {
+    const size_t length = stream::GetLength(c.in.data() + c.in_begin);
+    if (length > 4 * limits_.max_frame) {
+      log_->warn("{}: closed the connection from {}: a frame of {} bytes, over 4 x max-frame ({})", endpoint_, c.peer,
+                 length, limits_.max_frame);
+      return false;
+    }
+    if (c.in_end - c.in_begin < stream::kHeaderBytes + length) {
+      // Room for the rest of this frame, read in later turns.
+      if (c.in.size() - c.in_begin < stream::kHeaderBytes + length)
+        c.in.resize(c.in_begin + stream::kHeaderBytes + length);
+      break;
+    }
+    out.Clear();
+    handler_(c.in.data() + c.in_begin + stream::kHeaderBytes, length, out);
+    ++answered_;
+    c.in_begin += stream::kHeaderBytes + length;
+    char header[stream::kHeaderBytes];
+    stream::PutLength(header, static_cast<uint32_t>(out.size()));
+    c.out.append(header, sizeof header);
+    c.out.append(out.data(), out.size());
+  }
+  return true;
+}
+
+bool StreamListener::Write(Connection& c) {
+  while (c.unsent() > 0) {
+    const ssize_t n = ::send(c.fd, c.out.data() + c.out_begin, c.unsent(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      log_->debug("{}: writing to {} failed: {}", endpoint_, c.peer, std::strerror(errno));
+      return false;
+    }
+    c.out_begin += static_cast<size_t>(n);
+  }
+  if (c.out_begin == c.out.size()) {
+    c.out.clear();
+    c.out_begin = 0;
+  } else if (c.out_begin >= kMaxUnsent) {
+    c.out.erase(0, c.out_begin);
+    c.out_begin = 0;
+  }
+  return true;
+}
+
+void StreamListener::Watch(Connection& c) {
+  const uint32_t want = (c.unsent() < kMaxUnsent ? EPOLLIN : 0u) | (c.unsent() > 0 ? EPOLLOUT : 0u);
+  if (want == c.events) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.fd = c.fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev) != 0) {
+    log_->warn("{}: cannot watch the connection from {}: {}; closing it", endpoint_, c.peer, std::strerror(errno));
+    Close(c.fd, "unwatchable");
+    return;
+  }
+  c.events = want;
+}
+
+void StreamListener::Close(int fd, const char* why) {
+  auto it = connections_.find(fd);
+  if (it == connections_.end()) return;
+  log_->debug("{}: connection from {} {}", endpoint_, it->second->peer, why);
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  ::close(fd);
+  connections_.erase(it);
+}
+
+uint64_t StreamListener::Drain(std::chrono::milliseconds limit) {
+  // No new connections from here on.
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+  ::close(listen_fd_);
+  listen_fd_ = -1;
+  const uint64_t before = answered_;
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  // Until every reply is written and no request came for 20 ms.
+  while (std::chrono::steady_clock::now() < give_up) {
+    Serve();
+    bool unsent = false;
+    for (auto& [fd, c] : connections_) unsent = unsent || c->unsent() > 0;
+    epoll_event ready;
+    if (::epoll_wait(epoll_fd_, &ready, 1, 20) == 0 && !unsent) break;
+  }
+  return answered_ - before;
+}
+
+}  // namespace cachet::daemon

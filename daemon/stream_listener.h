@@ -1,0 +1,104 @@
+// StreamListener: cachetd's stream endpoint (docs/protocol.md, "Stream
+// endpoint"): length-prefixed request frames on plain TCP connections,
+// served from the daemon's own loop, with no ZeroMQ I/O thread between the
+// kernel and the handler. The loop polls fd() among its ZeroMQ sockets and
+// calls Serve() when it is readable.
+//
+// Ownership: the listener owns the listening socket, the epoll descriptor
+// and every accepted connection with its buffers; all of it is touched by
+// the daemon's thread only.
+//
+// Backpressure: a connection's requests are run only while fewer than
+// kMaxUnsent reply bytes wait to be written to it; past that its socket is
+// not read (the kernel's buffers, then the client, wait), so a client that
+// never reads its replies costs the daemon at most kMaxUnsent plus one reply
+// and its read buffer. A frame longer than four times max_frame closes the
+// connection (as ZeroMQ's maxmsgsize does on the tcp endpoint); a shorter
+// one over max_frame is read and answered FRAME_TOO_LARGE by the handler.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "cachet/result.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace cachet::wire {
+class Writer;
+}
+
+namespace cachet::daemon {
+
+class StreamListener {
+ public:
+  // Answers one request frame into `out` (cleared by the listener first).
+  using Handler = std::function<void(const char* data, size_t size, wire::Writer& out)>;
+
+  static constexpr size_t kMaxUnsent = 256 * 1024;
+  // Read at most this much from one connection per turn, so that one
+  // pipelining client delays the others by a bounded amount.
+  static constexpr size_t kReadChunk = 16 * 1024;
+
+  struct Limits {
+    uint64_t max_frame = 0;
+    uint64_t max_connections = 0;
+  };
+
+  // Listens on `address` (host:port; port 0 picks a free one).
+  static Result<std::unique_ptr<StreamListener>> Listen(const std::string& address, Limits limits, Handler handler,
+                                                        std::shared_ptr<spdlog::logger> log);
+  ~StreamListener();
+  StreamListener(const StreamListener&) = delete;
+  StreamListener& operator=(const StreamListener&) = delete;
+
+  // Readable when a connection or the listening socket has work.
+  int fd() const { return epoll_fd_; }
+  // "stream://host:port" as bound.
+  const std::string& endpoint() const { return endpoint_; }
+  // Accepts, reads, answers and writes what is ready, without blocking.
+  void Serve();
+  // At stop: answers what was received, then writes the replies out for up
+  // to `limit`; connections are closed by the destructor. The number of
+  // requests answered.
+  uint64_t Drain(std::chrono::milliseconds limit);
+  void set_max_connections(uint64_t n) { limits_.max_connections = n; }
+
+  size_t connections() const { return connections_.size(); }
+  uint64_t refused() const { return refused_; }
+
+ private:
+  struct Connection;
+  StreamListener(int listen_fd, int epoll_fd, std::string endpoint, Limits limits, Handler handler,
+                 std::shared_ptr<spdlog::logger> log);
+  void Accept();
+  // Reads what the socket holds (up to kReadChunk), then runs the whole
+  // frames buffered; false when the connection must close.
+  bool Read(Connection& c);
+  // Runs buffered frames while the unsent replies stay under kMaxUnsent.
+  bool RunFrames(Connection& c);
+  // Writes unsent replies; false when the connection must close.
+  bool Write(Connection& c);
+  // Watches for reading while the connection may take requests, for
+  // writing while replies wait.
+  void Watch(Connection& c);
+  void Close(int fd, const char* why);
+
+  int listen_fd_;
+  int epoll_fd_;
+  std::string endpoint_;
+  Limits limits_;
+  Handler handler_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  uint64_t refused_ = 0;
+  uint64_t answered_ = 0;
+};
+
+}  // namespace cachet::daemon

@@ -57,7 +57,7 @@ struct Options {
 constexpr const char* kUsage =
     "usage: cachet-load (--endpoint E | --etcd URLS --cluster NAME | --seeds E,E --cluster NAME) [options]\n"
     "\n"
-    "  --endpoint E        one cachetd (tcp:// or ipc://)\n"
+    "  --endpoint E        one cachetd (ipc://, tcp:// or stream://)\n"
     "  --etcd URLS         a cluster, found through its etcd (with --cluster)\n"
     "  --seeds E,E         a cluster, found through some of its nodes (with --cluster)\n"
     "  --cluster NAME      the cluster's name\n"

@@ -62,7 +62,9 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.soc
   --save "" --appendonly no --logfile "$work/redis.log" --daemonize no &
 pids+=($!)
 cachet_port=$(free_port)
+stream_port=$(free_port)
 "$build/daemon/cachetd" --segment "$segment" --ipc "ipc://$work/cachetd.sock" --tcp "tcp://127.0.0.1:$cachet_port" \
+  --stream "127.0.0.1:$stream_port" \
   --capacity 512MiB --log-file "$work/cachetd.log" "${huge_args[@]}" &
 pids+=($!)
 for _ in $(seq 1 200); do
@@ -74,6 +76,7 @@ grep -q " ready: " "$work/cachetd.log" || { echo "compare_redis: cachetd did not
 grep -E "created segment|huge pages" "$work/cachetd.log" | sed 's/^.*cachetd\[[0-9]*\] //'
 ipc="ipc://$work/cachetd.sock"
 tcp="tcp://127.0.0.1:$cachet_port"
+stream="stream://127.0.0.1:$stream_port"
 echo "filling both servers with $keys keys ..."
 "$bench" --target cachet --endpoint "$tcp" --mode fill --keys "$keys"
 "$bench" --target redis --endpoint "unix:$work/redis.sock" --mode fill --keys "$keys"
@@ -109,10 +112,16 @@ echo "|---|---|---|---|---|---|"
 run "GET same host, 1 client (cachet: shared memory; redis: unix socket)" "$ipc" "unix:$work/redis.sock" get 1 1 16
 run "SET same host, 1 client (cachet: shared memory; redis: unix socket)" "$ipc" "unix:$work/redis.sock" set 1 1
 run "PING same host, 1 client: the bare round trip over the ipc socket" "$ipc" "unix:$work/redis.sock" ping 1 1
-run "GET tcp loopback, 50 clients" "$tcp" "127.0.0.1:$redis_port" get 50 1
-run "SET tcp loopback, 50 clients" "$tcp" "127.0.0.1:$redis_port" set 50 1
-run "GET tcp, 50 clients, 16 per round trip (cachet MGET; redis pipeline)" "$tcp" "127.0.0.1:$redis_port" get 50 16
-run "SET tcp, 50 clients, 16 per round trip (cachet MSET; redis pipeline)" "$tcp" "127.0.0.1:$redis_port" set 50 16
+# cachet's two tcp endpoints: the stream endpoint (plain TCP, as redis
+# speaks) and the ZeroMQ one (CURVE, clusters).
+run "GET tcp loopback, 50 clients (cachet: stream endpoint)" "$stream" "127.0.0.1:$redis_port" get 50 1
+run "SET tcp loopback, 50 clients (cachet: stream endpoint)" "$stream" "127.0.0.1:$redis_port" set 50 1
+run "GET tcp loopback, 50 clients (cachet: ZeroMQ tcp endpoint)" "$tcp" "127.0.0.1:$redis_port" get 50 1
+run "SET tcp loopback, 50 clients (cachet: ZeroMQ tcp endpoint)" "$tcp" "127.0.0.1:$redis_port" set 50 1
+run "GET tcp, 50 clients, 16 per round trip (cachet MGET, stream; redis pipeline)" "$stream" "127.0.0.1:$redis_port" get 50 16
+run "SET tcp, 50 clients, 16 per round trip (cachet MSET, stream; redis pipeline)" "$stream" "127.0.0.1:$redis_port" set 50 16
+run "GET tcp, 50 clients, 16 per round trip (cachet MGET, ZeroMQ tcp; redis pipeline)" "$tcp" "127.0.0.1:$redis_port" get 50 16
+run "SET tcp, 50 clients, 16 per round trip (cachet MSET, ZeroMQ tcp; redis pipeline)" "$tcp" "127.0.0.1:$redis_port" set 50 16
 
 echo
 echo "redis-benchmark -P 16 on the same redis-server, for reference (50 clients, 100-byte values):"

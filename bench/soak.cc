@@ -81,7 +81,7 @@ constexpr const char* kUsage =
     "UNAVAILABLE on a thread's first request after it reconnected (counted apart).\n"
     "The first wrong reply ends the run; the report names the key.\n"
     "\n"
-    "  --endpoint E     the cachetd (tcp:// or ipc://), started with a rate-limit-policy\n"
+    "  --endpoint E     the cachetd (ipc://, tcp:// or stream://), started with a rate-limit-policy\n"
     "  --duration S     seconds to run (default 600)\n"
     "  --clients N      client threads (default 8)\n"
     "  --keys N         value keys, and as many counters, per thread (default 1000)\n"

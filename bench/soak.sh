@@ -7,12 +7,13 @@
 # VmRSS) go to OUT.csv and OUT.png. Exits with cachet-soak's code: 0 passed,
 # 1 a wrong reply, an error or memory past the bound, 2 bad set-up.
 #
-#   bench/soak.sh    (DURATION=600 BUILD_DIR=build CLIENTS=8 KEYS=1000 RSS_BOUND_MIB=16 OUT=$BUILD_DIR/soak SAME_HOST=0)
+#   bench/soak.sh    (DURATION=600 BUILD_DIR=build CLIENTS=8 KEYS=1000 RSS_BOUND_MIB=16 OUT=$BUILD_DIR/soak SAME_HOST=0 STREAM=0)
 #
 # SAME_HOST=1 connects the clients over ipc:// instead of tcp://: they read
 # and write the segment themselves (same-host writes), sharing its writer
 # lock with each other and with the daemon's own writes (INCR's ttl sweep,
-# RATELIMIT's table is apart), while the daemon answers the rest.
+# RATELIMIT's table is apart), while the daemon answers the rest. STREAM=1
+# connects them to the daemon's stream endpoint (plain TCP, no ZeroMQ).
 #
 duration=${DURATION:-600}
 [ "$duration" -gt 0 ] 2>/dev/null || duration=600
@@ -45,12 +46,17 @@ cat > "$work/limits.ini" <<'INI'
 per_second = 20/1s fixed_window
 INI
 
-port=
-for _ in $(seq 1 100); do
-  p=$((20000 + RANDOM % 30000))
-  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { port=$p; break; }
-done
-[ -n "$port" ] || { echo "soak: no free port" >&2; exit 2; }
+free_port() {  # a loopback port nobody listens on
+  local p
+  for _ in $(seq 1 100); do
+    p=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+  done
+  echo "soak: no free port" >&2
+  exit 2
+}
+port=$(free_port) || exit 2
+stream_port=$(free_port) || exit 2
 # 64 MiB holds the soak's keys (CLIENTS x KEYS values of at most 512 bytes,
 # and as many counters) many times over: nothing is evicted, so a miss is
 # an expiry or a bug.
@@ -60,7 +66,9 @@ if [ "${SAME_HOST:-0}" = 1 ]; then
   ipc="ipc://$work/cachetd.sock"
   endpoint=$ipc
 fi
-"$cachetd" --segment "$segment" --ipc "$ipc" --tcp "tcp://127.0.0.1:$port" --capacity 64MiB \
+[ "${STREAM:-0}" = 1 ] && endpoint="stream://127.0.0.1:$stream_port"
+"$cachetd" --segment "$segment" --ipc "$ipc" --tcp "tcp://127.0.0.1:$port" --stream "127.0.0.1:$stream_port" \
+  --capacity 64MiB \
   --rate-limit-policy "$work/limits.ini" --log-file "$work/cachetd.log" &
 pid=$!
 for _ in $(seq 1 200); do

@@ -44,14 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_port() {  # a loopback port nobody listens on, below the ephemeral range clients use
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 12000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-  echo "cluster_load: no free port" >&2; exit 1
-}
+. bench/lib.sh  # free_port (the scripts run from the checkout's root)
 
 wait_for() {  # wait_for FILE TEXT: until FILE contains TEXT (10 s at most)
   for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.05; done

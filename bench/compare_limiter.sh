@@ -26,14 +26,7 @@ pids="$redis_pid $cachetd_pid"
 trap 'kill $pids 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT INT TERM
 for _ in $(seq 1 200); do [ -S "$work/redis.sock" ] && grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break; sleep 0.05; done
 
-# A port nothing listens on now (a connection to it is refused).
-free_port() {
-  local p
-  for p in $(shuf -i 20000-60000 -n 50); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  return 1
-}
+. bench/lib.sh  # free_port (the scripts run from the checkout's root)
 cluster_seed=""
 if command -v etcd >/dev/null; then
   etcd_port=$(free_port) peer_port=$(free_port)

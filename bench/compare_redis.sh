@@ -48,14 +48,7 @@ if [ "${HUGE_PAGES:-0}" = 1 ]; then
   huge_args=(--huge-pages on --huge-pages-dir "$work/huge")
 fi
 
-free_port() {  # a loopback port nobody listens on
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-  echo "compare_redis: no free port" >&2; exit 1
-}
+. bench/lib.sh  # free_port (the scripts run from the checkout's root)
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --unixsocket "$work/redis.sock" --unixsocketperm 700 \

@@ -23,12 +23,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-port=
-for _ in $(seq 1 100); do
-  p=$((20000 + RANDOM % 30000))
-  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { port=$p; break; }
-done
-[ -n "$port" ] || { echo "flood_fairness: no free port" >&2; exit 1; }
+. bench/lib.sh  # free_port (the scripts run from the checkout's root)
+port=$(free_port) || exit 1
 "$build/daemon/cachetd" --segment "$segment" --ipc "" --tcp "tcp://127.0.0.1:$port" --log-file "$work/cachetd.log" &
 pid=$!
 for _ in $(seq 1 200); do

@@ -46,15 +46,7 @@ cat > "$work/limits.ini" <<'INI'
 per_second = 20/1s fixed_window
 INI
 
-free_port() {  # a loopback port nobody listens on
-  local p
-  for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-  done
-  echo "soak: no free port" >&2
-  exit 2
-}
+. bench/lib.sh  # free_port (the scripts run from the checkout's root)
 port=$(free_port) || exit 2
 stream_port=$(free_port) || exit 2
 # 64 MiB holds the soak's keys (CLIENTS x KEYS values of at most 512 bytes,

@@ -292,7 +292,7 @@ Result<void> DaemonConfig::Validate() const {
     if (!insecure && !IsLoopbackEndpoint("tcp://" + stream)) {
       return bad("stream " + stream +
                  " is reachable from other hosts and is clear text without authentication: give it a loopback "
-                 "address (127.0.0.1:7380), use the tcp endpoint (with CURVE) for other hosts, or set insecure = "
+                 "address (127.0.0.1:7378), use the tcp endpoint (with CURVE) for other hosts, or set insecure = "
                  "true");
     }
   }

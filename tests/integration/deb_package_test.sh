@@ -84,6 +84,8 @@ grep -qx 'access-mode = 0660' "$conf" || fail "the packaged configuration's acce
 grep -qx 'access-group = cachet' "$conf" || fail "the packaged configuration's access-group is not cachet"
 # ...and serves its metrics on loopback.
 grep -qx 'metrics = 127.0.0.1:9379' "$conf" || fail "the packaged configuration's metrics are not on 127.0.0.1:9379"
+# ...and its stream endpoint on loopback.
+grep -qx 'stream = 127.0.0.1:7378' "$conf" || fail "the packaged configuration's stream endpoint is not on 127.0.0.1:7378"
 
 # The unpacked programs use the unpacked libraries (their run path), not
 # any installed on the machine.
@@ -95,11 +97,11 @@ for binary in cachetd cachectl; do
 done
 
 # The unpacked daemon with the packaged configuration; only the endpoints
-# (metrics on a free port), segment and size are its own, so it disturbs
+# (metrics and stream on free ports), segment and size are its own, so it disturbs
 # nothing on the machine, and the group is this user's (the package's
 # postinst makes group cachet).
 "$root/usr/bin/cachetd" --config "$conf" --segment "$name" --ipc "ipc://$work/cachetd.sock" \
-  --tcp tcp://127.0.0.1:0 --metrics 127.0.0.1:0 --capacity 8MiB --max-value-size 64KiB --access-group "$(id -gn)" \
+  --tcp tcp://127.0.0.1:0 --metrics 127.0.0.1:0 --stream 127.0.0.1:0 --capacity 8MiB --max-value-size 64KiB --access-group "$(id -gn)" \
   2> "$work/cachetd.log" &
 daemon_pid=$!
 for _ in $(seq 1 200); do grep -q " ready: " "$work/cachetd.log" && break; sleep 0.05; done
@@ -117,6 +119,11 @@ echo "cachectl ping ($tcp): $out"
 out=$(CACHET_ENDPOINT="ipc://$work/cachetd.sock" "$cachectl" get greeting)
 echo "cachectl get: $out"
 [ "$out" = "hello from the package" ] || fail "get answered '$out'"
+stream=$(sed -n 's/.*listening on \(stream:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/cachetd.log" | head -n 1)
+[ -n "$stream" ] || { cat "$work/cachetd.log" >&2; fail "no stream endpoint in the log"; }
+out=$("$cachectl" --endpoint "$stream" get greeting)
+echo "cachectl get ($stream): $out"
+[ "$out" = "hello from the package" ] || fail "get over the stream endpoint answered '$out'"
 
 # systemctl reload sends SIGHUP: the packaged configuration reloads.
 kill -HUP "$daemon_pid"

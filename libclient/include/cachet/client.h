@@ -11,7 +11,7 @@
 //                                     every other op goes over the ipc socket.
 //   "tcp://10.0.0.5:7379"             another host: everything over TCP
 //                                     (ZeroMQ; CURVE when configured).
-//   "stream://127.0.0.1:7380"         the daemon's stream endpoint: the same
+//   "stream://127.0.0.1:7378"         the daemon's stream endpoint: the same
 //                                     requests on a plain TCP connection,
 //                                     without ZeroMQ's I/O threads (the
 //                                     fastest round trip; clear text only).

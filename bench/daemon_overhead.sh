@@ -12,8 +12,11 @@
 #            usual 15 s; 0: none)
 #   curve    CURVE on the tcp endpoint: keys from cachectl keygen, the
 #            client's admitted, every request and reply encrypted
+#   stream   the stream endpoint listening beside the tcp one, no client
+#            on it: what polling its epoll descriptor among the ZeroMQ
+#            sockets costs the ZeroMQ path
 #
-#   bench/daemon_overhead.sh metrics|curve     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=5 CLIENTS=4
+#   bench/daemon_overhead.sh metrics|curve|stream     (BUILD_DIR=build SECONDS_PER_RUN=5 REPEAT=5 CLIENTS=4
 #                                               MIX=get=80,set=20 SCRAPE_EVERY=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +32,8 @@ load="$build/bench/cachet-load"
 cachectl="$build/cli/cachectl"
 case "$feature" in
   metrics) command -v curl >/dev/null || { echo "daemon_overhead: curl missing" >&2; exit 2; } ;;
-  curve) ;;
-  *) echo "usage: bench/daemon_overhead.sh metrics|curve" >&2; exit 2 ;;
+  curve | stream) ;;
+  *) echo "usage: bench/daemon_overhead.sh metrics|curve|stream" >&2; exit 2 ;;
 esac
 for f in "$cachetd" "$load" "$cachectl"; do
   [ -x "$f" ] || { echo "daemon_overhead: $f missing: build first" >&2; exit 2; }
@@ -54,6 +57,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 daemon_with=() load_with=()
 case "$feature" in
   metrics) daemon_with=(--metrics 127.0.0.1:0) ;;
+  stream) daemon_with=(--stream 127.0.0.1:0) ;;
   curve)
     "$cachectl" keygen "$work/server" >/dev/null
     "$cachectl" keygen "$work/client" >/dev/null

@@ -134,7 +134,10 @@ Result<void> Server::Bind() {
   if (!config_.stream.empty()) {
     auto listening = StreamListener::Listen(
         config_.stream, {config_.EffectiveMaxFrame(), config_.max_connections},
-        [this](const char* data, size_t size, wire::Writer& out) { ServeStreamFrame(data, size, out); }, log_);
+        [this](const char* data, size_t size, uint64_t frame_size, wire::Writer& out) {
+          ServeStreamFrame(data, size, frame_size, out);
+        },
+        log_);
     if (!listening) {
       RemoveIpcFiles(bound);
       return tl::unexpected(listening.error());
@@ -681,20 +684,21 @@ void Server::CountRequest(std::chrono::steady_clock::time_point& since) {
   since = now;
 }
 
-bool Server::RefuseLargeFrame(const char* data, size_t size, wire::Writer& out) {
-  if (size <= config_.EffectiveMaxFrame()) return false;
+bool Server::RefuseLargeFrame(const char* data, size_t size, uint64_t frame_size, wire::Writer& out) {
+  if (frame_size <= config_.EffectiveMaxFrame()) return false;
   ++errors_;
-  out.ErrorReply(wire::PeekRequestId(data, size).value_or(0),
-                 Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(size) + " bytes; max_frame is " +
-                                                      std::to_string(config_.EffectiveMaxFrame())});
+  out.ErrorReply(
+      wire::PeekRequestId(data, size).value_or(0),
+      Error{ErrorCode::kFrameTooLarge, "request frame is " + std::to_string(frame_size) + " bytes; max_frame is " +
+                                           std::to_string(config_.EffectiveMaxFrame())});
   return true;
 }
 
-void Server::ServeStreamFrame(const char* data, size_t size, wire::Writer& out) {
+void Server::ServeStreamFrame(const char* data, size_t size, uint64_t frame_size, wire::Writer& out) {
   ++requests_;
   op_row_ = kInvalidOpRow;
   caller_ = nullptr;  // clear text: no CURVE client
-  if (!RefuseLargeFrame(data, size, out)) Handle(data, size, out);
+  if (!RefuseLargeFrame(data, size, frame_size, out)) Handle(data, size, out);
   reply_status_ = out.status();
   CountRequest(stream_since_);
 }
@@ -731,7 +735,7 @@ bool Server::HandleMessage() {
     out.ErrorReply(wire::PeekRequestId(static_cast<const char*>(payload.data()), payload.size()).value_or(0),
                    Error{ErrorCode::kBusy, "this connection has " + std::to_string(config_.max_in_flight) +
                                                " replies it has not read (max-in-flight); the request was not run"});
-  } else if (!RefuseLargeFrame(static_cast<const char*>(payload.data()), payload.size(), out)) {
+  } else if (!RefuseLargeFrame(static_cast<const char*>(payload.data()), payload.size(), payload.size(), out)) {
     waits_.clear();
     Handle(static_cast<const char*>(payload.data()), payload.size(), out);
     if (!waits_.empty() && !replication_->Committed(waits_)) {

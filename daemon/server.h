@@ -80,12 +80,14 @@ class Server {
   // read per message.
   void ServeMessage(std::chrono::steady_clock::time_point& since);
   // One request frame off the stream endpoint, answered into `out`; counted
-  // and timed as ServeMessage does, from stream_since_.
-  void ServeStreamFrame(const char* data, size_t size, wire::Writer& out);
+  // and timed as ServeMessage does, from stream_since_. [data, data + size)
+  // is only the frame's head when frame_size is over max-frame.
+  void ServeStreamFrame(const char* data, size_t size, uint64_t frame_size, wire::Writer& out);
   // The request's metrics, timed from `since`, which moves to now.
   void CountRequest(std::chrono::steady_clock::time_point& since);
-  // FRAME_TOO_LARGE into `out` for a frame over max-frame; true if it was.
-  bool RefuseLargeFrame(const char* data, size_t size, wire::Writer& out);
+  // FRAME_TOO_LARGE into `out` for a frame of frame_size bytes over
+  // max-frame, to the id read from [data, data + size); true if it was.
+  bool RefuseLargeFrame(const char* data, size_t size, uint64_t frame_size, wire::Writer& out);
   // The counters as of now, for the metrics endpoint.
   std::shared_ptr<const MetricsSnapshot> TakeSnapshot();
   void Handle(const char* data, size_t size, wire::Writer& out);

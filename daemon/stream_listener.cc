@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -22,10 +23,17 @@ struct StreamListener::Connection {
   int fd = -1;
   std::string peer;
   uint32_t events = 0;  // as registered with epoll
-  // Received bytes not yet run: [in_begin, in_end) of in.
+  // Received bytes not yet run: [in_begin, in_end) of in. It grows with
+  // the bytes that arrive, never to a length a header merely announces.
   std::string in;
   size_t in_begin = 0;
   size_t in_end = 0;
+  // A frame over max_frame is not kept: its first bytes (enough for the
+  // request id) wait in `head` while the rest is dropped as it arrives;
+  // `discard` counts what is still to drop, `frame_size` is its length.
+  std::string head;
+  uint64_t discard = 0;
+  uint64_t frame_size = 0;
   // Replies not yet written: [out_begin, out.size()) of out.
   std::string out;
   size_t out_begin = 0;
@@ -205,30 +213,49 @@ bool StreamListener::Read(Connection& c) {
 }
 
 bool StreamListener::RunFrames(Connection& c) {
-  static thread_local wire::Writer out;
-  while (c.unsent() < kMaxUnsent && c.in_end - c.in_begin >= stream::kHeaderBytes) {
+  while (c.unsent() < kMaxUnsent) {
+    const size_t have = c.in_end - c.in_begin;
+    if (c.discard > 0) {  // inside a frame over max_frame
+      const size_t dropped = static_cast<size_t>(std::min<uint64_t>(c.discard, have));
+      c.in_begin += dropped;
+      c.discard -= dropped;
+      if (c.discard > 0) break;
+      Answer(c, c.head.data(), c.head.size(), c.frame_size);
+      std::string().swap(c.head);
+      continue;
+    }
+    if (have < stream::kHeaderBytes) break;
     const size_t length = stream::GetLength(c.in.data() + c.in_begin);
     if (length > 4 * limits_.max_frame) {
       log_->warn("{}: closed the connection from {}: a frame of {} bytes, over 4 x max-frame ({})", endpoint_, c.peer,
                  length, limits_.max_frame);
       return false;
     }
-    if (c.in_end - c.in_begin < stream::kHeaderBytes + length) {
-      // Room for the rest of this frame, read in later turns.
-      if (c.in.size() - c.in_begin < stream::kHeaderBytes + length)
-        c.in.resize(c.in_begin + stream::kHeaderBytes + length);
-      break;
+    if (length > limits_.max_frame) {
+      const size_t keep = std::min(length, kKeptHead);
+      if (have < stream::kHeaderBytes + keep) break;  // its head first
+      c.head.assign(c.in.data() + c.in_begin + stream::kHeaderBytes, keep);
+      c.frame_size = length;
+      c.discard = length;
+      c.in_begin += stream::kHeaderBytes;
+      continue;
     }
-    out.Clear();
-    handler_(c.in.data() + c.in_begin + stream::kHeaderBytes, length, out);
-    ++answered_;
+    if (have < stream::kHeaderBytes + length) break;  // the rest comes in later turns
+    Answer(c, c.in.data() + c.in_begin + stream::kHeaderBytes, length, length);
     c.in_begin += stream::kHeaderBytes + length;
-    char header[stream::kHeaderBytes];
-    stream::PutLength(header, static_cast<uint32_t>(out.size()));
-    c.out.append(header, sizeof header);
-    c.out.append(out.data(), out.size());
   }
   return true;
+}
+
+void StreamListener::Answer(Connection& c, const char* data, size_t size, uint64_t frame_size) {
+  static thread_local wire::Writer out;
+  out.Clear();
+  handler_(data, size, frame_size, out);
+  ++answered_;
+  char header[stream::kHeaderBytes];
+  stream::PutLength(header, static_cast<uint32_t>(out.size()));
+  c.out.append(header, sizeof header);
+  c.out.append(out.data(), out.size());
 }
 
 bool StreamListener::Write(Connection& c) {

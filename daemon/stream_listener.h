@@ -12,9 +12,12 @@
 // kMaxUnsent reply bytes wait to be written to it; past that its socket is
 // not read (the kernel's buffers, then the client, wait), so a client that
 // never reads its replies costs the daemon at most kMaxUnsent plus one reply
-// and its read buffer. A frame longer than four times max_frame closes the
+// and its read buffer. Memory follows the bytes that arrive, never a length
+// a header announces. A frame longer than four times max_frame closes the
 // connection (as ZeroMQ's maxmsgsize does on the tcp endpoint); a shorter
-// one over max_frame is read and answered FRAME_TOO_LARGE by the handler.
+// one over max_frame is dropped as it arrives, all but its first bytes, and
+// answered FRAME_TOO_LARGE by the handler: a connection holds at most
+// max_frame of requests.
 #pragma once
 
 #include <chrono>
@@ -39,12 +42,16 @@ namespace cachet::daemon {
 class StreamListener {
  public:
   // Answers one request frame into `out` (cleared by the listener first).
-  using Handler = std::function<void(const char* data, size_t size, wire::Writer& out)>;
+  // [data, data + size) is the frame, or only its first bytes when
+  // frame_size (its length) is over max_frame.
+  using Handler = std::function<void(const char* data, size_t size, uint64_t frame_size, wire::Writer& out)>;
 
   static constexpr size_t kMaxUnsent = 256 * 1024;
   // Read at most this much from one connection per turn, so that one
   // pipelining client delays the others by a bounded amount.
   static constexpr size_t kReadChunk = 16 * 1024;
+  // What is kept of a frame over max_frame: room for its request id.
+  static constexpr size_t kKeptHead = 64;
 
   struct Limits {
     uint64_t max_frame = 0;
@@ -83,6 +90,8 @@ class StreamListener {
   bool Read(Connection& c);
   // Runs buffered frames while the unsent replies stay under kMaxUnsent.
   bool RunFrames(Connection& c);
+  // Runs the handler on one frame and queues its reply.
+  void Answer(Connection& c, const char* data, size_t size, uint64_t frame_size);
   // Writes unsent replies; false when the connection must close.
   bool Write(Connection& c);
   // Watches for reading while the connection may take requests, for

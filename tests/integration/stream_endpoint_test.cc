@@ -210,6 +210,51 @@ TEST(StreamEndpointTest, BadFramesGetClearErrorsAndTheDaemonGoesOn) {
   EXPECT_NE(daemon.Log().find("over 4 x max-frame"), std::string::npos) << daemon.Log();
 }
 
+// The daemon's memory follows the bytes that arrive, not the lengths that
+// headers announce: connections that announce large frames and send
+// nothing more cost it nothing, and a frame over max-frame that is sent
+// whole is dropped as it arrives and answered FRAME_TOO_LARGE to its id.
+TEST(StreamEndpointTest, MemoryFollowsTheBytesSentNotTheLengthsAnnounced) {
+  DaemonProcess daemon = StreamDaemon({"--max-frame", "4MiB"});
+  ASSERT_TRUE(daemon.Start());
+  auto probe = Client::Connect(daemon.stream(), Patient());
+  ASSERT_TRUE(probe.has_value());
+  const int64_t rss_before = ResidentKiB(daemon.pid());
+  // Eight connections announce frames of 4 MiB (the largest taken) and
+  // 15 MiB (refused, not closed), 76 MiB in all, and send 10 bytes of each.
+  std::vector<int> idle;
+  for (uint32_t length : {4u << 20, 15u << 20}) {
+    for (int i = 0; i < 4; ++i) {
+      const int fd = RawConnect(daemon.stream());
+      ASSERT_GE(fd, 0);
+      std::string header(stream::kHeaderBytes, '\0');
+      stream::PutLength(header.data(), length);
+      ASSERT_TRUE(SendAll(fd, header + testing::RawRequest(1, "PING").substr(0, 10)));
+      idle.push_back(fd);
+    }
+  }
+  ASSERT_TRUE((*probe)->Ping().has_value());  // after the daemon's turn over the eight
+  EXPECT_LT(ResidentKiB(daemon.pid()) - rss_before, 4 * 1024)
+      << "announced lengths cost the daemon memory they were never sent";
+
+  // 12 MiB sent whole, over max-frame: dropped as it arrives, and the
+  // connection goes on.
+  const int fd = RawConnect(daemon.stream());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendAll(fd, Framed(testing::RawRequest(42, "SET", {"k", std::string(12 << 20, 'x')}))));
+  testing::RawReply r = ReadReply(fd);
+  EXPECT_EQ(r.id, 42u);
+  EXPECT_EQ(r.status, static_cast<uint64_t>(ErrorCode::kFrameTooLarge));
+  EXPECT_LT(ResidentKiB(daemon.pid()) - rss_before, 4 * 1024) << "the refused frame was kept";
+  ASSERT_TRUE(SendAll(fd, Framed(testing::RawRequest(43, "GET", {"k"}))));
+  r = ReadReply(fd);
+  EXPECT_EQ(r.id, 43u);
+  EXPECT_EQ(r.status, static_cast<uint64_t>(ErrorCode::kNotFound));
+  ::close(fd);
+  for (int i : idle) ::close(i);
+  EXPECT_TRUE((*probe)->Ping().has_value());
+}
+
 // A client that pipelines requests and never reads stalls only itself: the
 // daemon stops reading it once its unsent replies pass a bound, keeps
 // serving others, and its memory stays bounded.

@@ -1,6 +1,7 @@
 #include "server.h"
 
 #include <grp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -202,6 +203,33 @@ Result<void> Server::Bind() {
   return {};
 }
 
+// Every connection, ZeroMQ's or the stream endpoint's, takes a descriptor,
+// and out of them accepts fail (libzmq's I/O thread then retries in a busy
+// loop). So the soft limit is raised to what max-connections needs, as far
+// as the hard limit allows, and a shortfall is logged.
+void Server::FitOpenFileLimit() {
+  constexpr rlim_t kOwnDescriptors = 256;  // sockets, segments, logs, peers, etcd
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    log_->warn("cannot read the open-file limit: {}", std::strerror(errno));
+    return;
+  }
+  const rlim_t want = static_cast<rlim_t>(config_.max_connections) + kOwnDescriptors;
+  if (limit.rlim_cur >= want) return;
+  const rlim_t was = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? want : std::min(want, limit.rlim_max);
+  if (limit.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = was;
+  if (limit.rlim_cur >= want) {
+    log_->info("open-file limit raised from {} to {} for max-connections = {}", was, limit.rlim_cur,
+               config_.max_connections);
+    return;
+  }
+  log_->warn(
+      "open-file limit is {} (hard limit {}), below the {} that max-connections = {} needs: connections past it fail; "
+      "raise LimitNOFILE (ulimit -n) or lower max-connections",
+      limit.rlim_cur, limit.rlim_max, want, config_.max_connections);
+}
+
 Result<void> Server::StartAuthentication() {
   if (!config_.access_group.empty()) {
     const group* g = getgrnam(config_.access_group.c_str());
@@ -211,6 +239,7 @@ Result<void> Server::StartAuthentication() {
   }
   if (auto ok = auth_->Start(); !ok) return ok;
   auth_->SetConnectionLimit(config_.max_connections);
+  FitOpenFileLimit();
   if (!config_.curve()) return {};
   if (!zmq_has("curve")) {
     return MakeError(ErrorCode::kInvalidArgument, "curve-secret-key is set but this libzmq was built without CURVE");
@@ -577,6 +606,7 @@ void Server::Tick() {
   const auto now = std::chrono::steady_clock::now();
   last_tick_ = now;
   cache_->Heartbeat();
+  if (stream_) stream_->ResumeAccepting();
   GrantClientWrites(false);  // again, if a reload could not change it (the lock was held)
   if (cluster_) FollowClusterPolicy();
   if (now - last_publish_ >= std::chrono::seconds(1)) PublishPolicy();
@@ -1463,6 +1493,7 @@ Result<void> Server::Reload() {
   config_.max_in_flight = next.max_in_flight;
   config_.max_connections = next.max_connections;
   auth_->SetConnectionLimit(next.max_connections);
+  FitOpenFileLimit();
   config_.reply_backlog_per_client = next.reply_backlog_per_client;
   config_.reply_backlog_total = next.reply_backlog_total;
   backlog_.SetLimits(next.reply_backlog_per_client, next.reply_backlog_total);

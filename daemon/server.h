@@ -128,6 +128,9 @@ class Server {
   // Security settings at start: the ZAP handler, keys, and the access of
   // the ipc socket files (the segments' is set by SecureSegment).
   Result<void> StartAuthentication();
+  // Raises the soft open-file limit to what max-connections needs, within
+  // the hard limit; logs what it did or could not do.
+  void FitOpenFileLimit();
   Result<std::vector<AuthorizedKey>> ReadAuthorizedKeys(const DaemonConfig& config);
   void AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& config);
   Result<void> SecureIpcFile(const std::string& endpoint);

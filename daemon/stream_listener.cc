@@ -1,6 +1,7 @@
 #include "stream_listener.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -111,11 +112,13 @@ StreamListener::StreamListener(int listen_fd, int epoll_fd, std::string endpoint
       endpoint_(std::move(endpoint)),
       limits_(limits),
       handler_(std::move(handler)),
-      log_(std::move(log)) {}
+      log_(std::move(log)),
+      spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
 StreamListener::~StreamListener() {
   for (auto& [fd, c] : connections_) ::close(fd);
   if (listen_fd_ >= 0) ::close(listen_fd_);
+  if (spare_fd_ >= 0) ::close(spare_fd_);
   ::close(epoll_fd_);
 }
 
@@ -152,17 +155,23 @@ void StreamListener::Accept() {
     socklen_t len = sizeof peer;
     const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        log_->warn("accept on {} failed: {}", endpoint_, std::strerror(errno));
+      const int error = errno;
+      if (error == EINTR || error == ECONNABORTED) continue;
+      if (error == EAGAIN || error == EWOULDBLOCK) return;
+      if (error == EMFILE || error == ENFILE) {
+        // Without a descriptor accept fails whether or not one waits.
+        const Shedding shed = Shed(error);
+        if (shed == Shedding::kShedOne) continue;
+        if (shed == Shedding::kNoneWaiting) return;
+      }
+      // A connection may stay queued and the socket readable: accepting
+      // stops until the next tick rather than spin on it.
+      PauseAccepting(std::strerror(error));
       return;
     }
     if (connections_.size() >= limits_.max_connections) {
       ::close(fd);
-      if (refused_++ % 1000 == 0) {
-        log_->warn("refused a connection on {} from {}: {} connections are served (max-connections); {} refused so far",
-                   endpoint_, AddressText(peer), limits_.max_connections, refused_);
-      }
+      Refused(peer, std::to_string(limits_.max_connections) + " connections are served (max-connections)");
       continue;
     }
     const int one = 1;
@@ -182,6 +191,53 @@ void StreamListener::Accept() {
     log_->debug("{}: connection from {}", endpoint_, c->peer);
     connections_.emplace(fd, std::move(c));
   }
+}
+
+void StreamListener::Refused(const sockaddr_storage& peer, const std::string& why) {
+  if (refused_++ % 1000 == 0) {
+    log_->warn("refused a connection on {} from {}: {}; {} refused so far", endpoint_, AddressText(peer), why,
+               refused_);
+  }
+}
+
+// Out of descriptors, a queued connection cannot be accepted and keeps the
+// socket readable. The spare descriptor makes room to accept it and close
+// it at once (the client sees the connection end), and is opened again.
+StreamListener::Shedding StreamListener::Shed(int error) {
+  if (spare_fd_ < 0) return Shedding::kCannot;
+  ::close(spare_fd_);
+  sockaddr_storage peer{};
+  socklen_t len = sizeof peer;
+  const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
+  const int accept_error = errno;
+  if (fd >= 0) ::close(fd);
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const bool empty = accept_error == EAGAIN || accept_error == EWOULDBLOCK;
+    return empty ? Shedding::kNoneWaiting : Shedding::kCannot;
+  }
+  Refused(peer, std::string("out of file descriptors (") + std::strerror(error) +
+                    "): raise cachetd's open-file limit (LimitNOFILE, ulimit -n) or lower max-connections");
+  return Shedding::kShedOne;
+}
+
+void StreamListener::PauseAccepting(const char* why) {
+  if (accepting_paused_) return;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+  accepting_paused_ = true;
+  if (pauses_++ % 100 == 0) {
+    log_->error("accept on {} failed: {}; not accepting until the next tick ({} pauses so far)", endpoint_, why,
+                pauses_);
+  }
+}
+
+void StreamListener::ResumeAccepting() {
+  if (!accepting_paused_ || listen_fd_ < 0) return;
+  if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = listen_fd_;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev) == 0) accepting_paused_ = false;
 }
 
 bool StreamListener::Read(Connection& c) {

@@ -27,6 +27,8 @@
 #include <string>
 #include <unordered_map>
 
+struct sockaddr_storage;
+
 #include "cachet/result.h"
 
 namespace spdlog {
@@ -76,6 +78,8 @@ class StreamListener {
   // requests answered.
   uint64_t Drain(std::chrono::milliseconds limit);
   void set_max_connections(uint64_t n) { limits_.max_connections = n; }
+  // Called each tick: accepting again after an accept error paused it.
+  void ResumeAccepting();
 
   size_t connections() const { return connections_.size(); }
   uint64_t refused() const { return refused_; }
@@ -85,6 +89,13 @@ class StreamListener {
   StreamListener(int listen_fd, int epoll_fd, std::string endpoint, Limits limits, Handler handler,
                  std::shared_ptr<spdlog::logger> log);
   void Accept();
+  // Counts a refused connection; logs the first and every 1000th.
+  void Refused(const sockaddr_storage& peer, const std::string& why);
+  // Out of descriptors: accepts and closes one waiting connection with the
+  // spare descriptor.
+  enum class Shedding { kShedOne, kNoneWaiting, kCannot };
+  Shedding Shed(int error);
+  void PauseAccepting(const char* why);
   // Reads what the socket holds (up to kReadChunk), then runs the whole
   // frames buffered; false when the connection must close.
   bool Read(Connection& c);
@@ -108,6 +119,11 @@ class StreamListener {
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
   uint64_t refused_ = 0;
   uint64_t answered_ = 0;
+  // Held open to be closed when out of descriptors (Shed); -1 if it could
+  // not be opened again.
+  int spare_fd_ = -1;
+  bool accepting_paused_ = false;
+  uint64_t pauses_ = 0;
 };
 
 }  // namespace cachet::daemon

@@ -9,6 +9,7 @@
 //   * a PolicySubscriber refuses a bad published policy, keeps the old one
 //     and reports why.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <msgpack.hpp>
@@ -130,6 +131,41 @@ TEST(DaemonContractTest, SigtermAnswersTheRequestsAlreadyReceived) {
 }
 
 // --- remove-segment-on-exit and flags over the file -----------------------
+
+rlim_t SoftOpenFileLimit(pid_t pid) {
+  rlimit limit{};
+  return ::prlimit(pid, RLIMIT_NOFILE, nullptr, &limit) == 0 ? limit.rlim_cur : 0;
+}
+
+// Every connection takes a descriptor: cachetd raises its soft open-file
+// limit to what max-connections needs (plus 256 of its own), within the
+// hard limit, and says so; short of it, it warns and names what to change.
+TEST(DaemonContractTest, RaisesItsOpenFileLimitToWhatMaxConnectionsNeeds) {
+  rlimit own{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &own), 0);
+  ASSERT_GE(own.rlim_max, rlim_t{1024}) << "this host's hard open-file limit is too low for the test";
+  // Started under a soft limit of 300, as a shell with a low ulimit -n would.
+  const rlimit low{300, own.rlim_max};
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  DaemonProcess daemon({"--max-connections", "500"});
+  const ::testing::AssertionResult launched = daemon.Launch();
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &own), 0);  // this test's own, back
+  ASSERT_TRUE(launched);
+  ASSERT_TRUE(daemon.WaitUntilReady());
+  EXPECT_EQ(SoftOpenFileLimit(daemon.pid()), rlim_t{756});
+  EXPECT_NE(daemon.Log().find("open-file limit raised from 300 to 756 for max-connections = 500"), std::string::npos)
+      << daemon.Log();
+
+  // More than the hard limit allows: as far as it goes, and a warning.
+  const std::string too_many = std::to_string(own.rlim_max);
+  DaemonProcess over({"--max-connections", too_many});
+  ASSERT_TRUE(over.Start());
+  EXPECT_EQ(SoftOpenFileLimit(over.pid()), own.rlim_max);
+  EXPECT_NE(over.Log().find("below the " + std::to_string(own.rlim_max + 256) + " that max-connections = " + too_many +
+                            " needs: connections past it fail; raise LimitNOFILE (ulimit -n) or lower max-connections"),
+            std::string::npos)
+      << over.Log();
+}
 
 TEST(DaemonContractTest, SegmentIsKeptOnSigtermByDefault) {
   DaemonProcess daemon;

@@ -4,11 +4,13 @@
 // own that misbehave (never answer, answer garbage, close).
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -106,6 +108,23 @@ int64_t ResidentKiB(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
   }
   return -1;
+}
+
+// The CPU time `pid` has used, in clock ticks (utime + stime).
+int64_t CpuTicks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string field;
+  int64_t ticks = 0;
+  for (int i = 1; i <= 15 && in >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stoll(field);
+  }
+  return ticks;
+}
+
+size_t Occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
 }
 
 TEST(StreamEndpointTest, EveryKindOfOpWorksAndIsSeenOverTcp) {
@@ -253,6 +272,49 @@ TEST(StreamEndpointTest, MemoryFollowsTheBytesSentNotTheLengthsAnnounced) {
   ::close(fd);
   for (int i : idle) ::close(i);
   EXPECT_TRUE((*probe)->Ping().has_value());
+}
+
+// Out of file descriptors, the daemon cannot accept what waits in its
+// listening socket, which stays readable. It sheds those connections
+// (accepts and closes them with a spare descriptor) rather than spin on
+// the socket, logs it without flooding, and serves new connections once
+// descriptors are free again.
+TEST(StreamEndpointTest, OutOfDescriptorsItShedsConnectionsWithoutSpinning) {
+  DaemonProcess daemon = StreamDaemon();
+  ASSERT_TRUE(daemon.Start());
+  auto probe = Client::Connect(daemon.stream(), Patient());
+  ASSERT_TRUE(probe.has_value());
+  ASSERT_TRUE((*probe)->Ping().has_value());
+  const auto open_now = static_cast<rlim_t>(
+      std::distance(std::filesystem::directory_iterator("/proc/" + std::to_string(daemon.pid()) + "/fd"), {}));
+  // The soft limit only, so that it can be raised again unprivileged.
+  rlimit old_limit{};
+  ASSERT_EQ(::prlimit(daemon.pid(), RLIMIT_NOFILE, nullptr, &old_limit), 0) << std::strerror(errno);
+  const rlimit low{open_now + 6, old_limit.rlim_max};
+  ASSERT_EQ(::prlimit(daemon.pid(), RLIMIT_NOFILE, &low, nullptr), 0) << std::strerror(errno);
+
+  std::vector<int> fds;
+  for (int i = 0; i < 40; ++i) {
+    fds.push_back(RawConnect(daemon.stream()));
+    ASSERT_GE(fds.back(), 0);  // the kernel completes the handshake
+  }
+  ASSERT_TRUE((*probe)->Ping().has_value());  // the loop goes on
+  const int64_t ticks_before = CpuTicks(daemon.pid());
+  std::this_thread::sleep_for(milliseconds(500));  // a spinning loop burns these
+  const int64_t ticks = CpuTicks(daemon.pid()) - ticks_before;
+  EXPECT_LT(ticks, sysconf(_SC_CLK_TCK) / 5) << "the daemon spun on its listening socket";
+  // The last 20 came after the descriptors ran out: shed, not left hanging.
+  for (size_t i = fds.size() - 20; i < fds.size(); ++i) EXPECT_TRUE(ClosedByPeer(fds[i])) << "connection " << i;
+  EXPECT_GE(StatOf(**probe, "refused_connections"), 20);
+  const std::string log = daemon.Log();
+  EXPECT_GE(Occurrences(log, "out of file descriptors"), 1u) << log;
+  EXPECT_LE(Occurrences(log, "out of file descriptors") + Occurrences(log, "accept on"), 3u) << "log flooded";
+
+  for (int fd : fds) ::close(fd);
+  ASSERT_EQ(::prlimit(daemon.pid(), RLIMIT_NOFILE, &old_limit, nullptr), 0) << std::strerror(errno);
+  auto later = Client::Connect(daemon.stream(), Patient());
+  ASSERT_TRUE(later.has_value());
+  EXPECT_TRUE((*later)->Ping().has_value());
 }
 
 // A client that pipelines requests and never reads stalls only itself: the

@@ -436,6 +436,53 @@ TEST(StreamClientTest, NoReplyIsATimeoutWithinTheBoundAndIncrIsSentOnce) {
   EXPECT_EQ(connections, 1);
 }
 
+// A stream:// endpoint that is not one, here cachetd's own ZeroMQ port
+// (7379 for 7378 is one typo away), is an error: ZeroMQ closes the
+// connection on the first bytes, which are no ZMTP greeting.
+TEST(StreamClientTest, ThePortOfTheZeroMqEndpointIsAnError) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  ClientOptions o;
+  o.timeout = milliseconds(300);
+  o.retries = 0;
+  auto c = Client::Connect("stream://" + daemon.tcp().substr(std::string("tcp://").size()), o);
+  ASSERT_TRUE(c.has_value());
+  auto r = (*c)->Ping();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().ToString();
+}
+
+// What a peer that is not cachetd sends first is not taken for a length to
+// reserve: ZeroMQ's greeting starts 0xff 00 00 00, a frame of 4,278,190,080
+// bytes, under the widest reply the client takes. The client waits for the
+// rest as bytes arrive, and times out.
+TEST(StreamClientTest, ALengthAPeerOnlyClaimsReservesNothing) {
+  SilentServer server;
+  std::thread greeter([&] {
+    const int fd = server.Accept();
+    if (fd < 0) return;
+    const char greeting[] = {'\xff', 0, 0, 0, 0, 0, 0, 0, 1, '\x7f'};
+    (void)::send(fd, greeting, sizeof greeting, MSG_NOSIGNAL);
+    char sink[64];
+    while (::recv(fd, sink, sizeof sink, 0) > 0) {
+    }
+    ::close(fd);
+  });
+  ClientOptions o;
+  o.timeout = milliseconds(300);
+  o.retries = 0;
+  auto c = Client::Connect(server.endpoint(), o);
+  ASSERT_TRUE(c.has_value());
+  const int64_t rss_before = ResidentKiB(::getpid());
+  auto r = (*c)->Ping();
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code, ErrorCode::kTimeout) << r.error().ToString();
+  const int64_t grown_kib = ResidentKiB(::getpid()) - rss_before;
+  EXPECT_LT(grown_kib, 64 * 1024) << "the client grew by " << grown_kib << " KiB";
+  c->reset();  // closes the connection: the greeter's read ends
+  greeter.join();
+}
+
 TEST(StreamClientTest, NobodyListeningIsUnavailableAndBadEndpointsAreRefused) {
   SilentServer* gone = new SilentServer;
   const std::string endpoint = gone->endpoint();

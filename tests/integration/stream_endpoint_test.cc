@@ -461,6 +461,8 @@ TEST(StreamClientTest, ALengthAPeerOnlyClaimsReservesNothing) {
   std::thread greeter([&] {
     const int fd = server.Accept();
     if (fd < 0) return;
+    const timeval hold{5, 0};  // open until the client leaves, or 5 s
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &hold, sizeof hold);
     const char greeting[] = {'\xff', 0, 0, 0, 0, 0, 0, 0, 1, '\x7f'};
     (void)::send(fd, greeting, sizeof greeting, MSG_NOSIGNAL);
     char sink[64];

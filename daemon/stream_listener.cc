@@ -38,6 +38,9 @@ struct StreamListener::Connection {
   // Replies not yet written: [out_begin, out.size()) of out.
   std::string out;
   size_t out_begin = 0;
+  // The client shut its sending side: what it sent is answered, then the
+  // connection closes.
+  bool peer_done = false;
 
   size_t unsent() const { return out.size() - out_begin; }
 };
@@ -141,6 +144,7 @@ void StreamListener::Serve() {
     // An error or hang-up is found by the read (its data first).
     if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) open = Read(c);
     if (open && (events[i].events & EPOLLOUT)) open = Write(c) && RunFrames(c) && Write(c);
+    if (open && c.peer_done) open = AnswerTheRest(c);
     if (open) {
       Watch(c);
     } else {
@@ -241,6 +245,7 @@ void StreamListener::ResumeAccepting() {
 }
 
 bool StreamListener::Read(Connection& c) {
+  if (c.peer_done) return Write(c);           // an error or hang-up since: the write meets it
   if (c.unsent() >= kMaxUnsent) return true;  // not now: the client reads its replies first
   if (c.in_begin == c.in_end) {
     c.in_begin = c.in_end = 0;
@@ -258,7 +263,10 @@ bool StreamListener::Read(Connection& c) {
   do {
     n = ::recv(c.fd, c.in.data() + c.in_end, kReadChunk, 0);
   } while (n < 0 && errno == EINTR);
-  if (n == 0) return false;  // the client closed
+  if (n == 0) {  // the client sends no more; it may still read
+    c.peer_done = true;
+    return RunFrames(c) && Write(c);
+  }
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
     log_->debug("{}: reading from {} failed: {}", endpoint_, c.peer, std::strerror(errno));
@@ -266,6 +274,15 @@ bool StreamListener::Read(Connection& c) {
   }
   c.in_end += static_cast<size_t>(n);
   return RunFrames(c) && Write(c);
+}
+
+bool StreamListener::AnswerTheRest(Connection& c) {
+  for (;;) {
+    if (c.unsent() > 0) return true;  // the socket is full: on when it is writable
+    if (!RunFrames(c)) return false;
+    if (c.unsent() == 0) return false;  // nothing left to run: all it sent is answered
+    if (!Write(c)) return false;
+  }
 }
 
 bool StreamListener::RunFrames(Connection& c) {
@@ -336,7 +353,7 @@ bool StreamListener::Write(Connection& c) {
 }
 
 void StreamListener::Watch(Connection& c) {
-  const uint32_t want = (c.unsent() < kMaxUnsent ? EPOLLIN : 0u) | (c.unsent() > 0 ? EPOLLOUT : 0u);
+  const uint32_t want = (!c.peer_done && c.unsent() < kMaxUnsent ? EPOLLIN : 0u) | (c.unsent() > 0 ? EPOLLOUT : 0u);
   if (want == c.events) return;
   epoll_event ev{};
   ev.events = want;

@@ -99,6 +99,9 @@ class StreamListener {
   // Reads what the socket holds (up to kReadChunk), then runs the whole
   // frames buffered; false when the connection must close.
   bool Read(Connection& c);
+  // After the client's end: runs and writes what it sent while the socket
+  // takes the replies; false once all of it is answered (time to close).
+  bool AnswerTheRest(Connection& c);
   // Runs buffered frames while the unsent replies stay under kMaxUnsent.
   bool RunFrames(Connection& c);
   // Runs the handler on one frame and queues its reply.

@@ -357,6 +357,35 @@ TEST(StreamEndpointTest, AClientThatNeverReadsStallsOnlyItself) {
   EXPECT_TRUE((*other)->Ping().has_value());
 }
 
+// A client that sends its requests and then shuts its sending side (as
+// `nc -N` does) gets every reply, in order, then the daemon closes: even
+// those the daemon had not run yet when the end came, held back by
+// replies the client had not read.
+TEST(StreamEndpointTest, AClientThatShutsItsSideGetsEveryReplyThenTheEnd) {
+  DaemonProcess daemon = StreamDaemon();
+  ASSERT_TRUE(daemon.Start());
+  auto setup = Client::Connect(daemon.stream(), Patient());
+  ASSERT_TRUE(setup.has_value());
+  ASSERT_EQ((*setup)->Set("big", std::string(60000, 'v')), true);
+  const int fd = RawConnect(daemon.stream());
+  ASSERT_GE(fd, 0);
+  // 40 GETs of 60 KB: 2.4 MB of replies, more than the daemon runs ahead
+  // of a client (256 KiB) and the sockets hold.
+  constexpr int kRequests = 40;
+  std::string batch;
+  for (int i = 0; i < kRequests; ++i) batch += Framed(testing::RawRequest(i, "GET", {"big"}));
+  ASSERT_TRUE(SendAll(fd, batch));
+  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+  for (int i = 0; i < kRequests; ++i) {
+    const testing::RawReply r = ReadReply(fd);
+    ASSERT_EQ(r.id, static_cast<uint64_t>(i));
+    ASSERT_EQ(r.status, 0u);
+  }
+  EXPECT_TRUE(ClosedByPeer(fd));
+  ::close(fd);
+  EXPECT_EQ(StatOf(**setup, "connected_clients"), 1);  // that one is gone
+}
+
 TEST(StreamEndpointTest, ADaemonThatDiesIsAnErrorAndARestartedOneIsReconnected) {
   DaemonProcess daemon = StreamDaemon();
   ASSERT_TRUE(daemon.Start());

@@ -70,7 +70,8 @@ const Command kCommands[] = {
 void PrintUsage(FILE* out) {
   std::fprintf(out,
                "usage: cachectl [--endpoint E] [--json] [--timeout MS] COMMAND [ARGS]\n\n"
-               "  --endpoint E       daemon endpoint (default $CACHET_ENDPOINT or ipc:///tmp/cachetd.sock)\n"
+               "  --endpoint E       daemon endpoint: ipc://PATH, tcp://HOST:PORT or stream://HOST:PORT\n"
+               "                     (default $CACHET_ENDPOINT or ipc:///tmp/cachetd.sock)\n"
                "  --json             machine-readable output\n"
                "  --timeout MS       per-request timeout (default 1000)\n"
                "  --server-key FILE  the daemon's public key (NAME.pub), for a tcp endpoint with CURVE\n"

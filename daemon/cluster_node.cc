@@ -40,6 +40,12 @@ constexpr std::chrono::milliseconds kElectTick{50};
 // copies stood for the rest of its live copies to stand.
 constexpr std::chrono::milliseconds kPreferredWait{1000};
 constexpr std::chrono::milliseconds kStandWait{400};
+// A candidacy this node put that its view has not shown for this long is
+// put again: the key can be gone without the view ever showing it (its
+// lease lapsed, or a winner's claim cleared the candidates and its term
+// ended before this node saw it), and a shard whose copies all wait for a
+// watch that shows nothing would stay without a primary.
+constexpr std::chrono::milliseconds kStandAgainAfter{1000};
 // A shard none of whose copies is whole waits this long, with all its
 // nodes registered, before its first node takes it as it is.
 constexpr std::chrono::milliseconds kNoCopyWait{3000};
@@ -492,6 +498,7 @@ void ClusterNode::ElectLoop() {
         reregister_ = true;
         continue;
       }
+      stood_.clear();  // candidacies went with the lost lease
       if (auto ok = Refresh(); !ok) log_->warn("cluster: cannot re-read the map: {}", ok.error().ToString());
     }
     Elect();
@@ -561,7 +568,8 @@ void ClusterNode::Elect() {
     auto my_stand = standing.find(me);
     if (my_stand == standing.end() || my_stand->second != mine.position) {
       auto stood = stood_.find(shard.id);
-      if (stood != stood_.end() && stood->second == mine.position) continue;  // put; the watch has not shown it yet
+      if (stood != stood_.end() && stood->second.position == mine.position && now - stood->second.at < kStandAgainAfter)
+        continue;  // put; the watch has not shown it yet
       const nlohmann::json j = {{"term", mine.position.term}, {"seq", mine.position.seq}};
       int64_t lease = 0;
       {
@@ -573,7 +581,7 @@ void ClusterNode::Elect() {
         log_->warn("cluster: cannot stand for shard {}: {}", shard.id, put.error().ToString());
         continue;
       }
-      stood_[shard.id] = mine.position;
+      stood_[shard.id] = Stood{mine.position, now};
       headless_since_[shard.id] = now;  // the wait for the others counts from here
       continue;
     }

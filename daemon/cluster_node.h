@@ -223,7 +223,11 @@ class ClusterNode {
   };
   mutable std::mutex copies_mutex_;
   std::map<uint32_t, Copy> copies_;          // guarded by copies_mutex_
-  std::map<uint32_t, ShardPosition> stood_;  // elector thread: positions put under candidates/
+  struct Stood {
+    ShardPosition position;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::map<uint32_t, Stood> stood_;  // elector thread: candidacies put under candidates/, and when
   std::map<uint32_t, std::chrono::steady_clock::time_point> headless_since_;  // elector thread
   std::vector<uint32_t> resyncs_;                                             // guarded by jobs_mutex_
   // Per slot, the shard and primary endpoint that last served it (under

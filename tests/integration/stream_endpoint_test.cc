@@ -305,13 +305,16 @@ TEST(StreamEndpointTest, OutOfDescriptorsItShedsConnectionsWithoutSpinning) {
   EXPECT_LT(ticks, sysconf(_SC_CLK_TCK) / 5) << "the daemon spun on its listening socket";
   // The last 20 came after the descriptors ran out: shed, not left hanging.
   for (size_t i = fds.size() - 20; i < fds.size(); ++i) EXPECT_TRUE(ClosedByPeer(fds[i])) << "connection " << i;
-  EXPECT_GE(StatOf(**probe, "refused_connections"), 20);
   const std::string log = daemon.Log();
   EXPECT_GE(Occurrences(log, "out of file descriptors"), 1u) << log;
   EXPECT_LE(Occurrences(log, "out of file descriptors") + Occurrences(log, "accept on"), 3u) << "log flooded";
 
   for (int fd : fds) ::close(fd);
   ASSERT_EQ(::prlimit(daemon.pid(), RLIMIT_NOFILE, &old_limit, nullptr), 0) << std::strerror(errno);
+  // STATS only now: UBSan checks a type it has not met yet (STATS's
+  // snapshot) by writing memory into a pipe, which a process out of
+  // descriptors cannot make, and reports a false "invalid vptr".
+  EXPECT_GE(StatOf(**probe, "refused_connections"), 20);
   auto later = Client::Connect(daemon.stream(), Patient());
   ASSERT_TRUE(later.has_value());
   EXPECT_TRUE((*later)->Ping().has_value());

@@ -222,7 +222,7 @@ class ClusterNode {
     bool whole = false;
   };
   mutable std::mutex copies_mutex_;
-  std::map<uint32_t, Copy> copies_;          // guarded by copies_mutex_
+  std::map<uint32_t, Copy> copies_;  // guarded by copies_mutex_
   struct Stood {
     ShardPosition position;
     std::chrono::steady_clock::time_point at;

@@ -203,6 +203,11 @@ Result<void> Server::Bind() {
   return {};
 }
 
+void Server::ApplyMaxConnections() {
+  auth_->SetConnectionLimit(config_.max_connections);
+  FitOpenFileLimit();
+}
+
 // Every connection, ZeroMQ's or the stream endpoint's, takes a descriptor,
 // and out of them accepts fail (libzmq's I/O thread then retries in a busy
 // loop). So the soft limit is raised to what max-connections needs, as far
@@ -238,8 +243,7 @@ Result<void> Server::StartAuthentication() {
     access_group_ = g->gr_gid;
   }
   if (auto ok = auth_->Start(); !ok) return ok;
-  auth_->SetConnectionLimit(config_.max_connections);
-  FitOpenFileLimit();
+  ApplyMaxConnections();
   if (!config_.curve()) return {};
   if (!zmq_has("curve")) {
     return MakeError(ErrorCode::kInvalidArgument, "curve-secret-key is set but this libzmq was built without CURVE");
@@ -1492,8 +1496,7 @@ Result<void> Server::Reload() {
   if (next.max_in_flight != config_.max_in_flight) log_->info("reload: max-in-flight is now {}", next.max_in_flight);
   config_.max_in_flight = next.max_in_flight;
   config_.max_connections = next.max_connections;
-  auth_->SetConnectionLimit(next.max_connections);
-  FitOpenFileLimit();
+  ApplyMaxConnections();
   config_.reply_backlog_per_client = next.reply_backlog_per_client;
   config_.reply_backlog_total = next.reply_backlog_total;
   backlog_.SetLimits(next.reply_backlog_per_client, next.reply_backlog_total);

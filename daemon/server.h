@@ -128,6 +128,8 @@ class Server {
   // Security settings at start: the ZAP handler, keys, and the access of
   // the ipc socket files (the segments' is set by SecureSegment).
   Result<void> StartAuthentication();
+  // config_.max_connections to the ZAP handler and to the open-file limit.
+  void ApplyMaxConnections();
   // Raises the soft open-file limit to what max-connections needs, within
   // the hard limit; logs what it did or could not do.
   void FitOpenFileLimit();

@@ -64,6 +64,9 @@ std::string AddressText(const sockaddr_storage& a) {
 
 Error SystemError(const std::string& what) { return Error{ErrorCode::kIo, what + ": " + std::strerror(errno)}; }
 
+// The descriptor kept in reserve for running out (StreamListener::Shed).
+int OpenSpareDescriptor() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
 }  // namespace
 
 Result<std::unique_ptr<StreamListener>> StreamListener::Listen(const std::string& address, Limits limits,
@@ -116,7 +119,7 @@ StreamListener::StreamListener(int listen_fd, int epoll_fd, std::string endpoint
       limits_(limits),
       handler_(std::move(handler)),
       log_(std::move(log)),
-      spare_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+      spare_fd_(OpenSpareDescriptor()) {}
 
 StreamListener::~StreamListener() {
   for (auto& [fd, c] : connections_) ::close(fd);
@@ -215,7 +218,7 @@ StreamListener::Shedding StreamListener::Shed(int error) {
   const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
   const int accept_error = errno;
   if (fd >= 0) ::close(fd);
-  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  spare_fd_ = OpenSpareDescriptor();
   if (fd < 0) {
     const bool empty = accept_error == EAGAIN || accept_error == EWOULDBLOCK;
     return empty ? Shedding::kNoneWaiting : Shedding::kCannot;
@@ -237,7 +240,7 @@ void StreamListener::PauseAccepting(const char* why) {
 
 void StreamListener::ResumeAccepting() {
   if (!accepting_paused_ || listen_fd_ < 0) return;
-  if (spare_fd_ < 0) spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (spare_fd_ < 0) spare_fd_ = OpenSpareDescriptor();
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.fd = listen_fd_;

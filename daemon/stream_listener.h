@@ -27,9 +27,9 @@
 #include <string>
 #include <unordered_map>
 
-struct sockaddr_storage;
-
 #include "cachet/result.h"
+
+struct sockaddr_storage;
 
 namespace spdlog {
 class logger;

@@ -112,8 +112,15 @@ class EtcdServer {
     child_.reset();
   }
   // SIGSTOP / SIGCONT: a hung etcd (its sockets stay open; nothing answers).
+  // Returns once every thread of etcd is stopped: a SIGSTOP reaches them
+  // one by one, and one still running can answer a request sent meanwhile.
   void Pause() {
-    if (child_) child_->Signal(SIGSTOP);
+    if (!child_) return;
+    child_->Signal(SIGSTOP);
+    const pid_t pid = child_->pid();
+    if (!WaitUntil([pid] { return AllThreadsStopped(pid); }, std::chrono::seconds(5), std::chrono::milliseconds(1))) {
+      ADD_FAILURE() << "etcd (pid " << pid << ") did not stop within 5 s of SIGSTOP";
+    }
   }
   void Resume() {
     if (child_) child_->Signal(SIGCONT);

@@ -303,8 +303,12 @@ bool StreamListener::RunFrames(Connection& c) {
     if (have < stream::kHeaderBytes) break;
     const size_t length = stream::GetLength(c.in.data() + c.in_begin);
     if (length > 4 * limits_.max_frame) {
-      log_->warn("{}: closed the connection from {}: a frame of {} bytes, over 4 x max-frame ({})", endpoint_, c.peer,
-                 length, limits_.max_frame);
+      // Any stray protocol meets this ("GET " reads as 1.2 GB): the first and
+      // every 1000th are logged, so that a flood of them cannot fill the disk.
+      if (oversized_++ % 1000 == 0) {
+        log_->warn("{}: closed the connection from {}: a frame of {} bytes, over 4 x max-frame ({}); {} so far",
+                   endpoint_, c.peer, length, limits_.max_frame, oversized_);
+      }
       return false;
     }
     if (length > limits_.max_frame) {

@@ -122,6 +122,7 @@ class StreamListener {
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
   uint64_t refused_ = 0;
   uint64_t answered_ = 0;
+  uint64_t oversized_ = 0;  // connections closed for a frame over 4 x max_frame
   // Held open to be closed when out of descriptors (Shed); -1 if it could
   // not be opened again.
   int spare_fd_ = -1;

@@ -383,7 +383,10 @@ void StreamListener::Close(int fd, const char* why) {
 }
 
 uint64_t StreamListener::Drain(std::chrono::milliseconds limit) {
-  // No new connections from here on.
+  // A connection the kernel completed before the stop is one the client
+  // counts as open and may already have sent on: it is taken and answered
+  // like the rest. No new connections from here on.
+  Accept();
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
   ::close(listen_fd_);
   listen_fd_ = -1;

@@ -559,24 +559,38 @@ TEST(StreamEndpointTest, SettingsTheDaemonRefuses) {
   }
 }
 
+// Two connections meet the stop: one the daemon has served, and one it has
+// not taken yet (connected while the daemon was stopped, so it waits in the
+// kernel's queue). Both sent their requests before SIGTERM; both get every
+// reply, in order, and are then closed.
 TEST(StreamEndpointTest, AtStopRequestsAlreadySentAreAnswered) {
   DaemonProcess daemon = StreamDaemon();
   ASSERT_TRUE(daemon.Start());
-  const int fd = RawConnect(daemon.stream());
-  ASSERT_GE(fd, 0);
-  std::string batch;
-  for (int i = 1; i <= 200; ++i) batch += Framed(testing::RawRequest(i, "INCR", {"counted"}));
+  const int served = RawConnect(daemon.stream());
+  ASSERT_GE(served, 0);
+  ASSERT_TRUE(SendAll(served, Framed(testing::RawRequest(1000, "PING"))));
+  ASSERT_EQ(ReadReply(served).id, 1000u);
   daemon.Signal(SIGSTOP);
-  ASSERT_TRUE(SendAll(fd, batch));
+  const int queued = RawConnect(daemon.stream());
+  ASSERT_GE(queued, 0);
+  for (const int fd : {served, queued}) {
+    const std::string key = fd == served ? "served" : "queued";
+    std::string batch;
+    for (int i = 1; i <= 200; ++i) batch += Framed(testing::RawRequest(i, "INCR", {key}));
+    ASSERT_TRUE(SendAll(fd, batch));
+  }
   daemon.Signal(SIGTERM);
   daemon.Signal(SIGCONT);
-  for (int i = 1; i <= 200; ++i) {
-    const testing::RawReply r = ReadReply(fd);
-    ASSERT_EQ(r.id, static_cast<uint64_t>(i));
-    ASSERT_EQ(r.integer, i);
+  for (const int fd : {served, queued}) {
+    SCOPED_TRACE(fd == served ? "the served connection" : "the connection not taken yet");
+    for (int i = 1; i <= 200; ++i) {
+      const testing::RawReply r = ReadReply(fd);
+      ASSERT_EQ(r.id, static_cast<uint64_t>(i));
+      ASSERT_EQ(r.integer, i);
+    }
+    EXPECT_TRUE(ClosedByPeer(fd));
+    ::close(fd);
   }
-  EXPECT_TRUE(ClosedByPeer(fd));
-  ::close(fd);
   EXPECT_EQ(daemon.Stop(), 0);
 }
 

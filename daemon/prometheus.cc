@@ -174,7 +174,7 @@ std::string RenderPrometheus(const MetricsSnapshot& s) {
       {"cachet_deletes_total", "counter", "Deletes that took effect.", s.deletes},
       {"cachet_evictions_total", "counter", "Items removed by the eviction policy to make room.", s.evictions},
       {"cachet_expirations_total", "counter", "Items removed because their TTL passed.", s.expirations},
-      {"cachet_repairs_total", "counter", "Repairs of the segment after a writer died holding its lock.", s.repairs},
+      {"cachet_repairs_total", "counter", "Repairs of the segment's index: after a writer died holding its lock, or a damaged log was dropped.", s.repairs},
       {"cachet_entries", "gauge", "Items held.", s.entries},
       {"cachet_bytes", "gauge", "Bytes of the items held, counted against capacity.", s.bytes},
       {"cachet_capacity_bytes", "gauge", "Bytes of items the cache may hold (capacity).", s.capacity_bytes},

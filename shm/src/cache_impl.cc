@@ -556,17 +556,21 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   LogId target = kMainLog;
   uint8_t freq = 0;
   LogPos skip = kNoItem;
-  if (ref) {
-    const uint64_t old_slot = ref->bucket->slots[ref->index];
+  const uint64_t old_slot = ref ? ref->bucket->slots[ref->index] : 0;
+  // The old item stops counting now; its bytes are reclaimed when its log's
+  // head passes it (MakeRoomLocked skips it, known by its full position).
+  auto uncount_old = [&] {
     const ItemView old = ViewLocked(old_slot);
-    target = old.log;
-    freq = LoadRelaxed(ref->bucket->freq[ref->index]);
-    // The old item stops counting now; its bytes are reclaimed when its log's
-    // head passes it (MakeRoomLocked skips it, known by its full position).
     LogState& log = header_->logs[old.log];
     StoreRelaxed(log.live_bytes, log.live_bytes - old.bytes);
     StoreRelaxed(log.live_items, log.live_items - 1);
     if (old.expires_at != 0) --header_->ttl_items;
+  };
+  if (ref) {
+    const ItemView old = ViewLocked(old_slot);
+    target = old.log;
+    freq = LoadRelaxed(ref->bucket->freq[ref->index]);
+    uncount_old();
     skip = LogPos{old.log, reinterpret_cast<const ItemHeader*>(base_ + old.offset)->pos};
   } else if (options_.policy == EvictionPolicy::kS3Fifo) {
     // A key evicted from the small queue not long ago comes back to main;
@@ -575,7 +579,11 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
     target = remembered || bytes > small_target_bytes_ ? kMainLog : kSmallLog;
   }
 
+  const uint64_t repairs = LoadRelaxed(header_->repairs);
   MakeRoomLocked(target, bytes, skip);
+  // A damaged log dropped on the way recounted what is live, the old item
+  // too if it survived: it stops counting again.
+  if (ref && LoadRelaxed(header_->repairs) != repairs && ref->bucket->slots[ref->index] == old_slot) uncount_old();
   const uint64_t slot = AppendLocked(target, staged, bytes, TagBits(hash));
   if (ref) {
     StoreRelease(ref->bucket->slots[ref->index], slot);

@@ -137,6 +137,11 @@ class Cache::Impl {
   void MakeRoomLocked(detail::LogId target, uint64_t bytes, LogPos skip);
   detail::LogId ChooseVictimLocked() const;
   void ProcessHeadLocked(detail::LogId id, bool over_capacity, LogPos skip, bool may_keep);
+  // The bytes of the record at log `id`'s head, or 0 if it is not one this
+  // code could have written (then the log is damaged from there on).
+  uint64_t HeadRecordBytesLocked(detail::LogId id) const;
+  // Empties a damaged log and repairs the index (its items' slots go).
+  void DropDamagedLogLocked(detail::LogId id);
   void MoveItemLocked(const SlotRef& ref, const ItemView& item, detail::LogId to, uint8_t freq, LogPos skip);
   uint64_t TotalLiveBytes() const;
   uint64_t TotalLiveItems() const;

@@ -7,6 +7,7 @@
 // is over capacity, and always "keep" when only contiguous space is short.
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 
 #include "atomics.h"
@@ -87,17 +88,57 @@ LogId Cache::Impl::ChooseVictimLocked() const {
   return small_full ? kSmallLog : kMainLog;
 }
 
+uint64_t Cache::Impl::HeadRecordBytesLocked(LogId id) const {
+  const LogState& log = header_->logs[id];
+  const LogShape& shape = shapes_[id];
+  if (log.head >= log.tail) return 0;  // called only when there is a record to pass
+  const uint64_t phys = PhysOf(shape, log.head);
+  const auto* item = reinterpret_cast<const ItemHeader*>(base_ + shape.base + phys);
+  const uint64_t meta = item->meta;
+  uint64_t bytes = 0;
+  if (MetaKind(meta) == ItemKind::kPadding) {
+    bytes = MetaValueLen(meta);  // padding runs to the log's end (AppendLocked)
+    if (bytes != shape.size - phys) return 0;
+  } else {
+    if (phys + sizeof(ItemHeader) > shape.size || MetaKind(meta) != ItemKind::kItem || MetaKeyLen(meta) == 0 ||
+        MetaKeyLen(meta) > options_.max_key_size || MetaValueLen(meta) > options_.max_value_size) {
+      return 0;
+    }
+    bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
+    // Items never wrap, and each records where it was appended.
+    if (phys + bytes > shape.size || item->pos != log.head) return 0;
+  }
+  return bytes <= log.tail - log.head ? bytes : 0;
+}
+
+void Cache::Impl::DropDamagedLogLocked(LogId id) {
+  LogState& log = header_->logs[id];
+  std::fprintf(stderr,
+               "cachet: the %s log of segment '%s' holds a record this code never wrote at position %llu; "
+               "dropping the log's items and repairing the index\n",
+               id == kSmallLog ? "small" : "main", segment_->name().c_str(),
+               static_cast<unsigned long long>(log.head));
+  // Readers of its items see the head pass them and miss; the repair then
+  // drops their slots and recounts what is live.
+  StoreRelaxed(log.head, log.tail);
+  RepairLocked();
+}
+
 void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, LogPos skip, bool may_keep) {
   LogState& log = header_->logs[id];
   const LogShape& shape = shapes_[id];
   const uint64_t offset = shape.base + PhysOf(shape, log.head);
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
+  // Only a segment written by something else fails this: a process with
+  // write access that is buggy or hostile. Passing such a record could
+  // stall or overrun; the log is dropped instead.
+  const uint64_t bytes = HeadRecordBytesLocked(id);
+  if (bytes == 0) return DropDamagedLogLocked(id);
   const uint64_t meta = item->meta;
   if (MetaKind(meta) == ItemKind::kPadding) {
-    AdvanceHeadLocked(log, MetaValueLen(meta));
+    AdvanceHeadLocked(log, bytes);
     return;
   }
-  const uint64_t bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
   const auto unit = static_cast<uint32_t>(offset / 8);
   const std::string_view key(reinterpret_cast<const char*>(item + 1), MetaKeyLen(meta));
   const uint64_t hash = HashKey(key);

@@ -5,17 +5,19 @@
 // then it is opened as cachetd opens it at a warm restart (Cache::OpenNamed,
 // Repair) or as a limiter opens its table (CounterTable::Open), and read.
 // The open must fail with an error or give a store whose every read stays
-// inside the mapping: never a crash, a hang or a sanitizer report. The
-// counter table is also written to (every process updates it); the cache
-// only read: its one writer, cachetd, trusts the log's item headers between
-// head and tail (docs/design.md, "Reliability").
+// inside the mapping: never a crash, a hang or a sanitizer report. With
+// mode bit 5 both are then written to: the counter table as every process
+// updates it, the cache with enough writes to pass every item of its logs
+// (a writer meeting a record it never wrote drops that log; docs/design.md,
+// "Reliability").
 //
 // Input: [mode][offset: 4 bytes LE][length: 4 bytes LE][bytes...]
 //   mode bit 0:    the counter table, else a cache
 //   mode bits 1-2: 0 bytes past the header, 1 truncate to `length`,
 //                  2 both, 3 bytes into the header's fields
 //   mode bits 3-4: the cache's eviction policy (fifo, clock, s3fifo)
-//   mode bit 5:    the table: after the reads, updates and a reclaim
+//   mode bit 5:    after the reads, writes: the table's updates and a
+//                  reclaim, or the cache's sets, erases and INCRs
 //
 // White-box: the header's layouts come from shm/src.
 #include <fcntl.h>
@@ -145,7 +147,7 @@ struct Images {
   }
 };
 
-void ExerciseCache(Cache& cache, const uint8_t* data, size_t size) {
+void ExerciseCache(Cache& cache, const uint8_t* data, size_t size, bool write) {
   (void)cache.Repair();  // as cachetd does on a warm restart
   (void)cache.Stats();
   (void)cache.Size();
@@ -163,6 +165,14 @@ void ExerciseCache(Cache& cache, const uint8_t* data, size_t size) {
     cursor = cache.Scan(cursor, page % 2 ? "key-1*" : "", 16).cursor;
     if (cursor == 0) break;
   }
+  if (!write) return;
+  // Twice the capacity in new items: every log's head passes every record.
+  for (int i = 0; i < 120; ++i) {
+    (void)cache.Set(Key(i % 90) + "-new", std::string(static_cast<size_t>(i * 13 % 400), 'n'));
+    if (i % 7 == 0) (void)cache.Erase(Key(i));
+    if (i % 9 == 0) (void)cache.Incr("counter", 1);
+  }
+  (void)cache.Set(own_key.empty() ? "own" : own_key, "v");
 }
 
 void ExerciseTable(CounterTable& table, bool write) {
@@ -217,7 +227,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (opened) ExerciseTable(**opened, write);
   } else {
     auto opened = Cache::OpenNamed(name, FixedClock());
-    if (opened) ExerciseCache(**opened, patch, patch_size);
+    if (opened) ExerciseCache(**opened, patch, patch_size, write);
   }
   return 0;
 }

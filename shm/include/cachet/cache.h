@@ -77,7 +77,7 @@ struct CacheStats {
   uint64_t segment_bytes = 0;
   uint64_t page_bytes = 0;  // of the memory behind the segment: 4096, or a huge page's size
   uint64_t generation = 0;
-  uint64_t repairs = 0;  // times a writer found the previous one dead mid-write and repaired
+  uint64_t repairs = 0;  // index repairs: a writer found dead mid-write, or a damaged log dropped
   int64_t heartbeat_ms = 0;
 };
 

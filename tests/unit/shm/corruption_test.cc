@@ -18,7 +18,9 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cachet/cache.h"
@@ -266,6 +268,56 @@ TEST_F(CorruptionTest, RepairRecomputesCountsAndRevealsKeysHiddenByBadProbeCount
   EXPECT_EQ(header().ttl_items, 1u);
   for (int i : held) EXPECT_EQ(cache_->Get(Key(i)), Value(i)) << Key(i);
   EXPECT_EQ(cache_->Get("ttl"), "t");
+}
+
+// A process with write access may leave a record at a log's head that this
+// code never wrote. The writer that must pass it to make room drops that
+// log's items and repairs the index, and says so, rather than stall (a
+// padding of length 0) or walk on by garbage lengths; then the cache works
+// as before, with counts that match what it holds.
+TEST_F(CorruptionTest, AWriterMeetingADamagedHeadRecordDropsThatLogAndGoesOn) {
+  using detail::ItemKind;
+  using detail::PackMeta;
+  const std::vector<std::pair<const char*, std::function<void(ItemHeader&)>>> damages = {
+      {"padding of length 0", [](ItemHeader& h) { h.meta = PackMeta(0, 0, ItemKind::kPadding); }},
+      {"padding short of the log's end", [](ItemHeader& h) { h.meta = PackMeta(64, 0, ItemKind::kPadding); }},
+      {"an unknown kind", [](ItemHeader& h) { h.meta |= uint64_t{0x70} << 48; }},
+      {"a key longer than any key", [](ItemHeader& h) { h.meta |= uint64_t{0xffff} << 32; }},
+      {"a value past the log", [](ItemHeader& h) { h.meta |= 0x7ffffff0u; }},
+      {"the position of another record", [](ItemHeader& h) { h.pos += 8; }},
+  };
+  for (const auto& [what, damage] : damages) {
+    SCOPED_TRACE(what);
+    CacheOptions o;
+    o.capacity_bytes = 16 << 10;
+    o.policy = EvictionPolicy::kFifo;  // one log: every write's room comes from its head
+    Make(o);
+    Fill(1000);
+    const detail::LogState& log = header().logs[detail::kMainLog];
+    const uint64_t at = log.shape.base + detail::PhysOf(log.shape, log.head);
+    damage(*reinterpret_cast<ItemHeader*>(base_ + at));
+    const uint64_t repairs = cache_->Stats().repairs;
+
+    ::testing::internal::CaptureStderr();
+    for (int i = 1000; i < 1050; ++i) ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value()) << Key(i);
+    const std::string said = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(said.find("main log of segment '" + name_ + "'"), std::string::npos) << said;
+
+    uint64_t live = 0;
+    uint64_t bytes = 0;
+    for (int i = 0; i < 1050; ++i) {
+      const std::optional<std::string> got = cache_->Get(Key(i));
+      if (!got) continue;
+      EXPECT_EQ(*got, Value(i)) << Key(i);
+      ++live;
+      bytes += ItemBytes(Key(i), Value(i));
+    }
+    EXPECT_TRUE(cache_->Contains(Key(1049)));
+    const CacheStats s = cache_->Stats();
+    EXPECT_EQ(s.repairs, repairs + 1);
+    EXPECT_EQ(s.entries, live);
+    EXPECT_EQ(s.live_bytes, bytes);
+  }
 }
 
 }  // namespace

@@ -285,6 +285,7 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
   for (const LogState& log : h.logs) {
     if (log.head > log.tail || UsedBytes(log.shape, log.head, log.tail) > log.shape.size)
       return corrupt("a log's head and tail disagree");
+    if (log.head % 8 != 0 || log.tail % 8 != 0) return corrupt("a log's head or tail is not a multiple of 8");
   }
   impl->BindGeometry();
   return impl;
@@ -424,12 +425,19 @@ uint64_t Cache::Impl::HomeBucket(uint64_t hash) const { return FastRange(static_
 
 Cache::Impl::ItemView Cache::Impl::ViewLocked(uint64_t slot) const {
   const uint64_t offset = uint64_t{SlotUnit(slot)} * 8;
-  const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
-  const uint32_t key_len = MetaKeyLen(item->meta);
   ItemView view;
-  view.log = offset >= shapes_[kSmallLog].base && shapes_[kSmallLog].size ? kSmallLog : kMainLog;
   view.offset = offset;
-  view.bytes = ItemBytes(key_len, MetaValueLen(item->meta));
+  // Every slot names a whole item inside its log, unless another process
+  // forged it: then the view is clipped to the log, so nothing reads past
+  // it (the counts may go wrong; a repair puts them right).
+  const LogShape* log = LogContaining(offset, &view.log);
+  if (log == nullptr || offset + sizeof(ItemHeader) > log->base + log->size) return view;
+  const uint64_t room = log->base + log->size - offset;
+  const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
+  const uint64_t meta = item->meta;
+  uint32_t key_len = MetaKeyLen(meta);
+  if (key_len > options_.max_key_size || sizeof(ItemHeader) + key_len > room) key_len = 0;
+  view.bytes = std::min<uint64_t>(ItemBytes(key_len, MetaValueLen(meta)), room);
   view.key = std::string_view(reinterpret_cast<const char*>(item + 1), key_len);
   view.expires_at = item->expires_at;
   return view;

@@ -77,11 +77,11 @@ class Cache::Impl {
     uint64_t bucket_pos;  // bucket number of the slot
   };
   struct ItemView {
-    detail::LogId log;
-    uint64_t offset;  // bytes from the segment base
-    uint64_t bytes;
+    detail::LogId log = detail::kMainLog;
+    uint64_t offset = 0;  // bytes from the segment base
+    uint64_t bytes = 0;
     std::string_view key;
-    int64_t expires_at;
+    int64_t expires_at = 0;
   };
   enum class ReadResult { kMatch, kMismatch, kTorn };
   // An item's full position: its log and its logical position there (lap and
@@ -137,8 +137,11 @@ class Cache::Impl {
   void MakeRoomLocked(detail::LogId target, uint64_t bytes, LogPos skip);
   detail::LogId ChooseVictimLocked() const;
   void ProcessHeadLocked(detail::LogId id, bool over_capacity, LogPos skip, bool may_keep);
-  // The bytes of the record at log `id`'s head, or 0 if it is not one this
-  // code could have written (then the log is damaged from there on).
+  // The bytes of the record at `pos` in log `id`, or 0 if it is not one
+  // this code could have written there.
+  uint64_t RecordBytesAtLocked(detail::LogId id, uint64_t pos) const;
+  // The bytes of the record at log `id`'s head, or 0 if it or the record
+  // after it is not whole (then the log is damaged from there on).
   uint64_t HeadRecordBytesLocked(detail::LogId id) const;
   // Empties a damaged log and repairs the index (its items' slots go).
   void DropDamagedLogLocked(detail::LogId id);

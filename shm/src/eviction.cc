@@ -88,11 +88,11 @@ LogId Cache::Impl::ChooseVictimLocked() const {
   return small_full ? kSmallLog : kMainLog;
 }
 
-uint64_t Cache::Impl::HeadRecordBytesLocked(LogId id) const {
+uint64_t Cache::Impl::RecordBytesAtLocked(LogId id, uint64_t pos) const {
   const LogState& log = header_->logs[id];
   const LogShape& shape = shapes_[id];
-  if (log.head >= log.tail) return 0;  // called only when there is a record to pass
-  const uint64_t phys = PhysOf(shape, log.head);
+  if (pos < log.head || pos >= log.tail || pos % 8 != 0 || log.tail % 8 != 0) return 0;
+  const uint64_t phys = PhysOf(shape, pos);
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + shape.base + phys);
   const uint64_t meta = item->meta;
   uint64_t bytes = 0;
@@ -106,9 +106,19 @@ uint64_t Cache::Impl::HeadRecordBytesLocked(LogId id) const {
     }
     bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
     // Items never wrap, and each records where it was appended.
-    if (phys + bytes > shape.size || item->pos != log.head) return 0;
+    if (phys + bytes > shape.size || item->pos != pos) return 0;
   }
-  return bytes <= log.tail - log.head ? bytes : 0;
+  return bytes <= log.tail - pos ? bytes : 0;
+}
+
+uint64_t Cache::Impl::HeadRecordBytesLocked(LogId id) const {
+  const LogState& log = header_->logs[id];
+  const uint64_t bytes = RecordBytesAtLocked(id, log.head);
+  if (bytes == 0) return 0;
+  // A length grown by damage would pass the records after it with their
+  // slots still in the index: the next record must start where this ends.
+  const uint64_t next = Forward(shapes_[id], log.head, bytes);
+  return next == log.tail || RecordBytesAtLocked(id, next) != 0 ? bytes : 0;
 }
 
 void Cache::Impl::DropDamagedLogLocked(LogId id) {
@@ -120,7 +130,9 @@ void Cache::Impl::DropDamagedLogLocked(LogId id) {
                static_cast<unsigned long long>(log.head));
   // Readers of its items see the head pass them and miss; the repair then
   // drops their slots and recounts what is live.
-  StoreRelaxed(log.head, log.tail);
+  const uint64_t aligned_tail = log.tail & ~uint64_t{7};
+  StoreRelaxed(log.tail, aligned_tail);
+  StoreRelaxed(log.head, aligned_tail);
   RepairLocked();
 }
 

@@ -320,5 +320,29 @@ TEST_F(CorruptionTest, AWriterMeetingADamagedHeadRecordDropsThatLogAndGoesOn) {
   }
 }
 
+// A head or tail off the 8-byte grid names no record: a writer meeting one
+// drops the log as above, and a process attaching the segment refuses it.
+TEST_F(CorruptionTest, ALogPositionOffTheGridIsDroppedByTheWriterAndRefusedAtAttach) {
+  CacheOptions o;
+  o.capacity_bytes = 16 << 10;
+  o.policy = EvictionPolicy::kFifo;
+  Make(o);
+  Fill(1000);
+  detail::LogState& log = header().logs[detail::kMainLog];
+  log.head += 4;
+  ::testing::internal::CaptureStderr();
+  for (int i = 1000; i < 1050; ++i) ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value()) << Key(i);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("holds a record this code never wrote"), std::string::npos);
+  EXPECT_EQ(log.head % 8, 0u);
+  EXPECT_EQ(cache_->Get(Key(1049)), Value(1049));
+
+  log.tail += 4;
+  const auto opened = Cache::OpenNamed(name_);
+  ASSERT_FALSE(opened.has_value());
+  EXPECT_EQ(opened.error().code, ErrorCode::kCorrupt);
+  EXPECT_NE(opened.error().message.find("not a multiple of 8"), std::string::npos) << opened.error().message;
+  log.tail -= 4;
+}
+
 }  // namespace
 }  // namespace cachet

@@ -344,5 +344,49 @@ TEST_F(CorruptionTest, ALogPositionOffTheGridIsDroppedByTheWriterAndRefusedAtAtt
   log.tail -= 4;
 }
 
+// S3-FIFO: a write that replaces a key held in main, and has to make room
+// in a small log whose head is damaged, drops the small log; the repair
+// counts the old item (its slot is still valid), and the write must not
+// count it twice.
+TEST_F(CorruptionTest, AReplaceThatMeetsADamagedOtherLogCountsTheOldItemOnce) {
+  CacheOptions o;
+  o.capacity_bytes = 16 << 10;
+  o.policy = EvictionPolicy::kS3Fifo;
+  Make(o);
+  for (int i = 0; i < 600; ++i) {
+    ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value());
+    if (i >= 2) (void)cache_->Get(Key(i - 2));  // read once in small: promoted to main when it leaves
+  }
+  const uint64_t small_base = header().logs[detail::kSmallLog].shape.base;
+  int in_main = -1;
+  for (int i = 599; i >= 0 && in_main < 0; --i) {
+    if (cache_->Contains(Key(i)) && (*SlotOf(Key(i)) & 0xffffffff) * 8 < small_base) in_main = i;
+  }
+  ASSERT_GE(in_main, 0) << "no key in main: the test proves nothing";
+  detail::LogState& small = header().logs[detail::kSmallLog];
+  ASSERT_LT(small.head, small.tail);
+  reinterpret_cast<ItemHeader*>(base_ + small.shape.base + detail::PhysOf(small.shape, small.head))->meta =
+      detail::PackMeta(0, 0, detail::ItemKind::kPadding);
+  const uint64_t repairs = cache_->Stats().repairs;
+
+  ::testing::internal::CaptureStderr();
+  const std::string replaced(1000, 'r');  // more than the old item: room must be made
+  ASSERT_TRUE(cache_->Set(Key(in_main), replaced).has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("small log"), std::string::npos);
+  EXPECT_EQ(cache_->Stats().repairs, repairs + 1);
+  EXPECT_EQ(cache_->Get(Key(in_main)), replaced);
+  uint64_t live = 0;
+  uint64_t bytes = 0;
+  for (int i = 0; i < 600; ++i) {
+    const std::optional<std::string> got = cache_->Get(Key(i));
+    if (!got) continue;
+    ++live;
+    bytes += ItemBytes(Key(i), *got);
+  }
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.entries, live);
+  EXPECT_EQ(s.live_bytes, bytes);
+}
+
 }  // namespace
 }  // namespace cachet

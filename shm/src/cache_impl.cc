@@ -286,6 +286,9 @@ Result<std::unique_ptr<Cache::Impl>> Cache::Impl::Attach(std::unique_ptr<Segment
     if (log.head > log.tail || UsedBytes(log.shape, log.head, log.tail) > log.shape.size)
       return corrupt("a log's head and tail disagree");
     if (log.head % 8 != 0 || log.tail % 8 != 0) return corrupt("a log's head or tail is not a multiple of 8");
+    if (PhysOf(log.shape, log.head) >= log.shape.size || PhysOf(log.shape, log.tail) >= log.shape.size) {
+      return corrupt("a log's head or tail is past its end");
+    }
   }
   impl->BindGeometry();
   return impl;
@@ -565,20 +568,16 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
   uint8_t freq = 0;
   LogPos skip = kNoItem;
   const uint64_t old_slot = ref ? ref->bucket->slots[ref->index] : 0;
-  // The old item stops counting now; its bytes are reclaimed when its log's
-  // head passes it (MakeRoomLocked skips it, known by its full position).
-  auto uncount_old = [&] {
-    const ItemView old = ViewLocked(old_slot);
-    LogState& log = header_->logs[old.log];
-    StoreRelaxed(log.live_bytes, log.live_bytes - old.bytes);
-    StoreRelaxed(log.live_items, log.live_items - 1);
-    if (old.expires_at != 0) --header_->ttl_items;
-  };
   if (ref) {
     const ItemView old = ViewLocked(old_slot);
     target = old.log;
     freq = LoadRelaxed(ref->bucket->freq[ref->index]);
-    uncount_old();
+    // The old item stops counting now; its bytes are reclaimed when its log's
+    // head passes it (MakeRoomLocked skips it, known by its full position).
+    LogState& log = header_->logs[old.log];
+    StoreRelaxed(log.live_bytes, log.live_bytes - old.bytes);
+    StoreRelaxed(log.live_items, log.live_items - 1);
+    if (old.expires_at != 0) --header_->ttl_items;
     skip = LogPos{old.log, reinterpret_cast<const ItemHeader*>(base_ + old.offset)->pos};
   } else if (options_.policy == EvictionPolicy::kS3Fifo) {
     // A key evicted from the small queue not long ago comes back to main;
@@ -587,13 +586,11 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
     target = remembered || bytes > small_target_bytes_ ? kMainLog : kSmallLog;
   }
 
-  const uint64_t repairs = LoadRelaxed(header_->repairs);
   MakeRoomLocked(target, bytes, skip);
-  // A damaged log dropped on the way recounted what is live, the old item
-  // too if it survived: it stops counting again.
-  if (ref && LoadRelaxed(header_->repairs) != repairs && ref->bucket->slots[ref->index] == old_slot) uncount_old();
   const uint64_t slot = AppendLocked(target, staged, bytes, TagBits(hash));
-  if (ref) {
+  // A damaged log dropped on the way may have taken the old item's slot,
+  // and the repair lowered the probe counts that led to it: insert anew.
+  if (ref && ref->bucket->slots[ref->index] == old_slot) {
     StoreRelease(ref->bucket->slots[ref->index], slot);
     StoreRelaxed(ref->bucket->freq[ref->index], static_cast<uint8_t>(std::min<int>(freq + 1, kMaxFreq)));
   } else {
@@ -667,8 +664,11 @@ Result<int64_t> Cache::Impl::Incr(std::string_view key, int64_t delta, std::chro
   int64_t value = delta;
   if (ref) {
     const ItemView item = ViewLocked(ref->bucket->slots[ref->index]);
+    // Within the view, which is clipped to the item's log.
+    const uint64_t value_room = item.bytes - std::min<uint64_t>(item.bytes, sizeof(ItemHeader) + item.key.size());
     const auto* header = reinterpret_cast<const ItemHeader*>(base_ + item.offset);
-    const std::string_view current(item.key.data() + item.key.size(), MetaValueLen(header->meta));
+    const std::string_view current(item.key.data() + item.key.size(),
+                                   std::min<uint64_t>(MetaValueLen(header->meta), value_room));
     int64_t old = 0;
     const auto [end, ec] = std::from_chars(current.data(), current.data() + current.size(), old);
     if (ec != std::errc() || end != current.data() + current.size() || current.empty()) {

@@ -144,7 +144,7 @@ class Cache::Impl {
   // after it is not whole (then the log is damaged from there on).
   uint64_t HeadRecordBytesLocked(detail::LogId id) const;
   // Empties a damaged log and repairs the index (its items' slots go).
-  void DropDamagedLogLocked(detail::LogId id);
+  void DropDamagedLogLocked(detail::LogId id, LogPos skip);
   void MoveItemLocked(const SlotRef& ref, const ItemView& item, detail::LogId to, uint8_t freq, LogPos skip);
   uint64_t TotalLiveBytes() const;
   uint64_t TotalLiveItems() const;
@@ -156,7 +156,8 @@ class Cache::Impl {
   // Recovery after a writer died holding the lock (writer).
   // Returns how many slots it dropped. Never throws: it runs while the
   // writer mutex is held, inside WriterLock's constructor and destructor.
-  size_t RepairLocked() noexcept;
+  // `skip`: the item a write in progress is replacing (already uncounted).
+  size_t RepairLocked(LogPos skip = kNoItem) noexcept;
   bool ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes, detail::LogId* log);
   // Completes the move recorded in the header, if its writer died after the
   // head passed the original; clears the record. True if it appended the copy.

@@ -93,6 +93,7 @@ uint64_t Cache::Impl::RecordBytesAtLocked(LogId id, uint64_t pos) const {
   const LogShape& shape = shapes_[id];
   if (pos < log.head || pos >= log.tail || pos % 8 != 0 || log.tail % 8 != 0) return 0;
   const uint64_t phys = PhysOf(shape, pos);
+  if (phys + sizeof(uint64_t) > shape.size) return 0;  // a position is never at or past the log's end
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + shape.base + phys);
   const uint64_t meta = item->meta;
   uint64_t bytes = 0;
@@ -121,7 +122,7 @@ uint64_t Cache::Impl::HeadRecordBytesLocked(LogId id) const {
   return next == log.tail || RecordBytesAtLocked(id, next) != 0 ? bytes : 0;
 }
 
-void Cache::Impl::DropDamagedLogLocked(LogId id) {
+void Cache::Impl::DropDamagedLogLocked(LogId id, LogPos skip) {
   LogState& log = header_->logs[id];
   std::fprintf(stderr,
                "cachet: the %s log of segment '%s' holds a record this code never wrote at position %llu; "
@@ -130,10 +131,14 @@ void Cache::Impl::DropDamagedLogLocked(LogId id) {
                static_cast<unsigned long long>(log.head));
   // Readers of its items see the head pass them and miss; the repair then
   // drops their slots and recounts what is live.
-  const uint64_t aligned_tail = log.tail & ~uint64_t{7};
-  StoreRelaxed(log.tail, aligned_tail);
-  StoreRelaxed(log.head, aligned_tail);
-  RepairLocked();
+  // The log restarts empty at a position appends can use: on the 8-byte
+  // grid and inside the log (else at the start of the next lap).
+  const LogShape& shape = shapes_[id];
+  uint64_t restart = log.tail & ~uint64_t{7};
+  if (PhysOf(shape, restart) >= shape.size) restart = (LapOf(shape, restart) + 1) << shape.lap_shift;
+  StoreRelaxed(log.tail, restart);
+  StoreRelaxed(log.head, restart);
+  RepairLocked(skip);
 }
 
 void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, LogPos skip, bool may_keep) {
@@ -145,7 +150,7 @@ void Cache::Impl::ProcessHeadLocked(LogId id, bool over_capacity, LogPos skip, b
   // write access that is buggy or hostile. Passing such a record could
   // stall or overrun; the log is dropped instead.
   const uint64_t bytes = HeadRecordBytesLocked(id);
-  if (bytes == 0) return DropDamagedLogLocked(id);
+  if (bytes == 0) return DropDamagedLogLocked(id, skip);
   const uint64_t meta = item->meta;
   if (MetaKind(meta) == ItemKind::kPadding) {
     AdvanceHeadLocked(log, bytes);

@@ -118,7 +118,7 @@ std::optional<uint64_t> Cache::Impl::CopyAtTailLocked(LogId id, uint64_t bytes) 
   return pos;
 }
 
-size_t Cache::Impl::RepairLocked() noexcept {
+size_t Cache::Impl::RepairLocked(LogPos skip) noexcept {
   size_t dropped = 0;
   for (LogState& log : header_->logs) {
     const LogShape& shape = ShapeOf(log);
@@ -152,9 +152,14 @@ size_t Cache::Impl::RepairLocked() noexcept {
         ++dropped;
         continue;
       }
-      live_bytes[log_id] += bytes;
-      live_items[log_id] += 1;
-      if (reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8)->expires_at != 0) ++ttl_items;
+      const auto* item = reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8);
+      // The item a write is replacing keeps its slot until the write ends,
+      // but that write has already stopped counting it.
+      if (log_id != skip.log || item->pos != skip.pos) {
+        live_bytes[log_id] += bytes;
+        live_items[log_id] += 1;
+        if (item->expires_at != 0) ++ttl_items;
+      }
       for (uint64_t x = home; x != b; x = NextBucket(x)) {
         if (!overflow) {
           StoreRelaxed(buckets_[x].overflow, uint8_t{255});

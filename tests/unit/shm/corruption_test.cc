@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "cachet/cache.h"
+#include "hashing.h"
 #include "layout.h"
 #include "test_util.h"
 
@@ -342,6 +343,18 @@ TEST_F(CorruptionTest, ALogPositionOffTheGridIsDroppedByTheWriterAndRefusedAtAtt
   EXPECT_EQ(opened.error().code, ErrorCode::kCorrupt);
   EXPECT_NE(opened.error().message.find("not a multiple of 8"), std::string::npos) << opened.error().message;
   log.tail -= 4;
+
+  // Positions run to 2^lap_shift per lap but a log ends before that: one at
+  // or past its end would have the next append write past it.
+  ASSERT_LT(log.shape.size, uint64_t{1} << log.shape.lap_shift);
+  const uint64_t head = log.head;
+  const uint64_t tail = log.tail;
+  log.head = log.tail = (detail::LapOf(log.shape, tail) << log.shape.lap_shift) + log.shape.size + 8;
+  const auto past = Cache::OpenNamed(name_);
+  ASSERT_FALSE(past.has_value());
+  EXPECT_NE(past.error().message.find("past its end"), std::string::npos) << past.error().message;
+  log.head = head;
+  log.tail = tail;
 }
 
 // S3-FIFO: a write that replaces a key held in main, and has to make room
@@ -386,6 +399,40 @@ TEST_F(CorruptionTest, AReplaceThatMeetsADamagedOtherLogCountsTheOldItemOnce) {
   const CacheStats s = cache_->Stats();
   EXPECT_EQ(s.entries, live);
   EXPECT_EQ(s.live_bytes, bytes);
+}
+
+// A replace whose own log is dropped on the way: the repair takes the old
+// item's slot and lowers the probe counts that led past its home bucket,
+// so the new item is inserted anew rather than written where the old slot
+// was (it would be out of reach of every lookup).
+TEST_F(CorruptionTest, AReplaceWhoseOwnLogIsDroppedLeavesTheKeyReachable) {
+  CacheOptions o;
+  o.capacity_bytes = 4 << 10;
+  o.max_entries = 14;  // 3 buckets of 7 slots: keys spill past their home
+  o.policy = EvictionPolicy::kFifo;
+  Make(o);
+  for (int i = 0; i < 14; ++i) ASSERT_TRUE(cache_->Set(Key(i), std::string(250, 'v')).has_value());
+  int spilled = -1;
+  for (int i = 0; i < 14 && spilled < 0; ++i) {
+    if (!cache_->Contains(Key(i))) continue;
+    const uint64_t* slot = SlotOf(Key(i));
+    const uint64_t home = detail::FastRange(static_cast<uint32_t>(detail::HashKey(Key(i))), header().bucket_count);
+    const auto* first = &bucket(home).slots[0];
+    if (slot < first || slot >= first + detail::kSlotsPerBucket) spilled = i;
+  }
+  ASSERT_GE(spilled, 0) << "no key lived outside its home bucket: the test proves nothing";
+  detail::LogState& log = header().logs[detail::kMainLog];
+  reinterpret_cast<ItemHeader*>(base_ + log.shape.base + detail::PhysOf(log.shape, log.head))->meta =
+      detail::PackMeta(0, 0, detail::ItemKind::kPadding);
+
+  ::testing::internal::CaptureStderr();
+  const std::string replaced(1000, 'r');  // room must be made: the head is met
+  ASSERT_TRUE(cache_->Set(Key(spilled), replaced).has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("main log"), std::string::npos);
+  EXPECT_EQ(cache_->Get(Key(spilled)), replaced);
+  const CacheStats s = cache_->Stats();
+  EXPECT_EQ(s.entries, 1u);
+  EXPECT_EQ(s.live_bytes, ItemBytes(Key(spilled), replaced));
 }
 
 }  // namespace

@@ -137,6 +137,12 @@ class Cache::Impl {
   void MakeRoomLocked(detail::LogId target, uint64_t bytes, LogPos skip);
   detail::LogId ChooseVictimLocked() const;
   void ProcessHeadLocked(detail::LogId id, bool over_capacity, LogPos skip, bool may_keep);
+  // True if `meta` is an item's this cache could hold: its kind, a key of
+  // 1 to max_key_size bytes and a value within max_value_size.
+  bool ItemMetaValid(uint64_t meta) const {
+    return detail::MetaKind(meta) == detail::ItemKind::kItem && detail::MetaKeyLen(meta) != 0 &&
+           detail::MetaKeyLen(meta) <= options_.max_key_size && detail::MetaValueLen(meta) <= options_.max_value_size;
+  }
   // The bytes of the record at `pos` in log `id`, or 0 if it is not one
   // this code could have written there.
   uint64_t RecordBytesAtLocked(detail::LogId id, uint64_t pos) const;

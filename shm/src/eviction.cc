@@ -101,10 +101,7 @@ uint64_t Cache::Impl::RecordBytesAtLocked(LogId id, uint64_t pos) const {
     bytes = MetaValueLen(meta);  // padding runs to the log's end (AppendLocked)
     if (bytes != shape.size - phys) return 0;
   } else {
-    if (phys + sizeof(ItemHeader) > shape.size || MetaKind(meta) != ItemKind::kItem || MetaKeyLen(meta) == 0 ||
-        MetaKeyLen(meta) > options_.max_key_size || MetaValueLen(meta) > options_.max_value_size) {
-      return 0;
-    }
+    if (phys + sizeof(ItemHeader) > shape.size || !ItemMetaValid(meta)) return 0;
     bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
     // Items never wrap, and each records where it was appended.
     if (phys + bytes > shape.size || item->pos != pos) return 0;
@@ -127,12 +124,11 @@ void Cache::Impl::DropDamagedLogLocked(LogId id, LogPos skip) {
   std::fprintf(stderr,
                "cachet: the %s log of segment '%s' holds a record this code never wrote at position %llu; "
                "dropping the log's items and repairing the index\n",
-               id == kSmallLog ? "small" : "main", segment_->name().c_str(),
-               static_cast<unsigned long long>(log.head));
-  // Readers of its items see the head pass them and miss; the repair then
-  // drops their slots and recounts what is live.
+               id == kSmallLog ? "small" : "main", segment_->name().c_str(), static_cast<unsigned long long>(log.head));
   // The log restarts empty at a position appends can use: on the 8-byte
-  // grid and inside the log (else at the start of the next lap).
+  // grid and inside the log (else at the start of the next lap). Readers of
+  // its items see the head pass them and miss; the repair then drops their
+  // slots and recounts what is live.
   const LogShape& shape = shapes_[id];
   uint64_t restart = log.tail & ~uint64_t{7};
   if (PhysOf(shape, restart) >= shape.size) restart = (LapOf(shape, restart) + 1) << shape.lap_shift;

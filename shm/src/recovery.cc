@@ -31,8 +31,7 @@ bool Cache::Impl::ItemValidLocked(uint64_t slot, uint64_t* home, uint64_t* bytes
   const auto* item = reinterpret_cast<const ItemHeader*>(base_ + offset);
   const uint64_t meta = item->meta;
   const uint64_t size = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
-  if (MetaKind(meta) != ItemKind::kItem || MetaKeyLen(meta) == 0 || MetaKeyLen(meta) > options_.max_key_size ||
-      MetaValueLen(meta) > options_.max_value_size || offset + size > log->base + log->size) {
+  if (!ItemMetaValid(meta) || offset + size > log->base + log->size) {
     return false;
   }
   // The item must lie wholly inside [head, tail) of its log.
@@ -70,8 +69,7 @@ bool Cache::Impl::FinishMoveLocked() noexcept {
   const auto* copy = reinterpret_cast<const ItemHeader*>(move_buffer_);
   const uint64_t meta = copy->meta;
   const uint64_t bytes = ItemBytes(MetaKeyLen(meta), MetaValueLen(meta));
-  if (MetaKind(meta) != ItemKind::kItem || MetaKeyLen(meta) == 0 || MetaKeyLen(meta) > options_.max_key_size ||
-      MetaValueLen(meta) > options_.max_value_size || bytes > move_buffer_bytes_) {
+  if (!ItemMetaValid(meta) || bytes > move_buffer_bytes_) {
     return false;
   }
   const uint64_t offset = uint64_t{SlotUnit(moving)} * 8;

@@ -32,9 +32,19 @@ constexpr int kMaxReadAttempts = 1000;
 // Index buckets that each write sweeps for expired items.
 constexpr size_t kSweepBucketsPerWrite = 2;
 
+// This thread's hit and miss counter stripe, kCounterStripes until first
+// use. Every GET reads it, so it is initial-exec and constant-initialized:
+// one %fs-relative load, where the default model for a shared library
+// calls __tls_get_addr and checks a guard. (glibc keeps static TLS room
+// for a dlopen'ed library's few bytes.)
+__attribute__((tls_model("initial-exec"))) thread_local uint32_t thread_stripe = kCounterStripes;
+
 uint32_t ThreadStripe() {
-  static thread_local const uint32_t stripe =
-      static_cast<uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()) % kCounterStripes);
+  uint32_t stripe = thread_stripe;
+  if (__builtin_expect(stripe == kCounterStripes, 0)) {
+    stripe = static_cast<uint32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id()) % kCounterStripes);
+    thread_stripe = stripe;
+  }
   return stripe;
 }
 

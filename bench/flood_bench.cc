@@ -7,6 +7,7 @@
 // each and their ratio. bench/flood_fairness.sh starts a cachetd for it.
 //
 //   flood_bench --endpoint tcp://127.0.0.1:7379 [--window 256] [--quiet 2000] [--rounds 7]
+//   flood_bench --endpoint stream://127.0.0.1:7378 ...  (the stream endpoint)
 //
 // The flooder runs at SCHED_IDLE, as a stand-in for a client on another
 // host: on a small host it would otherwise take the CPU the daemon and the
@@ -27,6 +28,7 @@
 #include <zmq.hpp>
 
 #include "cachet/client.h"
+#include "stream.h"
 
 namespace {
 
@@ -38,7 +40,7 @@ struct Options {
 };
 
 constexpr const char* kUsage =
-    "usage: flood_bench --endpoint tcp://HOST:PORT [--window N] [--quiet N] [--rounds N]\n"
+    "usage: flood_bench --endpoint tcp://HOST:PORT|stream://HOST:PORT [--window N] [--quiet N] [--rounds N]\n"
     "  --window N   GETs the flooder keeps in flight (256)\n"
     "  --quiet N    GETs the quiet client times per measure (2000)\n"
     "  --rounds N   quiet/flooded measures, alternating (7)\n";
@@ -86,13 +88,47 @@ std::string GetRequest(uint64_t id, const std::string& key) {
   return std::string(buf.data(), buf.size());
 }
 
-// Keeps `window` GETs in flight on a DEALER of its own until `stop`.
-// Returns the replies it took.
+// Keeps `window` GETs in flight on a stream connection of its own until
+// `stop`. Returns the replies it took, or -1 on an error.
+int64_t FloodStream(const std::string& endpoint, int window, const std::atomic<bool>& stop) {
+  namespace stream = cachet::stream;
+  constexpr auto kPatience = std::chrono::seconds(5);
+  stream::Connection c;
+  if (auto ok = c.Connect(endpoint.substr(stream::kScheme.size()), kPatience); !ok) {
+    std::fprintf(stderr, "flood_bench: flooder: %s\n", ok.error().ToString().c_str());
+    return -1;
+  }
+  uint64_t id = 0;
+  const auto send = [&] {
+    const std::string request = GetRequest(++id, "k");
+    auto ok = c.Send(request.data(), request.size(), Clock::now() + kPatience);
+    if (!ok) std::fprintf(stderr, "flood_bench: flooder: %s\n", ok.error().ToString().c_str());
+    return ok.has_value();
+  };
+  for (int i = 0; i < window; ++i) {
+    if (!send()) return -1;
+  }
+  int64_t replies = 0;
+  while (!stop.load(std::memory_order_relaxed)) {
+    auto reply = c.Receive(Clock::now() + kPatience, 1 << 20);
+    if (!reply) {
+      std::fprintf(stderr, "flood_bench: flooder: %s\n", reply.error().ToString().c_str());
+      return -1;
+    }
+    ++replies;
+    if (!send()) return -1;
+  }
+  return replies;
+}
+
+// Keeps `window` GETs in flight on a connection of its own until `stop`.
+// Returns the replies it took, or -1 on an error.
 int64_t Flood(const std::string& endpoint, int window, const std::atomic<bool>& stop) {
   const sched_param idle{};
   if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle) != 0) {
     std::fprintf(stderr, "flood_bench: cannot run the flooder at SCHED_IDLE; it competes for CPU\n");
   }
+  if (endpoint.rfind(cachet::stream::kScheme, 0) == 0) return FloodStream(endpoint, window, stop);
   zmq::context_t context(1);
   zmq::socket_t dealer(context, zmq::socket_type::dealer);
   dealer.set(zmq::sockopt::linger, 0);
@@ -161,7 +197,7 @@ int main(int argc, char** argv) {
     stop = true;
     flooder.join();
     flood_replies += replies;
-    if (quiet.back() < 0 || flooded.back() < 0) return 1;
+    if (quiet.back() < 0 || flooded.back() < 0 || replies < 0) return 1;
   }
   const int64_t q = Median(quiet), f = Median(flooded);
   std::printf("quiet_p99_us=%lld flooded_p99_us=%lld ratio=%.2f flood_replies=%lld rounds=%d\n",

@@ -6,12 +6,15 @@
 # run's medians, and the median ratio over runs.
 #
 #   bench/flood_fairness.sh        (BUILD_DIR=build REPEAT=5 WINDOW=256)
+#   STREAM=1 bench/flood_fairness.sh   (both clients on the stream endpoint)
+#   CACHETD=/path/to/cachetd ...       (another build's daemon, for A/B)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
 repeat=${REPEAT:-5}
 window=${WINDOW:-256}
 bench="$build/bench/flood_bench"
+cachetd=${CACHETD:-$build/daemon/cachetd}
 [ -x "$bench" ] || { echo "flood_fairness: $bench missing: build first" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/cachet-flood.XXXXXX)
@@ -25,17 +28,26 @@ trap cleanup EXIT INT TERM
 
 . bench/lib.sh  # free_port (the scripts run from the checkout's root)
 port=$(free_port) || exit 1
-"$build/daemon/cachetd" --segment "$segment" --ipc "" --tcp "tcp://127.0.0.1:$port" --log-file "$work/cachetd.log" &
+endpoint="tcp://127.0.0.1:$port"
+stream_args=()
+if [ "${STREAM:-0}" = 1 ]; then
+  stream_port=$(free_port) || exit 1
+  stream_args=(--stream "127.0.0.1:$stream_port")
+  endpoint="stream://127.0.0.1:$stream_port"
+fi
+"$cachetd" --segment "$segment" --ipc "" --tcp "tcp://127.0.0.1:$port" "${stream_args[@]}" \
+  --log-file "$work/cachetd.log" &
 pid=$!
 for _ in $(seq 1 200); do
   grep -q " ready: " "$work/cachetd.log" 2>/dev/null && break
   sleep 0.05
 done
 
+echo "flood_fairness: $endpoint, $window GETs in flight"
 printf '%-4s %14s %16s %7s %14s\n' run "quiet p99 us" "flooded p99 us" ratio "flood replies"
 ratios=()
 for run in $(seq 1 "$repeat"); do
-  line=$("$bench" --endpoint "tcp://127.0.0.1:$port" --window "$window")
+  line=$("$bench" --endpoint "$endpoint" --window "$window")
   get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$line"; }
   printf '%-4s %14s %16s %7s %14s\n' "$run" "$(get quiet_p99_us)" "$(get flooded_p99_us)" "$(get ratio)" \
     "$(get flood_replies)"

@@ -512,7 +512,10 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     if (stream_) items.push_back({nullptr, stream_->fd(), ZMQ_POLLIN, 0});
     if (replication_) replication_->AddPollItems(items);
     try {
-      zmq::poll(items.data(), items.size(), busy ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
+      // Stream connections with requests read and not run take their next
+      // turn now; the poll only looks for other work on the way.
+      const bool ready = busy || (stream_ && stream_->backlogged());
+      zmq::poll(items.data(), items.size(), ready ? std::chrono::milliseconds(0) : replication_ ? kClusterTick : kTick);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;  // a signal: the flags are checked above
       log_->error("poll failed: {}; stopping", e.what());
@@ -525,7 +528,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
       DrainMonitor(monitor_, true);  // the connection being admitted is counted first
       auth_->Answer(connected_clients_ + (stream_ ? static_cast<int64_t>(stream_->connections()) : 0));
     }
-    if (stream_ && (items[stream_item].revents & ZMQ_POLLIN)) {
+    if (stream_ && ((items[stream_item].revents & ZMQ_POLLIN) || stream_->backlogged())) {
       // The ZeroMQ endpoints' connections and these share max-connections.
       stream_->set_max_connections(
           config_.max_connections -

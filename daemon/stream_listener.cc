@@ -41,6 +41,12 @@ struct StreamListener::Connection {
   // The client shut its sending side: what it sent is answered, then the
   // connection closes.
   bool peer_done = false;
+  // Turns: the round this connection last had one, the requests its
+  // current turn may still run, and whether the last run stopped with
+  // requests it had read still waiting (for its turn or for kMaxUnsent).
+  uint64_t round = 0;
+  size_t budget = 0;
+  bool frames_left = false;
 
   size_t unsent() const { return out.size() - out_begin; }
 };
@@ -129,31 +135,43 @@ StreamListener::~StreamListener() {
 }
 
 void StreamListener::Serve() {
+  ++round_;
+  waiting_.swap(backlogged_);
+  backlogged_.clear();
   epoll_event events[64];
   int n;
   do {
     n = ::epoll_wait(epoll_fd_, events, 64, 0);
   } while (n < 0 && errno == EINTR);
   for (int i = 0; i < n; ++i) {
-    const int fd = events[i].data.fd;
-    if (fd == listen_fd_) {
+    if (events[i].data.fd == listen_fd_) {
       Accept();
-      continue;
-    }
-    auto it = connections_.find(fd);
-    if (it == connections_.end()) continue;
-    Connection& c = *it->second;
-    bool open = true;
-    // An error or hang-up is found by the read (its data first).
-    if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) open = Read(c);
-    if (open && (events[i].events & EPOLLOUT)) open = Write(c) && RunFrames(c) && Write(c);
-    if (open && c.peer_done) open = AnswerTheRest(c);
-    if (open) {
-      Watch(c);
     } else {
-      Close(fd, "closed");
+      TakeTurn(events[i].data.fd, events[i].events);
     }
   }
+  // Those with requests left from their last turn, if epoll named them not.
+  for (const int fd : waiting_) TakeTurn(fd, EPOLLIN);
+  waiting_.clear();
+}
+
+void StreamListener::TakeTurn(int fd, uint32_t events) {
+  auto it = connections_.find(fd);
+  if (it == connections_.end() || it->second->round == round_) return;  // closed, or had its turn
+  Connection& c = *it->second;
+  c.round = round_;
+  c.budget = kFramesPerTurn;
+  bool open = true;
+  // An error or hang-up is found by the read (its data first).
+  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) open = Read(c);
+  if (open && (events & EPOLLOUT)) open = Write(c) && RunFrames(c) && Write(c);
+  if (open && c.peer_done) open = AnswerTheRest(c);
+  if (!open) {
+    Close(fd, "closed");
+    return;
+  }
+  if (!Watch(c)) return;
+  if (c.frames_left && c.unsent() < kMaxUnsent) backlogged_.push_back(fd);
 }
 
 void StreamListener::Accept() {
@@ -248,8 +266,9 @@ void StreamListener::ResumeAccepting() {
 }
 
 bool StreamListener::Read(Connection& c) {
-  if (c.peer_done) return Write(c);           // an error or hang-up since: the write meets it
-  if (c.unsent() >= kMaxUnsent) return true;  // not now: the client reads its replies first
+  if (c.peer_done) return Write(c);                    // an error or hang-up since: the write meets it
+  if (c.unsent() >= kMaxUnsent) return true;           // not now: the client reads its replies first
+  if (c.frames_left) return RunFrames(c) && Write(c);  // what it read before comes first
   if (c.in_begin == c.in_end) {
     c.in_begin = c.in_end = 0;
     if (c.in.size() > 4 * kReadChunk) std::string().swap(c.in);  // after a large frame
@@ -280,16 +299,21 @@ bool StreamListener::Read(Connection& c) {
 }
 
 bool StreamListener::AnswerTheRest(Connection& c) {
-  for (;;) {
-    if (c.unsent() > 0) return true;  // the socket is full: on when it is writable
-    if (!RunFrames(c)) return false;
-    if (c.unsent() == 0) return false;  // nothing left to run: all it sent is answered
-    if (!Write(c)) return false;
-  }
+  if (c.unsent() > 0) return true;  // the socket is full: on when it is writable
+  if (!RunFrames(c)) return false;
+  if (!Write(c)) return false;
+  // Done once nothing is left to run or to write; else on when the socket
+  // is writable or in the next round.
+  return c.frames_left || c.unsent() > 0;
 }
 
 bool StreamListener::RunFrames(Connection& c) {
-  while (c.unsent() < kMaxUnsent) {
+  c.frames_left = false;
+  for (;;) {
+    if (c.unsent() >= kMaxUnsent || c.budget == 0) {
+      c.frames_left = true;  // perhaps: no frame was looked at
+      break;
+    }
     const size_t have = c.in_end - c.in_begin;
     if (c.discard > 0) {  // inside a frame over max_frame
       const size_t dropped = static_cast<size_t>(std::min<uint64_t>(c.discard, have));
@@ -328,6 +352,7 @@ bool StreamListener::RunFrames(Connection& c) {
 }
 
 void StreamListener::Answer(Connection& c, const char* data, size_t size, uint64_t frame_size) {
+  --c.budget;
   static thread_local wire::Writer out;
   out.Clear();
   handler_(data, size, frame_size, out);
@@ -359,18 +384,19 @@ bool StreamListener::Write(Connection& c) {
   return true;
 }
 
-void StreamListener::Watch(Connection& c) {
+bool StreamListener::Watch(Connection& c) {
   const uint32_t want = (!c.peer_done && c.unsent() < kMaxUnsent ? EPOLLIN : 0u) | (c.unsent() > 0 ? EPOLLOUT : 0u);
-  if (want == c.events) return;
+  if (want == c.events) return true;
   epoll_event ev{};
   ev.events = want;
   ev.data.fd = c.fd;
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev) != 0) {
     log_->warn("{}: cannot watch the connection from {}: {}; closing it", endpoint_, c.peer, std::strerror(errno));
     Close(c.fd, "unwatchable");
-    return;
+    return false;
   }
   c.events = want;
+  return true;
 }
 
 void StreamListener::Close(int fd, const char* why) {
@@ -395,6 +421,7 @@ uint64_t StreamListener::Drain(std::chrono::milliseconds limit) {
   // Until every reply is written and no request came for 20 ms.
   while (std::chrono::steady_clock::now() < give_up) {
     Serve();
+    if (backlogged()) continue;
     bool unsent = false;
     for (auto& [fd, c] : connections_) unsent = unsent || c->unsent() > 0;
     epoll_event ready;

@@ -26,6 +26,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "cachet/result.h"
 
@@ -49,9 +50,12 @@ class StreamListener {
   using Handler = std::function<void(const char* data, size_t size, uint64_t frame_size, wire::Writer& out)>;
 
   static constexpr size_t kMaxUnsent = 256 * 1024;
-  // Read at most this much from one connection per turn, so that one
-  // pipelining client delays the others by a bounded amount.
+  // Read at most this much from one connection per turn.
   static constexpr size_t kReadChunk = 16 * 1024;
+  // Run at most this many of one connection's requests per turn: the
+  // connections take turns, so a request waits behind at most this many of
+  // a pipelining client's per connection, not behind all it has sent.
+  static constexpr size_t kFramesPerTurn = 16;
   // What is kept of a frame over max_frame: room for its request id.
   static constexpr size_t kKeptHead = 64;
 
@@ -71,8 +75,12 @@ class StreamListener {
   int fd() const { return epoll_fd_; }
   // "stream://host:port" as bound.
   const std::string& endpoint() const { return endpoint_; }
-  // Accepts, reads, answers and writes what is ready, without blocking.
+  // One round, without blocking: accepts, and gives each connection with
+  // work a turn (reads, answers up to kFramesPerTurn, writes).
   void Serve();
+  // True while a connection holds requests it has read and not yet run
+  // (its turn ran out): call Serve() again without waiting for fd().
+  bool backlogged() const { return !backlogged_.empty(); }
   // At stop: answers what was received, then writes the replies out for up
   // to `limit`; connections are closed by the destructor. The number of
   // requests answered.
@@ -96,21 +104,26 @@ class StreamListener {
   enum class Shedding { kShedOne, kNoneWaiting, kCannot };
   Shedding Shed(int error);
   void PauseAccepting(const char* why);
-  // Reads what the socket holds (up to kReadChunk), then runs the whole
-  // frames buffered; false when the connection must close.
+  // Connection `fd`'s turn, for its epoll `events`; closes it when done.
+  void TakeTurn(int fd, uint32_t events);
+  // Reads what the socket holds (up to kReadChunk) unless requests read
+  // earlier still wait, then runs the whole frames buffered; false when the
+  // connection must close.
   bool Read(Connection& c);
-  // After the client's end: runs and writes what it sent while the socket
-  // takes the replies; false once all of it is answered (time to close).
+  // After the client's end: runs and writes what it sent, a turn at a time,
+  // while the socket takes the replies; false once all of it is answered
+  // and written (time to close).
   bool AnswerTheRest(Connection& c);
-  // Runs buffered frames while the unsent replies stay under kMaxUnsent.
+  // Runs buffered frames while the unsent replies stay under kMaxUnsent and
+  // the turn lasts; sets the connection's frames_left.
   bool RunFrames(Connection& c);
   // Runs the handler on one frame and queues its reply.
   void Answer(Connection& c, const char* data, size_t size, uint64_t frame_size);
   // Writes unsent replies; false when the connection must close.
   bool Write(Connection& c);
   // Watches for reading while the connection may take requests, for
-  // writing while replies wait.
-  void Watch(Connection& c);
+  // writing while replies wait; false if it had to close the connection.
+  bool Watch(Connection& c);
   void Close(int fd, const char* why);
 
   int listen_fd_;
@@ -120,6 +133,11 @@ class StreamListener {
   Handler handler_;
   std::shared_ptr<spdlog::logger> log_;
   std::unordered_map<int, std::unique_ptr<Connection>> connections_;
+  // Connections whose last turn ran out with requests still read and not
+  // run; they take a turn in the next round whether or not epoll says so.
+  std::vector<int> backlogged_;
+  std::vector<int> waiting_;  // this round's share of backlogged_ (reused)
+  uint64_t round_ = 0;
   uint64_t refused_ = 0;
   uint64_t answered_ = 0;
   uint64_t oversized_ = 0;  // connections closed for a frame over 4 x max_frame

@@ -360,6 +360,66 @@ TEST(StreamEndpointTest, AClientThatNeverReadsStallsOnlyItself) {
   EXPECT_TRUE((*other)->Ping().has_value());
 }
 
+// The daemon takes its stream connections in turn, a few requests each,
+// not in the order the bytes came: a request sent after a thousand of
+// another connection's runs after a few of them, not after all (the ZeroMQ
+// endpoints' test is in daemon_backpressure_test.cc). The daemon is stopped
+// while both clients send, so the flood is queued whole in the kernel
+// before the quiet request; each request is an INCR of one counter, so the
+// quiet request's reply counts the flood's requests run before it.
+TEST(StreamEndpointTest, AQuietRequestIsNotQueuedBehindAFloodersBacklog) {
+  DaemonProcess daemon = StreamDaemon();
+  ASSERT_TRUE(daemon.Start());
+  const int port = std::stoi(daemon.stream().substr(daemon.stream().rfind(':') + 1));
+  const int flooder = RawConnect(daemon.stream());
+  const int quiet = RawConnect(daemon.stream());
+  ASSERT_GE(flooder, 0);
+  ASSERT_GE(quiet, 0);
+  for (const int fd : {flooder, quiet}) {  // both connections are taken before the stop
+    ASSERT_TRUE(SendAll(fd, Framed(testing::RawRequest(1, "SET", {"f", "0"}))));
+    ASSERT_EQ(ReadReply(fd).status, 0u);
+  }
+  daemon.Signal(SIGSTOP);
+  ASSERT_TRUE(testing::WaitUntil([&] { return testing::AllThreadsStopped(daemon.pid()); }));
+  constexpr int kFlood = 1000;
+  std::string flood;
+  for (int i = 0; i < kFlood; ++i) flood += Framed(testing::RawRequest(2 + i, "INCR", {"f"}));
+  ASSERT_TRUE(SendAll(flooder, flood));
+  const auto queued = [port](size_t bytes) {
+    return testing::WaitUntil([&] { return testing::ReceiveQueued(port) >= static_cast<int64_t>(bytes); });
+  };
+  const bool flood_queued = queued(flood.size());
+  const std::string request = Framed(testing::RawRequest(7777, "INCR", {"f"}));
+  ASSERT_TRUE(SendAll(quiet, request));
+  const bool quiet_queued = queued(flood.size() + request.size());
+  daemon.Signal(SIGCONT);
+  ASSERT_TRUE(flood_queued) << "the flood did not reach the daemon's socket";
+  ASSERT_TRUE(quiet_queued) << "the quiet request did not reach the daemon's socket";
+  const testing::RawReply reply = ReadReply(quiet);
+  ASSERT_EQ(reply.id, 7777u);
+  ASSERT_EQ(reply.status, 0u);
+  const int64_t ahead = reply.integer - 1;
+  std::printf("the quiet request ran after %lld of the %d flood requests queued before it\n",
+              static_cast<long long>(ahead), kFlood);
+  // In arrival order it would run last; a turn is 16 requests, and two
+  // turns of the flooder's is the bound.
+  EXPECT_LE(ahead, 32);
+  // Every flood request was run and answered, in order.
+  for (int i = 0; i < kFlood; ++i) {
+    const testing::RawReply r = ReadReply(flooder);
+    ASSERT_EQ(r.id, static_cast<uint64_t>(2 + i));
+    ASSERT_EQ(r.status, 0u);
+  }
+  ASSERT_TRUE(SendAll(quiet, Framed(testing::RawRequest(7778, "GET", {"f"}))));
+  ASSERT_EQ(ReadReply(quiet).id, 7778u);
+  auto client = Client::Connect(daemon.stream(), Patient());
+  ASSERT_TRUE(client.has_value());
+  EXPECT_EQ((*client)->Get("f").value().value_or(""), std::to_string(kFlood + 1));
+  ::close(flooder);
+  ::close(quiet);
+  EXPECT_EQ(daemon.Stop(), 0);
+}
+
 // A client that sends its requests and then shuts its sending side (as
 // `nc -N` does) gets every reply, in order, then the daemon closes: even
 // those the daemon had not run yet when the end came, held back by

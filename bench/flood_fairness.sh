@@ -44,13 +44,13 @@ for _ in $(seq 1 200); do
 done
 
 echo "flood_fairness: $endpoint, $window GETs in flight"
-printf '%-4s %14s %16s %7s %14s\n' run "quiet p99 us" "flooded p99 us" ratio "flood replies"
+printf '%-4s %14s %16s %7s %14s\n' run "quiet p99 us" "flooded p99 us" ratio "flood replies/s"
 ratios=()
 for run in $(seq 1 "$repeat"); do
   line=$("$bench" --endpoint "$endpoint" --window "$window")
   get() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$line"; }
   printf '%-4s %14s %16s %7s %14s\n' "$run" "$(get quiet_p99_us)" "$(get flooded_p99_us)" "$(get ratio)" \
-    "$(get flood_replies)"
+    "$(get flood_per_s)"
   ratios+=("$(get ratio)")
 done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')

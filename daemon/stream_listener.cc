@@ -135,6 +135,13 @@ StreamListener::~StreamListener() {
 }
 
 void StreamListener::Serve() {
+  const uint64_t before = answered_;
+  do {
+    Round();
+  } while (backlogged() && answered_ - before < kFramesPerServe);
+}
+
+void StreamListener::Round() {
   ++round_;
   waiting_.swap(backlogged_);
   backlogged_.clear();
@@ -161,11 +168,12 @@ void StreamListener::TakeTurn(int fd, uint32_t events) {
   Connection& c = *it->second;
   c.round = round_;
   c.budget = kFramesPerTurn;
-  bool open = true;
-  // An error or hang-up is found by the read (its data first).
-  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) open = Read(c);
-  if (open && (events & EPOLLOUT)) open = Write(c) && RunFrames(c) && Write(c);
-  if (open && c.peer_done) open = AnswerTheRest(c);
+  // An error or hang-up is met by the read, else by the write.
+  bool open = !(events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || Read(c);
+  open = open && RunFrames(c);
+  if (open && !WritesWait(c)) open = Write(c);
+  // After the client's end: closed once all it sent is answered and written.
+  if (open && c.peer_done && !c.frames_left && c.unsent() == 0) open = false;
   if (!open) {
     Close(fd, "closed");
     return;
@@ -173,6 +181,8 @@ void StreamListener::TakeTurn(int fd, uint32_t events) {
   if (!Watch(c)) return;
   if (c.frames_left && c.unsent() < kMaxUnsent) backlogged_.push_back(fd);
 }
+
+bool StreamListener::WritesWait(const Connection& c) { return c.frames_left && c.unsent() < kWriteBatch; }
 
 void StreamListener::Accept() {
   for (;;) {
@@ -266,9 +276,9 @@ void StreamListener::ResumeAccepting() {
 }
 
 bool StreamListener::Read(Connection& c) {
-  if (c.peer_done) return Write(c);                    // an error or hang-up since: the write meets it
-  if (c.unsent() >= kMaxUnsent) return true;           // not now: the client reads its replies first
-  if (c.frames_left) return RunFrames(c) && Write(c);  // what it read before comes first
+  // Not now: the client's end came, or what it sent before is still to run,
+  // or it is to read its replies first.
+  if (c.peer_done || c.frames_left || c.unsent() >= kMaxUnsent) return true;
   if (c.in_begin == c.in_end) {
     c.in_begin = c.in_end = 0;
     if (c.in.size() > 4 * kReadChunk) std::string().swap(c.in);  // after a large frame
@@ -287,7 +297,7 @@ bool StreamListener::Read(Connection& c) {
   } while (n < 0 && errno == EINTR);
   if (n == 0) {  // the client sends no more; it may still read
     c.peer_done = true;
-    return RunFrames(c) && Write(c);
+    return true;
   }
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
@@ -295,16 +305,7 @@ bool StreamListener::Read(Connection& c) {
     return false;
   }
   c.in_end += static_cast<size_t>(n);
-  return RunFrames(c) && Write(c);
-}
-
-bool StreamListener::AnswerTheRest(Connection& c) {
-  if (c.unsent() > 0) return true;  // the socket is full: on when it is writable
-  if (!RunFrames(c)) return false;
-  if (!Write(c)) return false;
-  // Done once nothing is left to run or to write; else on when the socket
-  // is writable or in the next round.
-  return c.frames_left || c.unsent() > 0;
+  return true;
 }
 
 bool StreamListener::RunFrames(Connection& c) {
@@ -385,7 +386,8 @@ bool StreamListener::Write(Connection& c) {
 }
 
 bool StreamListener::Watch(Connection& c) {
-  const uint32_t want = (!c.peer_done && c.unsent() < kMaxUnsent ? EPOLLIN : 0u) | (c.unsent() > 0 ? EPOLLOUT : 0u);
+  const uint32_t want =
+      (!c.peer_done && c.unsent() < kMaxUnsent ? EPOLLIN : 0u) | (c.unsent() > 0 && !WritesWait(c) ? EPOLLOUT : 0u);
   if (want == c.events) return true;
   epoll_event ev{};
   ev.events = want;

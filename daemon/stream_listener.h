@@ -56,6 +56,11 @@ class StreamListener {
   // connections take turns, so a request waits behind at most this many of
   // a pipelining client's per connection, not behind all it has sent.
   static constexpr size_t kFramesPerTurn = 16;
+  // Replies held back while a connection's next turn is coming, at most.
+  static constexpr size_t kWriteBatch = 16 * 1024;
+  // Requests one Serve() runs before the daemon polls its other sockets
+  // again, unless no connection has any left.
+  static constexpr uint64_t kFramesPerServe = 256;
   // What is kept of a frame over max_frame: room for its request id.
   static constexpr size_t kKeptHead = 64;
 
@@ -75,8 +80,10 @@ class StreamListener {
   int fd() const { return epoll_fd_; }
   // "stream://host:port" as bound.
   const std::string& endpoint() const { return endpoint_; }
-  // One round, without blocking: accepts, and gives each connection with
-  // work a turn (reads, answers up to kFramesPerTurn, writes).
+  // Rounds, without blocking, while connections have requests left and
+  // fewer than kFramesPerServe were run: each accepts, and gives every
+  // connection with work a turn (reads, answers up to kFramesPerTurn,
+  // writes).
   void Serve();
   // True while a connection holds requests it has read and not yet run
   // (its turn ran out): call Serve() again without waiting for fd().
@@ -94,6 +101,9 @@ class StreamListener {
 
  private:
   struct Connection;
+  // One round: accepts, and a turn for each connection epoll names or that
+  // has requests left.
+  void Round();
   StreamListener(int listen_fd, int epoll_fd, std::string endpoint, Limits limits, Handler handler,
                  std::shared_ptr<spdlog::logger> log);
   void Accept();
@@ -104,16 +114,17 @@ class StreamListener {
   enum class Shedding { kShedOne, kNoneWaiting, kCannot };
   Shedding Shed(int error);
   void PauseAccepting(const char* why);
-  // Connection `fd`'s turn, for its epoll `events`; closes it when done.
+  // Connection `fd`'s turn, for its epoll `events`: reads, runs up to
+  // kFramesPerTurn requests, writes; closes it when it failed or when all
+  // its client sent before its end is answered and written.
   void TakeTurn(int fd, uint32_t events);
   // Reads what the socket holds (up to kReadChunk) unless requests read
-  // earlier still wait, then runs the whole frames buffered; false when the
-  // connection must close.
+  // earlier are still to run; false when the connection failed.
   bool Read(Connection& c);
-  // After the client's end: runs and writes what it sent, a turn at a time,
-  // while the socket takes the replies; false once all of it is answered
-  // and written (time to close).
-  bool AnswerTheRest(Connection& c);
+  // True while a connection's replies wait to go out with those of its next
+  // turn: it has requests left to run and under kWriteBatch unsent. One
+  // write then carries many replies, as it did before turns were bounded.
+  static bool WritesWait(const Connection& c);
   // Runs buffered frames while the unsent replies stay under kMaxUnsent and
   // the turn lasts; sets the connection's frames_left.
   bool RunFrames(Connection& c);

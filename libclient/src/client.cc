@@ -536,8 +536,16 @@ Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>
   // Item by item, as the daemon's MSET stores them. If the grant goes
   // midway, the whole batch goes over the socket: SETs may be repeated.
   auto shared = impl_->SharedWrite([&](Cache& shm) -> Result<void> {
-    for (const auto& [k, v] : items) {
-      if (auto stored = shm.GuestSet(k, v); !stored) return tl::unexpected(stored.error());
+    std::string_view group[Cache::kPrefetchKeys];
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (i % Cache::kPrefetchKeys == 0) {  // the next keys' memory, fetched together
+        const size_t n = std::min(Cache::kPrefetchKeys, items.size() - i);
+        for (size_t k = 0; k < n; ++k) group[k] = items[i + k].first;
+        shm.Prefetch(group, n);
+      }
+      if (auto stored = shm.GuestSet(items[i].first, items[i].second); !stored) {
+        return tl::unexpected(stored.error());
+      }
     }
     return {};
   });

@@ -170,7 +170,12 @@ void StreamListener::TakeTurn(int fd, uint32_t events) {
   c.budget = kFramesPerTurn;
   // An error or hang-up is met by the read, else by the write.
   bool open = !(events & (EPOLLIN | EPOLLERR | EPOLLHUP)) || Read(c);
-  open = open && RunFrames(c);
+  if (open && !RunFrames(c)) {
+    // A frame it closes for: the replies owed go first, as far as the
+    // socket takes them.
+    (void)Write(c);
+    open = false;
+  }
   if (open && !WritesWait(c)) open = Write(c);
   // After the client's end: closed once all it sent is answered and written.
   if (open && c.peer_done && !c.frames_left && c.unsent() == 0) open = false;

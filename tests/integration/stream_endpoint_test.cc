@@ -420,6 +420,29 @@ TEST(StreamEndpointTest, AQuietRequestIsNotQueuedBehindAFloodersBacklog) {
   EXPECT_EQ(daemon.Stop(), 0);
 }
 
+// A length over four times max-frame closes the connection, but the
+// requests sent before it are answered first, even those whose replies were
+// held back to go out with the next turn's.
+TEST(StreamEndpointTest, RepliesBeforeAFrameThatClosesTheConnectionAreWritten) {
+  DaemonProcess daemon = StreamDaemon();
+  ASSERT_TRUE(daemon.Start());
+  const int fd = RawConnect(daemon.stream());
+  ASSERT_GE(fd, 0);
+  constexpr int kRequests = 20;  // more than a turn's 16
+  std::string batch;
+  for (int i = 1; i <= kRequests; ++i) batch += Framed(testing::RawRequest(i, "INCR", {"n"}));
+  std::string huge(stream::kHeaderBytes, '\0');
+  stream::PutLength(huge.data(), 1u << 30);
+  ASSERT_TRUE(SendAll(fd, batch + huge));
+  for (int i = 1; i <= kRequests; ++i) {
+    const testing::RawReply r = ReadReply(fd);
+    ASSERT_EQ(r.id, static_cast<uint64_t>(i));
+    ASSERT_EQ(r.integer, i);
+  }
+  EXPECT_TRUE(ClosedByPeer(fd));
+  ::close(fd);
+}
+
 // A client that sends its requests and then shuts its sending side (as
 // `nc -N` does) gets every reply, in order, then the daemon closes: even
 // those the daemon had not run yet when the end came, held back by

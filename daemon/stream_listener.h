@@ -2,7 +2,11 @@
 // endpoint"): length-prefixed request frames on plain TCP connections,
 // served from the daemon's own loop, with no ZeroMQ I/O thread between the
 // kernel and the handler. The loop polls fd() among its ZeroMQ sockets and
-// calls Serve() when it is readable.
+// calls Serve() when it is readable or backlogged().
+//
+// Fairness: connections take turns of at most kFramesPerTurn requests, so a
+// request waits behind a few of each other connection's, not behind all a
+// pipelining client has sent.
 //
 // Ownership: the listener owns the listening socket, the epoll descriptor
 // and every accepted connection with its buffers; all of it is touched by

@@ -331,8 +331,11 @@ TEST_F(ClusterNodeTest, BadClusterSettingsAndAnUnreachableEtcdStopTheStartWithAR
 // hosts of their own) and publishes what it runs on its `pub`.
 class ClusterPolicyTest : public ClusterNodeTest {
  protected:
+  // The policy files, and the socket files the nodes leave at their ipc
+  // endpoints.
   void TearDown() override {
     for (const auto& [id, path] : files_) std::remove(path.c_str());
+    for (const auto& [id, path] : sockets_) std::remove(path.c_str());
   }
 
   // Node `id` with its own policy file holding `text`, publishing on ipc,
@@ -341,7 +344,8 @@ class ClusterPolicyTest : public ClusterNodeTest {
     const std::string base = "/tmp/" + name_ + "-" + id;
     files_[id] = base + ".policy";
     WriteFile(id, text);
-    const std::string pub = "ipc://" + base + "-pub.sock";
+    sockets_[id] = base + "-pub.sock";
+    const std::string pub = "ipc://" + sockets_[id];
     StartNode(id, {"--rate-limit-policy", files_[id], "--pub", pub});
     auto sub = PolicySubscriber::Start(pub, [](const PolicyFile&) -> Result<void> { return {}; });
     ASSERT_TRUE(sub.has_value()) << sub.error().ToString();
@@ -361,6 +365,7 @@ class ClusterPolicyTest : public ClusterNodeTest {
   static constexpr const char* kFive = "[tier.regular]\nper_hour = 5/1h sliding_window\n";
   static constexpr const char* kEight = "[tier.regular]\nper_hour = 8/1h sliding_window\n";
   std::map<std::string, std::string> files_;
+  std::map<std::string, std::string> sockets_;
   std::map<std::string, std::unique_ptr<PolicySubscriber>> subscribers_;
 };
 

@@ -674,7 +674,7 @@ TEST(StreamEndpointTest, AtStopRequestsAlreadySentAreAnswered) {
     EXPECT_TRUE(ClosedByPeer(fd));
     ::close(fd);
   }
-  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_EQ(daemon.WaitForExit(), 0);  // the SIGTERM above stops it
 }
 
 }  // namespace

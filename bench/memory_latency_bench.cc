@@ -9,17 +9,20 @@
 //                            straight-line work (about 3 instructions each)
 //                            between them: how much work between two
 //                            lookups still lets the CPU overlap their misses.
+//   BM_PointerChase          one miss at a time: the host's memory latency.
 //
 //   build/bench/memory_latency_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 //
-// Time is per lookup. The host's other tenants move these figures from one
-// minute to the next: compare rows of one run.
+// Time is per lookup (per miss for BM_PointerChase). The host's other
+// tenants move these figures from one minute to the next: compare rows of
+// one run.
 #include <sys/mman.h>
 
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -129,6 +132,40 @@ void BM_TwoLevel(benchmark::State& state) {
   state.counters["ns_per_lookup"] = benchmark::Counter(static_cast<double>(state.iterations() * kBatch),
                                                        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
+
+// One cache miss after another: each load's address is in the line the
+// load before brought, over a random cycle through 160 MB of lines (the
+// items' size). Its time is the host's memory latency, L. A GET of a key
+// whose lines are in no CPU cache waits for two misses (its index line,
+// then its item): whatever the store's code, such a GET takes at least 2L
+// unless the next GET's misses overlap it.
+void BM_PointerChase(benchmark::State& state) {
+  constexpr size_t kLines = kKeys * kItemBytes / kLine;
+  static uint32_t* const lines = [] {
+    auto* l = reinterpret_cast<uint32_t*>(Tables::Map(kLines * kLine));
+    if (l == nullptr) return l;
+    // Sattolo's shuffle: one cycle through every line.
+    std::vector<uint32_t> order(kLines);
+    for (size_t i = 0; i < kLines; ++i) order[i] = static_cast<uint32_t>(i);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = kLines - 1; i > 0; --i) std::swap(order[i], order[XorShift(x) % i]);
+    for (size_t i = 0; i < kLines; ++i) l[order[i] * (kLine / 4)] = order[(i + 1) % kLines];
+    return l;
+  }();
+  if (lines == nullptr) {
+    state.SkipWithError("mmap failed");
+    return;
+  }
+  uint32_t at = 0;
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) at = lines[at * (kLine / 4)];
+    benchmark::DoNotOptimize(at);
+  }
+  state.counters["ns_per_miss"] = benchmark::Counter(static_cast<double>(state.iterations() * kBatch),
+                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+BENCHMARK(BM_PointerChase)->UseRealTime();
 
 BENCHMARK(BM_TwoLevel)
     ->ArgNames({"dependent", "filler"})

@@ -1125,13 +1125,8 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       }
       ok();
       out.Array(r.arg_count);
-      std::string_view group[Cache::kPrefetchKeys];
       for (uint32_t i = 0; i < r.arg_count; ++i) {
-        if (i % Cache::kPrefetchKeys == 0) {  // the next keys' memory, fetched together
-          const size_t n = std::min<size_t>(Cache::kPrefetchKeys, r.arg_count - i);
-          for (size_t k = 0; k < n; ++k) group[k] = *wire::BytesArg(a[i + k], "key");
-          cache_->Prefetch(group, n);
-        }
+        cache_->PrefetchAhead(i, r.arg_count, [&](size_t k) { return *wire::BytesArg(a[k], "key"); });
         if (cache_->GetInto(*wire::BytesArg(a[i], "key"), &value)) {
           // A reply is bounded as a request is: one that would pass
           // max-frame is refused whole, never built without bound (a key
@@ -1160,13 +1155,8 @@ void Server::Dispatch(const Call& r, wire::Writer& out) {
       for (uint32_t i = 0; i < r.arg_count; i += 2) {
         if (elsewhere(*wire::BytesArg(a[i], "key"), true)) return;
       }
-      std::string_view group[Cache::kPrefetchKeys];
       for (uint32_t i = 0; i < r.arg_count; i += 2) {
-        if (i / 2 % Cache::kPrefetchKeys == 0) {  // the next keys' memory, fetched together
-          const size_t n = std::min<size_t>(Cache::kPrefetchKeys, (r.arg_count - i) / 2);
-          for (size_t k = 0; k < n; ++k) group[k] = *wire::BytesArg(a[i + 2 * k], "key");
-          cache_->Prefetch(group, n);
-        }
+        cache_->PrefetchAhead(i / 2, r.arg_count / 2, [&](size_t k) { return *wire::BytesArg(a[2 * k], "key"); });
         auto lock = guard(*wire::BytesArg(a[i], "key"));
         auto stored = cache_->Set(*wire::BytesArg(a[i], "key"), *wire::BytesArg(a[i + 1], "value"));
         if (!stored) return fail(stored.error());

@@ -505,12 +505,9 @@ Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<s
   }
   if (keys.empty()) return out;  // the wire has no empty MGET
   if (Cache* shm = impl_->SharedMemory()) {
-    std::string_view group[Cache::kPrefetchKeys];
-    for (size_t first = 0; first < keys.size(); first += Cache::kPrefetchKeys) {
-      const size_t n = std::min(Cache::kPrefetchKeys, keys.size() - first);
-      for (size_t k = 0; k < n; ++k) group[k] = keys[first + k];
-      shm->Prefetch(group, n);
-      for (size_t k = 0; k < n; ++k) out[first + k] = shm->Get(group[k]);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      shm->PrefetchAhead(i, keys.size(), [&](size_t k) { return std::string_view(keys[k]); });
+      out[i] = shm->Get(keys[i]);
     }
     return out;
   }
@@ -541,13 +538,8 @@ Result<void> Client::MSet(const std::vector<std::pair<std::string, std::string>>
   // Item by item, as the daemon's MSET stores them. If the grant goes
   // midway, the whole batch goes over the socket: SETs may be repeated.
   auto shared = impl_->SharedWrite([&](Cache& shm) -> Result<void> {
-    std::string_view group[Cache::kPrefetchKeys];
     for (size_t i = 0; i < items.size(); ++i) {
-      if (i % Cache::kPrefetchKeys == 0) {  // the next keys' memory, fetched together
-        const size_t n = std::min(Cache::kPrefetchKeys, items.size() - i);
-        for (size_t k = 0; k < n; ++k) group[k] = items[i + k].first;
-        shm.Prefetch(group, n);
-      }
+      shm.PrefetchAhead(i, items.size(), [&](size_t k) { return std::string_view(items[k].first); });
       if (auto stored = shm.GuestSet(items[i].first, items[i].second); !stored) {
         return tl::unexpected(stored.error());
       }

@@ -122,6 +122,17 @@ class Cache {
   // memory one key after another. Reads nothing and counts nothing.
   static constexpr size_t kPrefetchKeys = 16;
   void Prefetch(const std::string_view* keys, size_t count) const;
+  // For a loop over `count` keys in order, called before key `i` is used:
+  // at the start of each group of kPrefetchKeys, prefetches that group, the
+  // keys named by `key_at(j)` (a std::string_view) for j from i on.
+  template <typename KeyAt>
+  void PrefetchAhead(size_t i, size_t count, KeyAt key_at) const {
+    if (i % kPrefetchKeys != 0 || i >= count) return;
+    std::string_view group[kPrefetchKeys];
+    const size_t n = count - i < kPrefetchKeys ? count - i : kPrefetchKeys;
+    for (size_t k = 0; k < n; ++k) group[k] = key_at(i + k);
+    Prefetch(group, n);
+  }
   // Remaining time to live; kNoExpiry if the key has none; nullopt if absent.
   std::optional<std::chrono::milliseconds> Ttl(std::string_view key);
   // The value (into `value`) and remaining time to live of `key` from one

@@ -62,14 +62,6 @@ Error Arity(Op op, uint32_t min, uint32_t max, uint32_t got) {
                std::string(wire::OpName(op)) + " takes " + want + " arguments, got " + std::to_string(got)};
 }
 
-// ZeroMQ leaves the socket file of an ipc endpoint behind; a daemon that
-// gives up starting removes those it made.
-void RemoveIpcFiles(const std::vector<std::string>& endpoints) {
-  for (const std::string& endpoint : endpoints) {
-    if (endpoint.rfind("ipc://", 0) == 0) unlink(endpoint.substr(6).c_str());
-  }
-}
-
 }  // namespace
 
 Server::Server(DaemonConfig config, std::vector<std::string> args, std::shared_ptr<spdlog::logger> logger,
@@ -84,7 +76,8 @@ Server::Server(DaemonConfig config, std::vector<std::string> args, std::shared_p
       monitor_(context_),
       pub_(context_, zmq::socket_type::pub) {}
 
-Server::~Server() = default;
+// Also after a start that failed past Bind (no segment, no cluster).
+Server::~Server() { RemoveIpcFiles(); }
 
 Result<void> Server::Bind() {
   // A frame far over the limit is refused by ZeroMQ itself (the peer is
@@ -122,13 +115,14 @@ Result<void> Server::Bind() {
       if (endpoint == config_.tcp && config_.curve()) zmqio::UseCurveServer(router_, secret_key_);
       router_.bind(endpoint);
     } catch (const zmq::error_t& e) {
-      RemoveIpcFiles(bound);
+      RemoveIpcFiles();
       return MakeError(ErrorCode::kIo, "cannot bind " + endpoint + ": " + e.what());
     }
     bound.push_back(router_.get(zmq::sockopt::last_endpoint));
+    NoteIpcFile(bound.back());
     if (endpoint == config_.tcp) bound_tcp_ = bound.back();
     if (auto ok = SecureIpcFile(bound.back()); !ok) {
-      RemoveIpcFiles(bound);
+      RemoveIpcFiles();
       return ok;
     }
   }
@@ -140,7 +134,7 @@ Result<void> Server::Bind() {
         },
         log_);
     if (!listening) {
-      RemoveIpcFiles(bound);
+      RemoveIpcFiles();
       return tl::unexpected(listening.error());
     }
     stream_ = std::move(*listening);
@@ -148,7 +142,7 @@ Result<void> Server::Bind() {
   if (!config_.pub.empty()) {
     pub_monitor_.emplace(context_);
     if (auto ok = pub_monitor_->Watch(pub_, kPubMonitorEndpoint, kHandshakeFailures); !ok) {
-      RemoveIpcFiles(bound);
+      RemoveIpcFiles();
       return ok;
     }
     try {
@@ -157,19 +151,19 @@ Result<void> Server::Bind() {
       if (config_.curve() && config_.pub.rfind("tcp://", 0) == 0) zmqio::UseCurveServer(pub_, secret_key_);
       pub_.bind(config_.pub);
     } catch (const zmq::error_t& e) {
-      RemoveIpcFiles(bound);
+      RemoveIpcFiles();
       return MakeError(ErrorCode::kIo, "cannot bind " + config_.pub + ": " + e.what());
     }
+    NoteIpcFile(pub_.get(zmq::sockopt::last_endpoint));
     if (auto ok = SecureIpcFile(pub_.get(zmq::sockopt::last_endpoint)); !ok) {
-      RemoveIpcFiles(bound);
+      RemoveIpcFiles();
       return ok;
     }
   }
   if (!config_.metrics.empty()) {
     auto started = MetricsEndpoint::Start(config_.metrics, board_);
     if (!started) {
-      RemoveIpcFiles(bound);
-      if (!config_.pub.empty()) RemoveIpcFiles({pub_.get(zmq::sockopt::last_endpoint)});
+      RemoveIpcFiles();
       return tl::unexpected(started.error());
     }
     metrics_ = std::move(*started);
@@ -268,6 +262,33 @@ void Server::AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& conf
   const size_t count = keys.size();
   auth_->SetKeys(std::move(keys), public_key_);
   log_->info("CURVE: admitting {} client keys from {}", count, config.curve_authorized_keys);
+}
+
+void Server::NoteIpcFile(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) != 0) return;
+  const std::string path = endpoint.substr(6);
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    log_->warn("cannot stat {}, the socket file just bound: {}; it will not be removed at stop", path,
+               std::strerror(errno));
+    return;
+  }
+  ipc_files_.push_back({path, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)});
+}
+
+void Server::RemoveIpcFiles() {
+  for (const IpcFile& file : ipc_files_) {
+    struct stat st {};
+    if (stat(file.path.c_str(), &st) != 0) continue;  // removed by someone else: nothing to do
+    if (static_cast<uint64_t>(st.st_dev) != file.device || static_cast<uint64_t>(st.st_ino) != file.inode) {
+      log_->warn("left {} in place: it is no longer the socket this daemon bound", file.path);
+      continue;
+    }
+    if (unlink(file.path.c_str()) != 0 && errno != ENOENT) {
+      log_->warn("cannot remove socket file {}: {}", file.path, std::strerror(errno));
+    }
+  }
+  ipc_files_.clear();
 }
 
 Result<void> Server::SecureIpcFile(const std::string& endpoint) {
@@ -588,6 +609,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
   router_.close();
   monitor_.socket().close();
   if (pub_monitor_) pub_monitor_->socket().close();
+  RemoveIpcFiles();
   const std::string segment = cache_->Name();
   if (config_.remove_segment_on_exit) {
     cache_.reset();

@@ -185,6 +185,18 @@ class Server {
   std::chrono::steady_clock::time_point last_publish_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::steady_clock::time_point last_tick_;
+  // The socket files of this daemon's ipc endpoints, which ZeroMQ leaves
+  // behind: removed at stop and after a failed start, but each only while
+  // it is still the file this daemon bound (same device and inode), never
+  // a socket another process has bound at that path since.
+  struct IpcFile {
+    std::string path;
+    uint64_t device = 0;
+    uint64_t inode = 0;
+  };
+  std::vector<IpcFile> ipc_files_;
+  void NoteIpcFile(const std::string& endpoint);
+  void RemoveIpcFiles();
 
   // Counters for STATS.
   uint64_t requests_ = 0;

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -118,6 +119,37 @@ TEST_F(DaemonStartTest, IpcEndpointOfAnotherDaemonIsNotTakenFromIt) {
   auto client = Client::Connect(first.ipc(), options);
   ASSERT_TRUE(client.has_value());
   EXPECT_TRUE((*client)->Ping().has_value());
+}
+
+TEST_F(DaemonStartTest, AStopRemovesTheSocketFilesOfItsIpcEndpoints) {
+  const std::string pub_path = "/tmp/" + segment_ + "-pub.sock";
+  const std::string policy_path = "/tmp/" + segment_ + "-policy.toml";
+  std::ofstream(policy_path) << "[tier.regular]\nper_hour = 20/1h fixed_window\n";
+  testing::DaemonProcess daemon({"--rate-limit-policy", policy_path, "--pub", "ipc://" + pub_path});
+  ASSERT_TRUE(daemon.Start());
+  const std::string ipc_path = daemon.ipc().substr(6);
+  ASSERT_TRUE(Exists(ipc_path));
+  ASSERT_TRUE(Exists(pub_path));
+  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_FALSE(Exists(ipc_path)) << daemon.log();
+  EXPECT_FALSE(Exists(pub_path)) << daemon.log();
+  unlink(pub_path.c_str());
+  unlink(policy_path.c_str());
+}
+
+TEST_F(DaemonStartTest, ASocketFileReplacedSinceItWasBoundIsLeftAtStop) {
+  testing::DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start());
+  const std::string ipc_path = daemon.ipc().substr(6);
+  // What another process bound at the path since, as far as the file goes.
+  ASSERT_EQ(unlink(ipc_path.c_str()), 0);
+  std::ofstream(ipc_path) << "someone else's\n";
+  EXPECT_EQ(daemon.Stop(), 0);
+  EXPECT_TRUE(Exists(ipc_path));
+  EXPECT_NE(daemon.log().find("left " + ipc_path + " in place: it is no longer the socket this daemon bound"),
+            std::string::npos)
+      << daemon.log();
+  unlink(ipc_path.c_str());
 }
 
 // log-format json: every line cachetd writes, from start to stop, is one

@@ -306,6 +306,10 @@ Result<void> DaemonConfig::Validate() const {
   if (!pub.empty() && pub.rfind("tcp://", 0) != 0 && pub.rfind("ipc://", 0) != 0) {
     return bad("pub must start with tcp:// or ipc://, got '" + pub + "'");
   }
+  if (!pub.empty() && (pub == ipc || pub == tcp)) {
+    return bad("pub and " + std::string(pub == ipc ? "ipc" : "tcp") + " are both '" + pub +
+               "': they need endpoints of their own");
+  }
   if (rate_limit_capacity == 0 || rate_limit_capacity > (uint64_t{1} << 28)) {
     return bad("rate-limit-capacity must be 1 to 268435456 counters");
   }

@@ -265,12 +265,17 @@ void Server::AdmitKeys(std::vector<AuthorizedKey> keys, const DaemonConfig& conf
 }
 
 void Server::NoteIpcFile(const std::string& endpoint) {
-  if (endpoint.rfind("ipc://", 0) != 0) return;
+  // An abstract socket ("ipc://@name") has no file.
+  if (endpoint.rfind("ipc://", 0) != 0 || endpoint.rfind("ipc://@", 0) == 0) return;
   const std::string path = endpoint.substr(6);
   struct stat st {};
-  if (stat(path.c_str(), &st) != 0) {
+  if (lstat(path.c_str(), &st) != 0) {
     log_->warn("cannot stat {}, the socket file just bound: {}; it will not be removed at stop", path,
                std::strerror(errno));
+    return;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    log_->warn("{}, just bound, is not a socket file; it will not be removed at stop", path);
     return;
   }
   ipc_files_.push_back({path, static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)});
@@ -279,8 +284,9 @@ void Server::NoteIpcFile(const std::string& endpoint) {
 void Server::RemoveIpcFiles() {
   for (const IpcFile& file : ipc_files_) {
     struct stat st {};
-    if (stat(file.path.c_str(), &st) != 0) continue;  // removed by someone else: nothing to do
-    if (static_cast<uint64_t>(st.st_dev) != file.device || static_cast<uint64_t>(st.st_ino) != file.inode) {
+    if (lstat(file.path.c_str(), &st) != 0) continue;  // removed by someone else: nothing to do
+    if (!S_ISSOCK(st.st_mode) || static_cast<uint64_t>(st.st_dev) != file.device ||
+        static_cast<uint64_t>(st.st_ino) != file.inode) {
       log_->warn("left {} in place: it is no longer the socket this daemon bound", file.path);
       continue;
     }
@@ -606,10 +612,13 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     cluster_.reset();  // revokes the registration: the node is down for the cluster now
     log_->info("left cluster '{}'", config_.cluster.name);
   }
+  // While the sockets still listen: until the files are gone, a cachetd
+  // starting at the same path is refused (IpcEndpointInUse) rather than
+  // binding a socket this one would then remove.
+  RemoveIpcFiles();
   router_.close();
   monitor_.socket().close();
   if (pub_monitor_) pub_monitor_->socket().close();
-  RemoveIpcFiles();
   const std::string segment = cache_->Name();
   if (config_.remove_segment_on_exit) {
     cache_.reset();

@@ -186,11 +186,9 @@ class Client::Impl {
   Result<void> CheckKey(std::string_view key, size_t index = wire::kNoIndex) const {
     return wire::CheckKey(key, max_key_size_.load(std::memory_order_relaxed), index);
   }
-  // CheckKey's rule alone, for the same-host GET, which builds no Result
-  // unless the key is refused.
-  bool KeyFits(std::string_view key) const {
-    return !key.empty() && key.size() <= max_key_size_.load(std::memory_order_relaxed);
-  }
+  // For the same-host GET, which builds no Result unless the key is
+  // refused: the limit read once, for the check and for the error.
+  uint32_t max_key_size() const { return max_key_size_.load(std::memory_order_relaxed); }
   Result<void> CheckValue(std::string_view value, size_t index = wire::kNoIndex) const {
     return wire::CheckValue(value, max_value_size_.load(std::memory_order_relaxed), index);
   }
@@ -392,7 +390,9 @@ Result<std::optional<std::string>> Client::Get(std::string_view key) {
 }
 
 Result<bool> Client::GetInto(std::string_view key, std::string* value) {
-  if (!impl_->KeyFits(key)) return tl::unexpected(impl_->CheckKey(key).error());
+  if (const uint32_t max = impl_->max_key_size(); !wire::KeyFits(key, max)) {
+    return tl::unexpected(wire::CheckKey(key, max).error());
+  }
   if (Cache* shm = impl_->SharedMemory()) return shm->GetInto(key, value);
   auto reply = impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
   if (reply && reply->status == ErrorCode::kNotFound) return false;

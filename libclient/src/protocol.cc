@@ -169,7 +169,7 @@ Result<Request> DecodeRequest(const char* data, size_t size, uint64_t* id) {
 }
 
 Result<void> CheckKey(std::string_view key, uint32_t max_key_size, size_t index) {
-  if (!key.empty() && key.size() <= max_key_size) return {};
+  if (KeyFits(key, max_key_size)) return {};
   return MakeError(ErrorCode::kKeyTooLarge, Named("key", index) + " is " + std::to_string(key.size()) +
                                                 " bytes; keys must be 1 to " + std::to_string(max_key_size) +
                                                 " bytes (max_key_size)");

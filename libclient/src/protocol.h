@@ -108,6 +108,7 @@ Result<uint64_t> UintArg(const msgpack::object& o, const char* what);
 // KEY_TOO_LARGE: a key is 1 to `max_key_size` bytes, for every op that takes
 // one. `index`, for ops that take several, numbers it in the message ("key 3").
 inline constexpr size_t kNoIndex = SIZE_MAX;
+inline bool KeyFits(std::string_view key, uint32_t max_key_size) { return !key.empty() && key.size() <= max_key_size; }
 Result<void> CheckKey(std::string_view key, uint32_t max_key_size, size_t index = kNoIndex);
 // VALUE_TOO_LARGE: a value is at most `max_value_size` bytes.
 Result<void> CheckValue(std::string_view value, uint32_t max_value_size, size_t index = kNoIndex);

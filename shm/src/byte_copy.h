@@ -49,10 +49,16 @@ inline void LoadBytes(const uint64_t* words, uint64_t offset, uint64_t len, char
       std::memcpy(dst + i * 8, &x, 8);
     }
   } else {
+    // Each output word joins two neighbours; each source word is read once.
+    const uint64_t* w = words + offset / 8;
+    const unsigned shift = static_cast<unsigned>(offset % 8) * 8;
+    uint64_t lo = LoadRelaxed(w[0]);
 #pragma GCC unroll 4
     for (uint64_t i = 0; i < whole; ++i) {
-      const uint64_t x = LoadUnaligned(words, offset + i * 8);
+      const uint64_t hi = LoadRelaxed(w[i + 1]);
+      const uint64_t x = (lo >> shift) | (hi << (64 - shift));
       std::memcpy(dst + i * 8, &x, 8);
+      lo = hi;
     }
   }
   if (len % 8 != 0) {

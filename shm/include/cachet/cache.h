@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "cachet/clock.h"
@@ -127,6 +128,8 @@ class Cache {
   // keys named by `key_at(j)` (a std::string_view) for j from i on.
   template <typename KeyAt>
   void PrefetchAhead(size_t i, size_t count, KeyAt key_at) const {
+    // A key made on the fly (a std::string) would be gone before Prefetch.
+    static_assert(std::is_same_v<decltype(key_at(i)), std::string_view>, "key_at must return a std::string_view");
     if (i % kPrefetchKeys != 0 || i >= count) return;
     std::string_view group[kPrefetchKeys];
     const size_t n = count - i < kPrefetchKeys ? count - i : kPrefetchKeys;

@@ -111,6 +111,19 @@ TEST(ConfigMetricsTest, MalformedAddressesAreRefused) {
   }
 }
 
+TEST(ConfigPubTest, APubEndpointSharedWithTheRequestEndpointsIsRefused) {
+  // The pub bind would replace the ipc socket file (or fail on the port).
+  for (const char* flag : {"--ipc", "--tcp"}) {
+    const std::string endpoint = std::string(flag) == "--ipc" ? "ipc:///tmp/same.sock" : "tcp://127.0.0.1:7390";
+    auto parsed = ParseConfig({flag, endpoint, "--pub", endpoint, "--rate-limit-policy", "/tmp/policy.toml"});
+    ASSERT_FALSE(parsed.has_value()) << flag;
+    EXPECT_EQ(parsed.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_EQ(parsed.error().message, "pub and " + std::string(flag + 2) + " are both '" + endpoint +
+                                          "': they need endpoints of their own")
+        << parsed.error().message;
+  }
+}
+
 TEST(ConfigMetricsTest, SplitHostPortTakesBracketsOff) {
   std::string host;
   uint16_t port = 1;

@@ -276,6 +276,15 @@ Result<void> DaemonConfig::Validate() const {
   auto bad = [](const std::string& m) { return MakeError(ErrorCode::kInvalidArgument, m); };
   if (ipc.empty() && tcp.empty()) return bad("at least one of ipc and tcp must be set");
   if (!ipc.empty() && ipc.rfind("ipc://", 0) != 0) return bad("ipc must start with ipc://, got '" + ipc + "'");
+  // An abstract socket has no file, so access-mode and access-group could
+  // not guard it, nor could a stop remove it.
+  for (const std::string* endpoint : {&ipc, &pub}) {
+    if (endpoint->rfind("ipc://@", 0) == 0) {
+      return bad(std::string(endpoint == &ipc ? "ipc" : "pub") + " '" + *endpoint +
+                 "' is an abstract socket, which access-mode cannot guard: name a socket file (ipc:///run/cachet/"
+                 "cachetd.sock)");
+    }
+  }
   if (!tcp.empty() && tcp.rfind("tcp://", 0) != 0) return bad("tcp must start with tcp://, got '" + tcp + "'");
   if (!stream.empty()) {
     std::string host;

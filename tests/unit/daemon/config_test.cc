@@ -118,10 +118,21 @@ TEST(ConfigPubTest, APubEndpointSharedWithTheRequestEndpointsIsRefused) {
     auto parsed = ParseConfig({flag, endpoint, "--pub", endpoint, "--rate-limit-policy", "/tmp/policy.toml"});
     ASSERT_FALSE(parsed.has_value()) << flag;
     EXPECT_EQ(parsed.error().code, ErrorCode::kInvalidArgument);
-    EXPECT_EQ(parsed.error().message, "pub and " + std::string(flag + 2) + " are both '" + endpoint +
-                                          "': they need endpoints of their own")
+    EXPECT_EQ(parsed.error().message,
+              "pub and " + std::string(flag + 2) + " are both '" + endpoint + "': they need endpoints of their own")
         << parsed.error().message;
   }
+}
+
+TEST(ConfigPubTest, AnAbstractSocketIsRefusedForIpcAndPub) {
+  auto ipc = ParseConfig({"--ipc", "ipc://@cachet"});
+  ASSERT_FALSE(ipc.has_value());
+  EXPECT_EQ(ipc.error().message.rfind("ipc 'ipc://@cachet' is an abstract socket, which access-mode cannot guard", 0),
+            0u)
+      << ipc.error().message;
+  auto pub = ParseConfig({"--pub", "ipc://@policy", "--rate-limit-policy", "/tmp/policy.toml"});
+  ASSERT_FALSE(pub.has_value());
+  EXPECT_EQ(pub.error().message.rfind("pub 'ipc://@policy' is an abstract socket", 0), 0u) << pub.error().message;
 }
 
 TEST(ConfigMetricsTest, SplitHostPortTakesBracketsOff) {

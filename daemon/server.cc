@@ -76,7 +76,8 @@ Server::Server(DaemonConfig config, std::vector<std::string> args, std::shared_p
       monitor_(context_),
       pub_(context_, zmq::socket_type::pub) {}
 
-// Also after a start that failed past Bind (no segment, no cluster).
+// Also after a start that failed, in Bind or later (no segment, no
+// cluster): the sockets are still bound here, closed only with the members.
 Server::~Server() { RemoveIpcFiles(); }
 
 Result<void> Server::Bind() {
@@ -115,14 +116,12 @@ Result<void> Server::Bind() {
       if (endpoint == config_.tcp && config_.curve()) zmqio::UseCurveServer(router_, secret_key_);
       router_.bind(endpoint);
     } catch (const zmq::error_t& e) {
-      RemoveIpcFiles();
       return MakeError(ErrorCode::kIo, "cannot bind " + endpoint + ": " + e.what());
     }
     bound.push_back(router_.get(zmq::sockopt::last_endpoint));
     NoteIpcFile(bound.back());
     if (endpoint == config_.tcp) bound_tcp_ = bound.back();
     if (auto ok = SecureIpcFile(bound.back()); !ok) {
-      RemoveIpcFiles();
       return ok;
     }
   }
@@ -134,7 +133,6 @@ Result<void> Server::Bind() {
         },
         log_);
     if (!listening) {
-      RemoveIpcFiles();
       return tl::unexpected(listening.error());
     }
     stream_ = std::move(*listening);
@@ -142,7 +140,6 @@ Result<void> Server::Bind() {
   if (!config_.pub.empty()) {
     pub_monitor_.emplace(context_);
     if (auto ok = pub_monitor_->Watch(pub_, kPubMonitorEndpoint, kHandshakeFailures); !ok) {
-      RemoveIpcFiles();
       return ok;
     }
     try {
@@ -151,19 +148,16 @@ Result<void> Server::Bind() {
       if (config_.curve() && config_.pub.rfind("tcp://", 0) == 0) zmqio::UseCurveServer(pub_, secret_key_);
       pub_.bind(config_.pub);
     } catch (const zmq::error_t& e) {
-      RemoveIpcFiles();
       return MakeError(ErrorCode::kIo, "cannot bind " + config_.pub + ": " + e.what());
     }
     NoteIpcFile(pub_.get(zmq::sockopt::last_endpoint));
     if (auto ok = SecureIpcFile(pub_.get(zmq::sockopt::last_endpoint)); !ok) {
-      RemoveIpcFiles();
       return ok;
     }
   }
   if (!config_.metrics.empty()) {
     auto started = MetricsEndpoint::Start(config_.metrics, board_);
     if (!started) {
-      RemoveIpcFiles();
       return tl::unexpected(started.error());
     }
     metrics_ = std::move(*started);

@@ -331,11 +331,8 @@ TEST_F(ClusterNodeTest, BadClusterSettingsAndAnUnreachableEtcdStopTheStartWithAR
 // hosts of their own) and publishes what it runs on its `pub`.
 class ClusterPolicyTest : public ClusterNodeTest {
  protected:
-  // The policy files, and the socket files the nodes leave at their ipc
-  // endpoints.
   void TearDown() override {
     for (const auto& [id, path] : files_) std::remove(path.c_str());
-    for (const auto& [id, path] : sockets_) std::remove(path.c_str());
   }
 
   // Node `id` with its own policy file holding `text`, publishing on ipc,
@@ -344,8 +341,7 @@ class ClusterPolicyTest : public ClusterNodeTest {
     const std::string base = "/tmp/" + name_ + "-" + id;
     files_[id] = base + ".policy";
     WriteFile(id, text);
-    sockets_[id] = base + "-pub.sock";
-    const std::string pub = "ipc://" + sockets_[id];
+    const std::string pub = "ipc://" + base + "-pub.sock";
     StartNode(id, {"--rate-limit-policy", files_[id], "--pub", pub});
     auto sub = PolicySubscriber::Start(pub, [](const PolicyFile&) -> Result<void> { return {}; });
     ASSERT_TRUE(sub.has_value()) << sub.error().ToString();
@@ -365,7 +361,6 @@ class ClusterPolicyTest : public ClusterNodeTest {
   static constexpr const char* kFive = "[tier.regular]\nper_hour = 5/1h sliding_window\n";
   static constexpr const char* kEight = "[tier.regular]\nper_hour = 8/1h sliding_window\n";
   std::map<std::string, std::string> files_;
-  std::map<std::string, std::string> sockets_;
   std::map<std::string, std::unique_ptr<PolicySubscriber>> subscribers_;
 };
 

@@ -69,21 +69,26 @@ Result<InstanceLock> InstanceLock::Acquire(const std::string& segment) {
   }
 }
 
-bool InstanceLock::IpcEndpointInUse(const std::string& endpoint) {
-  if (endpoint.rfind("ipc://", 0) != 0) return false;
+std::optional<std::string> InstanceLock::WhyIpcPathIsTaken(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) != 0) return std::nullopt;
   const std::string path = endpoint.substr(6);
   sockaddr_un address{};
-  if (path.empty() || path[0] == '@' || path.size() >= sizeof address.sun_path) return false;
+  if (path.empty() || path[0] == '@' || path.size() >= sizeof address.sun_path) return std::nullopt;
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) return std::nullopt;  // no file: free
+  if (!S_ISSOCK(st.st_mode)) return path + " exists and is not a socket; binding would replace it";
   address.sun_family = AF_UNIX;
   std::memcpy(address.sun_path, path.data(), path.size());
   const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  if (fd < 0) return std::nullopt;
   int connected;
   do {
     connected = connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address);
   } while (connected != 0 && errno == EINTR);
   close(fd);
-  return connected == 0;  // ENOENT: no file; ECONNREFUSED: a file left by a process that died
+  // ECONNREFUSED: a socket file left by a process that died.
+  if (connected == 0) return std::string("another process is listening there");
+  return std::nullopt;
 }
 
 InstanceLock::InstanceLock(InstanceLock&& other) noexcept

@@ -9,6 +9,7 @@
 // the file. Move-only; the daemon's main thread owns it.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "cachet/result.h"
@@ -22,11 +23,12 @@ class InstanceLock {
   // Takes the lock, or fails: kAlreadyExists (naming the holder's pid) if
   // another process holds it, kIo if the file cannot be made.
   static Result<InstanceLock> Acquire(const std::string& segment);
-  // True if a process accepts connections on the unix socket of this
-  // ipc:// endpoint. ZeroMQ replaces the socket file of a bound ipc
-  // endpoint without asking, so binding there would silently take the
-  // endpoint from that process.
-  static bool IpcEndpointInUse(const std::string& endpoint);
+  // Why this ipc:// endpoint's path may not be bound, or nullopt if it may.
+  // ZeroMQ's bind removes whatever file is at the path without asking, so
+  // binding would silently take the endpoint from a process that accepts
+  // connections there ("another process is listening there"), or destroy a
+  // file that is not a socket at all (a --ipc naming the configuration file).
+  static std::optional<std::string> WhyIpcPathIsTaken(const std::string& endpoint);
 
   InstanceLock(InstanceLock&& other) noexcept;
   InstanceLock& operator=(InstanceLock&& other) noexcept;

@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
                   lock.error().message);
   }
   for (const std::string& endpoint : {config.ipc, config.pub}) {
-    if (cachet::daemon::InstanceLock::IpcEndpointInUse(endpoint)) {
-      return Refuse(kExitRefused, "cannot bind " + endpoint + ": another process is listening there");
+    if (auto taken = cachet::daemon::InstanceLock::WhyIpcPathIsTaken(endpoint)) {
+      return Refuse(kExitRefused, "cannot bind " + endpoint + ": " + *taken);
     }
   }
   auto log = MakeLogger(config);

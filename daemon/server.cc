@@ -607,7 +607,7 @@ int Server::Run(std::unique_ptr<Cache> cache) {
     log_->info("left cluster '{}'", config_.cluster.name);
   }
   // While the sockets still listen: until the files are gone, a cachetd
-  // starting at the same path is refused (IpcEndpointInUse) rather than
+  // starting at the same path is refused (WhyIpcPathIsTaken) rather than
   // binding a socket this one would then remove.
   RemoveIpcFiles();
   router_.close();

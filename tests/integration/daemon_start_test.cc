@@ -121,6 +121,18 @@ TEST_F(DaemonStartTest, IpcEndpointOfAnotherDaemonIsNotTakenFromIt) {
   EXPECT_TRUE((*client)->Ping().has_value());
 }
 
+TEST_F(DaemonStartTest, AnIpcPathHoldingAFileThatIsNotASocketIsRefusedAndTheFileKept) {
+  // A slip such as --ipc naming the configuration file: ZeroMQ's bind
+  // would delete it.
+  std::ofstream(ipc_path_) << "precious\n";
+  const Outcome o = RunToExit({"--segment", segment_, "--ipc", "ipc://" + ipc_path_, "--tcp", "tcp://127.0.0.1:*"});
+  EXPECT_EQ(o.code, 2) << o.output;
+  EXPECT_EQ(o.output, "cachetd: cannot bind ipc://" + ipc_path_ + ": " + ipc_path_ +
+                          " exists and is not a socket; binding would replace it\n");
+  EXPECT_EQ(testing::ReadFile(ipc_path_), "precious\n");
+  EXPECT_FALSE(Exists("/dev/shm/" + segment_));
+}
+
 TEST_F(DaemonStartTest, AStopRemovesTheSocketFilesOfItsIpcEndpoints) {
   const std::string pub_path = "/tmp/" + segment_ + "-pub.sock";
   const std::string policy_path = "/tmp/" + segment_ + "-policy.toml";

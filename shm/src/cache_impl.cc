@@ -488,6 +488,16 @@ std::optional<Cache::Impl::SlotRef> Cache::Impl::FindSlotLocked(uint64_t hash, u
   return std::nullopt;
 }
 
+bool Cache::Impl::IndexHasFreeSlotLocked(uint64_t hash) const {
+  uint64_t b = HomeBucket(hash);
+  for (uint64_t step = 0; step < bucket_count_; ++step, b = NextBucket(b)) {
+    for (const uint64_t slot : buckets_[b].slots) {
+      if (slot == 0) return true;
+    }
+  }
+  return false;
+}
+
 Cache::Impl::SlotRef Cache::Impl::InsertSlotLocked(uint64_t hash, uint64_t slot_value) {
   const uint64_t home = HomeBucket(hash);
   uint64_t b = home;
@@ -591,7 +601,15 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
     StoreRelaxed(log.live_items, log.live_items - 1);
     if (old.expires_at != 0) --header_->ttl_items;
     skip = LogPos{old.log, reinterpret_cast<const ItemHeader*>(base_ + old.offset)->pos};
-  } else if (options_.policy == EvictionPolicy::kS3Fifo) {
+  } else if (!IndexHasFreeSlotLocked(hash)) {
+    // MakeRoomLocked keeps the items within max_entries by the counts, and
+    // the index has a sixth more slots than that: counts that are too low
+    // (a segment written by something else) are rebuilt before they fill it.
+    std::fprintf(stderr, "cachet: the index of segment '%s' is full with %llu items counted; recounting them\n",
+                 segment_->name().c_str(), static_cast<unsigned long long>(TotalLiveItems()));
+    RepairLocked();
+  }
+  if (!ref && options_.policy == EvictionPolicy::kS3Fifo) {
     // A key evicted from the small queue not long ago comes back to main;
     // an item larger than the small queue's share goes to main directly.
     const bool remembered = GhostTakeLocked(FingerprintOf(hash));

@@ -116,6 +116,9 @@ class Cache::Impl {
   uint64_t NextBucket(uint64_t b) const { return b + 1 == bucket_count_ ? 0 : b + 1; }
   std::optional<SlotRef> FindLocked(std::string_view key, uint64_t hash);
   std::optional<SlotRef> FindSlotLocked(uint64_t hash, uint64_t slot_value);
+  // True if the index has an empty slot; the probe starts at `hash`'s home
+  // bucket, where one is nearly always found.
+  bool IndexHasFreeSlotLocked(uint64_t hash) const;
   SlotRef InsertSlotLocked(uint64_t hash, uint64_t slot_value);
   void ClearSlotLocked(const SlotRef& ref);
   ItemView ViewLocked(uint64_t slot) const;
@@ -135,6 +138,17 @@ class Cache::Impl {
   uint64_t AppendLocked(detail::LogId id, const uint64_t* words, uint64_t bytes, uint64_t tag_bits);
   // Items at `skip` are passed as dead: the item being replaced, already uncounted.
   void MakeRoomLocked(detail::LogId target, uint64_t bytes, LogPos skip);
+  // One call's compaction of a log: how far its head has gone, and whether
+  // the live counts were rebuilt because that went too far.
+  struct Compaction {
+    explicit Compaction(detail::LogId id) : log(id) {}
+    detail::LogId log;
+    uint64_t passed = 0;
+    bool recounted = false;
+  };
+  // Passes or keeps the head item of `c.log`, or rebuilds the counts if the
+  // compaction has gone round too often (see eviction.cc).
+  void CompactStepLocked(Compaction& c, LogPos skip);
   detail::LogId ChooseVictimLocked() const;
   void ProcessHeadLocked(detail::LogId id, bool over_capacity, LogPos skip, bool may_keep);
   // True if `meta` is an item's this cache could hold: its kind, a key of

@@ -71,12 +71,46 @@ void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, LogPos skip) {
   // we clear the bits: after about one lap's worth of steps (items counted at
   // entry), an over-capacity head is evicted whatever its counter says.
   const uint64_t max_second_chances = TotalLiveItems() + 64;
+  Compaction compaction(target);
   for (uint64_t steps = 0;; ++steps) {
     const bool over = TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
     const LogState& log = header_->logs[target];
     if (!over && RoomNeeded(log, bytes) <= TailRoom(log)) return;
-    ProcessHeadLocked(over ? ChooseVictimLocked() : target, over, skip, steps < max_second_chances);
+    if (over) {
+      ProcessHeadLocked(ChooseVictimLocked(), true, skip, steps < max_second_chances);
+    } else {
+      CompactStepLocked(compaction, skip);
+    }
   }
+}
+
+// Compaction copies a log's live head items to a tail until the contiguous
+// room is there. While the live counts are true one lap of it is enough: the
+// lap reclaims all dead space, and a log is sized for capacity_bytes plus an
+// eighth plus two of the largest items. Counts that are too low (a segment
+// written by something else, e.g. two index slots forged to name one item)
+// would have it copy the same items round and round, forever, holding the
+// writer mutex. So past two laps the counts are rebuilt (RepairLocked), and
+// past two more the head is evicted instead of kept.
+void Cache::Impl::CompactStepLocked(Compaction& c, LogPos skip) {
+  LogState& log = header_->logs[c.log];
+  const LogShape& shape = shapes_[c.log];
+  if (c.passed > 2 * shape.size && !c.recounted) {
+    std::fprintf(stderr,
+                 "cachet: the live counts of segment '%s' say %llu items and %llu bytes, yet two laps of its %s "
+                 "log made no room; recounting them from the index\n",
+                 segment_->name().c_str(), static_cast<unsigned long long>(TotalLiveItems()),
+                 static_cast<unsigned long long>(TotalLiveBytes()), c.log == kSmallLog ? "small" : "main");
+    RepairLocked(skip);
+    c.recounted = true;
+    c.passed = 0;
+    return;  // the caller checks again with true counts
+  }
+  const bool evict = c.passed > 2 * shape.size;
+  const uint64_t head = log.head;
+  ProcessHeadLocked(c.log, evict, skip, !evict);
+  // A dropped log restarts at its tail, past the old head.
+  c.passed += log.head >= head ? UsedBytes(shape, head, log.head) : shape.size;
 }
 
 LogId Cache::Impl::ChooseVictimLocked() const {
@@ -199,7 +233,11 @@ void Cache::Impl::MoveItemLocked(const SlotRef& ref, const ItemView& item, LogId
   const bool same_log = item.log == to;
   // Room in another log is made first: that may move items through the
   // move buffer, which is free again when it returns.
-  while (!same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest)) ProcessHeadLocked(to, false, skip, true);
+  const uint64_t named = ref.bucket->slots[ref.index];
+  for (Compaction c(to); !same_log && RoomNeeded(dest, item.bytes) > TailRoom(dest);) CompactStepLocked(c, skip);
+  // A repair on the way (a damaged log dropped, the counts rebuilt) may have
+  // dropped this item's slot: it is dead then, and the caller passes it next.
+  if (ref.bucket->slots[ref.index] != named) return;
 
   LoadWords(reinterpret_cast<const uint64_t*>(base_ + item.offset), move_buffer_, item.bytes / 8);
   uint64_t& slot = ref.bucket->slots[ref.index];

@@ -6,8 +6,9 @@
 //    the copy in the move buffer,
 //  * index slots (single words), each re-checked against the item it names.
 // Slots naming anything but a whole, well-formed item with the slot's tag
-// and lap inside its log's live window are dropped; live counts, TTL counts
-// and bucket overflow counts are recomputed from the slots that remain.
+// and lap inside its log's live window are dropped, and so is a second slot
+// naming an item; live counts, TTL counts and bucket overflow counts are
+// recomputed from the slots that remain.
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -134,6 +135,15 @@ size_t Cache::Impl::RepairLocked(LogPos skip) noexcept {
     std::fprintf(stderr, "cachet: repair has no memory for %llu overflow counts; saturating them\n",
                  static_cast<unsigned long long>(bucket_count_));
   }
+  // One bit per 8-byte unit of the segment: set for each item a kept slot
+  // names. A second slot naming the same item (only a forged index has one)
+  // is dropped: removing the item would clear one slot and leave the other
+  // counted and naming memory the log reuses.
+  const uint64_t units = segment_->size() / 8;
+  const std::unique_ptr<uint64_t[]> named(new (std::nothrow) uint64_t[(units + 63) / 64]());
+  if (!named) {
+    std::fprintf(stderr, "cachet: repair has no memory to find slots naming one item twice; keeping them\n");
+  }
   uint64_t live_bytes[2] = {0, 0};
   uint64_t live_items[2] = {0, 0};
   uint64_t ttl_items = 0;
@@ -145,12 +155,15 @@ size_t Cache::Impl::RepairLocked(LogPos skip) noexcept {
       uint64_t home = 0;
       uint64_t bytes = 0;
       LogId log_id = kMainLog;
-      if (!ItemValidLocked(slot, &home, &bytes, &log_id) || live_items[0] + live_items[1] >= header_->max_entries) {
+      const uint64_t unit = SlotUnit(slot);
+      if (!ItemValidLocked(slot, &home, &bytes, &log_id) || live_items[0] + live_items[1] >= header_->max_entries ||
+          (named && (named[unit / 64] >> (unit % 64) & 1) != 0)) {
         StoreRelease(bucket.slots[i], uint64_t{0});
         ++dropped;
         continue;
       }
-      const auto* item = reinterpret_cast<const ItemHeader*>(base_ + uint64_t{SlotUnit(slot)} * 8);
+      if (named) named[unit / 64] |= uint64_t{1} << (unit % 64);
+      const auto* item = reinterpret_cast<const ItemHeader*>(base_ + unit * 8);
       // The item a write is replacing keeps its slot until the write ends,
       // but that write has already stopped counting it.
       if (log_id != skip.log || item->pos != skip.pos) {

@@ -435,5 +435,106 @@ TEST_F(CorruptionTest, AReplaceWhoseOwnLogIsDroppedLeavesTheKeyReachable) {
   EXPECT_EQ(s.live_bytes, ItemBytes(Key(spilled), replaced));
 }
 
+// Two slots naming one item (found by fuzzing a damaged index): the repair
+// keeps one. Both kept, the item counted twice, and an erase cleared one
+// slot and left the other naming the erased value and memory the log reuses.
+TEST_F(CorruptionTest, RepairDropsASecondSlotNamingTheSameItem) {
+  CacheOptions o;
+  o.policy = EvictionPolicy::kFifo;
+  Make(o);
+  Fill(30);
+  uint64_t* empty = nullptr;
+  for (uint64_t b = 0; b < header().bucket_count && empty == nullptr; ++b) {
+    for (uint64_t& slot : bucket(b).slots) {
+      if (slot == 0 && empty == nullptr) empty = &slot;
+    }
+  }
+  ASSERT_NE(empty, nullptr);
+  *empty = *SlotOf(Key(3));
+  EXPECT_EQ(cache_->Repair(), 1u);
+  uint64_t bytes = 0;
+  for (int i = 0; i < 30; ++i) bytes += ItemBytes(Key(i), Value(i));
+  EXPECT_EQ(cache_->Stats().entries, 30u);
+  EXPECT_EQ(cache_->Stats().live_bytes, bytes);
+  ASSERT_TRUE(cache_->Erase(Key(3)));
+  EXPECT_EQ(cache_->Get(Key(3)), std::nullopt);
+  EXPECT_EQ(cache_->Stats().entries, 29u);
+  EXPECT_EQ(cache_->Repair(), 0u);
+}
+
+// Every key readable now has the value last written, and the counts are
+// exactly those keys'; returns how many there are.
+uint64_t ExpectCountsMatchTheKeys(Cache& cache, int n, const std::function<std::string(int)>& value_of) {
+  uint64_t live = 0;
+  uint64_t bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::optional<std::string> got = cache.Get(Key(i));
+    if (!got) continue;
+    EXPECT_EQ(*got, value_of(i)) << Key(i);
+    ++live;
+    bytes += ItemBytes(Key(i), *got);
+  }
+  const CacheStats s = cache.Stats();
+  EXPECT_EQ(s.entries, live);
+  EXPECT_EQ(s.live_bytes, bytes);
+  EXPECT_LE(s.live_bytes, s.capacity_bytes);
+  return live;
+}
+
+// Live bytes forged low: the writer believes the cache is under capacity
+// while its log is full of live items. With items of one size the log then
+// settles into a cycle in which every item is copied from the head to the
+// tail, and the head passes the previous lap's padding just as the tail
+// needs it: compaction went round forever with the writer mutex held (found
+// by fuzzing a damaged index). Two laps without room now rebuild the counts.
+// (S3-FIFO's new items go to its small log, whose compaction moves them to
+// main: this sequence does not settle into the cycle there.)
+TEST_F(CorruptionTest, CompactionThatMakesNoRoomRecountsInsteadOfCopyingForever) {
+  for (const EvictionPolicy policy : {EvictionPolicy::kFifo, EvictionPolicy::kClock}) {
+    SCOPED_TRACE(static_cast<int>(policy));
+    CacheOptions o;
+    o.capacity_bytes = 16 << 10;
+    o.policy = policy;
+    Make(o);
+    const std::string value(100, 'v');  // with 4-digit keys, every item is 136 bytes
+    auto value_of = [&](int) { return value; };
+    for (int i = 1000; i < 1500; ++i) ASSERT_TRUE(cache_->Set(Key(i), value).has_value());
+    for (detail::LogState& log : header().logs) log.live_bytes /= 2;
+    const uint64_t repairs = cache_->Stats().repairs;
+
+    ::testing::internal::CaptureStderr();
+    for (int i = 1500; i < 2000; ++i) ASSERT_TRUE(cache_->Set(Key(i), value).has_value()) << Key(i);
+    const std::string said = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(said.find("made no room; recounting them from the index"), std::string::npos) << said;
+    EXPECT_GT(cache_->Stats().repairs, repairs);
+    EXPECT_TRUE(cache_->Contains(Key(1999)));
+    EXPECT_GT(ExpectCountsMatchTheKeys(*cache_, 2000, value_of), 0u);
+  }
+}
+
+// Item counts forged low: items past max_entries would fill the index,
+// which aborted the writer ("index full ... invariant broken"). A write
+// that finds no empty slot now rebuilds the counts first.
+TEST_F(CorruptionTest, AnIndexFilledUnderCountsForgedLowIsRecountedNotAborted) {
+  CacheOptions o;
+  o.capacity_bytes = 256 << 10;  // bytes never bind here: entries do
+  o.max_entries = 60;
+  o.policy = EvictionPolicy::kFifo;
+  Make(o);
+  Fill(60);
+  const uint64_t slots = header().bucket_count * detail::kSlotsPerBucket;
+  ASSERT_GT(slots, 60u);
+  ::testing::internal::CaptureStderr();
+  for (int i = 60; i < 200; ++i) {
+    for (detail::LogState& log : header().logs) log.live_items = 0;  // as a hostile writer keeps doing
+    ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value()) << Key(i);
+  }
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(said.find("is full with 0 items counted; recounting them"), std::string::npos) << said;
+  EXPECT_TRUE(cache_->Contains(Key(199)));
+  (void)cache_->Repair();  // the counts forged by the last round, rebuilt
+  EXPECT_LE(ExpectCountsMatchTheKeys(*cache_, 200, Value), 60u);
+}
+
 }  // namespace
 }  // namespace cachet

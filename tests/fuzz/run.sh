@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz and runs
-# each for a bounded time on a copy of its seed corpus (corpus/<target>/).
+# each for a bounded time on a copy of its seed corpus (corpus/<target>/)
+# and of the inputs that once failed it (regressions/<target>/).
 # Fails on any crash, leak, timeout or sanitizer report, keeping the input
 # that caused it; prints each target's executions and coverage.
 #
-#   tests/fuzz/run.sh [-t SECONDS] [-j JOBS] [TARGET...]   run (default 30 s each, one at a time)
-#   tests/fuzz/run.sh --remake-corpus                      rewrite corpus/ with make_corpus
+#   tests/fuzz/run.sh [-t SECONDS] [-j JOBS] [-s SEED] [TARGET...]
+#       run; defaults: 30 s each, one at a time, seed 0 (a new random one)
+#   tests/fuzz/run.sh --remake-corpus
+#       rewrite corpus/ with make_corpus (regressions/ is kept)
 #
 # FUZZ_BUILD_DIR (default build-fuzz) is the clang tree; FUZZ_OUT (default
 # $FUZZ_BUILD_DIR/fuzz-runs) gets each run's corpus, log and crash inputs.
-# Replay a crash with: $FUZZ_BUILD_DIR/tests/fuzz/<target> <crash file>.
+# Replay a crash with: $FUZZ_BUILD_DIR/tests/fuzz/<target> <crash file>;
+# once it is fixed, keep its input in regressions/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 src=$PWD
 targets_all=(fuzz_wire fuzz_server fuzz_config fuzz_policy fuzz_segment)
 seconds=30
 jobs=1
+seed=0
 remake=0
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -t) seconds=$2; shift 2 ;;
     -j) jobs=$2; shift 2 ;;
+    -s) seed=$2; shift 2 ;;
     --remake-corpus) remake=1; shift ;;
-    -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     fuzz_*) targets+=("$1"); shift ;;
     *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -67,11 +73,13 @@ run_one() {
   rm -rf "$dir"
   mkdir -p "$dir/corpus" "$dir/crashes"
   cp "$src/tests/fuzz/corpus/$t/"* "$dir/corpus/"
+  # Inputs that once crashed or hung a target: replayed first, every run.
+  if [ -d "$src/tests/fuzz/regressions/$t" ]; then cp "$src/tests/fuzz/regressions/$t/"* "$dir/corpus/"; fi
   # -timeout: one input taking 10 s is a hang; the outer timeout bounds a
   # wedged process.
   local rc=0
   timeout --kill-after=10 $((seconds + 120)) nice -n 15 "$build/tests/fuzz/$t" -max_total_time="$seconds" \
-    -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$dir/crashes/" "$dir/corpus" \
+    -timeout=10 -rss_limit_mb=2048 -seed="$seed" -print_final_stats=1 -artifact_prefix="$dir/crashes/" "$dir/corpus" \
     >"$dir/log" 2>&1 || rc=$?
   if [ $rc -ne 0 ] || grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: ' "$dir/log"; then
     echo "FAIL $t (exit $rc); its log: $dir/log, inputs: $dir/crashes/" >&2

@@ -618,11 +618,15 @@ void Cache::Impl::StoreLocked(const std::optional<SlotRef>& ref, uint64_t hash, 
 
   MakeRoomLocked(target, bytes, skip);
   const uint64_t slot = AppendLocked(target, staged, bytes, TagBits(hash));
-  // A damaged log dropped on the way may have taken the old item's slot,
-  // and the repair lowered the probe counts that led to it: insert anew.
-  if (ref && ref->bucket->slots[ref->index] == old_slot) {
-    StoreRelease(ref->bucket->slots[ref->index], slot);
-    StoreRelaxed(ref->bucket->freq[ref->index], static_cast<uint8_t>(std::min<int>(freq + 1, kMaxFreq)));
+  // A repair on the way (a damaged log dropped, the counts rebuilt) may have
+  // taken the old item's slot and lowered the probe counts that led to it:
+  // then the new item is inserted anew. Or it kept a forged twin of that
+  // slot instead, which must name the new item, not the old one uncounted.
+  std::optional<SlotRef> at = ref;
+  if (ref && ref->bucket->slots[ref->index] != old_slot) at = FindSlotLocked(hash, old_slot);
+  if (at) {
+    StoreRelease(at->bucket->slots[at->index], slot);
+    StoreRelaxed(at->bucket->freq[at->index], static_cast<uint8_t>(std::min<int>(freq + 1, kMaxFreq)));
   } else {
     InsertSlotLocked(hash, slot);
   }
@@ -853,8 +857,8 @@ CacheStats Cache::Impl::Stats() const {
   s.expirations = LoadRelaxed(header_->expirations);
   s.entries = TotalLiveItems();
   s.live_bytes = TotalLiveBytes();
-  s.capacity_bytes = header_->capacity_bytes;
-  s.max_entries = header_->max_entries;
+  s.capacity_bytes = options_.capacity_bytes;
+  s.max_entries = options_.max_entries;
   s.segment_bytes = header_->segment_bytes;
   s.page_bytes = segment_->page_bytes();
   s.generation = header_->generation;

@@ -73,7 +73,7 @@ void Cache::Impl::MakeRoomLocked(LogId target, uint64_t bytes, LogPos skip) {
   const uint64_t max_second_chances = TotalLiveItems() + 64;
   Compaction compaction(target);
   for (uint64_t steps = 0;; ++steps) {
-    const bool over = TotalLiveBytes() + bytes > header_->capacity_bytes || TotalLiveItems() + 1 > header_->max_entries;
+    const bool over = TotalLiveBytes() + bytes > options_.capacity_bytes || TotalLiveItems() + 1 > options_.max_entries;
     const LogState& log = header_->logs[target];
     if (!over && RoomNeeded(log, bytes) <= TailRoom(log)) return;
     if (over) {
@@ -109,7 +109,7 @@ void Cache::Impl::CompactStepLocked(Compaction& c, LogPos skip) {
   const bool evict = c.passed > 2 * shape.size;
   const uint64_t head = log.head;
   ProcessHeadLocked(c.log, evict, skip, !evict);
-  // A dropped log restarts at its tail, past the old head.
+  // Only a head or tail forged after attach sends the head back: count a lap.
   c.passed += log.head >= head ? UsedBytes(shape, head, log.head) : shape.size;
 }
 

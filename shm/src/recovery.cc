@@ -156,7 +156,7 @@ size_t Cache::Impl::RepairLocked(LogPos skip) noexcept {
       uint64_t bytes = 0;
       LogId log_id = kMainLog;
       const uint64_t unit = SlotUnit(slot);
-      if (!ItemValidLocked(slot, &home, &bytes, &log_id) || live_items[0] + live_items[1] >= header_->max_entries ||
+      if (!ItemValidLocked(slot, &home, &bytes, &log_id) || live_items[0] + live_items[1] >= options_.max_entries ||
           (named && (named[unit / 64] >> (unit % 64) & 1) != 0)) {
         StoreRelease(bucket.slots[i], uint64_t{0});
         ++dropped;

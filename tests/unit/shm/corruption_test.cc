@@ -514,7 +514,8 @@ TEST_F(CorruptionTest, CompactionThatMakesNoRoomRecountsInsteadOfCopyingForever)
 
 // Item counts forged low: items past max_entries would fill the index,
 // which aborted the writer ("index full ... invariant broken"). A write
-// that finds no empty slot now rebuilds the counts first.
+// that finds no empty slot now rebuilds the counts first, against the
+// limits checked at attach, not the header's (forged high here too).
 TEST_F(CorruptionTest, AnIndexFilledUnderCountsForgedLowIsRecountedNotAborted) {
   CacheOptions o;
   o.capacity_bytes = 256 << 10;  // bytes never bind here: entries do
@@ -527,6 +528,7 @@ TEST_F(CorruptionTest, AnIndexFilledUnderCountsForgedLowIsRecountedNotAborted) {
   ::testing::internal::CaptureStderr();
   for (int i = 60; i < 200; ++i) {
     for (detail::LogState& log : header().logs) log.live_items = 0;  // as a hostile writer keeps doing
+    header().max_entries = uint64_t{1} << 30;
     ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value()) << Key(i);
   }
   const std::string said = ::testing::internal::GetCapturedStderr();
@@ -534,6 +536,50 @@ TEST_F(CorruptionTest, AnIndexFilledUnderCountsForgedLowIsRecountedNotAborted) {
   EXPECT_TRUE(cache_->Contains(Key(199)));
   (void)cache_->Repair();  // the counts forged by the last round, rebuilt
   EXPECT_LE(ExpectCountsMatchTheKeys(*cache_, 200, Value), 60u);
+  EXPECT_EQ(cache_->Stats().max_entries, 60u);
+}
+
+// As above, with a forged twin of the replaced item's slot earlier in the
+// index: the repair that drops the damaged log keeps the twin and drops the
+// slot the write holds. The twin must then name the new item; left naming
+// the old one, uncounted, it made a second live entry for the key.
+TEST_F(CorruptionTest, AReplaceWhoseSlotARepairSwappedForATwinLeavesOneEntry) {
+  CacheOptions o;
+  o.capacity_bytes = 16 << 10;
+  o.policy = EvictionPolicy::kS3Fifo;
+  Make(o);
+  for (int i = 0; i < 600; ++i) {
+    ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value());
+    if (i >= 2) (void)cache_->Get(Key(i - 2));  // read once in small: promoted to main when it leaves
+  }
+  // A key in main with an empty slot before its own, where the twin goes.
+  const uint64_t small_base = header().logs[detail::kSmallLog].shape.base;
+  int in_main = -1;
+  uint64_t* twin = nullptr;
+  for (int i = 599; i >= 0 && in_main < 0; --i) {
+    if (!cache_->Contains(Key(i)) || (*SlotOf(Key(i)) & 0xffffffff) * 8 >= small_base) continue;
+    const uint64_t* own = SlotOf(Key(i));  // buckets are one array: earlier slots have lower addresses
+    for (uint64_t b = 0; b < header().bucket_count && twin == nullptr; ++b) {
+      for (uint64_t& slot : bucket(b).slots) {
+        if (&slot >= own || twin != nullptr) break;
+        if (slot == 0) twin = &slot;
+      }
+    }
+    if (twin != nullptr) in_main = i;
+  }
+  ASSERT_GE(in_main, 0) << "no key in main with an empty slot before it: the test proves nothing";
+  *twin = *SlotOf(Key(in_main));
+  detail::LogState& small = header().logs[detail::kSmallLog];
+  reinterpret_cast<ItemHeader*>(base_ + small.shape.base + detail::PhysOf(small.shape, small.head))->meta =
+      detail::PackMeta(0, 0, detail::ItemKind::kPadding);
+
+  ::testing::internal::CaptureStderr();
+  const std::string replaced(1000, 'r');  // more than the old item: room must be made
+  ASSERT_TRUE(cache_->Set(Key(in_main), replaced).has_value());
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("small log"), std::string::npos);
+  EXPECT_EQ(cache_->Get(Key(in_main)), replaced);
+  EXPECT_EQ(cache_->Repair(), 0u);  // nothing names the old item
+  EXPECT_GT(ExpectCountsMatchTheKeys(*cache_, 600, [&](int i) { return i == in_main ? replaced : Value(i); }), 0u);
 }
 
 }  // namespace

@@ -39,6 +39,25 @@ std::string Key(int i) { return "key" + std::to_string(i); }
 std::string Value(int i) { return "value-" + std::to_string(i) + std::string(static_cast<size_t>(i % 40), 'v'); }
 uint64_t ItemBytes(const std::string& k, const std::string& v) { return (24 + k.size() + v.size() + 7) / 8 * 8; }
 
+// Every key readable now has the value last written, and the counts are
+// exactly those keys'; returns how many there are.
+uint64_t ExpectCountsMatchTheKeys(Cache& cache, int n, const std::function<std::string(int)>& value_of) {
+  uint64_t live = 0;
+  uint64_t bytes = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::optional<std::string> got = cache.Get(Key(i));
+    if (!got) continue;
+    EXPECT_EQ(*got, value_of(i)) << Key(i);
+    ++live;
+    bytes += ItemBytes(Key(i), *got);
+  }
+  const CacheStats s = cache.Stats();
+  EXPECT_EQ(s.entries, live);
+  EXPECT_EQ(s.live_bytes, bytes);
+  EXPECT_LE(s.live_bytes, s.capacity_bytes);
+  return live;
+}
+
 class CorruptionTest : public ::testing::Test {
  public:  // the pokes below are lambdas that reach into the fixture
   void SetUp() override { Make(CacheOptions{}); }
@@ -89,6 +108,30 @@ class CorruptionTest : public ::testing::Test {
     ADD_FAILURE() << "no slot for " << key;
     static uint64_t none = 0;
     return &none;
+  }
+
+  // S3-FIFO over 16 KiB with 600 keys, each read once while in the small
+  // log: leaving it, they are promoted, so main holds keys too.
+  void MakeS3FifoWithKeysInMain() {
+    CacheOptions o;
+    o.capacity_bytes = 16 << 10;
+    o.policy = EvictionPolicy::kS3Fifo;
+    Make(o);
+    for (int i = 0; i < 600; ++i) {
+      ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value());
+      if (i >= 2) (void)cache_->Get(Key(i - 2));
+    }
+  }
+  bool InMainLog(const std::string& key) {
+    return cache_->Contains(key) && (*SlotOf(key) & 0xffffffff) * 8 < header().logs[detail::kSmallLog].shape.base;
+  }
+  // Makes the small log's head record a padding of length 0, which this
+  // code never writes.
+  void DamageSmallLogHead() {
+    detail::LogState& small = header().logs[detail::kSmallLog];
+    ASSERT_LT(small.head, small.tail);
+    reinterpret_cast<ItemHeader*>(base_ + small.shape.base + detail::PhysOf(small.shape, small.head))->meta =
+        detail::PackMeta(0, 0, detail::ItemKind::kPadding);
   }
 
   void Fill(int n) {
@@ -362,24 +405,13 @@ TEST_F(CorruptionTest, ALogPositionOffTheGridIsDroppedByTheWriterAndRefusedAtAtt
 // counts the old item (its slot is still valid), and the write must not
 // count it twice.
 TEST_F(CorruptionTest, AReplaceThatMeetsADamagedOtherLogCountsTheOldItemOnce) {
-  CacheOptions o;
-  o.capacity_bytes = 16 << 10;
-  o.policy = EvictionPolicy::kS3Fifo;
-  Make(o);
-  for (int i = 0; i < 600; ++i) {
-    ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value());
-    if (i >= 2) (void)cache_->Get(Key(i - 2));  // read once in small: promoted to main when it leaves
-  }
-  const uint64_t small_base = header().logs[detail::kSmallLog].shape.base;
+  MakeS3FifoWithKeysInMain();
   int in_main = -1;
   for (int i = 599; i >= 0 && in_main < 0; --i) {
-    if (cache_->Contains(Key(i)) && (*SlotOf(Key(i)) & 0xffffffff) * 8 < small_base) in_main = i;
+    if (InMainLog(Key(i))) in_main = i;
   }
   ASSERT_GE(in_main, 0) << "no key in main: the test proves nothing";
-  detail::LogState& small = header().logs[detail::kSmallLog];
-  ASSERT_LT(small.head, small.tail);
-  reinterpret_cast<ItemHeader*>(base_ + small.shape.base + detail::PhysOf(small.shape, small.head))->meta =
-      detail::PackMeta(0, 0, detail::ItemKind::kPadding);
+  DamageSmallLogHead();
   const uint64_t repairs = cache_->Stats().repairs;
 
   ::testing::internal::CaptureStderr();
@@ -388,17 +420,7 @@ TEST_F(CorruptionTest, AReplaceThatMeetsADamagedOtherLogCountsTheOldItemOnce) {
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("small log"), std::string::npos);
   EXPECT_EQ(cache_->Stats().repairs, repairs + 1);
   EXPECT_EQ(cache_->Get(Key(in_main)), replaced);
-  uint64_t live = 0;
-  uint64_t bytes = 0;
-  for (int i = 0; i < 600; ++i) {
-    const std::optional<std::string> got = cache_->Get(Key(i));
-    if (!got) continue;
-    ++live;
-    bytes += ItemBytes(Key(i), *got);
-  }
-  const CacheStats s = cache_->Stats();
-  EXPECT_EQ(s.entries, live);
-  EXPECT_EQ(s.live_bytes, bytes);
+  ExpectCountsMatchTheKeys(*cache_, 600, [&](int i) { return i == in_main ? replaced : Value(i); });
 }
 
 // A replace whose own log is dropped on the way: the repair takes the old
@@ -460,25 +482,6 @@ TEST_F(CorruptionTest, RepairDropsASecondSlotNamingTheSameItem) {
   EXPECT_EQ(cache_->Get(Key(3)), std::nullopt);
   EXPECT_EQ(cache_->Stats().entries, 29u);
   EXPECT_EQ(cache_->Repair(), 0u);
-}
-
-// Every key readable now has the value last written, and the counts are
-// exactly those keys'; returns how many there are.
-uint64_t ExpectCountsMatchTheKeys(Cache& cache, int n, const std::function<std::string(int)>& value_of) {
-  uint64_t live = 0;
-  uint64_t bytes = 0;
-  for (int i = 0; i < n; ++i) {
-    const std::optional<std::string> got = cache.Get(Key(i));
-    if (!got) continue;
-    EXPECT_EQ(*got, value_of(i)) << Key(i);
-    ++live;
-    bytes += ItemBytes(Key(i), *got);
-  }
-  const CacheStats s = cache.Stats();
-  EXPECT_EQ(s.entries, live);
-  EXPECT_EQ(s.live_bytes, bytes);
-  EXPECT_LE(s.live_bytes, s.capacity_bytes);
-  return live;
 }
 
 // Live bytes forged low: the writer believes the cache is under capacity
@@ -544,20 +547,12 @@ TEST_F(CorruptionTest, AnIndexFilledUnderCountsForgedLowIsRecountedNotAborted) {
 // slot the write holds. The twin must then name the new item; left naming
 // the old one, uncounted, it made a second live entry for the key.
 TEST_F(CorruptionTest, AReplaceWhoseSlotARepairSwappedForATwinLeavesOneEntry) {
-  CacheOptions o;
-  o.capacity_bytes = 16 << 10;
-  o.policy = EvictionPolicy::kS3Fifo;
-  Make(o);
-  for (int i = 0; i < 600; ++i) {
-    ASSERT_TRUE(cache_->Set(Key(i), Value(i)).has_value());
-    if (i >= 2) (void)cache_->Get(Key(i - 2));  // read once in small: promoted to main when it leaves
-  }
+  MakeS3FifoWithKeysInMain();
   // A key in main with an empty slot before its own, where the twin goes.
-  const uint64_t small_base = header().logs[detail::kSmallLog].shape.base;
   int in_main = -1;
   uint64_t* twin = nullptr;
   for (int i = 599; i >= 0 && in_main < 0; --i) {
-    if (!cache_->Contains(Key(i)) || (*SlotOf(Key(i)) & 0xffffffff) * 8 >= small_base) continue;
+    if (!InMainLog(Key(i))) continue;
     const uint64_t* own = SlotOf(Key(i));  // buckets are one array: earlier slots have lower addresses
     for (uint64_t b = 0; b < header().bucket_count && twin == nullptr; ++b) {
       for (uint64_t& slot : bucket(b).slots) {
@@ -569,9 +564,7 @@ TEST_F(CorruptionTest, AReplaceWhoseSlotARepairSwappedForATwinLeavesOneEntry) {
   }
   ASSERT_GE(in_main, 0) << "no key in main with an empty slot before it: the test proves nothing";
   *twin = *SlotOf(Key(in_main));
-  detail::LogState& small = header().logs[detail::kSmallLog];
-  reinterpret_cast<ItemHeader*>(base_ + small.shape.base + detail::PhysOf(small.shape, small.head))->meta =
-      detail::PackMeta(0, 0, detail::ItemKind::kPadding);
+  DamageSmallLogHead();
 
   ::testing::internal::CaptureStderr();
   const std::string replaced(1000, 'r');  // more than the old item: room must be made

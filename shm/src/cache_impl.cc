@@ -167,8 +167,11 @@ Result<void> Cache::Impl::LeaseWriter(std::chrono::milliseconds wait) {
   }
   WriterLock lock(*this, wait);
   if (!lock.held()) {
-    return MakeError(ErrorCode::kTimeout, "the segment's writer lock has been held for over " +
-                                              std::to_string(wait.count()) + " ms by " + WriterLockHolder());
+    // A wait of 0 is a caller that already found the lock stuck trying again.
+    return MakeError(ErrorCode::kTimeout, wait.count() == 0
+                                              ? "the segment's writer lock is still held by " + WriterLockHolder()
+                                              : "the segment's writer lock has been held for over " +
+                                                    std::to_string(wait.count()) + " ms by " + WriterLockHolder());
   }
   lock.Release();
   leased_by_this_thread = this;

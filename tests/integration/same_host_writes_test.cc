@@ -264,6 +264,11 @@ TEST(SameHostWritesTest, AClientStoppedHoldingTheLockDoesNotFreezeTheDaemon) {
   EXPECT_EQ(busy->code, ErrorCode::kBusy) << busy->ToString();
   EXPECT_NE(busy->message.find("(stopped)"), std::string::npos) << busy->ToString();
   EXPECT_NE(busy->message.find("was not run"), std::string::npos) << busy->ToString();
+  // Later writes do not wait again while it stays held, and say so.
+  auto again = (*remote)->Set("during", "x");
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code, ErrorCode::kBusy) << again.error().ToString();
+  EXPECT_NE(again.error().message.find("is still held by thread"), std::string::npos) << again.error().ToString();
   // Reads and the rest go on while the lock stays held.
   EXPECT_EQ((*remote)->Get("before").value(), "1");
   EXPECT_TRUE((*remote)->Ping().has_value());

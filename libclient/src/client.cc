@@ -12,6 +12,7 @@
 #include <zmq.hpp>
 
 #include "protocol.h"
+#include "requests.h"
 #include "stream.h"
 #include "zmq_io.h"
 
@@ -58,12 +59,6 @@ int64_t CoarseSteadyMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
 
-bool IsBytes(const msgpack::object& o) { return o.type == msgpack::type::BIN || o.type == msgpack::type::STR; }
-std::string ToString(const msgpack::object& o) {
-  return o.type == msgpack::type::BIN ? std::string(o.via.bin.ptr, o.via.bin.size)
-                                      : std::string(o.via.str.ptr, o.via.str.size);
-}
-
 }  // namespace
 
 class Client::Impl {
@@ -104,6 +99,12 @@ class Client::Impl {
   Result<wire::Reply> Call(Op op, uint32_t nargs, bool idempotent, Fill fill) {
     std::lock_guard<std::mutex> lock(mu_);
     return CallLocked(op, nargs, idempotent, fill);
+  }
+
+  // A request whose op, count and arguments are one of requests.h's Args.
+  template <typename Args>
+  Result<wire::Reply> Call(const Args& args, bool idempotent) {
+    return Call(Args::kOp, Args::kCount, idempotent, args);
   }
 
   template <typename Fill>
@@ -315,8 +316,8 @@ class Client::Impl {
     uint64_t generation = 0;
     const msgpack::object_map& map = reply->payload->via.map;
     for (uint32_t i = 0; i < map.size; ++i) {
-      const std::string name = ToString(map.ptr[i].key);
-      if (name == "segment" && IsBytes(map.ptr[i].val)) segment = ToString(map.ptr[i].val);
+      const std::string name = wire::ToString(map.ptr[i].key);
+      if (name == "segment" && wire::IsBytes(map.ptr[i].val)) segment = wire::ToString(map.ptr[i].val);
       if (map.ptr[i].val.type != msgpack::type::POSITIVE_INTEGER) continue;
       const uint64_t v = map.ptr[i].val.via.u64;
       if (name == "generation") generation = v;
@@ -394,40 +395,18 @@ Result<bool> Client::GetInto(std::string_view key, std::string* value) {
     return tl::unexpected(wire::CheckKey(key, max).error());
   }
   if (Cache* shm = impl_->SharedMemory()) return shm->GetInto(key, value);
-  auto reply = impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
-  if (reply && reply->status == ErrorCode::kNotFound) return false;
-  auto p = wire::Payload(reply);
-  if (!p) {
-    impl_->MaybeRecheckSegment();
-    return tl::unexpected(p.error());
-  }
-  if (!IsBytes(**p)) return tl::unexpected(wire::UnexpectedPayload("GET"));
-  const msgpack::object& o = **p;
-  if (o.type == msgpack::type::BIN) {
-    value->assign(o.via.bin.ptr, o.via.bin.size);
-  } else {
-    value->assign(o.via.str.ptr, o.via.str.size);
-  }
-  return true;
+  auto found = wire::ValuePayload(impl_->Call(Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); }), value);
+  if (!found) impl_->MaybeRecheckSegment();
+  return found;
 }
 
 Result<bool> Client::Set(std::string_view key, std::string_view value, const SetOptions& options) {
-  const auto cond = static_cast<uint64_t>(options.condition == SetCondition::kIfAbsent    ? wire::SetCond::kIfAbsent
-                                          : options.condition == SetCondition::kIfPresent ? wire::SetCond::kIfPresent
-                                                                                          : wire::SetCond::kAlways);
   const bool idempotent = options.condition == SetCondition::kAlways;
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = impl_->CheckValue(value); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestSet(key, value, options); })) return *done;
-  return wire::BoolPayload(impl_->Call(Op::kSet, 4, idempotent,
-                                       [&](wire::Writer& w) {
-                                         w.Bytes(key);
-                                         w.Bytes(value);
-                                         w.Int(options.ttl.count());
-                                         w.Uint(cond);
-                                       }),
-                           "SET");
+  return wire::BoolPayload(impl_->Call(wire::SetArgs{key, value, options}, idempotent), "SET");
 }
 
 Result<bool> Client::Del(std::string_view key) {
@@ -446,23 +425,13 @@ Result<bool> Client::Expire(std::string_view key, std::chrono::milliseconds ttl)
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
   if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestExpire(key, ttl); })) return *done;
-  return wire::BoolPayload(impl_->Call(Op::kExpire, 2, true,
-                                       [&](wire::Writer& w) {
-                                         w.Bytes(key);
-                                         w.Int(ttl.count());
-                                       }),
-                           "EXPIRE");
+  return wire::BoolPayload(impl_->Call(wire::ExpireArgs{key, ttl}, true), "EXPIRE");
 }
 
 Result<std::optional<std::chrono::milliseconds>> Client::Ttl(std::string_view key) {
-  using Ms = std::chrono::milliseconds;
   if (auto ok = impl_->CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (Cache* shm = impl_->SharedMemory()) return shm->Ttl(key);
-  auto reply = impl_->Call(Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
-  if (reply && reply->status == ErrorCode::kNotFound) return std::optional<Ms>();
-  auto ms = wire::IntPayload(reply, "TTL");
-  if (!ms) return tl::unexpected(ms.error());
-  return std::optional<Ms>(*ms < 0 ? Cache::kNoExpiry : Ms(*ms));
+  return wire::TtlPayload(impl_->Call(Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); }));
 }
 
 Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
@@ -473,13 +442,7 @@ Result<int64_t> Client::Incr(std::string_view key, int64_t delta, std::chrono::m
   if (auto done = impl_->SharedWrite([&](Cache& shm) { return shm.GuestIncr(key, delta, ttl_on_create); })) {
     return *done;
   }
-  return wire::IntPayload(impl_->Call(Op::kIncr, 3, false,
-                                      [&](wire::Writer& w) {
-                                        w.Bytes(key);
-                                        w.Int(delta);
-                                        w.Int(ttl_on_create.count());
-                                      }),
-                          "INCR");
+  return wire::IntPayload(impl_->Call(wire::IncrArgs{key, delta, ttl_on_create}, false), "INCR");
 }
 
 Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
@@ -490,12 +453,7 @@ Result<int64_t> Client::Decr(std::string_view key, int64_t delta) {
             impl_->SharedWrite([&](Cache& shm) { return shm.GuestIncr(key, -delta, std::chrono::milliseconds(0)); }))
       return *done;
   }
-  return wire::IntPayload(impl_->Call(Op::kDecr, 2, false,
-                                      [&](wire::Writer& w) {
-                                        w.Bytes(key);
-                                        w.Int(delta);
-                                      }),
-                          "DECR");
+  return wire::IntPayload(impl_->Call(wire::DecrArgs{key, delta}, false), "DECR");
 }
 
 Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<std::string>& keys) {
@@ -522,7 +480,7 @@ Result<std::vector<std::optional<std::string>>> Client::MGet(const std::vector<s
   }
   for (size_t i = 0; i < keys.size(); ++i) {
     const msgpack::object& v = (*p)->via.array.ptr[i];
-    if (IsBytes(v)) out[i] = ToString(v);
+    if (wire::IsBytes(v)) out[i] = wire::ToString(v);
   }
   return out;
 }
@@ -572,8 +530,8 @@ Result<Cache::ScanPage> Client::Scan(uint64_t cursor, std::string_view pattern, 
   page.cursor = o.via.array.ptr[0].via.u64;
   const msgpack::object_array& keys = o.via.array.ptr[1].via.array;
   for (uint32_t i = 0; i < keys.size; ++i) {
-    if (!IsBytes(keys.ptr[i])) return tl::unexpected(wire::UnexpectedPayload("SCAN"));
-    page.keys.push_back(ToString(keys.ptr[i]));
+    if (!wire::IsBytes(keys.ptr[i])) return tl::unexpected(wire::UnexpectedPayload("SCAN"));
+    page.keys.push_back(wire::ToString(keys.ptr[i]));
   }
   return page;
 }
@@ -587,8 +545,8 @@ Result<StatsList> Client::Stats() {
   const msgpack::object_map& map = (*p)->via.map;
   for (uint32_t i = 0; i < map.size; ++i) {
     auto v = wire::IntArg(map.ptr[i].val, "stat");
-    if (!IsBytes(map.ptr[i].key) || !v) return tl::unexpected(wire::UnexpectedPayload("STATS"));
-    out.emplace_back(ToString(map.ptr[i].key), *v);
+    if (!wire::IsBytes(map.ptr[i].key) || !v) return tl::unexpected(wire::UnexpectedPayload("STATS"));
+    out.emplace_back(wire::ToString(map.ptr[i].key), *v);
   }
   return out;
 }
@@ -598,14 +556,7 @@ Result<void> Client::Flush() {
 }
 
 Result<Decision> Client::RateLimit(std::string_view key, std::string_view tier, uint64_t cost) {
-  const auto reply = impl_->Call(Op::kRateLimit, 3, false, [&](wire::Writer& w) {
-    w.Bytes(key);
-    w.Str(tier);
-    w.Uint(cost);
-  });
-  auto p = wire::Payload(reply);
-  if (!p) return tl::unexpected(p.error());
-  return wire::ReadDecision(**p);
+  return wire::DecisionPayload(impl_->Call(wire::RateLimitArgs{key, tier, cost}, false));
 }
 
 Result<void> Client::Reload() {

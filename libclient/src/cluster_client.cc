@@ -12,6 +12,7 @@
 #include "cachet/cluster/slot.h"
 #include "node_sockets.h"
 #include "protocol.h"
+#include "requests.h"
 
 namespace cachet {
 
@@ -32,12 +33,6 @@ constexpr uint64_t kNodeCursorMask = (uint64_t{1} << kNodeCursorBits) - 1;
 
 Ms Left(SteadyClock::time_point deadline) {
   return std::max(Ms(0), std::chrono::duration_cast<Ms>(deadline - SteadyClock::now()));
-}
-
-bool IsBytes(const msgpack::object& o) { return o.type == msgpack::type::BIN || o.type == msgpack::type::STR; }
-std::string ToString(const msgpack::object& o) {
-  return o.type == msgpack::type::BIN ? std::string(o.via.bin.ptr, o.via.bin.size)
-                                      : std::string(o.via.str.ptr, o.via.str.size);
 }
 
 Error Unexpected(const char* what, const std::string& endpoint) {
@@ -208,6 +203,13 @@ class ClusterClient::Impl {
 
   // A request about one key, routed by its slot and following redirects
   // (see cluster_client.h for the rules).
+  // A keyed request whose op, count and arguments are one of requests.h's
+  // Args.
+  template <typename Args>
+  Result<wire::Reply> KeyCallLocked(const Args& args, bool idempotent) {
+    return KeyCallLocked(args.key, Args::kOp, Args::kCount, idempotent, args);
+  }
+
   template <typename Fill>
   Result<wire::Reply> KeyCallLocked(std::string_view key, Op op, uint32_t nargs, bool idempotent, Fill&& fill) {
     const auto deadline = SteadyClock::now() + options_.timeout * (options_.retries + 1);
@@ -373,27 +375,27 @@ class ClusterClient::Impl {
     bool eventual = false;
     bool have_nodes = false;
     for (const msgpack::object_kv& kv : p.via.map) {
-      if (!IsBytes(kv.key)) continue;
-      const std::string name = ToString(kv.key);
+      if (!wire::IsBytes(kv.key)) continue;
+      const std::string name = wire::ToString(kv.key);
       if (name == "epoch" && kv.val.type == msgpack::type::POSITIVE_INTEGER) epoch = kv.val.via.u64;
-      if (name == "map" && IsBytes(kv.val)) json = ToString(kv.val);
-      if (name == "cluster" && IsBytes(kv.val)) cluster = ToString(kv.val);
-      if (name == "consistency" && IsBytes(kv.val)) eventual = ToString(kv.val) == "eventual";
+      if (name == "map" && wire::IsBytes(kv.val)) json = wire::ToString(kv.val);
+      if (name == "cluster" && wire::IsBytes(kv.val)) cluster = wire::ToString(kv.val);
+      if (name == "consistency" && wire::IsBytes(kv.val)) eventual = wire::ToString(kv.val) == "eventual";
       if (name == "nodes" && kv.val.type == msgpack::type::MAP) {
         have_nodes = true;
         for (const msgpack::object_kv& n : kv.val.via.map) {
-          if (!IsBytes(n.key) || !IsBytes(n.val)) return tl::unexpected(Unexpected("CLUSTER", endpoint));
-          nodes[ToString(n.key)] = ToString(n.val);
+          if (!wire::IsBytes(n.key) || !wire::IsBytes(n.val)) return tl::unexpected(Unexpected("CLUSTER", endpoint));
+          nodes[wire::ToString(n.key)] = wire::ToString(n.val);
         }
       }
       // shard id -> [node, term]
       if (name == "primaries" && kv.val.type == msgpack::type::MAP) {
         for (const msgpack::object_kv& n : kv.val.via.map) {
           if (n.key.type != msgpack::type::POSITIVE_INTEGER || n.val.type != msgpack::type::ARRAY ||
-              n.val.via.array.size < 1 || !IsBytes(n.val.via.array.ptr[0])) {
+              n.val.via.array.size < 1 || !wire::IsBytes(n.val.via.array.ptr[0])) {
             return tl::unexpected(Unexpected("CLUSTER", endpoint));
           }
-          primaries[static_cast<uint32_t>(n.key.via.u64)] = ToString(n.val.via.array.ptr[0]);
+          primaries[static_cast<uint32_t>(n.key.via.u64)] = wire::ToString(n.val.via.array.ptr[0]);
         }
       }
     }
@@ -555,31 +557,16 @@ Result<std::optional<std::string>> ClusterClient::Get(std::string_view key) {
 Result<bool> ClusterClient::GetInto(std::string_view key, std::string* value) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  auto reply = impl_->KeyCallLocked(key, Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
-  if (reply && reply->status == ErrorCode::kNotFound) return false;
-  auto p = wire::Payload(reply);
-  if (!p) return tl::unexpected(p.error());
-  if (!IsBytes(**p)) return MakeError(ErrorCode::kProtocol, "bad reply to GET");
-  *value = ToString(**p);
-  return true;
+  return wire::ValuePayload(impl_->KeyCallLocked(key, Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(key); }),
+                            value);
 }
 
 Result<bool> ClusterClient::Set(std::string_view key, std::string_view value, const SetOptions& options) {
-  const auto cond = static_cast<uint64_t>(options.condition == SetCondition::kIfAbsent    ? wire::SetCond::kIfAbsent
-                                          : options.condition == SetCondition::kIfPresent ? wire::SetCond::kIfPresent
-                                                                                          : wire::SetCond::kAlways);
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckValue(value, kWidestValue); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(options.ttl.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return wire::BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
-                                                [&](wire::Writer& w) {
-                                                  w.Bytes(key);
-                                                  w.Bytes(value);
-                                                  w.Int(options.ttl.count());
-                                                  w.Uint(cond);
-                                                }),
-                           "SET");
+  return wire::BoolPayload(impl_->KeyCallLocked(wire::SetArgs{key, value, options}, /*idempotent=*/false), "SET");
 }
 
 Result<bool> ClusterClient::Del(std::string_view key) {
@@ -600,60 +587,33 @@ Result<bool> ClusterClient::Expire(std::string_view key, std::chrono::millisecon
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl.count(), wire::TtlUse::kExpire); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return wire::BoolPayload(impl_->KeyCallLocked(key, Op::kExpire, 2, /*idempotent=*/false,
-                                                [&](wire::Writer& w) {
-                                                  w.Bytes(key);
-                                                  w.Int(ttl.count());
-                                                }),
-                           "EXPIRE");
+  return wire::BoolPayload(impl_->KeyCallLocked(wire::ExpireArgs{key, ttl}, /*idempotent=*/false), "EXPIRE");
 }
 
 Result<std::optional<std::chrono::milliseconds>> ClusterClient::Ttl(std::string_view key) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  auto reply = impl_->KeyCallLocked(key, Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); });
-  if (reply && reply->status == ErrorCode::kNotFound) return std::optional<Ms>();
-  auto ms = wire::IntPayload(reply, "TTL");
-  if (!ms) return tl::unexpected(ms.error());
-  return std::optional<Ms>(*ms < 0 ? Cache::kNoExpiry : Ms(*ms));
+  return wire::TtlPayload(impl_->KeyCallLocked(key, Op::kTtl, 1, true, [&](wire::Writer& w) { w.Bytes(key); }));
 }
 
 Result<int64_t> ClusterClient::Incr(std::string_view key, int64_t delta, std::chrono::milliseconds ttl_on_create) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   if (auto ok = wire::CheckTtl(ttl_on_create.count(), wire::TtlUse::kOnWrite); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return wire::IntPayload(impl_->KeyCallLocked(key, Op::kIncr, 3, false,
-                                               [&](wire::Writer& w) {
-                                                 w.Bytes(key);
-                                                 w.Int(delta);
-                                                 w.Int(ttl_on_create.count());
-                                               }),
-                          "INCR");
+  return wire::IntPayload(impl_->KeyCallLocked(wire::IncrArgs{key, delta, ttl_on_create}, false), "INCR");
 }
 
 Result<int64_t> ClusterClient::Decr(std::string_view key, int64_t delta) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
-  return wire::IntPayload(impl_->KeyCallLocked(key, Op::kDecr, 2, false,
-                                               [&](wire::Writer& w) {
-                                                 w.Bytes(key);
-                                                 w.Int(delta);
-                                               }),
-                          "DECR");
+  return wire::IntPayload(impl_->KeyCallLocked(wire::DecrArgs{key, delta}, false), "DECR");
 }
 
 Result<Decision> ClusterClient::RateLimit(std::string_view key, std::string_view tier, uint64_t cost) {
   if (auto ok = CheckKey(key); !ok) return tl::unexpected(ok.error());
   std::lock_guard<std::mutex> lock(impl_->mu());
   // Not idempotent: a decision whose reply was lost may have been counted.
-  auto reply = impl_->KeyCallLocked(key, Op::kRateLimit, 3, false, [&](wire::Writer& w) {
-    w.Bytes(key);
-    w.Str(tier);
-    w.Uint(cost);
-  });
-  auto p = wire::Payload(reply);  // points into `reply`, which must outlive it
-  if (!p) return tl::unexpected(p.error());
-  return wire::ReadDecision(**p);
+  return wire::DecisionPayload(impl_->KeyCallLocked(wire::RateLimitArgs{key, tier, cost}, false));
 }
 
 Result<std::vector<std::optional<std::string>>> ClusterClient::MGet(const std::vector<std::string>& keys) {
@@ -672,19 +632,18 @@ Result<std::vector<std::optional<std::string>>> ClusterClient::MGet(const std::v
           return tl::unexpected(Unexpected("MGET", endpoint));
         }
         for (size_t j = 0; j < indexes.size(); ++j) {
-          if (IsBytes(p.via.array.ptr[j])) out[indexes[j]] = ToString(p.via.array.ptr[j]);
+          if (wire::IsBytes(p.via.array.ptr[j])) out[indexes[j]] = wire::ToString(p.via.array.ptr[j]);
         }
         return {};
       },
       &redo);
   if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
-    auto reply = impl_->KeyCallLocked(keys[i], Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(keys[i]); });
-    if (reply && reply->status == ErrorCode::kNotFound) continue;
-    auto p = wire::Payload(reply);
-    if (!p) return tl::unexpected(p.error());
-    if (!IsBytes(**p)) return MakeError(ErrorCode::kProtocol, "bad reply to GET");
-    out[i] = ToString(**p);
+    std::string value;
+    auto found = wire::ValuePayload(
+        impl_->KeyCallLocked(keys[i], Op::kGet, 1, true, [&](wire::Writer& w) { w.Bytes(keys[i]); }), &value);
+    if (!found) return tl::unexpected(found.error());
+    if (*found) out[i] = std::move(value);
   }
   return out;
 }
@@ -706,16 +665,9 @@ Result<void> ClusterClient::MSet(const std::vector<std::pair<std::string, std::s
       [](const std::vector<size_t>&, const msgpack::object&, const std::string&) -> Result<void> { return {}; }, &redo);
   if (!split) return tl::unexpected(split.error());
   for (size_t i : redo) {
-    const std::string& key = items[i].first;  // captured below: no structured binding (clang before 16)
-    const std::string& value = items[i].second;
-    auto stored = wire::BoolPayload(impl_->KeyCallLocked(key, Op::kSet, 4, /*idempotent=*/false,
-                                                         [&](wire::Writer& w) {
-                                                           w.Bytes(key);
-                                                           w.Bytes(value);
-                                                           w.Int(0);
-                                                           w.Uint(static_cast<uint64_t>(wire::SetCond::kAlways));
-                                                         }),
-                                    "SET");
+    auto stored = wire::BoolPayload(
+        impl_->KeyCallLocked(wire::SetArgs{items[i].first, items[i].second, SetOptions{}}, /*idempotent=*/false),
+        "SET");
     if (!stored) return tl::unexpected(stored.error());
   }
   return {};

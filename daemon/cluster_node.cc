@@ -667,7 +667,7 @@ bool ClusterNode::RunImport(const ImportJob& job) {
   zmq::socket_t socket(context, zmq::socket_type::dealer);
   socket.set(zmq::sockopt::linger, 0);
   zmqio::UseCurveClient(socket, settings_.curve);
-  socket.connect(job.source);
+  zmqio::Connect(socket, job.source);
   uint64_t request_id = 0;
   size_t keys = 0;
   for (const auto& [first, last] : job.ranges) {

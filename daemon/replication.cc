@@ -654,7 +654,7 @@ Replication::Peer& Replication::PeerFor(const std::string& endpoint) {
     peer->socket.set(zmq::sockopt::immediate, 1);  // queue nothing for a peer not connected
     peer->socket.set(zmq::sockopt::sndhwm, kPeerHighWater);
     zmqio::UseCurveClient(peer->socket, node_.settings().curve);
-    peer->socket.connect(endpoint);
+    zmqio::Connect(peer->socket, endpoint);
   }
   return *peer;
 }

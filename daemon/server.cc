@@ -114,7 +114,7 @@ Result<void> Server::Bind() {
     if (endpoint.empty()) continue;
     try {
       if (endpoint == config_.tcp && config_.curve()) zmqio::UseCurveServer(router_, secret_key_);
-      router_.bind(endpoint);
+      zmqio::Bind(router_, endpoint);
     } catch (const zmq::error_t& e) {
       return MakeError(ErrorCode::kIo, "cannot bind " + endpoint + ": " + e.what());
     }
@@ -146,7 +146,7 @@ Result<void> Server::Bind() {
       pub_.set(zmq::sockopt::linger, 0);
       pub_.set(zmq::sockopt::zap_domain, "cachet");
       if (config_.curve() && config_.pub.rfind("tcp://", 0) == 0) zmqio::UseCurveServer(pub_, secret_key_);
-      pub_.bind(config_.pub);
+      zmqio::Bind(pub_, config_.pub);
     } catch (const zmq::error_t& e) {
       return MakeError(ErrorCode::kIo, "cannot bind " + config_.pub + ": " + e.what());
     }

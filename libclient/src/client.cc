@@ -232,7 +232,7 @@ class Client::Impl {
       socket_->set(zmq::sockopt::linger, 0);
       socket_->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
       if (IsTcp()) zmqio::UseCurveClient(*socket_, options_.curve);
-      socket_->connect(endpoint_);
+      zmqio::Connect(*socket_, endpoint_);
       return {};
     } catch (const zmq::error_t& e) {
       socket_.reset();

@@ -32,7 +32,7 @@ Result<zmq::socket_t*> NodeSockets::Open(const std::string& endpoint) {
     socket->set(zmq::sockopt::linger, 0);
     socket->set(zmq::sockopt::immediate, 1);  // queue only to a live connection
     if (endpoint.rfind("tcp://", 0) == 0) zmqio::UseCurveClient(*socket, curve_);
-    socket->connect(endpoint);
+    zmqio::Connect(*socket, endpoint);
     return (sockets_[endpoint] = std::move(socket)).get();
   } catch (const zmq::error_t& e) {
     return MakeError(ErrorCode::kInvalidArgument, "cannot connect to '" + endpoint + "': " + e.what());

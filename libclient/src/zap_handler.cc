@@ -32,7 +32,7 @@ ZapHandler::ZapHandler(zmq::context_t& context) : socket_(context, zmq::socket_t
 Result<void> ZapHandler::Start() {
   try {
     socket_.set(zmq::sockopt::linger, 0);
-    socket_.bind(kZapEndpoint);
+    zmqio::Bind(socket_, kZapEndpoint);
   } catch (const zmq::error_t& e) {
     return MakeError(ErrorCode::kIo, std::string("cannot start the ZAP handler: ") + e.what());
   }
@@ -111,7 +111,7 @@ Result<void> SocketMonitor::Watch(zmq::socket_t& watched, const std::string& end
   }
   try {
     socket_.set(zmq::sockopt::linger, 0);
-    socket_.connect(endpoint);
+    zmqio::Connect(socket_, endpoint);
   } catch (const zmq::error_t& e) {
     return MakeError(ErrorCode::kIo, std::string("cannot read the socket's monitor: ") + e.what());
   }

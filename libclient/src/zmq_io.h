@@ -1,7 +1,8 @@
 // ZeroMQ calls that survive signals. Shared by the client library and cachetd.
 //
 // A signal whose handler lands on a thread inside zmq_poll, zmq_send,
-// zmq_recv or zmq_getsockopt(ZMQ_EVENTS) makes the call fail with EINTR,
+// zmq_recv, zmq_getsockopt(ZMQ_EVENTS), zmq_connect, zmq_bind or
+// zmq_disconnect makes the call fail with EINTR,
 // which cppzmq throws as zmq::error_t. ZeroMQ reports EINTR before it has
 // taken or queued anything, so the right answer is always to make the same
 // call again: these wrappers do, and Poll keeps its deadline (a retry waits
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <string>
 #include <vector>
 #include <zmq.hpp>
 
@@ -51,6 +53,20 @@ inline int Poll(zmq::pollitem_t* items, size_t count, std::chrono::milliseconds 
                          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
     }
   }
+}
+
+// zmq_connect, zmq_bind and zmq_disconnect first run the commands pending
+// for the socket, which a signal interrupts before anything else is done.
+inline void Connect(zmq::socket_ref socket, const std::string& endpoint) {
+  RetryOnEintr([&] { socket.connect(endpoint); });
+}
+
+inline void Bind(zmq::socket_ref socket, const std::string& endpoint) {
+  RetryOnEintr([&] { socket.bind(endpoint); });
+}
+
+inline void Disconnect(zmq::socket_ref socket, const std::string& endpoint) {
+  RetryOnEintr([&] { socket.disconnect(endpoint); });
 }
 
 inline zmq::send_result_t Send(zmq::socket_ref socket, zmq::const_buffer data, zmq::send_flags flags) {

@@ -216,7 +216,7 @@ class GossipRateLimiter::Impl {
           !ok) {
         return ok;
       }
-      pub_.bind(options_.bind);
+      zmqio::Bind(pub_, options_.bind);
       endpoint_ = pub_.get(zmq::sockopt::last_endpoint);
       sub_ = zmq::socket_t(context_, zmq::socket_type::sub);
       sub_.set(zmq::sockopt::linger, 0);
@@ -435,7 +435,7 @@ class GossipRateLimiter::Impl {
   }
 
   void Connect(const std::string& peer) {
-    sub_.connect(peer);
+    zmqio::Connect(sub_, peer);
     peers_.insert(peer);
     peer_count_.store(peers_.size(), std::memory_order_relaxed);
   }
@@ -451,7 +451,7 @@ class GossipRateLimiter::Impl {
     for (auto it = peers_.begin(); it != peers_.end();) {
       if (wanted.count(*it) == 0) {
         try {
-          sub_.disconnect(*it);
+          zmqio::Disconnect(sub_, *it);
         } catch (const zmq::error_t& e) {
           Report("gossip: disconnecting from " + *it + ": " + e.what());
         }

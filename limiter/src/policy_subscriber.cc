@@ -26,7 +26,7 @@ class PolicySubscriber::Impl {
       socket_.set(zmq::sockopt::linger, 0);
       socket_.set(zmq::sockopt::subscribe, "cachet.policy");
       if (endpoint.rfind("tcp://", 0) == 0) zmqio::UseCurveClient(socket_, curve);
-      socket_.connect(endpoint);
+      zmqio::Connect(socket_, endpoint);
     } catch (const zmq::error_t& e) {
       return MakeError(ErrorCode::kInvalidArgument, "cannot subscribe to '" + endpoint + "': " + e.what());
     }

@@ -175,13 +175,13 @@ class ClientSignalsTest : public ::testing::Test {
 
   // Runs `body` while another thread signals the calling thread every 100 µs.
   template <typename Body>
-  void UnderSignals(Body body) {
+  void UnderSignals(Body body, std::chrono::microseconds pacing = std::chrono::microseconds(100)) {
     const pthread_t target = pthread_self();
     std::atomic<bool> done{false};
     std::thread pester([&] {
       while (!done) {
         pthread_kill(target, SIGUSR1);
-        std::this_thread::sleep_for(std::chrono::microseconds(100));  // pacing only
+        std::this_thread::sleep_for(pacing);
       }
     });
     body();
@@ -211,6 +211,30 @@ TEST_F(ClientSignalsTest, CallsInterruptedBySignalsStillSucceed) {
   });
   EXPECT_EQ(failures, 0) << first_error;
   EXPECT_EQ((*client)->Get("signalled").value(), std::to_string(kCalls - failures));
+}
+
+// Each new client connects its socket on its first call: zmq_connect, too,
+// fails with EINTR when a signal lands in it ("cannot connect to ...:
+// Interrupted system call" before it was retried).
+TEST_F(ClientSignalsTest, ClientsConnectingUnderSignalsAllSucceed) {
+  ClientOptions options;
+  options.retries = 0;
+  constexpr int kClients = 1000;
+  int failures = 0;
+  std::string first_error;
+  UnderSignals(
+      [&] {
+        for (int i = 0; i < kClients; ++i) {
+          auto client = Client::Connect(daemon_.tcp(), options);
+          auto n = client ? (*client)->Incr("connected") : Result<int64_t>(tl::unexpected(client.error()));
+          if (!n && failures++ == 0) first_error = n.error().ToString();
+        }
+      },
+      std::chrono::microseconds(10));  // zmq_connect's window for EINTR is a few instructions wide
+  EXPECT_EQ(failures, 0) << first_error;
+  auto client = Client::Connect(daemon_.tcp(), options);
+  ASSERT_TRUE(client.has_value());
+  EXPECT_EQ((*client)->Get("connected").value(), std::to_string(kClients - failures));
 }
 
 TEST_F(ClientSignalsTest, IpcClientWithSharedMemoryReadsSurvivesSignals) {

@@ -17,12 +17,11 @@ namespace cachet::wire {
 
 inline bool IsBytes(const msgpack::object& o) { return o.type == msgpack::type::BIN || o.type == msgpack::type::STR; }
 
-inline std::string_view BytesOf(const msgpack::object& o) {
-  return o.type == msgpack::type::BIN ? std::string_view(o.via.bin.ptr, o.via.bin.size)
-                                      : std::string_view(o.via.str.ptr, o.via.str.size);
+// For a value IsBytes has accepted.
+inline std::string ToString(const msgpack::object& o) {
+  return o.type == msgpack::type::BIN ? std::string(o.via.bin.ptr, o.via.bin.size)
+                                      : std::string(o.via.str.ptr, o.via.str.size);
 }
-
-inline std::string ToString(const msgpack::object& o) { return std::string(BytesOf(o)); }
 
 // SET key value ttl_ms condition
 struct SetArgs {
@@ -98,9 +97,9 @@ inline Result<bool> ValuePayload(const Result<Reply>& reply, std::string* value)
   if (reply && reply->status == ErrorCode::kNotFound) return false;
   auto p = Payload(reply);
   if (!p) return tl::unexpected(p.error());
-  if (!IsBytes(**p)) return tl::unexpected(UnexpectedPayload("GET"));
-  const std::string_view bytes = BytesOf(**p);
-  value->assign(bytes.data(), bytes.size());
+  auto bytes = BytesArg(**p, "GET's value");
+  if (!bytes) return tl::unexpected(UnexpectedPayload("GET"));
+  value->assign(bytes->data(), bytes->size());
   return true;
 }
 

@@ -3,7 +3,6 @@
 #include <zmq.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -107,14 +106,14 @@ std::string MonitorEvent::HandshakeFailure(bool curve, std::string_view peer) co
 SocketMonitor::SocketMonitor(zmq::context_t& context) : socket_(context, zmq::socket_type::pair) {}
 
 Result<void> SocketMonitor::Watch(zmq::socket_t& watched, const std::string& endpoint, int events) {
-  // Its bind of the monitor's own socket fails with EINTR as zmq_bind does;
-  // a failed call has closed that socket, so the call is made again.
-  int rc;
-  do {
-    rc = zmq_socket_monitor(static_cast<void*>(watched), endpoint.c_str(), events);
-  } while (rc != 0 && zmq_errno() == EINTR);
-  if (rc != 0) {
-    return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
+  try {
+    // Its bind of the monitor's own socket fails with EINTR as zmq_bind
+    // does; a failed call has closed that socket, so it is made again.
+    zmqio::RetryOnEintr([&] {
+      if (zmq_socket_monitor(static_cast<void*>(watched), endpoint.c_str(), events) != 0) throw zmq::error_t();
+    });
+  } catch (const zmq::error_t& e) {
+    return MakeError(ErrorCode::kIo, std::string("cannot monitor the socket: ") + e.what());
   }
   try {
     socket_.set(zmq::sockopt::linger, 0);
